@@ -1,0 +1,1 @@
+"""Theca host tools: the `theca` command."""

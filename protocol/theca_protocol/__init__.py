@@ -1,0 +1,1 @@
+"""The Theca wire protocol, defined once with construct."""
