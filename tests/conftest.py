@@ -25,6 +25,20 @@ def pytest_collect_file(parent, file_path: Path):
     return None
 
 
+class _NoPython(pytest.File):
+    """Stands in for CPython's module collector on an mptest file named on the command
+    line: MicroPython code is never imported by CPython."""
+
+    def collect(self):
+        return []
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent):
+    if module_path.name.startswith("mptest_"):
+        return _NoPython.from_parent(parent, path=module_path)
+    return None
+
+
 class MPFile(pytest.File):
     _results: dict | None = None
 

@@ -1,0 +1,330 @@
+# The twin's board: the firmware's hardware, simulated on the MicroPython unix port.
+#
+# `build()` reads the twin configuration (JSON, path in $THECA_SIM; docs/DESIGN.md)
+# and hands the firmware a clock, a pump mechanism, sensors, a link and a telemetry
+# sink. The mechanism keeps its own physical truth (what it really pumped) apart from
+# the firmware's belief, so tests can compare the two.
+import asyncio
+import asyncio.core as _core
+import json
+import os
+import struct
+import sys
+import time
+from binascii import unhexlify
+
+from codec import TlogWriter
+
+EPOCH_UNIX = 1577836800  # Theca epoch (2020-01-01T00:00:00Z) in Unix seconds
+_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+
+
+class Clock:
+    """Device time for the twin.
+
+    virtual (speed 0): asyncio never waits; when every task sleeps, time jumps to the
+    earliest wake-up, as Peter Hinch's sched/simulate.py and Pybricks' virtual hub do.
+    speed N >= 1: real time scaled by N, and the link is polled for real.
+    """
+
+    def __init__(self, start, speed=0):
+        self.base = start  # device seconds at ms == 0
+        self.ms = 0
+        self.speed = speed
+        self._real0 = time.ticks_ms()
+        self._wait = _core._io_queue.wait_io_event
+        _core.ticks = self.ticks
+        _core._io_queue.wait_io_event = self._wait_io
+
+    def ticks(self):
+        if self.speed:
+            self.ms = time.ticks_diff(time.ticks_ms(), self._real0) * self.speed
+        return self.ms
+
+    def _wait_io(self, dt):
+        if self.speed:
+            self._wait(-1 if dt < 0 else (dt + self.speed - 1) // self.speed)
+        elif dt > 0:
+            self.ms += dt
+        elif dt < 0 and not _core._io_queue.map:
+            raise RuntimeError("twin: nothing left to run")
+
+    def now(self):
+        return self.base + self.ticks() // 1000
+
+    def set(self, t):
+        """Set device time (SET_TIME): the monotonic ticks go on, the base moves."""
+        self.base = t - self.ticks() // 1000
+
+    async def sleep_until(self, t):
+        dt = (t - self.base) * 1000 - self.ticks()
+        await asyncio.sleep_ms(dt if dt > 0 else 0)
+
+
+class Faults:
+    """Scheduled faults from the scenario: windows of motor stall and occlusion,
+    battery changes. Power loss is handled by the host restarting the twin."""
+
+    def __init__(self, faults, clock):
+        self.clock = clock
+        self.stall = [(f["at"], f["at"] + f["duration_s"]) for f in faults if f["kind"] == "motor_stall"]
+        self.occl = [(f["at"], f["at"] + f["duration_s"]) for f in faults if f["kind"] == "occlusion"]
+        self.battery = sorted((f["at"], f["remaining_days"]) for f in faults if f["kind"] == "battery")
+
+    @staticmethod
+    def _in(windows, t):
+        for a, b in windows:
+            if a <= t < b:
+                return True
+        return False
+
+    def stalled(self):
+        return self._in(self.stall, self.clock.now())
+
+    def occluded(self):
+        return self._in(self.occl, self.clock.now())
+
+
+class Mechanism:
+    """The pump mechanism and its physical reservoir: the truth the firmware believes."""
+
+    def __init__(self, stroke_nl, reservoir_nl, faults):
+        self.stroke_nl = stroke_nl
+        self.reservoir_nl = reservoir_nl
+        self.pumped_nl = 0
+        self.strokes = 0
+        self.failed = 0
+        self.faults = faults
+        self.running = False
+
+    def stroke(self):
+        if self.faults.stalled():
+            self.failed += 1
+            return 1
+        if self.faults.occluded():
+            self.failed += 1
+            return 2
+        if self.reservoir_nl >= self.stroke_nl:
+            self.reservoir_nl -= self.stroke_nl
+            self.pumped_nl += self.stroke_nl
+        self.strokes += 1
+        return 0
+
+    def off(self):
+        self.running = False
+
+
+class Occlusion:
+    def __init__(self, faults):
+        self.faults = faults
+
+    def blocked(self):
+        return self.faults.occluded()
+
+
+class Battery:
+    """Days of battery left: falls one a day; a scenario fault sets it."""
+
+    def __init__(self, days, start, faults):
+        self.days = days
+        self.t0 = start
+        self.faults = faults
+
+    def days_left(self, now):
+        days, t0 = self.days, self.t0
+        for at, rem in self.faults.battery:
+            if at <= now:
+                days, t0 = rem, at
+        return days - (now - t0) // 86400
+
+
+class Buzzer:
+    def __init__(self):
+        self.tones = 0
+        self.last = None
+
+    def tone(self, freq, ms):
+        self.tones += 1
+        self.last = (freq, ms)
+
+    def off(self):
+        pass
+
+
+class Watchdog:
+    """The twin's watchdog: a virtual-time deadline checked by `until_done`."""
+
+    def __init__(self, clock, timeout_s):
+        self.clock = clock
+        self.period_s = timeout_s // 4
+        self.timeout_s = timeout_s
+        self.fed = clock.now()
+
+    def feed(self):
+        self.fed = self.clock.now()
+
+
+class ScheduledLink:
+    """Simulate: the scenario's commands arrive as wire bytes at their device times."""
+
+    def __init__(self, path, clock):
+        self.clock = clock
+        self.recs = []
+        if path:
+            with open(path, "rb") as f:
+                data = f.read()
+            off = 0
+            while off + 6 <= len(data):
+                t, n = struct.unpack_from("<IH", data, off)
+                self.recs.append((t, data[off + 6 : off + 6 + n]))
+                off += 6 + n
+        self.i = 0
+        self.pos = 0
+        self.written = 0
+
+    async def readinto(self, buf):
+        if self.i >= len(self.recs):
+            await asyncio.Event().wait()  # no more input: wait for the end of the run
+        t, data = self.recs[self.i]
+        await self.clock.sleep_until(t)
+        n = min(len(buf), len(data) - self.pos)
+        buf[:n] = data[self.pos : self.pos + n]
+        self.pos += n
+        if self.pos >= len(data):
+            self.i += 1
+            self.pos = 0
+        return n
+
+    def write(self, mv):
+        self.written += len(mv)
+
+
+class StdioLink:
+    """Live twin or a flashed unix REPL: the link is this process's stdin/stdout, which
+    the host puts on a pseudo-terminal (a USB-serial board's single port)."""
+
+    def __init__(self):
+        self.inp = sys.stdin.buffer
+        self.out = sys.stdout.buffer
+        self.reader = asyncio.StreamReader(self.inp)
+
+    async def readinto(self, buf):
+        data = await self.reader.read(len(buf))
+        n = len(data)
+        buf[:n] = data
+        return n
+
+    def write(self, mv):
+        self.out.write(mv)
+        if hasattr(self.out, "flush"):
+            self.out.flush()
+
+
+class TlogSink:
+    def __init__(self, path):
+        self.f = open(path, "wb")
+        self.w = TlogWriter(self.f)
+
+    def emit(self, mv):
+        self.w.write_record(mv)
+
+    def close(self):
+        self.w.close()
+        self.f.close()
+
+
+class Hardware:
+    """What `build()` hands the firmware (docs/DESIGN.md, "Hardware interface")."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.clock = Clock(cfg["start"], cfg.get("speed", 0))
+        faults = Faults(cfg.get("faults", []), self.clock)
+        self.faults = faults
+        self.info = {
+            "serial": cfg.get("serial", "TWIN00000001").encode(),
+            "board": "unix",
+            "stroke_nl": cfg.get("stroke_nl", 250),
+            "capacity_nl": cfg.get("capacity_nl", 20_000_000),
+            "catheter_nl": cfg.get("catheter_nl", 150_000),
+            "low_reservoir_nl": cfg.get("low_reservoir_nl", 2_000_000),
+            "reservoir_nl": cfg.get("reservoir_nl", 20_000_000),
+        }
+        self.motor = Mechanism(self.info["stroke_nl"], self.info["reservoir_nl"], faults)
+        self.occlusion = Occlusion(faults)
+        self.battery = Battery(cfg.get("battery_days", 2555), cfg["start"], faults)
+        self.buzzer = Buzzer()
+        self.wdt = Watchdog(self.clock, cfg.get("wdt_s", 1200))
+        keys = cfg.get("keys", {})
+        self.keys = {}
+        if "clinician" in keys:
+            self.keys[1] = unhexlify(keys["clinician"])
+        if "patient" in keys:
+            self.keys[2] = unhexlify(keys["patient"])
+        self.store = None
+        self.status_period_s = cfg.get("status_period_s", 0)
+        self.telemetry = TlogSink(cfg["tlog"]) if cfg.get("tlog") else None
+        if cfg.get("mode", "simulate") == "simulate":
+            self.link = ScheduledLink(cfg.get("inputs"), self.clock)
+        else:
+            self.link = StdioLink()
+        self.end = cfg.get("end")
+        self.druglib_path = cfg.get("druglib") or _find_druglib()
+
+    def reset_cause(self):
+        return self.cfg.get("boot_cause", 0)
+
+    async def until_done(self, sh):
+        """Runs until the scenario's end, a MAINTENANCE command, or a watchdog bite."""
+        clock = self.clock
+        while not sh.stop:
+            if self.end is not None and clock.now() >= self.end:
+                return
+            t = clock.now() + self.wdt.timeout_s
+            if self.end is not None and self.end < t:
+                t = self.end
+            await clock.sleep_until(t)
+            if clock.now() - self.wdt.fed > self.wdt.timeout_s:
+                raise WatchdogReset()
+
+    def fatal(self, e):
+        pass
+
+    def close(self):
+        if self.telemetry is not None:
+            self.telemetry.close()
+        truth = self.cfg.get("truth")
+        if truth:
+            with open(truth, "w") as f:
+                json.dump({
+                    "pumped_nl": self.motor.pumped_nl,
+                    "reservoir_nl": self.motor.reservoir_nl,
+                    "strokes": self.motor.strokes,
+                    "failed_strokes": self.motor.failed,
+                    "device_time": self.clock.now(),
+                    "tones": self.buzzer.tones,
+                }, f)
+
+
+class WatchdogReset(Exception):
+    pass
+
+
+def _find_druglib():
+    for p in ("druglib.json", _HERE + "/../../firmware/druglib.json"):
+        try:
+            os.stat(p)
+            return p
+        except OSError:
+            pass
+    return "druglib.json"
+
+
+def build():
+    """The twin's hardware, from the configuration file named by $THECA_SIM."""
+    path = os.getenv("THECA_SIM")
+    if not path:
+        raise RuntimeError("THECA_SIM is not set: the twin needs its configuration file")
+    with open(path) as f:
+        cfg = json.load(f)
+    return Hardware(cfg)

@@ -1,0 +1,60 @@
+# Alarm state: which alarms are raised, which the patient or clinician acknowledged.
+# Alarm bit numbers and the critical set come from the protocol definition.
+from msgdefs import (  # noqa: F401  (re-exported for the pump and the tests)
+    ALARM_AUTH_BACKOFF as AUTH_BACKOFF,
+    ALARM_BATTERY_EOS as BATTERY_EOS,
+    ALARM_BATTERY_ERI as BATTERY_ERI,
+    ALARM_EMPTY_RESERVOIR as EMPTY_RESERVOIR,
+    ALARM_INTERNAL_FAULT as INTERNAL_FAULT,
+    ALARM_LOW_RESERVOIR as LOW_RESERVOIR,
+    ALARM_MOTOR_STALL as MOTOR_STALL,
+    ALARM_OCCLUSION as OCCLUSION,
+    ALARM_RX_INVALID as RX_INVALID,
+    ALARM_WATCHDOG_RESET as WATCHDOG_RESET,
+    ALARMS_CRITICAL as CRITICAL,
+    EV_ALARM_CLEARED,
+    EV_ALARM_RAISED,
+)
+
+
+class Alarms:
+    """A bit mask of raised alarms; `log(code, a, b)` records raise and clear events."""
+
+    def __init__(self, log):
+        self.mask = 0
+        self.acked = 0
+        self.log = log
+
+    def active(self, bit):
+        return (self.mask >> bit) & 1
+
+    def raise_(self, bit, now, info=0):
+        """Raise; returns True if newly raised (an event is logged only then)."""
+        m = 1 << bit
+        if self.mask & m:
+            return False
+        self.mask |= m
+        self.acked &= ~m
+        self.log(now, EV_ALARM_RAISED, 0, bit, info, 0)
+        return True
+
+    def clear(self, bit, now, info=0):
+        m = 1 << bit
+        if not self.mask & m:
+            return False
+        self.mask &= ~m
+        self.acked &= ~m
+        self.log(now, EV_ALARM_CLEARED, 0, bit, info, 0)
+        return True
+
+    def ack(self, mask):
+        """Silence the tones of these alarms; they stay raised until their cause is gone."""
+        self.acked |= mask & self.mask
+        return self.acked
+
+    def sounding(self):
+        """Mask of raised alarms not yet acknowledged."""
+        return self.mask & ~self.acked
+
+    def critical(self):
+        return self.mask & CRITICAL

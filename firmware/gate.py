@@ -1,0 +1,99 @@
+# The patient-bolus gate and the rolling 24 h drug window: the rules that stand between
+# a button on a handheld remote and an overdose.
+from array import array
+
+from micropython import const
+
+BUCKET_S = const(300)
+# the current (partial) bucket and the 288 before it: always at least 24 h
+NBUCKETS = const(289)
+MAX_STARTS = const(24)
+
+OK = const(0)
+# deny reasons, as the protocol names them
+from msgdefs import (  # noqa: E402,F401
+    DENY_DAILY_LIMIT as DAILY_LIMIT,
+    DENY_IN_PROGRESS as IN_PROGRESS,
+    DENY_LOCKOUT as LOCKOUT,
+    DENY_MAX_PER_DAY as MAX_PER_DAY,
+    DENY_NOT_CONFIGURED as NOT_CONFIGURED,
+    DENY_NOT_RUNNING as NOT_RUNNING,
+    DENY_RESERVOIR as RESERVOIR,
+)
+
+
+class Rolling:
+    """Drug delivered in the last 24 h (ng), in 5-minute buckets.
+
+    The sum covers the current bucket and the 288 before it, i.e. between 24 h and
+    24 h + 5 min: the window errs towards counting more, so a limit check errs towards
+    denial.
+    Per-stroke `add` is allocation-free.
+    """
+
+    def __init__(self):
+        self.b = array("i", [0] * NBUCKETS)
+        self.idx = 0  # bucket number (time // BUCKET_S) of the newest bucket
+        self.total = 0
+
+    def _roll(self, now):
+        k = now // BUCKET_S
+        d = k - self.idx
+        if d <= 0:
+            return
+        if d >= NBUCKETS:
+            for i in range(NBUCKETS):
+                self.b[i] = 0
+            self.total = 0
+        else:
+            for i in range(1, d + 1):
+                j = (self.idx + i) % NBUCKETS
+                self.total -= self.b[j]
+                self.b[j] = 0
+        self.idx = k
+
+    def add(self, now, ng):
+        self._roll(now)
+        self.b[self.idx % NBUCKETS] += ng
+        self.total += ng
+
+    def sum(self, now):
+        self._roll(now)
+        return self.total
+
+
+class Gate:
+    """Lockout from the last start and a maximum count in any rolling 24 h."""
+
+    def __init__(self):
+        self.starts = array("i", [0] * MAX_STARTS)  # ring of recent start times
+        self.n = 0
+        self.head = 0
+
+    def last_start(self):
+        if self.n == 0:
+            return None
+        return self.starts[(self.head - 1) % MAX_STARTS]
+
+    def count_24h(self, now):
+        c = 0
+        for i in range(self.n):
+            t = self.starts[(self.head - 1 - i) % MAX_STARTS]
+            if now - t < 86400:
+                c += 1
+        return c
+
+    def check(self, now, lockout_s, max_per_day):
+        """Reason code (OK when allowed) for a patient bolus asked for at `now`."""
+        last = self.last_start()
+        if last is not None and now - last < lockout_s:
+            return LOCKOUT
+        if self.count_24h(now) >= max_per_day:
+            return MAX_PER_DAY
+        return OK
+
+    def record(self, now):
+        self.starts[self.head] = now
+        self.head = (self.head + 1) % MAX_STARTS
+        if self.n < MAX_STARTS:
+            self.n += 1

@@ -1,0 +1,145 @@
+# The shell: the only firmware module that waits on clocks and talks to the board.
+# One asyncio task per concern (therapy, link, telemetry, watchdog, alarm tones),
+# gathered in main(); the motor is switched off in `finally` whatever happens.
+import asyncio
+import sys
+
+import board
+import micropython
+from codec import Deframer, cobs_encode_into
+
+import pump as pumpmod
+
+_LINK_CHUNK = 256
+
+
+class _Shared:
+    # Small state the tasks share; never allocated per stroke or per frame.
+    def __init__(self):
+        self.therapy = None
+        self.waiting = False
+        self.poked = False
+        self.expect_by = 0
+        self.stop = False
+
+
+def _poke(sh):
+    # The plan changed (a bolus, a prescription): wake the therapy task now rather
+    # than at the time it planned before the change.
+    if sh.waiting and sh.therapy is not None:
+        sh.poked = True
+        sh.therapy.cancel()
+
+
+async def therapy_task(app, clock, sh):
+    """Deliver: tick the pump, sleep until it next needs to run."""
+    while True:
+        nxt = app.tick(clock.now())
+        app.changed = False
+        sh.expect_by = nxt + 30
+        sh.waiting = True
+        try:
+            await clock.sleep_until(nxt)
+        except asyncio.CancelledError:
+            if not sh.poked:
+                raise
+            sh.poked = False
+        sh.waiting = False
+
+
+async def link_task(app, hw, sh):
+    """Frames in from the link, replies out. Garbage never reaches the pump."""
+    rx = bytearray(_LINK_CHUNK)
+    rxmv = memoryview(rx)
+    out = bytearray(pumpmod.MAX_FRAME * 2)
+    outmv = memoryview(out)
+    d = Deframer(pumpmod.MAX_FRAME)
+    clock = hw.clock
+    tel = hw.telemetry
+    while True:
+        n = await hw.link.readinto(rx)
+        if n == 0:
+            return
+        i = 0
+        while i < n:
+            i = d.feed(rxmv, i, n)
+            frame = d.frame
+            if frame is None:
+                continue
+            reply = app.command(frame, clock.now())
+            if reply is not None:
+                m = cobs_encode_into(reply, len(reply), outmv)
+                hw.link.write(outmv[:m])
+                if tel is not None:
+                    tel.emit(reply)
+            if app.changed:
+                _poke(sh)
+            if app.exit_requested:
+                sh.stop = True
+                return
+
+
+async def telemetry_task(app, clock, period):
+    """A STATUS frame every `period` seconds of device time."""
+    tel = app.telemetry
+    t = clock.now()
+    while True:
+        t += period
+        await clock.sleep_until(t)
+        tel.emit(app.status_frame(clock.now()))
+
+
+async def watchdog_task(hw, clock, sh):
+    """Feed the watchdog only while the therapy task keeps its own schedule: a hung
+    therapy task then starves the watchdog and the board resets."""
+    wdt = hw.wdt
+    period = wdt.period_s
+    while True:
+        if clock.now() <= sh.expect_by:
+            wdt.feed()
+        await clock.sleep_until(clock.now() + period)
+
+
+async def run(hw, app):
+    sh = _Shared()
+    clock = hw.clock
+    sh.therapy = asyncio.create_task(therapy_task(app, clock, sh))
+    tasks = [sh.therapy, asyncio.create_task(link_task(app, hw, sh))]
+    if hw.telemetry is not None and hw.status_period_s:
+        tasks.append(asyncio.create_task(telemetry_task(app, clock, hw.status_period_s)))
+    if hw.wdt is not None:
+        tasks.append(asyncio.create_task(watchdog_task(hw, clock, sh)))
+    try:
+        await hw.until_done(sh)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def main():
+    hw = board.build()
+    # Binary frames share the USB serial port with the REPL: a 0x03 byte in a frame
+    # must not raise KeyboardInterrupt. MAINTENANCE (or the board's safe-boot pin)
+    # gives the REPL back.
+    micropython.kbd_intr(-1)
+    app = None
+    try:
+        now = hw.clock.now()
+        app = pumpmod.Pump(hw, now, pumpmod.load_druglib(hw.druglib_path), hw.reset_cause())
+        asyncio.run(run(hw, app))
+        if hw.telemetry is not None:
+            hw.telemetry.emit(app.status_frame(hw.clock.now()))
+    except Exception as e:  # any unexpected error: safe state, logged, then reported
+        hw.motor.off()
+        if app is not None:
+            app.fault(hw.clock.now(), 1)
+        sys.print_exception(e)
+        hw.fatal(e)
+    finally:
+        hw.motor.off()
+        micropython.kbd_intr(3)
+        hw.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,709 @@
+# The pump's application core. No clocks, no pins: `now` comes in, the hardware
+# object `hw` built by the board is used only through its small interface
+# (docs/DESIGN.md), and every decision is an ordinary method call a test can make.
+import hashlib
+import json
+import struct
+
+import msgdefs as md
+from alarms import (
+    AUTH_BACKOFF,
+    BATTERY_EOS,
+    BATTERY_ERI,
+    EMPTY_RESERVOIR,
+    INTERNAL_FAULT,
+    LOW_RESERVOIR,
+    MOTOR_STALL,
+    OCCLUSION,
+    Alarms,
+)
+from codec import FrameWriter, verify_mac
+from engine import KIND_CLINICIAN, KIND_PATIENT, KIND_TIMED, NEVER, Engine
+from eventlog import REC_SIZE, EventLog
+from gate import (
+    DAILY_LIMIT,
+    IN_PROGRESS,
+    NOT_CONFIGURED,
+    NOT_RUNNING,
+    OK,
+    RESERVOIR,
+    Gate,
+    Rolling,
+)
+from micropython import const
+import rx as rxmod
+
+FW_VERSION = (0, 1, 0)
+
+STOPPED = md.MODE_STOPPED
+RUNNING = md.MODE_RUNNING
+SUSPENDED = md.MODE_SUSPENDED
+HALTED = md.MODE_HALTED
+SAFE = md.MODE_SAFE
+CLINICIAN = md.ROLE_CLINICIAN
+PATIENT = md.ROLE_PATIENT
+
+STALL_RETRY_S = const(60)  # how often a stalled motor is tried again
+SENSE_S = const(600)  # longest sleep: battery and sensors are looked at this often
+ERI_DAYS = const(90)
+BACKOFF_AFTER = const(5)  # consecutive bad MACs before the device slows down
+BACKOFF_MAX_S = const(300)
+LOG_PAGE_MAX = const(48)
+MAX_FRAME = md.MAX_FRAME
+_CMD_HDR = md.CMD_HEAD_FMT
+_CMD_HDR_SIZE = md.CMD_HEAD_SIZE
+_MAC_SIZE = md.MAC_SIZE
+_CRC_SIZE = md.CRC_SIZE
+_REPLY_HDR = md.REPLY_HEAD_FMT
+_REPLY_HDR_SIZE = md.REPLY_HEAD_SIZE
+
+
+
+def load_druglib(path):
+    """The drug library as {id: entry}. Read once at boot."""
+    with open(path) as f:
+        lib = json.load(f)
+    return {d["id"]: d for d in lib["drugs"]}
+
+
+class Pump:
+    """The therapy application: dosing, alarms, events, telemetry and commands."""
+
+    def __init__(self, hw, now, druglib, boot_cause=0, state=None):
+        info = hw.info
+        self.hw = hw
+        self.druglib = druglib
+        self.stroke_nl = info["stroke_nl"]
+        self.capacity_nl = info["capacity_nl"]
+        self.low_nl = info["low_reservoir_nl"]
+        self.catheter_nl = info["catheter_nl"]
+        self.serial = info["serial"]
+        self.telemetry = hw.telemetry
+        self.tx = FrameWriter(MAX_FRAME)  # telemetry frames (status, events, info)
+        self.rtx = FrameWriter(MAX_FRAME)  # replies
+        self.seq = 0
+        self.events = EventLog(128, hw.store)
+        self.alarms = Alarms(self.log)
+        self.engine = Engine(self.stroke_nl, self)
+        self.gate = Gate()
+        self.rolling = Rolling()
+        self.mode = STOPPED
+        self.rx = None
+        self.conc = 0  # ng/mL of what is in the reservoir (0: unknown until programmed)
+        self.reservoir_nl = info.get("reservoir_nl", 0)
+        self.delivered_ul = 0
+        self.delivered_nl = 0
+        self.offset = 0
+        self.battery_days = 0
+        # drug per stroke = ng_q + ng_r / 1e6 ng, carried exactly
+        self.ng_q = 0
+        self.ng_r = 0
+        self.ng_frac = 0
+        # refill with a new concentration: the catheter still holds the old one
+        self.bridge_nl = 0
+        self.bridge_conc = 0
+        self.low_eta = 0
+        self.eta_dirty = True
+        self.retry_t = NEVER
+        self.last_tick = now
+        # authentication
+        self.last_ctr = [0, 0, 0]
+        self.last_id = [None, None, None]
+        self.cached = [None, None, None]
+        self.bad_macs = [0, 0, 0]
+        self.locked_until = [0, 0, 0]
+        self.exit_requested = False
+        self.changed = False  # the plan changed outside tick(): the therapy task must re-plan
+        if state is not None:
+            self.restore(state, now)
+        self.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
+        self.emit_info(now)
+
+    # -- events and telemetry -----------------------------------------------------------
+    def log(self, now, code, who, a, b, c):
+        """Record an event in the log and, when telemetry is recorded, as an EVENT frame."""
+        seq = self.events.append(now, code, who, a, b, c)
+        tel = self.telemetry
+        if tel is not None:
+            rec = self.events.record(seq)
+            buf = self.tx.buf
+            buf[md.HDR_SIZE : md.HDR_SIZE + REC_SIZE] = rec
+            tel.emit(self.tx.finish(md.T_EVENT, self._next_seq(), now, REC_SIZE))
+        return seq
+
+    def _next_seq(self):
+        s = self.seq
+        self.seq = (s + 1) & 0xFFFF
+        return s
+
+    def emit_info(self, now):
+        if self.telemetry is not None:
+            n = self.info_into(self.tx.buf, md.HDR_SIZE)
+            self.telemetry.emit(self.tx.finish(md.T_DEVICE_INFO, self._next_seq(), now, n))
+
+    def info_into(self, buf, off):
+        struct.pack_into(
+            md.DEVICE_INFO_FMT, buf, off, self.serial, FW_VERSION[0], FW_VERSION[1],
+            FW_VERSION[2], 1, md.SCHEMA, self.stroke_nl, self.capacity_nl, self.low_nl,
+            self.catheter_nl,
+        )
+        return md.DEVICE_INFO_SIZE
+
+    def status_into(self, buf, off, now):
+        """Pack the STATUS payload; allocation-free (called every status period)."""
+        flags = 0
+        if self.engine.b_next_end != NEVER:
+            flags |= 1
+        if self.bridge_nl > 0:
+            flags |= 2
+        rx = self.rx
+        if rx is not None and rx.flags & 1:
+            flags |= 4
+        struct.pack_into(
+            md.STATUS_FMT, buf, off, self.mode, self.engine.step, flags,
+            rx.drug if rx is not None else 0, self.alarms.mask, self.reservoir_nl,
+            self.delivered_ul, self.delivered_nl, self.battery_days,
+            self.engine.rate if self.mode == RUNNING else 0, self.low_eta,
+            self.rolling.sum(now), self.conc, self.gate.count_24h(now),
+            self.alarms.acked & 0xFF, rx.crc if rx is not None else 0,
+        )
+        return md.STATUS_SIZE
+
+    def status_frame(self, now):
+        """A complete STATUS frame (memoryview into a reused buffer)."""
+        n = self.status_into(self.tx.buf, md.HDR_SIZE, now)
+        return self.tx.finish(md.T_STATUS, self._next_seq(), now, n)
+
+    # -- the therapy loop ---------------------------------------------------------------
+    def tick(self, now):
+        """Do everything due at `now`; return the device time to be called again."""
+        if now - self.last_tick > 3600 and self.mode == RUNNING:
+            # The pump was not scheduled for over an hour (a hang the watchdog did not
+            # catch, a clock jump): never catch that up in one go.
+            self.engine.advance(now, False)
+            self.log(now, md.EV_DELIVERY_GAP, 0, now - self.last_tick, 0, 0)
+        self.last_tick = now
+        self._sense(now)
+        if self.mode == RUNNING:
+            due = self.engine.advance(now)
+            while due > 0:
+                if not self._stroke(now):
+                    break
+                due -= 1
+        else:
+            self.engine.advance(now, False)
+            if self.mode == HALTED and self.alarms.active(MOTOR_STALL) and now >= self.retry_t:
+                self._probe(now)
+        if self.eta_dirty:
+            self._update_eta(now)
+        if self.mode == RUNNING:
+            nxt = self.engine.next_time(now)
+        else:
+            nxt = self.engine.next_time(now) if self.engine.loaded else NEVER
+            # halted or suspended: only schedule breakpoints matter, not strokes
+            if self.engine.rate > 0 and self.mode != RUNNING:
+                nxt = self._breakpoint(now)
+            if self.retry_t < nxt:
+                nxt = self.retry_t
+        lim = now + SENSE_S
+        if nxt > lim:
+            nxt = lim
+        return nxt
+
+    def _breakpoint(self, now):
+        e = self.engine
+        nxt = e.next_step_t
+        if e.next_timed_t < nxt:
+            nxt = e.next_timed_t
+        if e.b_next_end < nxt:
+            nxt = e.b_next_end
+        return nxt
+
+    def _sense(self, now):
+        hw = self.hw
+        days = hw.battery.days_left(now)
+        self.battery_days = days if days < 0xFFFF else 0xFFFF
+        if days <= 0:
+            if self.alarms.raise_(BATTERY_EOS, now, days):
+                self._update_mode(now)
+        elif days < ERI_DAYS:
+            self.alarms.raise_(BATTERY_ERI, now, days)
+        else:
+            self.alarms.clear(BATTERY_ERI, now, days)
+            self.alarms.clear(BATTERY_EOS, now, days)
+        if hw.occlusion.blocked():
+            if self.alarms.raise_(OCCLUSION, now, self.reservoir_nl):
+                self._update_mode(now)
+        elif self.alarms.active(OCCLUSION):
+            self.alarms.clear(OCCLUSION, now, self.reservoir_nl)
+            self._update_mode(now)
+
+    def _stroke(self, now):
+        # One stroke: check, move, then account. Returns False if delivery must stop.
+        if self.reservoir_nl < self.stroke_nl:
+            if self.alarms.raise_(EMPTY_RESERVOIR, now, self.reservoir_nl):
+                self._update_mode(now)
+            return False
+        r = self.hw.motor.stroke()
+        if r != 0:
+            self._stroke_failed(now, r)
+            return False
+        self.engine.stroke_done()
+        self._account(now)
+        return True
+
+    def _account(self, now):
+        # A confirmed stroke: reservoir, delivered, drug in the rolling window.
+        s = self.stroke_nl
+        self.reservoir_nl -= s
+        nl = self.delivered_nl + s
+        while nl >= 1000:
+            nl -= 1000
+            self.delivered_ul += 1
+        self.delivered_nl = nl
+        ng = self.ng_q
+        f = self.ng_frac + self.ng_r
+        if f >= 1_000_000:
+            f -= 1_000_000
+            ng += 1
+        self.ng_frac = f
+        self.rolling.add(now, ng)
+        if self.bridge_nl > 0:
+            self.bridge_nl -= s
+            if self.bridge_nl <= 0:
+                self._end_bridge(now)
+        if self.reservoir_nl < self.low_nl:
+            if self.alarms.raise_(LOW_RESERVOIR, now, self.reservoir_nl):
+                self.low_eta = 0
+        if self.reservoir_nl < s:
+            if self.alarms.raise_(EMPTY_RESERVOIR, now, self.reservoir_nl):
+                self._update_mode(now)
+
+    def _stroke_failed(self, now, r):
+        # Nothing is counted for a stroke the mechanism did not confirm.
+        self.log(now, md.EV_STROKE_FAILED, 0, r, self.reservoir_nl, 0)
+        bit = MOTOR_STALL if r == 1 else OCCLUSION
+        self.alarms.raise_(bit, now, self.reservoir_nl)
+        lost = self.engine.drop_owed()
+        if lost:
+            self.log(now, md.EV_DELIVERY_GAP, 0, 0, lost, 0)
+        if bit == MOTOR_STALL:
+            self.retry_t = now + STALL_RETRY_S
+        self._update_mode(now)
+
+    def _probe(self, now):
+        # Try the stalled motor with one real stroke. A success counts as an early
+        # stroke (acc goes below zero), so the plan is kept and never exceeded.
+        if self.reservoir_nl < self.stroke_nl:
+            self.retry_t = NEVER
+            return
+        r = self.hw.motor.stroke()
+        if r != 0:
+            self.retry_t = now + STALL_RETRY_S
+            return
+        self.engine.stroke_done()
+        self._account(now)
+        self.retry_t = NEVER
+        self.alarms.clear(MOTOR_STALL, now, self.reservoir_nl)
+        self.log(now, md.EV_MOTOR_RECOVERED, 0, self.reservoir_nl, 0, 0)
+        self._update_mode(now)
+
+    def _update_mode(self, now):
+        # RUNNING <-> HALTED follows the critical alarms; other modes are set by commands.
+        if self.mode == RUNNING and self.alarms.critical():
+            self.mode = HALTED
+            self.engine.cancel_boluses(now)
+            self.engine.drop_owed()
+            self.hw.motor.off()
+            self.eta_dirty = True
+        elif self.mode == HALTED and not self.alarms.critical():
+            self.mode = RUNNING
+            self.engine.t = now
+            self.eta_dirty = True
+        self.changed = True
+
+    def _update_eta(self, now):
+        self.eta_dirty = False
+        self.low_eta = 0
+        if self.mode != RUNNING or self.rx is None:
+            return
+        margin = self.reservoir_nl - self.low_nl
+        if margin < 0:
+            return
+        # the alarm comes with the stroke that takes the reservoir below the threshold
+        k = margin // self.stroke_nl + 1
+        extra = 0
+        e = self.engine
+        if e.bolus_active(KIND_PATIENT) or e.bolus_active(KIND_CLINICIAN):
+            extra = e.committed_nl(now)
+        t = e.time_to_deliver(now, k * self.stroke_nl, extra)
+        self.low_eta = 0 if t >= NEVER else t
+
+    # -- engine callbacks ---------------------------------------------------------------
+    def on_step(self, t, step, rate):
+        self.log(t, md.EV_STEP_CHANGED, 0, step, rate, 0)
+
+    def on_timed(self, t, dose_nl, dur):
+        dose_ng = rxmod.nl_to_ng(dose_nl, self._drug_conc())
+        reason = self._limit_check(t, dose_ng)
+        if reason == OK and self.reservoir_nl < dose_nl:
+            reason = RESERVOIR
+        if reason != OK:
+            self.log(t, md.EV_BOLUS_DENIED, 0, reason, KIND_TIMED, dose_nl)
+            self.eta_dirty = True
+            return
+        self.engine.start_bolus(t, dose_nl, dur, KIND_TIMED)
+        self.log(t, md.EV_BOLUS_STARTED, 0, dose_nl, KIND_TIMED, dur)
+
+    def on_timed_missed(self, t, dose_nl):
+        self.log(t, md.EV_BOLUS_DENIED, 0, NOT_RUNNING, KIND_TIMED, dose_nl)
+
+    def on_bolus_end(self, t, kind, volume_nl):
+        self.log(t, md.EV_BOLUS_COMPLETED, 0, volume_nl, kind, 0)
+        if kind != KIND_TIMED:
+            self.eta_dirty = True
+
+    # -- prescription and drug ----------------------------------------------------------
+    def _drug_conc(self):
+        # During a bridge the patient still receives the catheter's old concentration.
+        return self.bridge_conc if self.bridge_nl > 0 else self.conc
+
+    def _limit_check(self, now, dose_ng):
+        # Rolling 24 h drug + boluses promised but not yet delivered + this dose.
+        rx = self.rx
+        d = self.druglib.get(rx.drug) if rx is not None else None
+        if d is None:
+            return NOT_CONFIGURED
+        committed = rxmod.nl_to_ng(self.engine.committed_nl(now), self._drug_conc())
+        if self.rolling.sum(now) + committed + dose_ng > d["max_ng_day"]:
+            return DAILY_LIMIT
+        return OK
+
+    def _load_plan(self, now):
+        # Volume plan from the drug plan at the concentration now leaving the catheter.
+        rx = self.rx
+        conc = self._drug_conc()
+        rates = [rxmod.ng_to_nl(r, conc) for r in rx.step_rate_ng_day]
+        timed = []
+        for i in range(len(rx.timed_start_s)):
+            timed.append(
+                (rx.timed_start_s[i], rx.timed_duration_s[i], rxmod.ng_to_nl(rx.timed_dose_ng[i], conc))
+            )
+        self.engine.load(rx.step_start_s, rates, timed, now, self.offset)
+        q, r = divmod(self.stroke_nl * conc, 1_000_000)
+        self.ng_q = q
+        self.ng_r = r
+        self.eta_dirty = True
+        self.changed = True
+
+    def _end_bridge(self, now):
+        self.bridge_nl = 0
+        self.bridge_conc = 0
+        if self.rx is not None:
+            self._load_plan(now)
+
+    def program(self, blob, now, who):
+        """Accept a prescription (Rx blob). Returns (result, detail)."""
+        try:
+            rx = rxmod.parse(blob)
+            rxmod.check_limits(rx, self.druglib.get(rx.drug))
+        except rxmod.RxError as e:
+            return (md.NACK_LIMIT if e.limit else md.NACK_INVALID), _field_code(e.field)
+        if self.conc and rx.conc_ng_ml != self.conc:
+            # The prescription must describe what is in the reservoir: refill first.
+            return md.NACK_INVALID, _field_code("concentration")
+        first = self.rx is None
+        self.rx = rx
+        self.conc = rx.conc_ng_ml
+        self._load_plan(now)
+        self.log(now, md.EV_PRESCRIPTION_CHANGED, who, rx.crc, rx.drug, len(blob))
+        if first or self.mode == STOPPED:
+            self.mode = RUNNING
+            self.log(now, md.EV_THERAPY_STARTED, who, rx.crc, 0, 0)
+            if self.alarms.critical():
+                self.mode = HALTED
+        return 0, 0
+
+    def refill(self, added_nl, conc, now, who):
+        """Add drug; a new concentration keeps the prescribed drug per day."""
+        if added_nl <= 0:
+            return md.NACK_INVALID, _field_code("volume")
+        if self.reservoir_nl + added_nl > self.capacity_nl:
+            self.log(now, md.EV_REFILL_REFUSED, who, added_nl, self.reservoir_nl, self.capacity_nl)
+            return md.NACK_LIMIT, self.capacity_nl - self.reservoir_nl
+        if conc <= 0:
+            return md.NACK_INVALID, _field_code("concentration")
+        if self.rx is not None:
+            d = self.druglib.get(self.rx.drug)
+            if d is not None and conc > d["max_conc_ng_ml"]:
+                return md.NACK_LIMIT, d["max_conc_ng_ml"]
+        old = self.conc
+        if old and conc != old:
+            # What stays in the reservoir mixes with what is added.
+            total = self.reservoir_nl + added_nl
+            mixed = (self.reservoir_nl * old + added_nl * conc + total // 2) // total
+            if self.bridge_nl <= 0:
+                self.bridge_conc = old
+            self.bridge_nl = self.catheter_nl
+            self.conc = mixed
+        elif not old:
+            self.conc = conc
+        self.reservoir_nl += added_nl
+        self.log(now, md.EV_REFILLED, who, added_nl, self.reservoir_nl, self.conc)
+        if self.reservoir_nl >= self.stroke_nl:
+            self.alarms.clear(EMPTY_RESERVOIR, now, self.reservoir_nl)
+        if self.reservoir_nl >= self.low_nl:
+            self.alarms.clear(LOW_RESERVOIR, now, self.reservoir_nl)
+        if self.rx is not None:
+            q, r = divmod(self.stroke_nl * self._drug_conc(), 1_000_000)
+            self.ng_q = q
+            self.ng_r = r
+        self.eta_dirty = True
+        self._update_mode(now)
+        return 0, 0
+
+    def patient_bolus(self, now, who):
+        """The patient's button. Returns the deny reason (gate.OK when started)."""
+        rx = self.rx
+        reason = OK
+        if self.mode != RUNNING:
+            reason = NOT_RUNNING
+        elif rx is None or rx.pb_max_per_day == 0:
+            reason = NOT_CONFIGURED
+        elif self.engine.bolus_active(KIND_PATIENT):
+            reason = IN_PROGRESS
+        else:
+            reason = self.gate.check(now, rx.pb_lockout_s, rx.pb_max_per_day)
+        dose_nl = 0
+        if reason == OK:
+            dose_nl = rxmod.ng_to_nl(rx.pb_dose_ng, self._drug_conc())
+            reason = self._limit_check(now, rx.pb_dose_ng)
+            if reason == OK and self.reservoir_nl < dose_nl:
+                reason = RESERVOIR
+        if reason != OK:
+            self.log(now, md.EV_BOLUS_DENIED, who, reason, KIND_PATIENT, 0)
+            return reason
+        self.engine.advance(now)
+        self.engine.start_bolus(now, dose_nl, rx.pb_duration_s, KIND_PATIENT)
+        self.gate.record(now)
+        self.log(now, md.EV_BOLUS_STARTED, who, dose_nl, KIND_PATIENT, rx.pb_duration_s)
+        self.eta_dirty = True
+        self.changed = True
+        return OK
+
+    def clinician_bolus(self, now, dose_ng, duration_s, who):
+        if self.mode != RUNNING or self.rx is None:
+            self.log(now, md.EV_BOLUS_DENIED, who, NOT_RUNNING, KIND_CLINICIAN, 0)
+            return md.NACK_INVALID, NOT_RUNNING
+        if dose_ng <= 0 or not 0 < duration_s <= 86400:
+            return md.NACK_INVALID, _field_code("dose")
+        if self.engine.bolus_active(KIND_CLINICIAN):
+            return md.NACK_BUSY, IN_PROGRESS
+        reason = self._limit_check(now, dose_ng)
+        dose_nl = rxmod.ng_to_nl(dose_ng, self._drug_conc())
+        if reason == OK and self.reservoir_nl < dose_nl:
+            reason = RESERVOIR
+        if reason != OK:
+            self.log(now, md.EV_BOLUS_DENIED, who, reason, KIND_CLINICIAN, dose_nl)
+            return md.NACK_LIMIT, reason
+        self.engine.advance(now)
+        self.engine.start_bolus(now, dose_nl, duration_s, KIND_CLINICIAN)
+        self.log(now, md.EV_BOLUS_STARTED, who, dose_nl, KIND_CLINICIAN, duration_s)
+        self.eta_dirty = True
+        self.changed = True
+        return 0, 0
+
+    def suspend(self, now, who):
+        if self.mode not in (RUNNING, HALTED):
+            return md.NACK_INVALID, self.mode
+        self.engine.advance(now, self.mode == RUNNING)
+        self.mode = SUSPENDED
+        self.engine.cancel_boluses(now)
+        self.engine.drop_owed()
+        self.hw.motor.off()
+        self.log(now, md.EV_SUSPENDED, who, 0, 0, 0)
+        self.eta_dirty = True
+        self.changed = True
+        return 0, 0
+
+    def resume(self, now, who):
+        if self.mode != SUSPENDED:
+            return md.NACK_INVALID, self.mode
+        self.engine.advance(now, False)
+        self.mode = HALTED if self.alarms.critical() else RUNNING
+        self.log(now, md.EV_RESUMED, who, self.mode, 0, 0)
+        self.eta_dirty = True
+        self.changed = True
+        return 0, 0
+
+    def set_time(self, utc, offset, now, who):
+        """Set the clock (UTC) and local offset. Nothing is delivered for the jump."""
+        if not -14 * 3600 <= offset <= 14 * 3600:
+            return md.NACK_INVALID, _field_code("offset")
+        if self.mode == RUNNING:
+            self.engine.advance(now)
+        self.hw.clock.set(utc)
+        self.offset = offset
+        self.engine.set_offset(offset, utc)
+        self.last_tick = utc
+        self.log(utc, md.EV_TIME_CHANGED, who, now, utc, offset)
+        self.eta_dirty = True
+        self.changed = True
+        return 0, 0
+
+    def fault(self, now, code):
+        """An unexpected error in the application: motor off, safe state, logged."""
+        try:
+            self.hw.motor.off()
+        finally:
+            self.mode = SAFE
+            self.alarms.raise_(INTERNAL_FAULT, now, code)
+            self.log(now, md.EV_FAULT, 0, code, 0, 0)
+
+    # -- commands -----------------------------------------------------------------------
+    def command(self, frame, now):
+        """Handle one CRC-checked frame from the link; returns a REPLY frame or None."""
+        n = len(frame)
+        ver, typ, _seq, _t = struct.unpack_from(md.HDR_FMT, frame, 0)
+        if typ < 0x40 or typ >= 0x80:
+            return None  # not a command (another device's telemetry echoed back)
+        if ver != md.VERSION:
+            return self._reply(now, 0, typ, md.NACK_SCHEMA, md.VERSION, 0)
+        if n < md.HDR_SIZE + _CMD_HDR_SIZE + _MAC_SIZE + _CRC_SIZE:
+            return self._reply(now, 0, typ, md.NACK_BAD_FRAME, n, 0)
+        cmd_id, role, ctr = struct.unpack_from(_CMD_HDR, frame, md.HDR_SIZE)
+        key = self.hw.keys.get(role) if role in (CLINICIAN, PATIENT) else None
+        if key is None:
+            return self._reply(now, cmd_id, typ, md.NACK_BAD_MAC, 0, 0)
+        if now < self.locked_until[role]:
+            return self._reply(now, cmd_id, typ, md.NACK_BACKOFF, self.locked_until[role] - now, 0)
+        mac_at = n - _CRC_SIZE - _MAC_SIZE
+        if not verify_mac(key, frame, n):
+            k = self.bad_macs[role] + 1
+            self.bad_macs[role] = k
+            self.log(now, md.EV_AUTH_FAILURE, role, k, role, 0)
+            if k >= BACKOFF_AFTER:
+                wait = 1 << (k - BACKOFF_AFTER) if k - BACKOFF_AFTER < 9 else BACKOFF_MAX_S
+                self.locked_until[role] = now + (wait if wait < BACKOFF_MAX_S else BACKOFF_MAX_S)
+                self.alarms.raise_(AUTH_BACKOFF, now, role)
+            return self._reply(now, cmd_id, typ, md.NACK_BAD_MAC, 0, 0)
+        if self.bad_macs[role]:
+            self.bad_macs[role] = 0
+            if self.alarms.active(AUTH_BACKOFF):
+                self.alarms.clear(AUTH_BACKOFF, now, role)
+        cached = self.cached[role]
+        if cmd_id == self.last_id[role] and ctr == self.last_ctr[role] and cached is not None:
+            # A retry of the command already executed: same answer, no second bolus.
+            return memoryview(cached)
+        if ctr <= self.last_ctr[role]:
+            return self._reply(now, cmd_id, typ, md.NACK_REPLAY, self.last_ctr[role], 0)
+        self.last_ctr[role] = ctr
+        if typ <= md.CMD_LAST and not md.CMD_ROLES[typ - md.CMD_FIRST] & (1 << role):
+            rep = self._reply(now, cmd_id, typ, md.NACK_FORBIDDEN, role, 0)
+        else:
+            body = frame[md.HDR_SIZE + _CMD_HDR_SIZE : mac_at]
+            rep = self._execute(typ, body, role, cmd_id, now)
+        self.last_id[role] = cmd_id
+        self.cached[role] = bytes(rep)
+        return rep
+
+    def _reply(self, now, cmd_id, typ, result, detail, body_len):
+        struct.pack_into(_REPLY_HDR, self.rtx.buf, md.HDR_SIZE, cmd_id, typ, result, detail)
+        return self.rtx.finish(md.T_REPLY, self._next_seq(), now, _REPLY_HDR_SIZE + body_len)
+
+    def _execute(self, typ, body, role, cmd_id, now):
+        # Bring therapy up to now first, so the command sees (and the reply reports)
+        # the pump as it is, not as the therapy task last left it.
+        self.tick(now)
+        self.changed = True
+        off = md.HDR_SIZE + _REPLY_HDR_SIZE
+        buf = self.rtx.buf
+        res, detail, blen = 0, 0, 0
+        nb = len(body)
+        if typ == md.T_GET_STATUS:
+            blen = self.status_into(buf, off, now)
+        elif typ == md.T_GET_INFO:
+            blen = self.info_into(buf, off)
+        elif typ == md.T_PROGRAM:
+            res, detail = self.program(body, now, role)
+        elif typ == md.T_READ_RX:
+            if self.rx is None:
+                res = md.NACK_INVALID
+            else:
+                blob = self.rx.blob
+                buf[off : off + 32] = hashlib.sha256(blob).digest()
+                buf[off + 32 : off + 32 + len(blob)] = blob
+                blen = 32 + len(blob)
+        elif typ == md.T_REFILL:
+            if nb != 8:
+                res, detail = md.NACK_BAD_FRAME, nb
+            else:
+                added, conc = struct.unpack_from("<II", body, 0)
+                res, detail = self.refill(added, conc, now, role)
+        elif typ == md.T_PATIENT_BOLUS:
+            reason = self.patient_bolus(now, role)
+            if reason != OK:
+                res, detail = md.NACK_LIMIT, reason
+        elif typ == md.T_CLINICIAN_BOLUS:
+            if nb != 8:
+                res, detail = md.NACK_BAD_FRAME, nb
+            else:
+                dose, dur = struct.unpack_from("<II", body, 0)
+                res, detail = self.clinician_bolus(now, dose, dur, role)
+        elif typ == md.T_SUSPEND:
+            res, detail = self.suspend(now, role)
+        elif typ == md.T_RESUME:
+            res, detail = self.resume(now, role)
+        elif typ == md.T_ACK_ALARM:
+            if nb != 4:
+                res, detail = md.NACK_BAD_FRAME, nb
+            else:
+                mask = struct.unpack_from("<I", body, 0)[0]
+                acked = self.alarms.ack(mask)
+                self.log(now, md.EV_ALARM_ACKNOWLEDGED, role, mask, acked, 0)
+                detail = acked
+        elif typ == md.T_SET_TIME:
+            if nb != 8:
+                res, detail = md.NACK_BAD_FRAME, nb
+            else:
+                utc, offset = struct.unpack_from("<Ii", body, 0)
+                res, detail = self.set_time(utc, offset, now, role)
+                now = self.hw.clock.now()
+        elif typ == md.T_LOG_READ:
+            if nb != 5:
+                res, detail = md.NACK_BAD_FRAME, nb
+            else:
+                frm, mx = struct.unpack_from("<IB", body, 0)
+                if mx > LOG_PAGE_MAX or mx == 0:
+                    mx = LOG_PAGE_MAX
+                first, cnt = self.events.read_into(frm, mx, buf, off + 9)
+                struct.pack_into("<IIB", buf, off, self.events.next_seq, first, cnt)
+                blen = 9 + cnt * REC_SIZE
+        elif typ == md.T_MAINTENANCE:
+            self.suspend(now, role) if self.mode in (RUNNING, HALTED) else None
+            self.hw.motor.off()
+            self.exit_requested = True
+        else:
+            res = md.NACK_UNKNOWN_COMMAND
+        if res:
+            blen = 0
+        return self._reply(now, cmd_id, typ, res, detail, blen)
+
+    # -- persistence hooks (store.py) ---------------------------------------------------
+    def restore(self, state, now):
+        """Restore from a saved state dict (see store.py); no delivery is caught up."""
+        pass
+
+
+_FIELDS = ("length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
+           "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",
+           "patient_bolus.max_per_day", "drug", "concentration", "max_ng_day", "steps.rate",
+           "volume", "dose", "offset")
+
+
+def _field_code(name):
+    """NACK detail for an invalid field: its index in _FIELDS (+1), decoded by the host."""
+    for i in range(len(_FIELDS)):
+        if _FIELDS[i] == name:
+            return i + 1
+    return 0

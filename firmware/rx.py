@@ -1,0 +1,146 @@
+# Prescription: the Rx blob (docs/DESIGN.md, protocol/PROTOCOL.md) in device units,
+# and the checks the device makes itself before it accepts one.
+import struct
+from binascii import crc32
+
+from micropython import const
+
+_HDR = "<BBBBBBHIII"
+_HDR_SIZE = const(20)
+_STEP = "<HI"
+_STEP_SIZE = const(6)
+_TIMED = "<HHI"
+_TIMED_SIZE = const(8)
+MAX_STEPS = const(24)
+MAX_TIMED = const(8)
+# Above this a volume rate no longer fits the engine's small-int accounting.
+MAX_RATE_NL_DAY = const(500_000_000)
+FLAG_TRIAL = const(1)
+
+
+class RxError(ValueError):
+    """A prescription the device refuses: `field` names it, `limit` is the bound."""
+
+    def __init__(self, field, limit=0):
+        super().__init__(field)
+        self.field = field
+        self.limit = limit
+
+
+class Rx:
+    """A parsed prescription in drug units (ng, ng/day, ng/mL, seconds)."""
+
+    def __init__(self):
+        self.blob = b""
+        self.crc = 0
+        self.drug = 0
+        self.flags = 0
+        self.conc_ng_ml = 0
+        self.step_start_s = []  # local seconds of day
+        self.step_rate_ng_day = []
+        self.timed_start_s = []
+        self.timed_duration_s = []
+        self.timed_dose_ng = []
+        self.pb_max_per_day = 0
+        self.pb_duration_s = 0
+        self.pb_dose_ng = 0
+        self.pb_lockout_s = 0
+
+    def daily_basal_ng(self):
+        """Drug one day of the basal schedule delivers (ng, rounded down)."""
+        n = len(self.step_start_s)
+        tot = 0
+        for i in range(n):
+            end = self.step_start_s[i + 1] if i + 1 < n else 86400
+            tot += self.step_rate_ng_day[i] * (end - self.step_start_s[i])
+        return tot // 86400
+
+    def worst_case_ng(self):
+        """Most drug any rolling 24 h can hold: basal + timed + every allowed patient bolus.
+
+        A daily-periodic basal schedule delivers the same amount in every 24 h window,
+        so the basal day total is exact for any window.
+        """
+        tot = self.daily_basal_ng() + sum(self.timed_dose_ng)
+        return tot + self.pb_max_per_day * self.pb_dose_ng
+
+
+def parse(blob):
+    """Rx blob -> Rx. Raises RxError naming the malformed field."""
+    n = len(blob)
+    if n < _HDR_SIZE:
+        raise RxError("length")
+    (ver, drug, ns, nt, flags, pbmax, pbdur, conc, pbdose, pblock) = struct.unpack_from(
+        _HDR, blob, 0
+    )
+    if ver != 1:
+        raise RxError("version", 1)
+    if not 1 <= ns <= MAX_STEPS:
+        raise RxError("n_steps", MAX_STEPS)
+    if nt > MAX_TIMED:
+        raise RxError("n_timed", MAX_TIMED)
+    if n != _HDR_SIZE + ns * _STEP_SIZE + nt * _TIMED_SIZE:
+        raise RxError("length")
+    rx = Rx()
+    rx.blob = bytes(blob)
+    rx.crc = crc32(rx.blob)
+    rx.drug = drug
+    rx.flags = flags
+    rx.conc_ng_ml = conc
+    rx.pb_max_per_day = pbmax
+    rx.pb_duration_s = pbdur
+    rx.pb_dose_ng = pbdose
+    rx.pb_lockout_s = pblock
+    off = _HDR_SIZE
+    prev = -1
+    for i in range(ns):
+        start, rate = struct.unpack_from(_STEP, blob, off)
+        off += _STEP_SIZE
+        if (i == 0 and start != 0) or start <= prev or start >= 1440:
+            raise RxError("steps.start")
+        prev = start
+        rx.step_start_s.append(start * 60)
+        rx.step_rate_ng_day.append(rate)
+    for i in range(nt):
+        start, dur, dose = struct.unpack_from(_TIMED, blob, off)
+        off += _TIMED_SIZE
+        if start >= 1440:
+            raise RxError("timed.start")
+        if dur == 0 or dose == 0:
+            raise RxError("timed.dose")
+        rx.timed_start_s.append(start * 60)
+        rx.timed_duration_s.append(dur)
+        rx.timed_dose_ng.append(dose)
+    if pbmax:
+        if pbdose == 0 or pbdur == 0:
+            raise RxError("patient_bolus.dose")
+        if pblock < pbdur or pblock > 86400:
+            raise RxError("patient_bolus.lockout", 86400)
+        if pbmax > 24:
+            raise RxError("patient_bolus.max_per_day", 24)
+    return rx
+
+
+def check_limits(rx, drug):
+    """Hard limits of the drug library entry `drug` (a dict). Raises RxError(field, limit)."""
+    if drug is None:
+        raise RxError("drug")
+    if rx.conc_ng_ml == 0:
+        raise RxError("concentration")
+    if rx.conc_ng_ml > drug["max_conc_ng_ml"]:
+        raise RxError("concentration", drug["max_conc_ng_ml"])
+    if rx.worst_case_ng() > drug["max_ng_day"]:
+        raise RxError("max_ng_day", drug["max_ng_day"])
+    for r in rx.step_rate_ng_day:
+        if ng_to_nl(r, rx.conc_ng_ml) > MAX_RATE_NL_DAY:
+            raise RxError("steps.rate", MAX_RATE_NL_DAY)
+
+
+def ng_to_nl(ng, conc_ng_ml):
+    """Drug ng -> volume nL at conc (ng/mL), rounded to nearest. Not for hot paths."""
+    return (ng * 1_000_000 + conc_ng_ml // 2) // conc_ng_ml
+
+
+def nl_to_ng(nl, conc_ng_ml):
+    """Volume nL -> drug ng at conc (ng/mL), rounded to nearest. Not for hot paths."""
+    return (nl * conc_ng_ml + 500_000) // 1_000_000

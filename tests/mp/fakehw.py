@@ -1,0 +1,147 @@
+# A fake board for firmware unit tests: records what the firmware asks of the hardware.
+import hashlib
+import struct
+
+import msgdefs as md
+from codec import FrameWriter
+
+CLIN_KEY = b"\x11" * 32
+PAT_KEY = b"\x22" * 32
+
+
+class Clock:
+    def __init__(self, t):
+        self.t = t
+
+    def now(self):
+        return self.t
+
+    def set(self, t):
+        self.t = t
+
+
+class Motor:
+    def __init__(self):
+        self.strokes = 0
+        self.fail = 0  # 0 ok, 1 stall, 2 occlusion
+        self.offs = 0
+
+    def stroke(self):
+        if self.fail:
+            return self.fail
+        self.strokes += 1
+        return 0
+
+    def off(self):
+        self.offs += 1
+
+
+class Sensor:
+    def __init__(self):
+        self.blocked_ = False
+
+    def blocked(self):
+        return self.blocked_
+
+
+class Battery:
+    def __init__(self):
+        self.days = 2000
+
+    def days_left(self, now):
+        return self.days
+
+
+class Telemetry:
+    """Keeps (type, payload bytes) of every frame emitted."""
+
+    def __init__(self):
+        self.frames = []
+        self.count = 0
+        self.keep = True
+
+    def emit(self, mv):
+        self.count += 1
+        if self.keep:
+            self.frames.append((mv[1], bytes(mv[md.HDR_SIZE : len(mv) - md.CRC_SIZE])))
+
+    def events(self, code=None):
+        out = []
+        for typ, p in self.frames:
+            if typ == md.T_EVENT:
+                ev = struct.unpack(md.EVENT_FMT, p)
+                if code is None or ev[2] == code:
+                    out.append(ev)
+        return out
+
+
+class HW:
+    def __init__(self, t0=0, reservoir_nl=20_000_000, stroke_nl=250):
+        self.info = {
+            "serial": b"TEST00000001",
+            "board": "fake",
+            "stroke_nl": stroke_nl,
+            "capacity_nl": 20_000_000,
+            "catheter_nl": 150_000,
+            "low_reservoir_nl": 2_000_000,
+            "reservoir_nl": reservoir_nl,
+        }
+        self.clock = Clock(t0)
+        self.motor = Motor()
+        self.occlusion = Sensor()
+        self.battery = Battery()
+        self.telemetry = Telemetry()
+        self.keys = {md.ROLE_CLINICIAN: CLIN_KEY, md.ROLE_PATIENT: PAT_KEY}
+        self.store = None
+        self.wdt = None
+
+
+def _hmac(key, msg):
+    ipad = bytes(b ^ 0x36 for b in key) + b"\x36" * (64 - len(key))
+    opad = bytes(b ^ 0x5C for b in key) + b"\x5c" * (64 - len(key))
+    return hashlib.sha256(opad + hashlib.sha256(ipad + msg).digest()).digest()
+
+
+class Host:
+    """Builds authenticated commands the way the host tools do (independent HMAC)."""
+
+    def __init__(self):
+        self.ctr = {md.ROLE_CLINICIAN: 0, md.ROLE_PATIENT: 0}
+        self.cmd_id = 100
+        self.fw = FrameWriter(md.MAX_FRAME)
+
+    def cmd(self, typ, body=b"", role=md.ROLE_CLINICIAN, key=None, t=0, cmd_id=None, ctr=None):
+        if ctr is None:
+            self.ctr[role] += 1
+            ctr = self.ctr[role]
+        if cmd_id is None:
+            self.cmd_id += 1
+            cmd_id = self.cmd_id
+        if key is None:
+            key = CLIN_KEY if role == md.ROLE_CLINICIAN else PAT_KEY
+        head = struct.pack(md.CMD_HEAD_FMT, cmd_id, role, ctr) + bytes(body)
+        hdr = struct.pack(md.HDR_FMT, md.VERSION, typ, 0, t)
+        mac = _hmac(key, hdr + head)[:16]
+        payload = head + mac
+        buf = self.fw.buf
+        buf[md.HDR_SIZE : md.HDR_SIZE + len(payload)] = payload
+        return bytes(self.fw.finish(typ, 0, t, len(payload)))
+
+
+def reply(frame):
+    """(cmd_id, cmd_type, result, detail, body) of a REPLY frame."""
+    cmd_id, typ, res, detail = struct.unpack_from(md.REPLY_HEAD_FMT, frame, md.HDR_SIZE)
+    body = bytes(frame[md.HDR_SIZE + md.REPLY_HEAD_SIZE : len(frame) - md.CRC_SIZE])
+    return cmd_id, typ, res, detail, body
+
+
+def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None):
+    """An Rx blob: steps (start_min, ng/day), timed (start_min, dur_s, dose_ng),
+    pb (dose_ng, dur_s, lockout_s, max_per_day)."""
+    pbd, pbdur, pblock, pbmax = pb if pb else (0, 0, 0, 0)
+    b = struct.pack(md.RX_HEAD_FMT, 1, drug, len(steps), len(timed), 0, pbmax, pbdur, conc, pbd, pblock)
+    for s in steps:
+        b += struct.pack(md.RX_STEP_FMT, s[0], s[1])
+    for s in timed:
+        b += struct.pack(md.RX_TIMED_FMT, s[0], s[1], s[2])
+    return b

@@ -1,0 +1,229 @@
+# The pump core's rules with a fake board, under MicroPython.
+import struct
+
+import micropython
+import msgdefs as md
+from fakehw import HW, Host, reply, rx_blob
+
+import pump as P
+
+LIB = P.load_druglib("firmware/druglib.json")
+T0 = 189_302_400  # 2026-01-01T00:00:00Z in device time
+DAY = 86400
+
+
+def started(rx=None, reservoir_nl=20_000_000, **kw):
+    hw = HW(T0, reservoir_nl)
+    p = P.Pump(hw, T0, LIB)
+    h = Host()
+    r = reply(p.command(h.cmd(md.T_PROGRAM, rx or rx_blob(**kw), t=T0), T0))
+    assert r[2] == 0, r
+    return hw, p, h
+
+
+def run_until(p, hw, t_end):
+    t = hw.clock.now()
+    while t < t_end:
+        hw.clock.t = t
+        t = p.tick(t)
+    hw.clock.t = t_end
+    p.tick(t_end)
+
+
+def test_program_starts_therapy_and_logs_it():
+    hw, p, h = started()
+    assert p.mode == P.RUNNING
+    assert hw.telemetry.events(md.EV_THERAPY_STARTED)
+    assert hw.telemetry.events(md.EV_PRESCRIPTION_CHANGED)
+
+
+def test_one_day_delivers_the_prescribed_volume():
+    hw, p, h = started()  # 1.5 mg/day at 10 mg/mL = 150 uL/day
+    run_until(p, hw, T0 + DAY)
+    assert hw.motor.strokes == 600, hw.motor.strokes
+    assert p.delivered_ul == 150 and p.delivered_nl == 0
+    assert p.reservoir_nl == 20_000_000 - 150_000
+
+
+def test_hard_limit_refused_by_the_device():
+    hw = HW(T0)
+    p = P.Pump(hw, T0, LIB)
+    h = Host()
+    # 16 mg/day morphine: over the 15 mg hard limit
+    r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(steps=((0, 16_000_000),))), T0))
+    assert r[2] == md.NACK_LIMIT
+    assert p.mode == P.STOPPED and p.rx is None
+    # worst case with patient boluses over the limit: 14 mg basal + 4 x 0.5 mg
+    r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(steps=((0, 14_000_000),), pb=(500_000, 600, 3600, 4))), T0))
+    assert r[2] == md.NACK_LIMIT
+    # concentration over the drug's maximum
+    r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(conc=25_000_000)), T0))
+    assert r[2] == md.NACK_LIMIT
+
+
+def test_low_reservoir_alarm_at_the_crossing_stroke_and_eta():
+    hw, p, h = started(reservoir_nl=2_100_000)
+    p.tick(T0)
+    eta = p.low_eta
+    assert eta > T0
+    run_until(p, hw, T0 + 2 * DAY)
+    ev = hw.telemetry.events(md.EV_ALARM_RAISED)
+    low = [e for e in ev if e[4] == md.ALARM_LOW_RESERVOIR]
+    assert len(low) == 1
+    assert low[0][5] < 2_000_000 and low[0][5] >= 2_000_000 - 250  # the crossing stroke
+    assert abs(low[0][0] - eta) <= 1, (low[0][0], eta)
+
+
+def test_empty_stops_refill_resumes_overfill_refused():
+    hw, p, h = started(reservoir_nl=10_000)  # 40 strokes
+    run_until(p, hw, T0 + DAY)
+    assert hw.motor.strokes == 40
+    assert p.mode == P.HALTED and p.alarms.active(md.ALARM_EMPTY_RESERVOIR)
+    assert p.reservoir_nl == 0
+    r = reply(p.command(h.cmd(md.T_REFILL, struct.pack("<II", 20_000_001, 10_000_000)), T0 + DAY))
+    assert r[2] == md.NACK_LIMIT  # over the 20 mL capacity
+    assert hw.telemetry.events(md.EV_REFILL_REFUSED)
+    r = reply(p.command(h.cmd(md.T_REFILL, struct.pack("<II", 18_000_000, 10_000_000)), T0 + DAY))
+    assert r[2] == 0
+    assert p.mode == P.RUNNING and not p.alarms.active(md.ALARM_EMPTY_RESERVOIR)
+    run_until(p, hw, T0 + 2 * DAY)
+    assert hw.motor.strokes == 40 + 600  # on schedule, nothing caught up for the empty day
+
+
+def test_patient_bolus_lockout_max_and_events():
+    hw, p, h = started(pb=(100_000, 600, 3600, 2))
+    pat = md.ROLE_PATIENT
+    t = T0 + 100
+    assert reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=pat), t))[2] == 0
+    r = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=pat), t + 1800))
+    assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_LOCKOUT
+    assert reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=pat), t + 3600))[2] == 0
+    r = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=pat), t + 3 * 3600))
+    assert r[3] == md.DENY_MAX_PER_DAY
+    denied = hw.telemetry.events(md.EV_BOLUS_DENIED)
+    assert [e[4] for e in denied] == [md.DENY_LOCKOUT, md.DENY_MAX_PER_DAY]
+    assert reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=pat), t + DAY))[2] == 0
+
+
+def test_patient_bolus_denied_at_daily_drug_limit():
+    # 14 mg/day basal; patient boluses of 0.25 mg, max 4: worst case 15 mg = the limit
+    hw, p, h = started(steps=((0, 14_000_000),), pb=(250_000, 60, 60, 4))
+    # a clinician bolus of 0.9 mg brings the rolling total close to the limit
+    run_until(p, hw, T0 + DAY)
+    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 900_000, 60)), T0 + DAY))[2] == 0
+    run_until(p, hw, T0 + DAY + 120)
+    r = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT), T0 + DAY + 120))
+    assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT, r
+
+
+def test_retried_command_id_is_not_executed_twice():
+    hw, p, h = started(pb=(100_000, 600, 600, 10))
+    f = h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT)
+    a = bytes(p.command(f, T0 + 10))
+    b = bytes(p.command(f, T0 + 20))
+    assert a == b and reply(a)[2] == 0
+    assert len(hw.telemetry.events(md.EV_BOLUS_STARTED)) == 1
+
+
+def test_replay_bad_mac_and_roles():
+    hw, p, h = started()
+    f1 = h.cmd(md.T_GET_STATUS)
+    f2 = h.cmd(md.T_GET_STATUS)
+    assert reply(p.command(f2, T0))[2] == 0
+    assert reply(p.command(f1, T0))[2] == md.NACK_REPLAY  # older counter, other cmd id
+    bad = h.cmd(md.T_GET_STATUS, key=b"\x99" * 32)
+    assert reply(p.command(bad, T0))[2] == md.NACK_BAD_MAC
+    r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(), role=md.ROLE_PATIENT), T0))
+    assert r[2] == md.NACK_FORBIDDEN
+    r = reply(p.command(h.cmd(md.T_SUSPEND, role=md.ROLE_PATIENT), T0))
+    assert r[2] == md.NACK_FORBIDDEN and p.mode == P.RUNNING
+
+
+def test_repeated_bad_macs_back_off_and_log():
+    hw, p, h = started()
+    for i in range(P.BACKOFF_AFTER):
+        assert reply(p.command(h.cmd(md.T_GET_STATUS, key=b"\x01" * 32), T0))[2] == md.NACK_BAD_MAC
+    r = reply(p.command(h.cmd(md.T_GET_STATUS), T0))
+    assert r[2] == md.NACK_BACKOFF and r[3] >= 1
+    assert len(hw.telemetry.events(md.EV_AUTH_FAILURE)) == P.BACKOFF_AFTER
+    assert reply(p.command(h.cmd(md.T_GET_STATUS), T0 + 2))[2] == 0
+
+
+def test_stall_counts_nothing_and_recovers():
+    hw, p, h = started()
+    run_until(p, hw, T0 + 3600)
+    before = p.delivered_ul * 1000 + p.delivered_nl
+    hw.motor.fail = 1
+    run_until(p, hw, T0 + 2 * 3600)
+    assert p.alarms.active(md.ALARM_MOTOR_STALL) and p.mode == P.HALTED
+    assert p.delivered_ul * 1000 + p.delivered_nl == before
+    hw.motor.fail = 0
+    run_until(p, hw, T0 + 3 * 3600)
+    assert not p.alarms.active(md.ALARM_MOTOR_STALL) and p.mode == P.RUNNING
+    assert hw.telemetry.events(md.EV_MOTOR_RECOVERED)
+    # nothing caught up: about two hours of delivery (150 uL/day), not three
+    got = p.delivered_ul * 1000 + p.delivered_nl
+    assert got <= 2 * 150_000 // 24 + 2 * 250, got
+
+
+def test_battery_eri_and_eos():
+    hw, p, h = started()
+    hw.battery.days = 80
+    p.tick(T0 + 10)
+    assert p.alarms.active(md.ALARM_BATTERY_ERI) and p.mode == P.RUNNING
+    hw.battery.days = 0
+    p.tick(T0 + 20)
+    assert p.alarms.active(md.ALARM_BATTERY_EOS) and p.mode == P.HALTED
+
+
+def test_new_concentration_keeps_drug_per_day_after_the_catheter_bridge():
+    hw, p, h = started(reservoir_nl=1_000_000)
+    run_until(p, hw, T0 + 3600)
+    # empty the rest by refilling to nearly full with 5 mg/mL: the mix is mostly 5 mg/mL
+    r = reply(p.command(h.cmd(md.T_REFILL, struct.pack("<II", 18_000_000, 5_000_000)), T0 + 3600))
+    assert r[2] == 0
+    assert p.bridge_nl == 150_000 and p.bridge_conc == 10_000_000
+    run_until(p, hw, T0 + 3600 + DAY)  # the bridge (150 uL) is a day at the old rate
+    run_until(p, hw, T0 + 3600 + 3 * DAY)
+    assert p.bridge_nl == 0
+    # twice the volume per day at about half the concentration: same mg/day
+    assert p.engine.basal > 280_000, p.engine.basal
+
+
+def test_tick_and_status_allocate_nothing():
+    hw, p, h = started(steps=((0, 15_000_000),), reservoir_nl=20_000_000)
+    hw.telemetry.keep = False
+    t = T0
+    for _ in range(50):  # warm up: caches, first rolling buckets
+        t = p.tick(t)
+    p.status_frame(t)
+    micropython.heap_lock()
+    try:
+        for _ in range(200):
+            t = p.tick(t)
+            p.status_frame(t)
+    finally:
+        micropython.heap_unlock()
+    assert hw.motor.strokes > 200
+
+
+def test_suspend_resume_no_catch_up():
+    hw, p, h = started()
+    run_until(p, hw, T0 + 3600)
+    s0 = hw.motor.strokes
+    assert reply(p.command(h.cmd(md.T_SUSPEND), T0 + 3600))[2] == 0
+    run_until(p, hw, T0 + 5 * 3600)
+    assert hw.motor.strokes == s0
+    assert reply(p.command(h.cmd(md.T_RESUME), T0 + 5 * 3600))[2] == 0
+    run_until(p, hw, T0 + 6 * 3600)
+    assert hw.motor.strokes - s0 <= 26  # one hour, 25 strokes
+
+
+def test_log_read_pages():
+    hw, p, h = started()
+    r = reply(p.command(h.cmd(md.T_LOG_READ, struct.pack("<IB", 1, 2)), T0))
+    assert r[2] == 0
+    nxt, first, cnt = struct.unpack_from("<IIB", r[4], 0)
+    assert first == 1 and cnt == 2 and nxt >= 3
+    ev = struct.unpack_from(md.EVENT_FMT, r[4], 9)
+    assert ev[1] == 1 and ev[2] == md.EV_BOOT
