@@ -334,6 +334,36 @@ class Engine:
             tot += rates[k] * (end - ts[k])
         self.day_units = tot
 
+    def plan_units(self, t0, t1):
+        """Units (1/86400 nL) the schedule (basal + timed boluses) delivers in [t0, t1)."""
+        ts = self.prof_t
+        rs = self.prof_rate
+        n = len(ts)
+        tot = 0
+        t = t0
+        while t < t1:
+            tod = self._tod(t)
+            k = n - 1
+            while k > 0 and ts[k] > tod:
+                k -= 1
+            end = t + (ts[k + 1] if k + 1 < n else DAY) - tod
+            if end > t1:
+                end = t1
+            tot += rs[k] * (end - t)
+            t = end
+        return tot
+
+    def committed_extra_nl(self, now):
+        """Like committed_nl, for patient and clinician boluses only (timed boluses are
+        part of the schedule that plan_units already counts)."""
+        tot = 0
+        for k in range(NB):
+            if self.b_on[k] and self.b_kind[k] != KIND_TIMED:
+                left = self.b_end[k] - now
+                if left > 0:
+                    tot += (self.b_rate[k] * left + self.b_rem[k] + DAY - 1) // DAY
+        return tot
+
     def time_to_deliver(self, now, vol_nl, extra_nl=0):
         """Projected device time when the schedule has delivered vol_nl more (nL).
 

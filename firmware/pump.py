@@ -18,10 +18,12 @@ from alarms import (
     Alarms,
 )
 from codec import FrameWriter, verify_mac
-from engine import KIND_CLINICIAN, KIND_PATIENT, KIND_TIMED, NEVER, Engine
+from engine import DAY, KIND_CLINICIAN, KIND_PATIENT, KIND_TIMED, NEVER, Engine
 from eventlog import REC_SIZE, EventLog
 from gate import (
+    BUCKET_S,
     DAILY_LIMIT,
+    NBUCKETS,
     IN_PROGRESS,
     NOT_CONFIGURED,
     NOT_RUNNING,
@@ -369,14 +371,38 @@ class Pump:
         return self.bridge_conc if self.bridge_nl > 0 else self.conc
 
     def _limit_check(self, now, dose_ng):
-        # Rolling 24 h drug + boluses promised but not yet delivered + this dose.
+        """DAILY_LIMIT if a dose of dose_ng started now could make any rolling 24 h hold
+        more than the drug's hard limit.
+
+        Every 24 h window that will contain the dose ends somewhere in [now, now + 24 h]:
+        for each such end (5-minute steps) it adds the delivered history still inside
+        the window, the schedule planned up to its end (basal and timed boluses), the
+        boluses already running and the new dose. The past alone is not enough: at
+        therapy start, after a suspend or a rate increase the next 24 h hold more than
+        the last 24 h did. Rounded up everywhere; allocates (a command, not per stroke).
+        """
         rx = self.rx
         d = self.druglib.get(rx.drug) if rx is not None else None
         if d is None:
             return NOT_CONFIGURED
-        committed = rxmod.nl_to_ng(self.engine.committed_nl(now), self._drug_conc())
-        if self.rolling.sum(now) + committed + dose_ng > d["max_ng_day"]:
-            return DAILY_LIMIT
+        limit = d["max_ng_day"]
+        conc = self._drug_conc()
+        e = self.engine
+        base = dose_ng + rxmod.nl_to_ng(e.committed_extra_nl(now), conc) + 1
+        r = self.rolling
+        hist = r.sum(now)  # the window ending now: all 289 buckets
+        b = r.b
+        first = r.idx - NBUCKETS + 1  # oldest bucket still counted
+        scale = DAY * 1_000_000  # units x ng/mL -> ng
+        planned = 0
+        t = now
+        for j in range(NBUCKETS):
+            if j:
+                hist -= b[(first + j - 1) % NBUCKETS]  # that bucket left the window
+                planned += e.plan_units(t, t + BUCKET_S)
+                t += BUCKET_S
+            if hist + (planned * conc + scale - 1) // scale + base > limit:
+                return DAILY_LIMIT
         return OK
 
     def _load_plan(self, now):

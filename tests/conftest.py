@@ -110,6 +110,7 @@ class MPItem(pytest.Item):
 @pytest.fixture(scope="session")
 def mpw():
     """A long-lived MicroPython worker shared by a session's property tests."""
-    w = MPWorker()
+    # a big heap: property cases return every stroke they made
+    w = MPWorker(heapsize="256m")
     yield w
     w.close()

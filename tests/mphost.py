@@ -31,7 +31,8 @@ def micropython_exe() -> str:
 
 
 def mp_path(board: str = "unix", extra: list[Path] | None = None) -> str:
-    parts = [ROOT / "firmware", ROOT / "boards" / board, MP_DIR]
+    # ".frozen": MICROPYPATH replaces the default path, which holds frozen asyncio
+    parts = [".frozen", ROOT / "firmware", ROOT / "boards" / board, MP_DIR]
     parts += extra or []
     return ":".join(str(p) for p in parts)
 

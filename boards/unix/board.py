@@ -28,17 +28,21 @@ class Clock:
     """
 
     def __init__(self, start, speed=0):
-        self.base = start  # device seconds at ms == 0
-        self.ms = 0
+        self.base = start  # device seconds at ms == ms0
         self.speed = speed
         self._real0 = time.ticks_ms()
+        # asyncio's C task queue stamps new tasks with the real tick counter, which no
+        # Python patch reaches: virtual ticks start at the real value and only ever run
+        # ahead of it, so a new task is never scheduled in the virtual future.
+        self.ms0 = self._real0
+        self.ms = self.ms0
         self._wait = _core._io_queue.wait_io_event
         _core.ticks = self.ticks
         _core._io_queue.wait_io_event = self._wait_io
 
     def ticks(self):
         if self.speed:
-            self.ms = time.ticks_diff(time.ticks_ms(), self._real0) * self.speed
+            self.ms = self.ms0 + time.ticks_diff(time.ticks_ms(), self._real0) * self.speed
         return self.ms
 
     def _wait_io(self, dt):
@@ -50,15 +54,17 @@ class Clock:
             raise RuntimeError("twin: nothing left to run")
 
     def now(self):
-        return self.base + self.ticks() // 1000
+        return self.base + (self.ticks() - self.ms0) // 1000
 
     def set(self, t):
         """Set device time (SET_TIME): the monotonic ticks go on, the base moves."""
-        self.base = t - self.ticks() // 1000
+        self.base = t - (self.ticks() - self.ms0) // 1000
 
-    async def sleep_until(self, t):
-        dt = (t - self.base) * 1000 - self.ticks()
-        await asyncio.sleep_ms(dt if dt > 0 else 0)
+    def sleep_until(self, t):
+        """Awaitable: sleep until device time t. A plain function returning asyncio's
+        singleton sleep, so a wake-up allocates nothing (no generator per call)."""
+        dt = (t - self.base) * 1000 - (self.ticks() - self.ms0)
+        return asyncio.sleep_ms(dt if dt > 0 else 0)
 
 
 class Faults:

@@ -8,7 +8,7 @@ from fakehw import HW, Host, reply, rx_blob
 import pump as P
 
 LIB = P.load_druglib("firmware/druglib.json")
-T0 = 189_302_400  # 2026-01-01T00:00:00Z in device time
+T0 = 189_388_800  # 2026-01-01T00:00:00Z in device time (2192 days after 2020-01-01)
 DAY = 86400
 
 
@@ -227,3 +227,13 @@ def test_log_read_pages():
     assert first == 1 and cnt == 2 and nxt >= 3
     ev = struct.unpack_from(md.EVENT_FMT, r[4], 9)
     assert ev[1] == 1 and ev[2] == md.EV_BOOT
+
+
+def test_bolus_counts_the_next_24h_of_schedule_not_only_the_past():
+    # Found by the property test: at therapy start the past 24 h are empty, but a
+    # 2.85 mg bolus plus the next 24 h of a 12.3 mg/day basal is 15.15 mg > 15 mg.
+    hw, p, h = started(steps=((0, 12_300_000),), conc=2_000_000)
+    r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 2_850_000, 60)), T0))
+    assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT, r
+    r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 2_600_000, 60)), T0))
+    assert r[2] == 0, r
