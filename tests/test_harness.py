@@ -23,7 +23,6 @@ def test_failing_mp_test_is_reported(tmp_path: Path):
 
 def test_worker_roundtrip_and_errors(mpw):
     import pytest
-
     from mphost import MPError
 
     with pytest.raises(MPError, match="ZeroDivisionError"):

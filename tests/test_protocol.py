@@ -87,6 +87,22 @@ def test_vectors_are_fresh():
     )
 
 
+def test_protocol_md_is_fresh():
+    spec = (PROTO / "PROTOCOL.md").read_text()
+    assert spec == gen_vectors.render_spec(spec, DOC), (
+        "protocol/PROTOCOL.md is stale: run python protocol/gen_vectors.py"
+    )
+    # The written spec states the numbers implementers need.
+    for needle in ("0xCBF43926", "0x2144DF1C", "1280", "THECALOG", "HMAC-SHA256",
+                   "| 8 | 4 | reservoir_nl | u32 |", "replay", f"0x{P.SCHEMA:08x}"):
+        assert needle in spec, needle
+
+
+def test_gen_scripts_check_mode():
+    assert gen_firmware.main(["--check"]) == 0
+    assert gen_vectors.main(["--check"]) == 0
+
+
 def test_msgdefs_formats_match_construct():
     md = _msgdefs()
     assert md["HDR_SIZE"] == P.HDR_SIZE == 8

@@ -92,18 +92,33 @@ class Faults:
 
 
 class Mechanism:
-    """The pump mechanism and its physical reservoir: the truth the firmware believes."""
+    """The pump mechanism and its physical reservoir: the truth the firmware believes.
 
-    def __init__(self, stroke_nl, reservoir_nl, faults):
+    Refills are physical too: the drug a clinician injects through the septum at a
+    scenario's refill time (if it fits), whatever the firmware makes of the command.
+    """
+
+    def __init__(self, stroke_nl, reservoir_nl, faults, capacity_nl=20_000_000, refills=()):
         self.stroke_nl = stroke_nl
         self.reservoir_nl = reservoir_nl
+        self.capacity_nl = capacity_nl
+        self.refills = sorted(refills)
         self.pumped_nl = 0
         self.strokes = 0
         self.failed = 0
         self.faults = faults
         self.running = False
 
+    def _refill(self):
+        now = self.faults.clock.now()
+        while self.refills and self.refills[0][0] <= now:
+            _, nl = self.refills.pop(0)
+            if self.reservoir_nl + nl <= self.capacity_nl:
+                self.reservoir_nl += nl
+
     def stroke(self):
+        if self.refills:
+            self._refill()
         if self.faults.stalled():
             self.failed += 1
             return 1
@@ -256,7 +271,10 @@ class Hardware:
             "low_reservoir_nl": cfg.get("low_reservoir_nl", 2_000_000),
             "reservoir_nl": cfg.get("reservoir_nl", 20_000_000),
         }
-        self.motor = Mechanism(self.info["stroke_nl"], self.info["reservoir_nl"], faults)
+        self.motor = Mechanism(
+            self.info["stroke_nl"], self.info["reservoir_nl"], faults,
+            self.info["capacity_nl"], [tuple(r) for r in cfg.get("refills", [])],
+        )
         self.occlusion = Occlusion(faults)
         self.battery = Battery(cfg.get("battery_days", 2555), cfg["start"], faults)
         self.buzzer = Buzzer()
@@ -275,6 +293,7 @@ class Hardware:
         else:
             self.link = StdioLink()
         self.end = cfg.get("end")
+        self.failed = None
         self.druglib_path = cfg.get("druglib") or _find_druglib()
 
     def reset_cause(self):
@@ -294,7 +313,9 @@ class Hardware:
                 raise WatchdogReset()
 
     def fatal(self, e):
-        pass
+        """The firmware failed (it already stopped the motor and logged): the twin's
+        process must not look like a success."""
+        self.failed = e
 
     def close(self):
         if self.telemetry is not None:
@@ -310,6 +331,8 @@ class Hardware:
                     "device_time": self.clock.now(),
                     "tones": self.buzzer.tones,
                 }, f)
+        if self.failed is not None:
+            sys.exit(3)
 
 
 class WatchdogReset(Exception):
@@ -317,7 +340,8 @@ class WatchdogReset(Exception):
 
 
 def _find_druglib():
-    for p in ("druglib.json", _HERE + "/../../firmware/druglib.json"):
+    # the host passes "druglib"; otherwise beside the firmware or in the working folder
+    for p in ("druglib.json", "firmware/druglib.json", _HERE + "/../../firmware/druglib.json"):
         try:
             os.stat(p)
             return p

@@ -19,6 +19,8 @@ from pathlib import Path
 import theca_protocol as tp
 
 from . import twinproc
+from .build import compile_firmware
+from .druglib import default_path as druglib_path
 from .errors import BAD_INPUT, OK, BadInput
 from .scenario import Scenario, load_scenario
 
@@ -106,6 +108,9 @@ def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
         "inputs": str(inputs),
         "faults": [f.to_config() for f in sc.faults],
         "tlog": str(tlog),
+        # the drug a clinician physically injects; the board's mechanism keeps it
+        "refills": [[e.at, e.volume_nl] for e in sc.events if e.action == "refill"],
+        "druglib": str(druglib_path()),
     }
     if truth is not None:
         cfg["truth"] = str(truth)
@@ -145,6 +150,8 @@ def add_parser(sub) -> None:
     p.add_argument("--override-soft-limit", action="store_true",
                    help="accept prescriptions above the drug library's soft limits")
     p.add_argument("--quiet", action="store_true", help="print only the one-line result")
+    p.add_argument("--source", action="store_true",
+                   help="run the firmware from .py source instead of compiled .mpy")
     p.set_defaults(func=run)
 
 
@@ -157,11 +164,14 @@ def run(args) -> int:
     out = Path(args.output)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-    res = simulate(sc, out, args.heapsize)
+    mpy = None if args.source else compile_firmware("unix")
+    res = simulate(sc, out, args.heapsize, mpy_dir=mpy)
     if res["returncode"] != 0:
-        sys.stderr.write(res["stderr"])
+        sys.stderr.write(res["stdout"][-4000:])
+        sys.stderr.write(res["stderr"][-4000:])
         print(f"theca simulate: the firmware stopped with status {res['returncode']}"
-              + (" (out of memory: raise --heapsize)" if "MemoryError" in res["stderr"] else ""),
+              + (" (out of memory: raise --heapsize)"
+                 if "MemoryError" in res["stderr"] + res["stdout"] else ""),
               file=sys.stderr)
         return TWIN_FAILED
     from .summary import print_summary, summarize

@@ -10,11 +10,17 @@ from pathlib import Path
 from . import paths
 
 
-def twin_command(heapsize: str | None = None) -> list[str]:
+def twin_command(heapsize: str | None = None, compiled: bool = False) -> list[str]:
+    """The command line of the twin. Compiled: `-m main`, so that the script's folder
+    (firmware/, with the .py sources) does not come first on sys.path and shadow the
+    .mpy files."""
     cmd = [paths.micropython()]
     if heapsize:
         cmd += ["-X", f"heapsize={heapsize}"]
-    cmd.append(str(paths.FIRMWARE / "main.py"))
+    if compiled:
+        cmd += ["-m", "main"]
+    else:
+        cmd.append(str(paths.FIRMWARE / "main.py"))
     return cmd
 
 
@@ -34,6 +40,7 @@ def run_twin(config_path: Path, heapsize: str | None = None, timeout: float | No
              mpy_dir: Path | None = None, **popen) -> subprocess.CompletedProcess:
     """Run the twin to completion (a simulation); returns the finished process."""
     return subprocess.run(
-        twin_command(heapsize), env=twin_env(config_path, mpy_dir), timeout=timeout,
+        twin_command(heapsize, mpy_dir is not None), env=twin_env(config_path, mpy_dir),
+        timeout=timeout,
         capture_output=True, **popen,
     )

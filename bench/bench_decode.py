@@ -1,0 +1,124 @@
+"""Decode throughput: `run()` -> dict of frames/s for `decode --summary` and jsonl.
+
+Builds a synthetic 1,000,000-frame STATUS log (vectorised: a template record,
+seq/time/reservoir columns filled with numpy, a zlib CRC per frame), then
+times the summary path (scan + CRC + vectorised counts) and the jsonl path
+(every frame rendered, output discarded).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+for p in (ROOT / "host_tools", ROOT / "protocol"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import theca_protocol as tp  # noqa: E402
+from theca import decode  # noqa: E402
+from theca.tlog import Tlog, header_bytes  # noqa: E402
+
+
+def status_log(path, n: int, t0: int = 189388800, period: int = 60) -> int:
+    """Write a .tlog of n STATUS frames (seq 0.., one every `period` s); returns its size."""
+    st = tp.compiled(tp.Status)
+    flen = tp.HDR_SIZE + st.size + tp.CRC_SIZE
+    rec = 3 + flen
+    tmpl = bytearray(rec)
+    tmpl[0] = tp.TLOG_MARK
+    tmpl[1:3] = flen.to_bytes(2, "little")
+    tmpl[3] = tp.FRAME_VERSION
+    tmpl[4] = tp.T_STATUS
+    st.pack_into(tmpl, 3 + tp.HDR_SIZE, 1, 0, 0, 1, 0, 0, 0, 0, 2555, 200_000, 0, 0,
+                 10_000_000, 0, 0, 0)
+    arr = np.empty((n, rec), dtype=np.uint8)
+    arr[:] = np.frombuffer(bytes(tmpl), dtype=np.uint8)
+    i = np.arange(n, dtype=np.int64)
+    seq = i & 0xFFFF
+    arr[:, 5] = seq & 0xFF
+    arr[:, 6] = seq >> 8
+    t = t0 + period * i
+    res = 20_000_000 - (i % 100_000) * 150  # nL, stays positive
+    for k in range(4):
+        arr[:, 7 + k] = (t >> (8 * k)) & 0xFF
+        arr[:, 3 + tp.HDR_SIZE + 8 + k] = (res >> (8 * k)) & 0xFF
+    flat = memoryview(arr.reshape(-1))
+    crc = zlib.crc32
+    crcs = np.fromiter(
+        (crc(flat[j * rec + 3 : j * rec + rec - 4]) for j in range(n)), dtype="<u4", count=n
+    )
+    arr[:, rec - 4 :] = crcs.view(np.uint8).reshape(n, 4)
+    with open(path, "wb") as f:
+        f.write(header_bytes())
+        f.write(arr.tobytes())
+    return os.path.getsize(path)
+
+
+def _summary_once(path) -> dict:
+    with Tlog(path) as t:
+        s = decode.Summary(t)
+        for b in t.batches():
+            s.add(b.starts, b.lengths)
+        s.anomalies = list(t.anomalies)
+        r = s.result()
+        del s
+    return r
+
+
+def _jsonl_once(path) -> int:
+    out = decode._Out(io.StringIO())
+    lines = 0
+    with Tlog(path) as t:
+        s = decode.Summary(t)
+        sink = out.stream
+        decode._emit(t, "jsonl", out, s)
+        out.flush()
+        lines = sink.getvalue().count("\n")
+        del s
+    return lines
+
+
+def run(n: int = 1_000_000, repeat: int = 3) -> dict:
+    """Frames/s of the summary path (best of `repeat`) and of jsonl output."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "bench.tlog"
+        t = time.perf_counter()
+        size = status_log(path, n)
+        build_s = time.perf_counter() - t
+        best = float("inf")
+        for _ in range(repeat):
+            t = time.perf_counter()
+            r = _summary_once(path)
+            best = min(best, time.perf_counter() - t)
+        assert r["frames"] == n and r["clean"], r
+        jn = min(n, 200_000)
+        jpath = Path(d) / "bench_j.tlog"
+        status_log(jpath, jn)
+        t = time.perf_counter()
+        lines = _jsonl_once(jpath)
+        js = time.perf_counter() - t
+        assert lines == jn
+    return {
+        "decode_frames": n,
+        "decode_bytes": size,
+        "decode_build_s": round(build_s, 3),
+        "decode_summary_s": round(best, 4),
+        "decode_summary_frames_per_s": round(n / best),
+        "decode_jsonl_frames": jn,
+        "decode_jsonl_frames_per_s": round(jn / js),
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=1))

@@ -1,0 +1,57 @@
+"""Compile the firmware and a board's modules to .mpy with mpy-cross.
+
+Compiled code needs far less RAM than compiling source on the device (a Pico or the
+twin under `-X heapsize=`); viper and native functions need the board's architecture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from . import paths
+
+# mpy-cross -march per board; the unix twin runs on x86-64
+ARCH = {"unix": "x64", "rp2_pico": "armv6m", "esp32": "xtensawin"}
+# On a board main.py and boot.py stay source (the board executes them by name); the
+# twin imports a compiled main with `micropython -m main`.
+KEEP_SOURCE: set[str] = set()
+
+
+def mpy_cross() -> str:
+    cand = Path(sys.executable).parent / "mpy-cross"
+    return str(cand) if cand.exists() else "mpy-cross"
+
+
+def sources(board: str) -> list[Path]:
+    """The .py files a board runs: the firmware, then the board's own modules."""
+    out = sorted(p for p in paths.FIRMWARE.glob("*.py"))
+    bdir = paths.BOARDS / board
+    out += sorted(p for p in bdir.glob("*.py") if p.name != "manifest.py")
+    return out
+
+
+def compile_firmware(board: str = "unix", out: Path | None = None) -> Path:
+    """Compile into `out` (default build/mpy/BOARD); only changed files are rebuilt.
+    Returns the directory holding the .mpy files."""
+    out = out or paths.ROOT / "build" / "mpy" / board
+    out.mkdir(parents=True, exist_ok=True)
+    arch = ARCH[board]
+    for src in sources(board):
+        if src.name in KEEP_SOURCE:
+            continue
+        dst = out / (src.stem + ".mpy")
+        stamp = out / (src.stem + ".sha")
+        digest = hashlib.sha256(src.read_bytes() + arch.encode()).hexdigest()
+        if dst.exists() and stamp.exists() and stamp.read_text() == digest:
+            continue
+        r = subprocess.run(
+            [mpy_cross(), f"-march={arch}", "-o", str(dst), "-s", src.name, str(src)],
+            capture_output=True, text=True,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"mpy-cross {src.name}: {r.stderr.strip()}")
+        stamp.write_text(digest)
+    return out

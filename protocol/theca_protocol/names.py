@@ -1,0 +1,212 @@
+"""Every code the protocol carries, with its name: the one place for names.
+
+Host tools render codes through these tables; `gen_firmware.py` turns them into
+`const()` names in `firmware/msgdefs.py`, so firmware and host cannot disagree.
+Names are lower_snake_case because they appear verbatim in JSON output.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+#: Header byte 0 of every frame.
+FRAME_VERSION = 1
+
+#: Theca epoch: device time 0 is 2020-01-01T00:00:00Z.
+EPOCH_UNIX = 1577836800
+
+#: Pump modes (STATUS.mode).
+MODES: dict[int, str] = {
+    0: "stopped",
+    1: "running",
+    2: "suspended",
+    3: "halted",  # delivery stopped by an alarm
+    4: "safe",  # internal fault
+}
+
+#: Alarm bit numbers (STATUS.alarms is a mask of 1 << bit).
+ALARMS: dict[int, str] = {
+    0: "low_reservoir",
+    1: "empty_reservoir",
+    2: "motor_stall",
+    3: "occlusion",
+    4: "battery_eri",
+    5: "battery_eos",
+    6: "internal_fault",
+    7: "rx_invalid",
+    8: "auth_backoff",
+    9: "watchdog_reset",
+}
+
+#: Critical alarms (repeating two-tone, delivery stops).
+CRITICAL_ALARMS: frozenset[str] = frozenset(
+    {"empty_reservoir", "motor_stall", "occlusion", "battery_eos", "internal_fault", "rx_invalid"}
+)
+#: The same as a bit mask.
+CRITICAL_MASK: int = sum(1 << b for b, n in ALARMS.items() if n in CRITICAL_ALARMS)
+
+#: Who caused an event (EventRecord.who).
+WHO: dict[int, str] = {0: "device", 1: "clinician", 2: "patient"}
+
+#: Command roles (command envelope `role`).
+ROLES: dict[int, str] = {1: "clinician", 2: "patient"}
+
+#: Boot causes (boot event, a).
+BOOT_CAUSES: dict[int, str] = {
+    0: "power_on",
+    1: "watchdog",
+    2: "brown_out",
+    3: "soft_reset",
+    4: "hard_reset",
+    5: "power_loss_recovered",
+}
+
+#: Bolus kinds (bolus_started / bolus_completed, b).
+BOLUS_KINDS: dict[int, str] = {0: "timed", 1: "patient", 2: "clinician"}
+
+#: Why a patient bolus was denied (bolus_denied a; also REPLY.detail of a `limit` NACK).
+DENY_REASONS: dict[int, str] = {
+    1: "lockout",
+    2: "max_per_day",
+    3: "daily_limit",
+    4: "not_running",
+    5: "not_configured",
+    6: "in_progress",
+    7: "reservoir",
+}
+
+#: REPLY.result: 0 is ACK, anything else is the NACK reason.
+RESULTS: dict[int, str] = {
+    0: "ack",
+    1: "bad_frame",
+    2: "bad_mac",
+    3: "replay",
+    4: "forbidden",
+    5: "invalid",
+    6: "limit",
+    7: "busy",
+    8: "schema",
+    9: "unknown_command",
+    10: "backoff",
+}
+#: NACK reasons only (RESULTS without ack).
+NACK_REASONS: dict[int, str] = {k: v for k, v in RESULTS.items() if k}
+
+#: stroke_failed a.
+STROKE_FAILURES: dict[int, str] = {1: "stall", 2: "occlusion"}
+
+#: Rx blob flags bits.
+RX_FLAGS: dict[int, str] = {0: "trial"}
+
+
+class Arg(NamedTuple):
+    """How one of an event's a/b/c words is named and rendered.
+
+    kind: "int" (as is), "i32" (two's complement), "nl" (nanolitres, shown as
+    uL under `name`), "time" (device time, shown as ISO-8601 UTC), "mask"
+    (alarm mask, shown as a list of alarm names), or the name of a table in
+    this module (shown as the name for the code).
+    """
+
+    name: str
+    kind: str = "int"
+
+    @property
+    def wire_name(self) -> str:
+        """The name of the raw value on the wire (nL where JSON shows uL)."""
+        return self.name.replace("_ul", "_nl") if self.kind == "nl" else self.name
+
+
+class EventDef(NamedTuple):
+    """An event code: its name and the meaning of a, b, c (None: unused, 0)."""
+
+    code: int
+    name: str
+    a: Arg | None = None
+    b: Arg | None = None
+    c: Arg | None = None
+
+
+_EVENT_LIST = [
+    EventDef(1, "boot", Arg("cause", "BOOT_CAUSES")),
+    EventDef(2, "therapy_started"),
+    EventDef(3, "prescription_changed", Arg("rx_crc32"), Arg("drug"), Arg("rx_bytes")),
+    EventDef(4, "step_changed", Arg("step"), Arg("rate_ul_per_day", "nl")),
+    EventDef(
+        5,
+        "bolus_started",
+        Arg("dose_ul", "nl"),
+        Arg("bolus", "BOLUS_KINDS"),
+        Arg("duration_s"),
+    ),
+    EventDef(6, "bolus_completed", Arg("volume_ul", "nl"), Arg("bolus", "BOLUS_KINDS")),
+    EventDef(
+        7,
+        "bolus_denied",
+        Arg("reason", "DENY_REASONS"),
+        Arg("bolus", "BOLUS_KINDS"),
+        Arg("dose_ul", "nl"),
+    ),
+    EventDef(8, "alarm_raised", Arg("alarm", "ALARMS"), Arg("reservoir_ul", "nl")),
+    EventDef(9, "alarm_cleared", Arg("alarm", "ALARMS"), Arg("reservoir_ul", "nl")),
+    EventDef(
+        10,
+        "refilled",
+        Arg("added_ul", "nl"),
+        Arg("reservoir_ul", "nl"),
+        Arg("conc_ng_ml"),
+    ),
+    EventDef(11, "suspended"),
+    EventDef(12, "resumed"),
+    EventDef(
+        13,
+        "time_changed",
+        Arg("old_time", "time"),
+        Arg("new_time", "time"),
+        Arg("local_offset_s", "i32"),
+    ),
+    EventDef(14, "alarm_acknowledged", Arg("alarms", "mask")),
+    EventDef(15, "auth_failure", Arg("failures"), Arg("role", "ROLES")),
+    EventDef(16, "log_wrapped", Arg("first_seq_kept")),
+    EventDef(17, "delivery_gap", Arg("gap_s")),
+    EventDef(18, "refill_refused", Arg("requested_ul", "nl"), Arg("reservoir_ul", "nl")),
+    EventDef(19, "fault", Arg("fault_code")),
+    EventDef(20, "stroke_failed", Arg("failure", "STROKE_FAILURES")),
+    EventDef(21, "motor_recovered"),
+]
+
+#: Event codes -> definitions.
+EVENTS: dict[int, EventDef] = {e.code: e for e in _EVENT_LIST}
+#: Event names -> codes.
+EVENT_CODES: dict[str, int] = {e.name: e.code for e in _EVENT_LIST}
+
+#: The enumeration tables an Arg kind may name.
+TABLES: dict[str, dict[int, str]] = {
+    "MODES": MODES,
+    "ALARMS": ALARMS,
+    "WHO": WHO,
+    "ROLES": ROLES,
+    "BOOT_CAUSES": BOOT_CAUSES,
+    "BOLUS_KINDS": BOLUS_KINDS,
+    "DENY_REASONS": DENY_REASONS,
+    "RESULTS": RESULTS,
+    "STROKE_FAILURES": STROKE_FAILURES,
+}
+
+
+def alarm_names(mask: int) -> list[str]:
+    """Names of the alarms set in `mask`, lowest bit first; unknown bits as `bit_N`."""
+    out = []
+    b = 0
+    while mask:
+        if mask & 1:
+            out.append(ALARMS.get(b, f"bit_{b}"))
+        mask >>= 1
+        b += 1
+    return out
+
+
+def name_of(table: dict[int, str], code: int, prefix: str = "code") -> str:
+    """The name for `code`, or `<prefix>_<code>` when the table has none (never fails)."""
+    n = table.get(code)
+    return n if n is not None else f"{prefix}_{code}"

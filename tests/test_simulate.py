@@ -1,0 +1,122 @@
+"""`theca simulate` end to end: the firmware on the MicroPython unix port, scenario
+commands as authenticated frames, the twin's .tlog decoded on the host."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+THECA = [sys.executable, "-m", "theca.cli"]
+
+
+def theca(*args, check=False, cwd=ROOT):
+    return subprocess.run(THECA + [str(a) for a in args], capture_output=True, text=True,
+                          cwd=cwd, check=check)
+
+
+def jsonl(path):
+    r = theca("decode", path, "--format", "jsonl", check=True)
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run.tlog"
+    r = theca("simulate", ROOT / "examples" / "demo.toml", "-o", out)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return out, r.stdout, jsonl(out)
+
+
+def test_demo_prints_the_therapy_summary(demo):
+    _, text, _ = demo
+    assert "Drug delivered per day" in text
+    assert "Projected refill date" in text
+    assert "motor_stall" in text and "battery_eri" in text
+
+
+def test_demo_log_is_clean(demo):
+    out, _, _ = demo
+    r = theca("decode", out, "--summary", "--strict")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_status_fields_and_delivered_never_down(demo):
+    _, _, objs = demo
+    st = [o for o in objs if o["kind"] == "status"]
+    assert len(st) >= 30 * 1440
+    for k in ("t", "seq", "mode", "reservoir_ul", "delivered_ul", "rate_ul_per_day", "alarms",
+              "low_reservoir_eta"):
+        assert k in st[0], k
+    d = [o["delivered_ul"] for o in st]
+    assert all(b >= a for a, b in zip(d, d[1:], strict=False))
+    info = [o for o in objs if o["kind"] == "device_info"][0]
+    assert info["runtime"] == "micropython" and info["low_reservoir_ul"] == 2000
+
+
+def test_scenario_commands_reach_the_firmware(demo):
+    _, _, objs = demo
+    ev = [o for o in objs if o["kind"] == "event"]
+    names = [e["event"] for e in ev]
+    assert "therapy_started" in names and "refilled" in names
+    denied = [e for e in ev if e["event"] == "bolus_denied"]
+    assert {e["reason"] for e in denied} >= {"lockout"}
+    # commands came in through the receive path and were answered
+    replies = [o for o in objs if o["kind"] == "reply"]
+    assert replies and all("result" in r for r in replies)
+    # who changed what: the refill and the program are the clinician's
+    assert all(e["who"] == "clinician" for e in ev if e["event"] in ("refilled", "prescription_changed"))
+
+
+def _scenario(tmp_path, body: str, rx: str | None = None) -> Path:
+    rxp = tmp_path / "rx.toml"
+    rxp.write_text(rx or (ROOT / "examples" / "rx_morphine.toml").read_text())
+    p = tmp_path / "s.toml"
+    p.write_text(body)
+    return p
+
+
+def test_low_reservoir_eta_matches_the_alarm(tmp_path):
+    # 2.1 mL at about 0.2 mL/day: the alarm comes on day 1; status projects it exactly
+    sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 3\nstatus_period_s = 600\n'
+                   'reservoir_ml = 2.1\nprescription = "rx.toml"\n')
+    out = tmp_path / "r.tlog"
+    r = theca("simulate", sc, "-o", out, "--quiet")
+    assert r.returncode == 0, r.stderr + r.stdout
+    objs = jsonl(out)
+    eta = next(o["low_reservoir_eta"] for o in objs if o["kind"] == "status" and o["low_reservoir_eta"])
+    alarm = next(o for o in objs if o["kind"] == "event" and o["event"] == "alarm_raised"
+                 and o["alarm"] == "low_reservoir")
+    assert alarm["t"] == eta, (alarm["t"], eta)
+    assert alarm["reservoir_ul"] < 2000
+
+
+def test_bad_scenario_exit_2_names_field_and_limit(tmp_path):
+    sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 3\nreservoir_ml = 25.0\n'
+                   'prescription = "rx.toml"\n')
+    r = theca("simulate", sc, "-o", tmp_path / "x.tlog")
+    assert r.returncode == 2
+    assert "reservoir_ml" in r.stderr and "20" in r.stderr
+    assert not (tmp_path / "x.tlog").exists()
+
+
+def test_bad_prescription_exit_2_names_limit(tmp_path):
+    rx = 'drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\nrate = "16 mg/day"\n'
+    sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 1\nprescription = "rx.toml"\n', rx)
+    r = theca("simulate", sc, "-o", tmp_path / "x.tlog")
+    assert r.returncode == 2
+    assert "15 mg" in r.stderr, r.stderr
+
+
+def test_heapsize_is_passed_to_micropython(tmp_path):
+    sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 1\nprescription = "rx.toml"\n')
+    r = theca("simulate", sc, "-o", tmp_path / "a.tlog", "--heapsize", "16k", "--quiet")
+    assert r.returncode != 0 and "out of memory" in r.stderr
+    r = theca("simulate", sc, "-o", tmp_path / "b.tlog", "--heapsize", "bad", "--quiet")
+    assert r.returncode == 2 and "--heapsize" in r.stderr
+    r = theca("simulate", sc, "-o", tmp_path / "c.tlog", "--heapsize", "128k", "--quiet")
+    assert r.returncode == 0, r.stderr
