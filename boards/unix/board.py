@@ -302,7 +302,13 @@ class Hardware:
     async def until_done(self, sh):
         """Runs until the scenario's end, a MAINTENANCE command, or a watchdog bite."""
         clock = self.clock
+        progress = self.cfg.get("progress", 0)  # seconds of device time between reports
+        next_report = clock.now()
         while not sh.stop:
+            if progress and clock.now() >= next_report:
+                # for the host's progress bar: "@@progress <device time>" on stderr
+                sys.stderr.write("@@progress %d\n" % clock.now())
+                next_report += progress
             if self.end is not None and clock.now() >= self.end:
                 return
             t = clock.now() + self.wdt.timeout_s
