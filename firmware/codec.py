@@ -102,6 +102,9 @@ class FrameWriter:
                 self._views[n] = v
         return v
 
+    # native: measured 0.69 -> 0.59 us per call on the twin (x64 .mpy); feed()
+    # and the rest gained nothing measurable, so they stay bytecode.
+    @micropython.native
     def finish(self, type, seq, time, payload_len):
         """Header + CRC around the payload already in buf; returns the frame view."""
         n = _HDR + payload_len

@@ -20,6 +20,7 @@ class EventLog:
         self.next_seq = 1  # number the next event gets
         self.first_seq = 1  # oldest event still readable
         self.store = store
+        self.wrapped = False  # set when an append overwrote the oldest event on flash
         if store is not None:
             self.next_seq, self.first_seq = store.log_bounds()
 
@@ -30,7 +31,10 @@ class EventLog:
         struct.pack_into(REC, self.buf, off, t, seq, code, who, a & 0xFFFFFFFF, b & 0xFFFFFFFF, c & 0xFFFFFFFF)
         self.next_seq = seq + 1
         if self.store is not None:
-            self.first_seq = self.store.log_append(self.mv[off : off + REC_SIZE], seq)
+            first = self.store.log_append(self.mv[off : off + REC_SIZE], seq)
+            if first > self.first_seq and (first - 1) % self.store.slots == 0:
+                self.wrapped = True
+            self.first_seq = first
         elif seq - self.first_seq >= self.cap:
             self.first_seq = seq - self.cap + 1
         return seq

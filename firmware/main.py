@@ -6,11 +6,20 @@ import sys
 
 import board
 import micropython
-from codec import Deframer, cobs_encode_into
+from codec import Deframer, cobs_encode_into, cobs_max
+from msgdefs import ALARMS_CRITICAL
+from store import Store
 
 import pump as pumpmod
 
 _LINK_CHUNK = 256
+CRITICAL_TONE_S = 60  # a critical alarm repeats its two-tone this often until acknowledged
+OTHER_TONE_S = 3600  # a non-critical alarm sounds its single tone this often
+# fault codes (fault event a): which concern failed
+F_THERAPY = 1
+F_LINK = 2
+F_TELEMETRY = 3
+F_TONES = 4
 
 
 class _Shared:
@@ -19,6 +28,10 @@ class _Shared:
         self.therapy = None
         self.waiting = False
         self.poked = False
+        self.tones = None
+        self.tones_waiting = False
+        self.tones_poked = False
+        self.alarms_seen = 0
         self.expect_by = 0
         self.stop = False
 
@@ -31,11 +44,25 @@ def _poke(sh):
         sh.therapy.cancel()
 
 
+def _poke_tones(app, sh):
+    # A newly raised alarm sounds at once, not at the tone task's next period.
+    m = app.alarms.sounding()
+    if m & ~sh.alarms_seen and sh.tones_waiting and sh.tones is not None:
+        sh.tones_poked = True
+        sh.tones.cancel()
+    sh.alarms_seen = m
+
+
 async def therapy_task(app, clock, sh):
     """Deliver: tick the pump, sleep until it next needs to run."""
     while True:
-        nxt = app.tick(clock.now())
+        try:
+            nxt = app.tick(clock.now())
+        except Exception as e:  # unexpected: motor off, critical alarm, logged, safe state
+            _fault(app, clock, F_THERAPY, e)
+            nxt = clock.now() + pumpmod.SENSE_S
         app.changed = False
+        _poke_tones(app, sh)
         sh.expect_by = nxt + 30
         sh.waiting = True
         try:
@@ -47,11 +74,45 @@ async def therapy_task(app, clock, sh):
         sh.waiting = False
 
 
+def _fault(app, clock, code, e):
+    sys.print_exception(e)
+    app.fault(clock.now(), code)
+    app.hw.fatal(e)  # the board decides: a board stays safe and alarms, the twin reports
+
+
+async def tone_task(app, hw, sh):
+    """Alarm tones: critical alarms a repeating two-tone, others a single tone, until
+    acknowledged. Acknowledging silences the tone; the alarm stays until its cause goes."""
+    bz = hw.buzzer
+    clock = hw.clock
+    while True:
+        snd = app.alarms.sounding()
+        now = clock.now()
+        if snd & ALARMS_CRITICAL:
+            bz.tone(880, 200)
+            await asyncio.sleep_ms(300)
+            bz.tone(660, 200)
+            nxt = now + CRITICAL_TONE_S
+        elif snd:
+            bz.tone(880, 300)
+            nxt = now + OTHER_TONE_S
+        else:
+            nxt = now + OTHER_TONE_S
+        sh.tones_waiting = True
+        try:
+            await clock.sleep_until(nxt)
+        except asyncio.CancelledError:
+            if not sh.tones_poked:
+                raise
+            sh.tones_poked = False
+        sh.tones_waiting = False
+
+
 async def link_task(app, hw, sh):
     """Frames in from the link, replies out. Garbage never reaches the pump."""
     rx = bytearray(_LINK_CHUNK)
     rxmv = memoryview(rx)
-    out = bytearray(pumpmod.MAX_FRAME * 2)
+    out = bytearray(cobs_max(pumpmod.MAX_FRAME))
     outmv = memoryview(out)
     d = Deframer(pumpmod.MAX_FRAME)
     clock = hw.clock
@@ -66,7 +127,11 @@ async def link_task(app, hw, sh):
             frame = d.frame
             if frame is None:
                 continue
-            reply = app.command(frame, clock.now())
+            try:
+                reply = app.command(frame, clock.now())
+            except Exception as e:  # a bug reached by a frame: safe state, keep listening
+                _fault(app, clock, F_LINK, e)
+                reply = None
             if reply is not None:
                 m = cobs_encode_into(reply, len(reply), outmv)
                 hw.link.write(outmv[:m])
@@ -74,6 +139,7 @@ async def link_task(app, hw, sh):
                     tel.emit(reply)
             if app.changed:
                 _poke(sh)
+            _poke_tones(app, sh)
             if app.exit_requested:
                 sh.stop = True
                 return
@@ -109,6 +175,9 @@ async def run(hw, app):
         tasks.append(asyncio.create_task(telemetry_task(app, clock, hw.status_period_s)))
     if hw.wdt is not None:
         tasks.append(asyncio.create_task(watchdog_task(hw, clock, sh)))
+    if hw.buzzer is not None:
+        sh.tones = asyncio.create_task(tone_task(app, hw, sh))
+        tasks.append(sh.tones)
     try:
         await hw.until_done(sh)
     finally:
@@ -123,22 +192,26 @@ def main():
     # gives the REPL back.
     micropython.kbd_intr(-1)
     app = None
+    cut = None
     try:
         now = hw.clock.now()
-        app = pumpmod.Pump(hw, now, pumpmod.load_druglib(hw.druglib_path), hw.reset_cause())
+        store = Store(hw.fs_root) if hw.fs_root else None
+        app = pumpmod.Pump(hw, now, pumpmod.load_druglib(hw.druglib_path), hw.reset_cause(), store)
         asyncio.run(run(hw, app))
         if hw.telemetry is not None:
             hw.telemetry.emit(app.status_frame(hw.clock.now()))
     except Exception as e:  # any unexpected error: safe state, logged, then reported
         hw.motor.off()
         if app is not None:
-            app.fault(hw.clock.now(), 1)
+            app.fault(hw.clock.now(), F_THERAPY)
         sys.print_exception(e)
         hw.fatal(e)
+    except BaseException as e:  # a reset (watchdog, power): nothing more is written
+        cut = e
     finally:
         hw.motor.off()
         micropython.kbd_intr(3)
-        hw.close()
+        hw.close(cut)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ MAX_FRAME = const(1280)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
 MAC_SIZE = const(16)
 RX_SHA256_SIZE = const(32)  # READ_RX reply: sha256 of the blob, then the blob
-RUNTIME_MICROPYTHON = const(1)  # DEVICE_INFO.runtime
-RX_VERSION = const(1)
-RX_MAX_STEPS = const(24)
-RX_MAX_TIMED = const(8)
-RX_FLAG_TRIAL = const(1)
-RESULT_ACK = const(0)
+# (unused) RUNTIME_MICROPYTHON = const(1)  # DEVICE_INFO.runtime
+# (unused) RX_VERSION = const(1)
+# (unused) RX_MAX_STEPS = const(24)
+# (unused) RX_MAX_TIMED = const(8)
+# (unused) RX_FLAG_TRIAL = const(1)
+# (unused) RESULT_ACK = const(0)
 TLOG_MAGIC = b'THECALOG'
 TLOG_FORMAT = const(1)
 TLOG_MARK = const(165)
@@ -43,71 +43,54 @@ T_REPLY = const(128)  # 0x80 device -> host
 # frame header
 HDR_FMT = "<BBHI"
 HDR_SIZE = const(8)
-HDR_FIELDS = ('version', 'type', 'seq', 'time')
 # DEVICE_INFO payload (also GET_INFO reply body)
 DEVICE_INFO_FMT = "<12sBBBBIHIII"
 DEVICE_INFO_SIZE = const(34)
-DEVICE_INFO_FIELDS = ('serial', 'fw_major', 'fw_minor', 'fw_patch', 'runtime', 'schema', 'stroke_nl', 'capacity_nl', 'low_reservoir_nl', 'catheter_nl')
 # STATUS payload (also GET_STATUS reply body)
 STATUS_FMT = "<BBBBIIIHHIIIIBBI"
 STATUS_SIZE = const(42)
-STATUS_FIELDS = ('mode', 'step', 'flags', 'drug', 'alarms', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'battery_days', 'rate_nl_day', 'low_eta', 'rolling_ng', 'conc_ng_ml', 'boluses_24h', 'acked', 'rx_crc')
 # EVENT payload: one EventRecord (also the event log's unit)
 EVENT_FMT = "<IIBBIII"
 EVENT_SIZE = const(22)
-EVENT_FIELDS = ('t', 'event_seq', 'code', 'who', 'a', 'b', 'c')
 # REPLY payload head; the reply body follows
 REPLY_HEAD_FMT = "<IBBI"
 REPLY_HEAD_SIZE = const(10)
-REPLY_HEAD_FIELDS = ('cmd_id', 'cmd_type', 'result', 'detail')
 # command envelope head; body and 16-byte mac follow
 CMD_HEAD_FMT = "<IBI"
 CMD_HEAD_SIZE = const(9)
-CMD_HEAD_FIELDS = ('cmd_id', 'role', 'counter')
 # Rx blob head; n_steps RX_STEP then n_timed RX_TIMED follow
 RX_HEAD_FMT = "<BBBBBBHIII"
 RX_HEAD_SIZE = const(20)
-RX_HEAD_FIELDS = ('version', 'drug', 'n_steps', 'n_timed', 'flags', 'pb_max_per_day', 'pb_duration_s', 'conc_ng_ml', 'pb_dose_ng', 'pb_lockout_s')
 # Rx blob basal step
 RX_STEP_FMT = "<HI"
 RX_STEP_SIZE = const(6)
-RX_STEP_FIELDS = ('start_min', 'rate_ng_day')
 # Rx blob timed bolus
 RX_TIMED_FMT = "<HHI"
 RX_TIMED_SIZE = const(8)
-RX_TIMED_FIELDS = ('start_min', 'duration_s', 'dose_ng')
 # REFILL body
 REFILL_FMT = "<II"
 REFILL_SIZE = const(8)
-REFILL_FIELDS = ('added_nl', 'conc_ng_ml')
 # CLINICIAN_BOLUS body
 CLINICIAN_BOLUS_FMT = "<II"
 CLINICIAN_BOLUS_SIZE = const(8)
-CLINICIAN_BOLUS_FIELDS = ('dose_ng', 'duration_s')
 # ACK_ALARM body
 ACK_ALARM_FMT = "<I"
 ACK_ALARM_SIZE = const(4)
-ACK_ALARM_FIELDS = ('mask',)
 # SET_TIME body
 SET_TIME_FMT = "<Ii"
 SET_TIME_SIZE = const(8)
-SET_TIME_FIELDS = ('utc', 'local_offset_s')
 # LOG_READ body
 LOG_READ_FMT = "<IB"
 LOG_READ_SIZE = const(5)
-LOG_READ_FIELDS = ('from_seq', 'max_count')
 # LOG_READ reply head; count EVENT records follow
 LOG_READ_REPLY_HEAD_FMT = "<IIB"
 LOG_READ_REPLY_HEAD_SIZE = const(9)
-LOG_READ_REPLY_HEAD_FIELDS = ('next_seq', 'first_seq', 'count')
 # .tlog file header
 TLOG_HDR_FMT = "<8sHHI"
 TLOG_HDR_SIZE = const(16)
-TLOG_HDR_FIELDS = ('magic', 'format', 'flags', 'schema')
 # .tlog record head; the frame follows
 TLOG_REC_FMT = "<BH"
 TLOG_REC_SIZE = const(3)
-TLOG_REC_FIELDS = ('mark', 'length')
 
 # Command table, indexed by type - CMD_FIRST: body size (-1 variable),
 # allowed roles as a mask of 1 << role.
@@ -136,21 +119,21 @@ ALARM_AUTH_BACKOFF = const(8)
 ALARM_WATCHDOG_RESET = const(9)
 
 # EventRecord.who
-WHO_DEVICE = const(0)
-WHO_CLINICIAN = const(1)
-WHO_PATIENT = const(2)
+# (unused) WHO_DEVICE = const(0)
+# (unused) WHO_CLINICIAN = const(1)
+# (unused) WHO_PATIENT = const(2)
 
 # command roles
 ROLE_CLINICIAN = const(1)
 ROLE_PATIENT = const(2)
 
 # boot causes (boot event a)
-BOOT_POWER_ON = const(0)
-BOOT_WATCHDOG = const(1)
-BOOT_BROWN_OUT = const(2)
-BOOT_SOFT_RESET = const(3)
-BOOT_HARD_RESET = const(4)
-BOOT_POWER_LOSS_RECOVERED = const(5)
+# (unused) BOOT_POWER_ON = const(0)
+# (unused) BOOT_WATCHDOG = const(1)
+# (unused) BOOT_BROWN_OUT = const(2)
+# (unused) BOOT_SOFT_RESET = const(3)
+# (unused) BOOT_HARD_RESET = const(4)
+# (unused) BOOT_POWER_LOSS_RECOVERED = const(5)
 
 # bolus kinds (bolus events b)
 BOLUS_TIMED = const(0)
@@ -179,15 +162,15 @@ NACK_UNKNOWN_COMMAND = const(9)
 NACK_BACKOFF = const(10)
 
 # stroke_failed a
-STROKE_STALL = const(1)
-STROKE_OCCLUSION = const(2)
+# (unused) STROKE_STALL = const(1)
+# (unused) STROKE_OCCLUSION = const(2)
 
 # alarm bits that are critical (two-tone, delivery stops)
 ALARMS_CRITICAL = const(238)  # 0x00ee
 
 # event codes
 EV_BOOT = const(1)  # a=cause
-EV_THERAPY_STARTED = const(2)
+EV_THERAPY_STARTED = const(2)  # a=rx_crc32
 EV_PRESCRIPTION_CHANGED = const(3)  # a=rx_crc32, b=drug, c=rx_bytes
 EV_STEP_CHANGED = const(4)  # a=step, b=rate_nl_per_day
 EV_BOLUS_STARTED = const(5)  # a=dose_nl, b=bolus, c=duration_s

@@ -4,6 +4,7 @@
 import hashlib
 import json
 import struct
+from array import array
 
 import msgdefs as md
 from alarms import (
@@ -12,6 +13,7 @@ from alarms import (
     BATTERY_ERI,
     EMPTY_RESERVOIR,
     INTERNAL_FAULT,
+    RX_INVALID,
     LOW_RESERVOIR,
     MOTOR_STALL,
     OCCLUSION,
@@ -47,6 +49,7 @@ PATIENT = md.ROLE_PATIENT
 
 STALL_RETRY_S = const(60)  # how often a stalled motor is tried again
 SENSE_S = const(600)  # longest sleep: battery and sensors are looked at this often
+SAVE_S = const(3600)  # the snapshot is at most this old (rolling 24 h buckets)
 ERI_DAYS = const(90)
 BACKOFF_AFTER = const(5)  # consecutive bad MACs before the device slows down
 BACKOFF_MAX_S = const(300)
@@ -65,13 +68,17 @@ def load_druglib(path):
     """The drug library as {id: entry}. Read once at boot."""
     with open(path) as f:
         lib = json.load(f)
-    return {d["id"]: d for d in lib["drugs"]}
+    # only the hard limits: the device enforces those; soft limits are the host's
+    return {
+        d["id"]: {"max_conc_ng_ml": d["max_conc_ng_ml"], "max_ng_day": d["max_ng_day"]}
+        for d in lib["drugs"]
+    }
 
 
 class Pump:
     """The therapy application: dosing, alarms, events, telemetry and commands."""
 
-    def __init__(self, hw, now, druglib, boot_cause=0, state=None):
+    def __init__(self, hw, now, druglib, boot_cause=0, store=None):
         info = hw.info
         self.hw = hw
         self.druglib = druglib
@@ -81,10 +88,12 @@ class Pump:
         self.catheter_nl = info["catheter_nl"]
         self.serial = info["serial"]
         self.telemetry = hw.telemetry
-        self.tx = FrameWriter(MAX_FRAME)  # telemetry frames (status, events, info)
+        self.tx = FrameWriter(_TX_MAX)  # telemetry frames (status, events, info)
         self.rtx = FrameWriter(MAX_FRAME)  # replies
         self.seq = 0
-        self.events = EventLog(128, hw.store)
+        self.store = store
+        # RAM cache of the newest events; with a store the full log is on flash
+        self.events = EventLog(32 if store is not None else 128, store)
         self.alarms = Alarms(self.log)
         self.engine = Engine(self.stroke_nl, self)
         self.gate = Gate()
@@ -114,17 +123,47 @@ class Pump:
         self.cached = [None, None, None]
         self.bad_macs = [0, 0, 0]
         self.locked_until = [0, 0, 0]
+        self.last_result = [None, None, None]  # (type, result, detail): survives a reboot
+        self.rx_bad = False
         self.exit_requested = False
         self.changed = False  # the plan changed outside tick(): the therapy task must re-plan
-        if state is not None:
-            self.restore(state, now)
-        self.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
+        self.dirty = False  # state worth saving changed
+        self.saved_t = now
+        gap = 0
+        bad = False
+        if store is not None:
+            try:
+                blob = store.load_state()
+            except ValueError:
+                blob = None
+                bad = True
+            jrec = store.journal_last()
+            if blob is not None:
+                gap = self.restore(blob, jrec, now)
+        self.log(now, md.EV_BOOT, 0, boot_cause, gap, 0)
+        if bad or self.rx_bad:
+            # the stored state failed its CRC or its prescription does not parse: no
+            # delivery until a clinician programs the pump again
+            self.rx = None
+            self.engine.unload(now)
+            self.alarms.raise_(RX_INVALID, now, 0)
+            if self.mode == RUNNING:
+                self.mode = HALTED
+        if gap > 0:
+            self.log(now, md.EV_DELIVERY_GAP, 0, gap, 0, 0)
         self.emit_info(now)
+        if store is not None:
+            self.save(now)
 
     # -- events and telemetry -----------------------------------------------------------
     def log(self, now, code, who, a, b, c):
         """Record an event in the log and, when telemetry is recorded, as an EVENT frame."""
         seq = self.events.append(now, code, who, a, b, c)
+        self.dirty = True
+        if self.events.wrapped:
+            # the oldest event on flash was overwritten: say so, once per lap of the ring
+            self.events.wrapped = False
+            self.log(now, md.EV_LOG_WRAPPED, 0, self.events.first_seq, 0, 0)
         tel = self.telemetry
         if tel is not None:
             rec = self.events.record(seq)
@@ -179,6 +218,8 @@ class Pump:
     # -- the therapy loop ---------------------------------------------------------------
     def tick(self, now):
         """Do everything due at `now`; return the device time to be called again."""
+        if self.mode == SAFE:
+            return now + SENSE_S  # after an internal fault nothing runs but the link
         if now - self.last_tick > 3600 and self.mode == RUNNING:
             # The pump was not scheduled for over an hour (a hang the watchdog did not
             # catch, a clock jump): never catch that up in one go.
@@ -198,6 +239,8 @@ class Pump:
                 self._probe(now)
         if self.eta_dirty:
             self._update_eta(now)
+        if self.store is not None and (self.dirty or now - self.saved_t >= SAVE_S):
+            self.save(now)
         if self.mode == RUNNING:
             nxt = self.engine.next_time(now)
         else:
@@ -246,13 +289,28 @@ class Pump:
             if self.alarms.raise_(EMPTY_RESERVOIR, now, self.reservoir_nl):
                 self._update_mode(now)
             return False
+        st = self.store
+        if st is not None:
+            self._journal(now, self.stroke_nl)
         r = self.hw.motor.stroke()
         if r != 0:
+            if st is not None:
+                self._journal(now, 0)  # nothing moved: the journal must not say it did
             self._stroke_failed(now, r)
             return False
         self.engine.stroke_done()
         self._account(now)
         return True
+
+    def _journal(self, now, s):
+        # Write ahead: the accounting as it stands once a stroke of s nL is done.
+        nl = self.delivered_nl + s
+        ul = self.delivered_ul
+        while nl >= 1000:
+            nl -= 1000
+            ul += 1
+        acc = self.engine.acc - (self.engine.Q if s else 0)
+        self.store.journal(now, self.reservoir_nl - s, ul, nl, acc, self.mode)
 
     def _account(self, now):
         # A confirmed stroke: reservoir, delivered, drug in the rolling window.
@@ -299,8 +357,12 @@ class Pump:
         if self.reservoir_nl < self.stroke_nl:
             self.retry_t = NEVER
             return
+        if self.store is not None:
+            self._journal(now, self.stroke_nl)
         r = self.hw.motor.stroke()
         if r != 0:
+            if self.store is not None:
+                self._journal(now, 0)
             self.retry_t = now + STALL_RETRY_S
             return
         self.engine.stroke_done()
@@ -553,7 +615,7 @@ class Pump:
         return 0, 0
 
     def resume(self, now, who):
-        if self.mode != SUSPENDED:
+        if self.mode not in (SUSPENDED, SAFE):
             return md.NACK_INVALID, self.mode
         self.engine.advance(now, False)
         self.mode = HALTED if self.alarms.critical() else RUNNING
@@ -618,9 +680,17 @@ class Pump:
             if self.alarms.active(AUTH_BACKOFF):
                 self.alarms.clear(AUTH_BACKOFF, now, role)
         cached = self.cached[role]
-        if cmd_id == self.last_id[role] and ctr == self.last_ctr[role] and cached is not None:
+        if cmd_id == self.last_id[role] and ctr == self.last_ctr[role]:
             # A retry of the command already executed: same answer, no second bolus.
-            return memoryview(cached)
+            if cached is not None:
+                return memoryview(cached)
+            lr = self.last_result[role]
+            if lr is not None and lr[0] == typ and typ not in _READS:
+                # rebooted since: the answer (never a body for a change) was saved
+                return self._reply(now, cmd_id, typ, lr[1], lr[2], 0)
+            if typ in _READS:
+                body = frame[md.HDR_SIZE + _CMD_HDR_SIZE : mac_at]
+                return self._execute(typ, body, role, cmd_id, now)
         if ctr <= self.last_ctr[role]:
             return self._reply(now, cmd_id, typ, md.NACK_REPLAY, self.last_ctr[role], 0)
         self.last_ctr[role] = ctr
@@ -630,7 +700,12 @@ class Pump:
             body = frame[md.HDR_SIZE + _CMD_HDR_SIZE : mac_at]
             rep = self._execute(typ, body, role, cmd_id, now)
         self.last_id[role] = cmd_id
+        self.last_result[role] = (typ, rep[md.HDR_SIZE + 5], struct.unpack_from("<I", rep, md.HDR_SIZE + 6)[0])
         self.cached[role] = bytes(rep)
+        if self.store is not None:
+            # durable before the host hears it: an acknowledged change survives a cut
+            self.save(now)
+            rep = memoryview(self.cached[role])
         return rep
 
     def _reply(self, now, cmd_id, typ, result, detail, body_len):
@@ -715,11 +790,100 @@ class Pump:
             blen = 0
         return self._reply(now, cmd_id, typ, res, detail, blen)
 
-    # -- persistence hooks (store.py) ---------------------------------------------------
-    def restore(self, state, now):
-        """Restore from a saved state dict (see store.py); no delivery is caught up."""
-        pass
+    # -- persistence (store.py) -------------------------------------------------------
+    def save(self, now):
+        """Write the snapshot (atomic). Allocates: never called per stroke."""
+        self.dirty = False
+        self.saved_t = now
+        self.store.save_state(self.snapshot(now))
 
+    def snapshot(self, now):
+        g = self.gate
+        r = self.rolling
+        rx = self.rx.blob if self.rx is not None else b""
+        ids = [0xFFFFFFFF if i is None else i for i in self.last_id]
+        lr = [x if x is not None else (0, 0, 0) for x in self.last_result]
+        head = struct.pack(
+            _SNAP, now, self.mode, self.offset, self.conc, self.bridge_nl, self.bridge_conc,
+            self.alarms.mask, self.alarms.acked, self.reservoir_nl, self.delivered_ul,
+            self.delivered_nl, self.store.j_seq, self.ng_frac, self.seq,
+            self.last_ctr[1], self.last_ctr[2], ids[1], ids[2],
+            lr[1][0], lr[1][1], lr[1][2], lr[2][0], lr[2][1], lr[2][2],
+            self.locked_until[1], self.locked_until[2], g.n, g.head, r.idx, r.total, len(rx),
+        )
+        return head + bytes(g.starts) + bytes(r.b) + rx
+
+    def restore(self, blob, jrec, now):
+        """Take up a saved state after a restart. Nothing missed is caught up: the
+        schedule resumes at `now`. Returns the seconds that went undelivered."""
+        v = struct.unpack_from(_SNAP, blob, 0)
+        (t_saved, mode, self.offset, self.conc, self.bridge_nl, self.bridge_conc, mask, acked,
+         res, dul, dnl, jseq, self.ng_frac, seq, c1, c2, i1, i2, t1, r1, d1, t2, r2, d2,
+         lk1, lk2, gn, ghead, ridx, rtotal, rxlen) = v
+        off = _SNAP_SIZE
+        g = self.gate
+        n = len(g.starts) * 4
+        g.starts[:] = array("i", blob[off : off + n])
+        off += n
+        g.n = gn
+        g.head = ghead
+        r = self.rolling
+        n = len(r.b) * 4
+        r.b[:] = array("i", blob[off : off + n])
+        off += n
+        r.idx = ridx
+        r.total = rtotal
+        rxb = blob[off : off + rxlen]
+        self.alarms.mask = mask
+        self.alarms.acked = acked
+        # the frame counter starts again at 0 after a boot (decoders read that as a restart)
+        self.last_ctr = [0, c1, c2]
+        self.last_id = [None, None if i1 == 0xFFFFFFFF else i1, None if i2 == 0xFFFFFFFF else i2]
+        self.last_result = [None, (t1, r1, d1) if t1 else None, (t2, r2, d2) if t2 else None]
+        self.locked_until = [0, lk1, lk2]
+        t_last = t_saved
+        acc = 0
+        if jrec is not None and jrec[0] > jseq:
+            # strokes after the snapshot: the write-ahead journal has the accounting
+            _, t_last, jres, jul, acc, jnl, _flags = jrec
+            # what they delivered goes into the newest rolling bucket: counted longer than
+            # it really stays in the window, never shorter
+            extra = (jul - dul) * 1000 + (jnl - dnl)
+            if extra > 0 and self.conc:
+                r.add(now if now > t_last else t_last, rxmod.nl_to_ng(extra, self.conc) + 1)
+            res, dul, dnl = jres, jul, jnl
+        self.reservoir_nl = res
+        self.delivered_ul = dul
+        self.delivered_nl = dnl
+        self.mode = mode
+        if rxlen:
+            try:
+                self.rx = rxmod.parse(rxb)
+            except rxmod.RxError:
+                self.rx = None
+                self.rx_bad = True
+        if self.rx is not None:
+            q, rr = divmod(self.stroke_nl * self._drug_conc(), 1_000_000)
+            self.ng_q = q
+            self.ng_r = rr
+            self._load_plan(now)
+            if 0 < acc < self.engine.Q:
+                self.engine.acc = acc  # the fraction of a stroke owed, never more
+        self.last_tick = now
+        self.eta_dirty = True
+        return now - t_last if now > t_last else 0
+
+
+# Snapshot head (see snapshot()); the gate's start times, the rolling buckets and the Rx
+# blob follow it.
+_SNAP = "<IBiIiIIIIIHIIHIIIIBBIBBIIIBBIiH"
+_SNAP_SIZE = struct.calcsize(_SNAP)
+
+# commands that only read: safe to answer again by executing them again
+# the largest telemetry frame: header, DEVICE_INFO (the largest payload), crc
+_TX_MAX = md.HDR_SIZE + md.DEVICE_INFO_SIZE + md.CRC_SIZE + 16
+
+_READS = (md.T_GET_STATUS, md.T_READ_RX, md.T_LOG_READ, md.T_GET_INFO)
 
 _FIELDS = ("length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
            "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",

@@ -37,8 +37,11 @@ DOC = json.loads((PROTO / "vectors.json").read_text())
 
 
 def _msgdefs() -> dict:
-    """firmware/msgdefs.py evaluated under CPython (const() is the identity)."""
-    src = (ROOT / "firmware" / "msgdefs.py").read_text()
+    """firmware/msgdefs.py evaluated under CPython (const() is the identity), with the
+    definitions no firmware code uses (kept there as comments, to save the device RAM)
+    and the field names of tests/mp/msgfields.py."""
+    src = (ROOT / "firmware" / "msgdefs.py").read_text().replace("# (unused) ", "")
+    src += (ROOT / "tests" / "mp" / "msgfields.py").read_text()
     src = src.replace("from micropython import const", "def const(x):\n    return x")
     ns: dict = {}
     exec(compile(src, "msgdefs.py", "exec"), ns)
@@ -78,6 +81,9 @@ def test_schema_in_vectors_and_firmware():
 def test_msgdefs_is_fresh():
     assert (ROOT / "firmware" / "msgdefs.py").read_text() == gen_firmware.render(), (
         "firmware/msgdefs.py is stale: run python protocol/gen_firmware.py"
+    )
+    assert (ROOT / "tests" / "mp" / "msgfields.py").read_text() == gen_firmware.render_fields(), (
+        "tests/mp/msgfields.py is stale: run python protocol/gen_firmware.py"
     )
 
 

@@ -254,12 +254,28 @@ class TlogSink:
         self.f.close()
 
 
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 class Hardware:
     """What `build()` hands the firmware (docs/DESIGN.md, "Hardware interface")."""
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.clock = Clock(cfg["start"], cfg.get("speed", 0))
+        image = cfg.get("flash_image")
+        # the physical world outside the firmware: survives its restarts and power cuts
+        self.truth_path = cfg.get("truth") or (image + ".truth" if image else None)
+        phys = _read_json(self.truth_path) if image and self.truth_path else None
+        start = cfg.get("start")
+        if start is None:
+            # a restarted twin's clock goes on from where it was (the RTC has a backup cell)
+            start = phys["device_time"] if phys else int(time.time()) - EPOCH_UNIX
+        self.clock = Clock(start, cfg.get("speed", 0))
         faults = Faults(cfg.get("faults", []), self.clock)
         self.faults = faults
         self.info = {
@@ -275,8 +291,14 @@ class Hardware:
             self.info["stroke_nl"], self.info["reservoir_nl"], faults,
             self.info["capacity_nl"], [tuple(r) for r in cfg.get("refills", [])],
         )
+        if phys:
+            self.motor.reservoir_nl = phys["reservoir_nl"]
+            self.motor.pumped_nl = phys["pumped_nl"]
+            self.motor.strokes = phys["strokes"]
+            self.motor.failed = phys["failed_strokes"]
+            self.motor.refills = [r for r in self.motor.refills if r[0] > start]
         self.occlusion = Occlusion(faults)
-        self.battery = Battery(cfg.get("battery_days", 2555), cfg["start"], faults)
+        self.battery = Battery(cfg.get("battery_days", 2555), cfg.get("battery_t0", start), faults)
         self.buzzer = Buzzer()
         self.wdt = Watchdog(self.clock, cfg.get("wdt_s", 1200))
         keys = cfg.get("keys", {})
@@ -285,7 +307,13 @@ class Hardware:
             self.keys[1] = unhexlify(keys["clinician"])
         if "patient" in keys:
             self.keys[2] = unhexlify(keys["patient"])
-        self.store = None
+        if image:
+            from simflash import mount  # only a twin with a flash image pays for it
+
+            self.bdev = mount(image, cfg.get("cut_after_writes", 0))
+        else:
+            self.bdev = None
+        self.fs_root = "/flash" if image else None
         self.status_period_s = cfg.get("status_period_s", 0)
         self.telemetry = TlogSink(cfg["tlog"]) if cfg.get("tlog") else None
         if cfg.get("mode", "simulate") == "simulate":
@@ -298,6 +326,21 @@ class Hardware:
 
     def reset_cause(self):
         return self.cfg.get("boot_cause", 0)
+
+    def physical(self):
+        """The mechanism's truth, for the host's checks (never read by the firmware)."""
+        if self.motor.refills:
+            self.motor._refill()
+        return {
+            "pumped_nl": self.motor.pumped_nl,
+            "reservoir_nl": self.motor.reservoir_nl,
+            "strokes": self.motor.strokes,
+            "failed_strokes": self.motor.failed,
+            "device_time": self.clock.now(),
+            "tones": self.buzzer.tones,
+            "block_writes": self.bdev.writes if self.bdev else 0,
+            "block_erases": self.bdev.erases if self.bdev else 0,
+        }
 
     async def until_done(self, sh):
         """Runs until the scenario's end, a MAINTENANCE command, or a watchdog bite."""
@@ -323,26 +366,24 @@ class Hardware:
         process must not look like a success."""
         self.failed = e
 
-    def close(self):
+    def close(self, cut=None):
+        """Last call. `cut`: the PowerCut or WatchdogReset that ended the run, which
+        becomes the process's exit status (5 watchdog, 7 power cut) for the host."""
         if self.telemetry is not None:
             self.telemetry.close()
-        truth = self.cfg.get("truth")
-        if truth:
-            with open(truth, "w") as f:
-                json.dump({
-                    "pumped_nl": self.motor.pumped_nl,
-                    "reservoir_nl": self.motor.reservoir_nl,
-                    "strokes": self.motor.strokes,
-                    "failed_strokes": self.motor.failed,
-                    "device_time": self.clock.now(),
-                    "tones": self.buzzer.tones,
-                }, f)
+        if self.truth_path:
+            with open(self.truth_path, "w") as f:
+                json.dump(self.physical(), f)
+        if isinstance(cut, WatchdogReset):
+            sys.exit(5)
+        if cut is not None and type(cut).__name__ == "PowerCut":
+            sys.exit(7)
         if self.failed is not None:
             sys.exit(3)
 
 
-class WatchdogReset(Exception):
-    pass
+class WatchdogReset(BaseException):
+    """The twin's watchdog bit: like a board's, nothing in the firmware can catch it."""
 
 
 def _find_druglib():

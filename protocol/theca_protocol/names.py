@@ -129,7 +129,7 @@ class EventDef(NamedTuple):
 
 _EVENT_LIST = [
     EventDef(1, "boot", Arg("cause", "BOOT_CAUSES")),
-    EventDef(2, "therapy_started"),
+    EventDef(2, "therapy_started", Arg("rx_crc32")),
     EventDef(3, "prescription_changed", Arg("rx_crc32"), Arg("drug"), Arg("rx_bytes")),
     EventDef(4, "step_changed", Arg("step"), Arg("rate_ul_per_day", "nl")),
     EventDef(

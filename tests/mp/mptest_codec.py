@@ -8,6 +8,7 @@ import micropython
 
 import codec
 import msgdefs as M
+import msgfields as F
 
 with open("protocol/vectors.json") as _f:
     DOC = json.load(_f)
@@ -32,7 +33,7 @@ def args_of(fields, names):
 
 def pack_fixed(prefix, fields, buf, off):
     fmt = getattr(M, prefix + "_FMT")
-    struct.pack_into(fmt, buf, off, *args_of(fields, getattr(M, prefix + "_FIELDS")))
+    struct.pack_into(fmt, buf, off, *args_of(fields, getattr(F, prefix + "_FIELDS")))
     return off + getattr(M, prefix + "_SIZE")
 
 
@@ -145,13 +146,13 @@ def test_vectors_parse_back():
             pre = {M.T_STATUS: "STATUS", M.T_EVENT: "EVENT", M.T_DEVICE_INFO: "DEVICE_INFO"}[t]
             vals = struct.unpack_from(getattr(M, pre + "_FMT"), fr, M.HDR_SIZE)
             assert len(fr) == M.HDR_SIZE + getattr(M, pre + "_SIZE") + M.CRC_SIZE
-            assert list(vals) == args_of(f, getattr(M, pre + "_FIELDS")), v["name"]
+            assert list(vals) == args_of(f, getattr(F, pre + "_FIELDS")), v["name"]
         elif t == M.T_REPLY:
             vals = struct.unpack_from(M.REPLY_HEAD_FMT, fr, M.HDR_SIZE)
-            assert list(vals) == args_of(f, M.REPLY_HEAD_FIELDS)
+            assert list(vals) == args_of(f, F.REPLY_HEAD_FIELDS)
         else:
             vals = struct.unpack_from(M.CMD_HEAD_FMT, fr, M.HDR_SIZE)
-            assert list(vals) == args_of(f, M.CMD_HEAD_FIELDS)
+            assert list(vals) == args_of(f, F.CMD_HEAD_FIELDS)
             end = len(fr) - M.CRC_SIZE
             assert binascii.hexlify(fr[end - M.MAC_SIZE : end]).decode() == f["mac"]
 
@@ -314,6 +315,9 @@ def test_no_allocation_in_hot_paths():
     assert ok and n > len(fr) and tw.records == 200
     with open(TMP_TLOG, "rb") as f:
         data = f.read()
+    import os
+
+    os.remove(TMP_TLOG)
     assert len(data) == M.TLOG_HDR_SIZE + 200 * (3 + len(fr))
     assert data[:8] == M.TLOG_MAGIC
     assert d.oversize == 200 and d.frame is None

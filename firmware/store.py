@@ -1,0 +1,174 @@
+# Persistent state on the board's littlefs2 filesystem (a mounted image on the twin).
+#
+# Three files, each written so that a power cut at any instant leaves a usable state:
+# - state.bin: the therapy snapshot (prescription, mode, alarms, concentration, bolus
+#   history, rolling 24 h buckets, key counters...). Written to state.new, then renamed
+#   over state.bin: littlefs renames atomically, so a cut leaves the old or the new one.
+# - journal.bin: the stroke journal, a ring of fixed records (seq, CRC). A record with
+#   the reservoir *after* the next stroke is written before the motor moves, so a cut
+#   can only make the pump believe it delivered one stroke it did not: the reservoir is
+#   never over-estimated.
+# - events.bin: the event log, a ring of EVENT_SLOTS fixed slots (record + CRC); the slot
+#   of event n is n % EVENT_SLOTS, so boot finds the newest by scanning.
+import os
+import struct
+from binascii import crc32
+
+from micropython import const
+
+EVENT_SLOTS = const(10240)
+_EV_SLOT = const(32)  # 22-byte EventRecord, crc32, padding
+_EV_REC = const(22)
+JOURNAL_SLOTS = const(32)
+_J_FMT = "<IIIIIHHiI"  # seq, t, reservoir_nl, delivered_ul, acc, delivered_nl, flags, spare, crc
+_J_SIZE = const(32)
+_STATE_VERSION = const(1)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+class Store:
+    """The pump's files under `root` (a directory on a littlefs2 filesystem)."""
+
+    def __init__(self, root, event_slots=EVENT_SLOTS):
+        self.dir = root.rstrip("/") + "/theca"
+        if not _exists(self.dir):
+            os.mkdir(self.dir)
+        self.slots = event_slots
+        self.ev_path = self.dir + "/events.bin"
+        self.j_path = self.dir + "/journal.bin"
+        self.state_path = self.dir + "/state.bin"
+        self.state_new = self.dir + "/state.new"
+        self._ev_buf = bytearray(_EV_SLOT)
+        self._ev_rd = bytearray(_EV_SLOT)
+        self._j_buf = bytearray(_J_SIZE)
+        self.j_seq = 0
+        self.ev = self._open_ring(self.ev_path)
+        self.j = self._open_ring(self.j_path)
+        self.writes = 0  # file writes made, for the wear figures
+
+    def _open_ring(self, path):
+        if not _exists(path):
+            with open(path, "wb"):
+                pass
+        return open(path, "r+b")
+
+    # -- event ring ---------------------------------------------------------------------
+    def log_bounds(self):
+        """(next_seq, first_seq) from the slots on flash. Scans every slot once at boot."""
+        hi = 0
+        lo = 0
+        buf = self._ev_rd
+        f = self.ev
+        f.seek(0)
+        for i in range(self.slots):
+            if f.readinto(buf) != _EV_SLOT:
+                break
+            if struct.unpack_from("<I", buf, _EV_REC)[0] != crc32(memoryview(buf)[:_EV_REC]):
+                continue
+            seq = struct.unpack_from("<I", buf, 4)[0]
+            if seq == 0 or seq % self.slots != i:
+                continue
+            if seq > hi:
+                hi = seq
+            if lo == 0 or seq < lo:
+                lo = seq
+        if hi == 0:
+            return 1, 1
+        first = hi - self.slots + 1
+        if first < lo:
+            first = lo
+        return hi + 1, first
+
+    def log_append(self, rec, seq):
+        """Write event `seq` (22-byte record) to its slot; returns the first readable seq."""
+        buf = self._ev_buf
+        buf[:_EV_REC] = rec
+        struct.pack_into("<I", buf, _EV_REC, crc32(memoryview(buf)[:_EV_REC]))
+        f = self.ev
+        f.seek((seq % self.slots) * _EV_SLOT)
+        f.write(buf)
+        f.flush()
+        self.writes += 1
+        first = seq - self.slots + 1
+        return first if first > 1 else 1
+
+    def log_read(self, seq):
+        """Event `seq` as bytes, or None if its slot holds another or a damaged record."""
+        buf = bytearray(_EV_SLOT)
+        f = self.ev
+        f.seek((seq % self.slots) * _EV_SLOT)
+        if f.readinto(buf) != _EV_SLOT:
+            return None
+        if struct.unpack_from("<I", buf, _EV_REC)[0] != crc32(memoryview(buf)[:_EV_REC]):
+            return None
+        if struct.unpack_from("<I", buf, 4)[0] != seq:
+            return None
+        return memoryview(buf)[:_EV_REC]
+
+    # -- stroke journal -----------------------------------------------------------------
+    def journal(self, t, reservoir_nl, delivered_ul, delivered_nl, acc, flags):
+        """Write ahead: the accounting as it will be after the coming stroke."""
+        self.j_seq += 1
+        buf = self._j_buf
+        struct.pack_into(_J_FMT, buf, 0, self.j_seq, t, reservoir_nl, delivered_ul, acc,
+                         delivered_nl, flags, 0, 0)
+        struct.pack_into("<I", buf, 28, crc32(memoryview(buf)[:28]))
+        f = self.j
+        f.seek((self.j_seq % JOURNAL_SLOTS) * _J_SIZE)
+        f.write(buf)
+        f.flush()
+        self.writes += 1
+
+    def journal_last(self):
+        """The newest good journal record as a tuple (seq, t, reservoir_nl, delivered_ul,
+        acc, delivered_nl, flags), or None."""
+        best = None
+        buf = bytearray(_J_SIZE)
+        f = self.j
+        f.seek(0)
+        for _ in range(JOURNAL_SLOTS):
+            if f.readinto(buf) != _J_SIZE:
+                break
+            if struct.unpack_from("<I", buf, 28)[0] != crc32(memoryview(buf)[:28]):
+                continue
+            r = struct.unpack_from(_J_FMT, buf, 0)
+            if r[0] and (best is None or r[0] > best[0]):
+                best = r
+        if best is not None:
+            self.j_seq = best[0]
+        return best[:7] if best else None
+
+    # -- snapshot -----------------------------------------------------------------------
+    def save_state(self, blob):
+        """Atomically replace the snapshot: write new, then rename over the old."""
+        hdr = struct.pack("<HHI", _STATE_VERSION, 0, crc32(blob))
+        with open(self.state_new, "wb") as f:
+            f.write(hdr)
+            f.write(blob)
+        os.rename(self.state_new, self.state_path)
+        self.writes += 1
+
+    def load_state(self):
+        """The snapshot's bytes, or None if there is none; raises ValueError if damaged."""
+        if not _exists(self.state_path):
+            return None
+        with open(self.state_path, "rb") as f:
+            data = f.read()
+        if len(data) < 8:
+            raise ValueError("state: short")
+        ver, _, crc = struct.unpack_from("<HHI", data, 0)
+        blob = data[8:]
+        if ver != _STATE_VERSION or crc32(blob) != crc:
+            raise ValueError("state: bad crc")
+        return blob
+
+    def close(self):
+        self.ev.close()
+        self.j.close()
