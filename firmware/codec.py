@@ -395,14 +395,15 @@ class TlogWriter:
     so no partial view is made) and on flush()/close().
     """
 
-    def __init__(self, f, schema=M.SCHEMA, flags=0, bufsize=1024):
+    def __init__(self, f, schema=M.SCHEMA, flags=0, bufsize=1024, header=True):
         self.f = f
         self.buf = bytearray(bufsize)
         self._mv = memoryview(self.buf)
         self._head = bytearray(3)
         self.fill = 0
         self.records = 0
-        f.write(struct.pack(M.TLOG_HDR_FMT, M.TLOG_MAGIC, M.TLOG_FORMAT, flags, schema))
+        if header:  # False: appending to a log that has one (the twin after a restart)
+            f.write(struct.pack(M.TLOG_HDR_FMT, M.TLOG_MAGIC, M.TLOG_FORMAT, flags, schema))
 
     def _put(self, src, n):
         soff = 0

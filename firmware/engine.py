@@ -151,10 +151,12 @@ class Engine:
         """Integrate the plan up to `now`; returns the number of strokes due now.
 
         With deliver=False time moves on but nothing is owed (suspended, halted,
-        stalled): the schedule keeps its place and is never caught up later.
+        stalled): the schedule keeps its place and is never caught up later. Every
+        breakpoint (step, timed bolus, bolus end) at or before `now` is handled, at its
+        own scheduled time, so none can be left behind however the engine was driven.
         """
         t = self.t
-        while t < now:
+        while True:
             seg = now
             if self.next_step_t < seg:
                 seg = self.next_step_t
@@ -162,17 +164,24 @@ class Engine:
                 seg = self.next_timed_t
             if self.b_next_end < seg:
                 seg = self.b_next_end
+            if seg < t:
+                seg = t  # a breakpoint already due: handle it without going back
             if deliver:
                 self.acc += self.rate * (seg - t)
             t = seg
             self.t = t
-            if t == self.b_next_end:
-                self._end_boluses(t, deliver)
-            if t == self.next_step_t:
-                self._next_step(t)
-            if t == self.next_timed_t:
-                self._timed_due(t, deliver)
-        self.t = now
+            hit = False
+            if self.b_next_end <= t:
+                self._end_boluses(self.b_next_end, deliver)
+                hit = True
+            if self.next_step_t <= t:
+                self._next_step(self.next_step_t)
+                hit = True
+            if self.next_timed_t <= t:
+                self._timed_due(self.next_timed_t, deliver)
+                hit = True
+            if not hit and t >= now:
+                break
         if not deliver:
             # A fraction of a stroke may stay owed; more than that would be a catch-up.
             if self.acc >= self.Q:
@@ -219,7 +228,7 @@ class Engine:
 
     def _end_boluses(self, t, delivered):
         for k in range(NB):
-            if self.b_on[k] and self.b_end[k] == t:
+            if self.b_on[k] and self.b_end[k] <= t:
                 if delivered:
                     self.acc += self.b_rem[k]
                 self.b_on[k] = 0

@@ -140,7 +140,7 @@ class Pump:
             jrec = store.journal_last()
             if blob is not None:
                 gap = self.restore(blob, jrec, now)
-        self.log(now, md.EV_BOOT, 0, boot_cause, gap, 0)
+        self.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
         if bad or self.rx_bad:
             # the stored state failed its CRC or its prescription does not parse: no
             # delivery until a clinician programs the pump again
@@ -152,6 +152,9 @@ class Pump:
         if gap > 0:
             self.log(now, md.EV_DELIVERY_GAP, 0, gap, 0, 0)
         self.emit_info(now)
+        if self.telemetry is not None:
+            # what the pump believes as it boots (after a restart: what it recovered)
+            self.telemetry.emit(self.status_frame(now))
         if store is not None:
             self.save(now)
 
@@ -381,8 +384,8 @@ class Pump:
             self.hw.motor.off()
             self.eta_dirty = True
         elif self.mode == HALTED and not self.alarms.critical():
+            self.engine.advance(now, False)  # nothing is owed for the halted time
             self.mode = RUNNING
-            self.engine.t = now
             self.eta_dirty = True
         self.changed = True
 

@@ -199,7 +199,12 @@ class ScheduledLink:
                 t, n = struct.unpack_from("<IH", data, off)
                 self.recs.append((t, data[off + 6 : off + 6 + n]))
                 off += 6 + n
+        # after a restart, what was sent before it was already delivered (or was lost
+        # while the power was off: a command to a pump that is off gets no answer)
         self.i = 0
+        t0 = clock.now()
+        while self.i < len(self.recs) and self.recs[self.i][0] < t0:
+            self.i += 1
         self.pos = 0
         self.written = 0
 
@@ -242,9 +247,10 @@ class StdioLink:
 
 
 class TlogSink:
-    def __init__(self, path):
-        self.f = open(path, "wb")
-        self.w = TlogWriter(self.f)
+    def __init__(self, path, append=False):
+        # append: the same run after a restart (power loss, watchdog) goes on in one log
+        self.f = open(path, "ab" if append else "wb")
+        self.w = TlogWriter(self.f, header=not append)
 
     def emit(self, mv):
         self.w.write_record(mv)
@@ -315,7 +321,7 @@ class Hardware:
             self.bdev = None
         self.fs_root = "/flash" if image else None
         self.status_period_s = cfg.get("status_period_s", 0)
-        self.telemetry = TlogSink(cfg["tlog"]) if cfg.get("tlog") else None
+        self.telemetry = TlogSink(cfg["tlog"], cfg.get("tlog_append", False)) if cfg.get("tlog") else None
         if cfg.get("mode", "simulate") == "simulate":
             self.link = ScheduledLink(cfg.get("inputs"), self.clock)
         else:
@@ -353,6 +359,11 @@ class Hardware:
                 sys.stderr.write("@@progress %d\n" % clock.now())
                 next_report += progress
             if self.end is not None and clock.now() >= self.end:
+                if self.cfg.get("cut_at_end"):
+                    # a scenario's power loss: the supply goes, nothing is shut down
+                    from simflash import PowerCut
+
+                    raise PowerCut()
                 return
             t = clock.now() + self.wdt.timeout_s
             if self.end is not None and self.end < t:

@@ -29,6 +29,16 @@ class FileBlockDev:
                 self.f.write(blank)
         self._blank = bytearray(b"\xff" * block_size)
 
+    def blank(self, blocks):
+        """True if the first `blocks` blocks hold only erased bytes (0xFF) or a torn
+        first format (littlefs's superblock never completed)."""
+        buf = bytearray(self.bs)
+        for b in range(blocks):
+            self.readblocks(b, buf)
+            if b"littlefs" in buf:
+                return False
+        return True
+
     def readblocks(self, block, buf, off=0):
         self.f.seek(block * self.bs + off)
         self.f.readinto(buf)
@@ -58,7 +68,12 @@ def mount(image, cut_after=0):
     bdev = FileBlockDev(image, cut_after=cut_after)
     try:
         vfs = os.VfsLfs2(bdev)
-    except OSError:  # a new image: format it, as a board's first boot does
+    except OSError:
+        # Format only a blank chip (a first boot, or one cut during its first format).
+        # A filesystem that held state and no longer mounts is a fault, never a fresh
+        # pump: formatting it would forget the reservoir and over-estimate it.
+        if not bdev.blank(2):
+            raise
         os.VfsLfs2.mkfs(bdev)
         vfs = os.VfsLfs2(bdev)
     os.mount(vfs, "/flash")

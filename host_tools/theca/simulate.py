@@ -18,6 +18,7 @@ from pathlib import Path
 
 import theca_protocol as tp
 
+from . import progress as progress_mod
 from . import twinproc
 from .build import compile_firmware
 from .druglib import default_path as druglib_path
@@ -118,27 +119,79 @@ def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
     return cfg
 
 
+# exit status of the twin's process when its power failed or its watchdog bit
+TWIN_POWER_CUT = 7
+TWIN_WATCHDOG = 5
+
+
+def segments(sc: Scenario) -> list[tuple[int, int, bool]]:
+    """(start, end, power fails at end) for each stretch the twin is powered."""
+    out = []
+    t = sc.start
+    for f in sorted((f for f in sc.faults if f.kind == "power_loss"), key=lambda f: f.at):
+        if f.at > t:
+            out.append((t, f.at, True))
+        t = max(t, f.at + (f.duration_s or 0))
+    if t < sc.end:
+        out.append((t, sc.end, False))
+    return out
+
+
 def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path | None = None,
-             mpy_dir: Path | None = None) -> dict:
-    """Run the scenario on the twin; returns {"returncode", "stderr", "seconds", "truth"}."""
+             mpy_dir: Path | None = None, flash_image: Path | None = None,
+             extra: dict | None = None, progress=None) -> dict:
+    """Run the scenario on the twin; returns {"returncode", "stderr", "stdout", "seconds",
+    "truth", "boots"}.
+
+    `progress(seconds)`, if given, is called with the virtual seconds simulated so far
+    as the twin reports them (its stderr is then streamed rather than captured).
+
+    A scenario with power losses runs in segments on one flash image (a littlefs2 file):
+    the power fails at the loss, and the twin boots again when it comes back, its clock
+    having gone on. `flash_image` keeps the image (and the pump's state) in that file.
+    """
     keys = {1: secrets.token_bytes(32), 2: secrets.token_bytes(32)}
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         d = Path(d)
         inputs = d / "inputs.bin"
         inputs.write_bytes(input_records(scenario_frames(sc, keys)))
+        segs = segments(sc)
+        image = flash_image
+        if image is None and len(segs) > 1:
+            image = d / "flash.img"
         truth = d / "truth.json"
-        cfg = twin_config(sc, keys, inputs, out, truth)
-        cfgp = twinproc.write_config(d / "twin.json", cfg)
         t0 = time.perf_counter()
-        proc = twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir)
+        stdout = stderr = ""
+        rc = 0
+        for i, (a, b, cut) in enumerate(segs):
+            cfg = twin_config(sc, keys, inputs, out, truth, start=a, end=b,
+                              cut_at_end=cut, tlog_append=i > 0, battery_t0=sc.start,
+                              boot_cause=0, **(extra or {}))
+            if image is not None:
+                cfg["flash_image"] = str(image)
+            cfgp = twinproc.write_config(d / f"twin{i}.json", cfg)
+            if progress is None:
+                proc = twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir)
+            else:
+                cfg["progress"] = max(3600, sc.duration_s // 200)
+                cfgp = twinproc.write_config(d / f"twin{i}.json", cfg)
+                proc = progress_mod.run_twin(cfgp, lambda t: progress(t - sc.start),
+                                             heapsize=heapsize, mpy_dir=mpy_dir)
+            stdout += proc.stdout.decode(errors="replace")
+            stderr += proc.stderr.decode(errors="replace")
+            expected = TWIN_POWER_CUT if cut else 0
+            if proc.returncode != expected:
+                rc = proc.returncode or 1
+                break
         secs = time.perf_counter() - t0
         tr = json.loads(truth.read_text()) if truth.exists() else None
     return {
-        "returncode": proc.returncode,
-        "stderr": proc.stderr.decode(errors="replace"),
-        "stdout": proc.stdout.decode(errors="replace"),
+        "returncode": rc,
+        "stderr": stderr,
+        "stdout": stdout,
         "seconds": secs,
         "truth": tr,
+        "boots": len(segs),
     }
 
 
@@ -152,6 +205,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the one-line result")
     p.add_argument("--source", action="store_true",
                    help="run the firmware from .py source instead of compiled .mpy")
+    p.add_argument("--flash-image", type=Path,
+                   help="keep the twin's flash (a littlefs2 image) in this file")
     p.set_defaults(func=run)
 
 
@@ -165,7 +220,10 @@ def run(args) -> int:
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
     mpy = None if args.source else compile_firmware("unix")
-    res = simulate(sc, out, args.heapsize, mpy_dir=mpy)
+    days = sc.duration_s / 86400
+    with progress_mod.Bar(days, "simulating", "days") as bar:
+        res = simulate(sc, out, args.heapsize, mpy_dir=mpy, flash_image=args.flash_image,
+                       progress=lambda s: bar.update(s / 86400))
     if res["returncode"] != 0:
         sys.stderr.write(res["stdout"][-4000:])
         sys.stderr.write(res["stderr"][-4000:])
@@ -177,11 +235,11 @@ def run(args) -> int:
     from .summary import print_summary, summarize
 
     summ = summarize(out)
-    days = sc.duration_s / 86400
-    if args.quiet:
-        print(f"simulated {days:g} days in {res['seconds']:.2f} s: {summ.frames} frames -> {out}")
-    else:
+    if not args.quiet:
         print_summary(summ, out, seconds=res["seconds"], truth=res["truth"])
+    speed = sc.duration_s / max(res["seconds"], 1e-9)
+    print(f"simulated {days:g} days in {res['seconds']:.2f} s ({speed:,.0f}x real time): "
+          f"{summ.frames} frames -> {out}")
     return OK
 
 

@@ -189,3 +189,22 @@ def test_reprogram_keeps_owed_fraction():
     acc = e.acc
     e.load([0], [432_000], [], 10, 0)
     assert e.acc == acc
+
+
+def test_breakpoint_at_the_resume_second_is_not_lost():
+    # Found by the occlusion scenario: delivery resumed exactly at a timed bolus's
+    # start; the engine must still start it, and next_time must move on.
+    e, h = make([0], [200_000], timed=[(12 * 3600, 1800, 20_000)])
+    e.advance(12 * 3600 - 10, False)
+    e.t = 12 * 3600  # a caller that sets the engine's time past a breakpoint
+    e.advance(12 * 3600)
+    assert h.timed == [(12 * 3600, 20_000, 1800)], h.timed
+    assert e.next_time(12 * 3600) > 12 * 3600
+
+
+def test_late_call_handles_every_breakpoint_at_its_time():
+    e, h = make([0, 8 * 3600], [100_000, 300_000], timed=[(9 * 3600, 600, 5_000)])
+    e.advance(10 * 3600)  # one late call across a step, a timed start and its end
+    assert [s[0] for s in h.steps] == [8 * 3600]
+    assert h.timed == [(9 * 3600, 5_000, 600)]
+    assert h.ends == [(9 * 3600 + 600, KIND_TIMED, 5_000)]
