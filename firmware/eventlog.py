@@ -32,8 +32,9 @@ class EventLog:
         self.next_seq = seq + 1
         if self.store is not None:
             first = self.store.log_append(self.mv[off : off + REC_SIZE], seq)
-            if first > self.first_seq and (first - 1) % self.store.slots == 0:
-                self.wrapped = True
+            n = self.store.slots
+            if seq > n and (seq - 1) % n == 0:
+                self.wrapped = True  # a new lap: from here on the oldest are overwritten
             self.first_seq = first
         elif seq - self.first_seq >= self.cap:
             self.first_seq = seq - self.cap + 1

@@ -6,7 +6,7 @@ import sys
 
 import board
 import micropython
-from codec import Deframer, cobs_encode_into, cobs_max
+from codec import Deframer, cobs_frame_into, cobs_max
 from msgdefs import ALARMS_CRITICAL
 from store import Store
 
@@ -112,7 +112,7 @@ async def link_task(app, hw, sh):
     """Frames in from the link, replies out. Garbage never reaches the pump."""
     rx = bytearray(_LINK_CHUNK)
     rxmv = memoryview(rx)
-    out = bytearray(cobs_max(pumpmod.MAX_FRAME))
+    out = bytearray(cobs_max(pumpmod.MAX_FRAME) + 1)  # + the 0x00 that ends a frame
     outmv = memoryview(out)
     d = Deframer(pumpmod.MAX_FRAME)
     clock = hw.clock
@@ -133,7 +133,9 @@ async def link_task(app, hw, sh):
                 _fault(app, clock, F_LINK, e)
                 reply = None
             if reply is not None:
-                m = cobs_encode_into(reply, len(reply), outmv)
+                # COBS and the 0x00 delimiter: without it the host cannot tell where
+                # the reply ends (PROTOCOL.md section 3)
+                m = cobs_frame_into(reply, len(reply), outmv)
                 hw.link.write(outmv[:m])
                 if tel is not None:
                     tel.emit(reply)
@@ -186,11 +188,16 @@ async def run(hw, app):
 
 
 def main():
-    hw = board.build()
     # Binary frames share the USB serial port with the REPL: a 0x03 byte in a frame
     # must not raise KeyboardInterrupt. MAINTENANCE (or the board's safe-boot pin)
-    # gives the REPL back.
+    # gives the REPL back. Set before build(): a host may already be sending frames
+    # while the board starts.
     micropython.kbd_intr(-1)
+    try:
+        hw = board.build()
+    except BaseException:
+        micropython.kbd_intr(3)  # no pump: give Ctrl-C back to the REPL
+        raise
     app = None
     cut = None
     try:

@@ -12,8 +12,10 @@
 #   of event n is n % EVENT_SLOTS, so boot finds the newest by scanning.
 import os
 import struct
+
 from binascii import crc32
 
+from codec import crc_ok, crc_put
 from micropython import const
 
 EVENT_SLOTS = const(10240)
@@ -70,7 +72,7 @@ class Store:
         for i in range(self.slots):
             if f.readinto(buf) != _EV_SLOT:
                 break
-            if struct.unpack_from("<I", buf, _EV_REC)[0] != crc32(memoryview(buf)[:_EV_REC]):
+            if not crc_ok(buf, _EV_REC + 4):
                 continue
             seq = struct.unpack_from("<I", buf, 4)[0]
             if seq == 0 or seq % self.slots != i:
@@ -90,7 +92,7 @@ class Store:
         """Write event `seq` (22-byte record) to its slot; returns the first readable seq."""
         buf = self._ev_buf
         buf[:_EV_REC] = rec
-        struct.pack_into("<I", buf, _EV_REC, crc32(memoryview(buf)[:_EV_REC]))
+        crc_put(buf, _EV_REC)  # the CRC never becomes a Python int (no allocation)
         f = self.ev
         f.seek((seq % self.slots) * _EV_SLOT)
         f.write(buf)
@@ -106,7 +108,7 @@ class Store:
         f.seek((seq % self.slots) * _EV_SLOT)
         if f.readinto(buf) != _EV_SLOT:
             return None
-        if struct.unpack_from("<I", buf, _EV_REC)[0] != crc32(memoryview(buf)[:_EV_REC]):
+        if not crc_ok(buf, _EV_REC + 4):
             return None
         if struct.unpack_from("<I", buf, 4)[0] != seq:
             return None
@@ -119,7 +121,7 @@ class Store:
         buf = self._j_buf
         struct.pack_into(_J_FMT, buf, 0, self.j_seq, t, reservoir_nl, delivered_ul, acc,
                          delivered_nl, flags, 0, 0)
-        struct.pack_into("<I", buf, 28, crc32(memoryview(buf)[:28]))
+        crc_put(buf, 28)
         f = self.j
         f.seek((self.j_seq % JOURNAL_SLOTS) * _J_SIZE)
         f.write(buf)
@@ -136,7 +138,7 @@ class Store:
         for _ in range(JOURNAL_SLOTS):
             if f.readinto(buf) != _J_SIZE:
                 break
-            if struct.unpack_from("<I", buf, 28)[0] != crc32(memoryview(buf)[:28]):
+            if not crc_ok(buf, _J_SIZE):
                 continue
             r = struct.unpack_from(_J_FMT, buf, 0)
             if r[0] and (best is None or r[0] > best[0]):
@@ -148,7 +150,7 @@ class Store:
     # -- snapshot -----------------------------------------------------------------------
     def save_state(self, blob):
         """Atomically replace the snapshot: write new, then rename over the old."""
-        hdr = struct.pack("<HHI", _STATE_VERSION, 0, crc32(blob))
+        hdr = struct.pack("<HHI", _STATE_VERSION, 0, crc32(blob))  # not per stroke
         with open(self.state_new, "wb") as f:
             f.write(hdr)
             f.write(blob)

@@ -229,21 +229,74 @@ class StdioLink:
     """Live twin or a flashed unix REPL: the link is this process's stdin/stdout, which
     the host puts on a pseudo-terminal (a USB-serial board's single port)."""
 
-    def __init__(self):
+    # MicroPython's stream read()/readinto() loop until the whole buffer is filled on a
+    # blocking file, so a 256-byte read would sit on a 40-byte command. Two ways out:
+    # - nonblocking: `theca twin` sets O_NONBLOCK on the pty master it hands us (the
+    #   flag belongs to the open file, so it is ours too): a read returns what has come.
+    # - otherwise (a flashed unix REPL behind socat, a pipe): poll, then read one byte at
+    #   a time while more is waiting. Slower, but correct on any file.
+
+    def __init__(self, nonblocking=False):
         self.inp = sys.stdin.buffer
         self.out = sys.stdout.buffer
         self.reader = asyncio.StreamReader(self.inp)
+        self.nonblocking = nonblocking
+        self.dropped = 0  # bytes of replies the host never took (its side was full)
+        if not nonblocking:
+            import select
+
+            self.poller = select.poll()
+            self.poller.register(self.inp, select.POLLIN)
+            self.one = bytearray(1)
 
     async def readinto(self, buf):
-        data = await self.reader.read(len(buf))
-        n = len(data)
-        buf[:n] = data
+        """Wait for link bytes; returns how many (never 0: a quiet link is not closed)."""
+        while True:
+            try:
+                if self.nonblocking:
+                    n = await self.reader.readinto(buf)
+                else:
+                    n = await self._bytewise(buf)
+            except OSError:
+                # EIO: nobody holds the other end of the pty right now. The pump goes
+                # on; the link is tried again, as a board's USB port would be.
+                n = 0
+            if n:
+                return n
+            await asyncio.sleep_ms(20)  # spurious wake-up or hang-up: do not spin
+
+    async def _bytewise(self, buf):
+        if await self.reader.readinto(self.one) != 1:  # waits for the first byte
+            return 0
+        buf[0] = self.one[0]
+        n = 1
+        cap = len(buf)
+        while n < cap and self.poller.poll(0):
+            if self.inp.readinto(self.one) != 1:
+                break
+            buf[n] = self.one[0]
+            n += 1
         return n
 
     def write(self, mv):
-        self.out.write(mv)
-        if hasattr(self.out, "flush"):
-            self.out.flush()
+        """Send a reply. On the non-blocking pty a full buffer (a host that stopped
+        reading) must not stall therapy: retry briefly, then drop the rest."""
+        n = len(mv)
+        off = 0
+        tries = 0
+        while off < n:
+            try:
+                k = self.out.write(mv[off:] if off else mv)
+            except OSError:
+                k = None
+            if k:
+                off += k
+                continue
+            tries += 1
+            if tries > 20:
+                self.dropped += n - off
+                return
+            time.sleep_ms(1)
 
 
 class TlogSink:
@@ -325,7 +378,8 @@ class Hardware:
         if cfg.get("mode", "simulate") == "simulate":
             self.link = ScheduledLink(cfg.get("inputs"), self.clock)
         else:
-            self.link = StdioLink()
+            # live (`theca twin`: a non-blocking pty master) or flashed (the REPL's tty)
+            self.link = StdioLink(cfg.get("link_nonblocking", False))
         self.end = cfg.get("end")
         self.failed = None
         self.druglib_path = cfg.get("druglib") or _find_druglib()
@@ -353,7 +407,15 @@ class Hardware:
         clock = self.clock
         progress = self.cfg.get("progress", 0)  # seconds of device time between reports
         next_report = clock.now()
+        heap_every = self.cfg.get("heap_report", 0)  # live heap after a collection
+        next_heap = clock.now()
         while not sh.stop:
+            if heap_every and clock.now() >= next_heap:
+                import gc
+
+                gc.collect()
+                sys.stderr.write("@@heap %d %d\n" % (clock.now(), gc.mem_alloc()))
+                next_heap += heap_every
             if progress and clock.now() >= next_report:
                 # for the host's progress bar: "@@progress <device time>" on stderr
                 sys.stderr.write("@@progress %d\n" % clock.now())
@@ -408,11 +470,32 @@ def _find_druglib():
     return "druglib.json"
 
 
+def _flashed_config():
+    """A unix REPL that `theca flash` wrote into: provision.json in the working folder
+    (docs/DESIGN.md, "Provisioning") makes it a pump on its own stdin/stdout, in real
+    time, keeping its state in ./theca like a board in its flash."""
+    prov = _read_json("provision.json")
+    if prov is None:
+        return None
+    cfg = {"mode": "flashed", "speed": 1, "serial": prov["serial"], "keys": prov["keys"]}
+    for k in ("stroke_nl", "capacity_nl", "catheter_nl", "low_reservoir_nl", "reservoir_nl"):
+        if k in prov:
+            cfg[k] = prov[k]
+    return cfg
+
+
 def build():
-    """The twin's hardware, from the configuration file named by $THECA_SIM."""
+    """The twin's hardware, from the configuration file named by $THECA_SIM, or, with
+    no THECA_SIM, a flashed unix REPL's provision.json."""
     path = os.getenv("THECA_SIM")
     if not path:
-        raise RuntimeError("THECA_SIM is not set: the twin needs its configuration file")
+        cfg = _flashed_config()
+        if cfg is None:
+            raise RuntimeError("THECA_SIM is not set and there is no provision.json here: "
+                               "run the twin with `theca twin`, or flash with `theca flash`")
+        hw = Hardware(cfg)
+        hw.fs_root = "."
+        return hw
     with open(path) as f:
         cfg = json.load(f)
     return Hardware(cfg)

@@ -1,0 +1,190 @@
+# The Raspberry Pi Pico (RP2040) board: the reference board.
+#
+# build() reads provision.json, checks the littlefs2 filesystem and the drug library,
+# and hands the firmware its hardware (docs/DESIGN.md, "Hardware interface"). Pin
+# numbers and the mechanism's constants are plain data in pins.py; what all boards
+# share is in boards/common/hal.py. Here: the STEP pulse train from a PIO state
+# machine, the RP2040's reset causes, the clock kept across watchdog resets, the ADC.
+#
+# Nothing touches hardware at import (the PIO program is assembled in build()).
+import machine
+import rp2
+import time
+from machine import Pin
+from micropython import const
+
+import hal
+import msgdefs as md
+import pins
+
+FS_ROOT = pins.FS_ROOT  # module-level so a bench or a test can point it elsewhere
+BOARD = "rp2_pico"
+
+_CYCLES_PER_STEP = const(32)  # PIO cycles per STEP pulse in _step_train below
+_WDT_ENABLE_MAGIC = const(0x6AB73121)  # pico-sdk watchdog_enable() puts this in scratch[4]
+_TIME_MASK = const(0x3A5A5A5A)  # scratch[0] = scratch[1] ^ mask marks a saved time valid
+# The rp2 port sets its RTC to 2021-01-01 on every hardware reset, not on a soft reset:
+# an RTC a day or more past that has kept running since an earlier boot.
+_RTC_RESET_WINDOW_S = const(86400)
+
+
+def _step_train():
+    # PIO program (rp2.asm_pio assembles it in build()): take a count N-1 from the TX
+    # FIFO, make N STEP pulses of 16 cycles high and 16 low (15 + the jmp), then push
+    # a word to the RX FIFO to say the train is done. At step_hz * 32 cycles per second
+    # the pulses come at exactly step_hz with a 50 % duty, whatever the CPU is doing.
+    pull(block)
+    mov(x, osr)
+    label("pulse")
+    set(pins, 1)[15]
+    set(pins, 0)[14]
+    jmp(x_dec, "pulse")
+    push(noblock)
+
+
+class PioMotor(hal.StepperMotor):
+    """The stepper driven by PIO state machine pins.MOTOR["pio_sm"] (see hal.StepperMotor).
+
+    The state machine makes the pulses; the CPU only polls for the end of the train
+    (and the occlusion latch) every 0.5 ms.
+    """
+
+    def __init__(self, step, dir_, en, feedback, occlusion, cfg):
+        hal.StepperMotor.__init__(self, step, dir_, en, feedback, occlusion, cfg)
+        self.step_pin = step
+        self.prog = rp2.asm_pio(set_init=rp2.PIO.OUT_LOW)(_step_train)
+        self.freq = self.step_hz * _CYCLES_PER_STEP
+        # PIO clock dividers reach down to 125 MHz / 65536 ~ 1.9 kHz
+        if not 2000 <= self.freq <= 125_000_000:
+            raise hal.ProvisionError("motor.step_hz %d is outside what the PIO can time" % self.step_hz)
+        self.sm = rp2.StateMachine(cfg["pio_sm"])
+        self._start()
+
+    def _start(self):
+        # init() puts the program counter at the start, clears the FIFOs and drives
+        # the STEP pin low (set_init): the state machine then waits at pull(block)
+        self.sm.init(self.prog, freq=self.freq, set_base=self.step_pin)
+        self.sm.active(1)
+
+    def _run(self):
+        sm = self.sm
+        sm.put(self.n - 1)
+        t0 = time.ticks_ms()
+        while not sm.rx_fifo():
+            if self.occluded_now():
+                self._halt()
+                return 2
+            if time.ticks_diff(time.ticks_ms(), t0) > self.timeout_ms:
+                self._halt()  # the train never ended: count it as not delivered
+                return 1
+            time.sleep_us(500)
+        sm.get()
+        return 0
+
+    def _halt(self):
+        self.sm.active(0)
+        self._start()
+
+
+class Rp2Watchdog(hal.Watchdog):
+    """machine.WDT, and at each feed the device time into two watchdog scratch
+    registers, which survive a watchdog reset (the RTC does not): the next boot
+    restores the clock from them."""
+
+    def __init__(self, clock, cfg, timer):
+        hal.Watchdog.__init__(self, cfg["timeout_ms"], cfg["period_s"], timer)
+        self.clock = clock
+        base = pins.CHIP["watchdog_base"]
+        self.s0 = base + 0x0C
+        self.s1 = base + 0x10
+
+    def _save_time(self):
+        t = self.clock.now()
+        machine.mem32[self.s1] = t
+        machine.mem32[self.s0] = t ^ _TIME_MASK
+
+    def feed(self):
+        self.wdt.feed()
+        self._save_time()
+
+    def _feed_cb(self, _t):
+        self.wdt.feed()
+        self._save_time()
+
+
+def boot_cause(rtc, off):
+    """Why the RP2040 booted (msgdefs BOOT_*), and the clock put back after a reset.
+
+    Must run before machine.WDT() is created: creating it rewrites scratch[4].
+    - the RTC still runs from an earlier boot (not back at 2021-01-01): a soft reset;
+    - machine.reset_cause() == WDT_RESET with pico-sdk's watchdog_enable() magic in
+      scratch[4]: our watchdog bit; without it the watchdog was used to reboot
+      (machine.reset(), picotool, a UF2 copy): a hard reset;
+    - otherwise a power-on (or the RUN pin). RP2040 has no brown-out detector.
+    After a hardware reset the RTC is back at 2021-01-01; if the scratch registers hold a
+    checked time (they do unless the power was lost), the RTC is set from it plus the
+    time since boot. What the reset itself took (at most the watchdog timeout) is lost.
+    """
+    base = pins.CHIP["watchdog_base"]
+    mem = machine.mem32
+    t = time.time() - off
+    if t >= hal.UNSET_FLOOR + _RTC_RESET_WINDOW_S:
+        return md.BOOT_SOFT_RESET
+    saved = mem[base + 0x10]
+    if saved and mem[base + 0x0C] == saved ^ _TIME_MASK:
+        rtc.datetime(hal.rtc_tuple(saved + off + time.ticks_ms() // 1000))
+    if machine.reset_cause() == machine.WDT_RESET:
+        if mem[base + 0x1C] == _WDT_ENABLE_MAGIC:
+            return md.BOOT_WATCHDOG
+        return md.BOOT_HARD_RESET
+    return md.BOOT_POWER_ON
+
+
+def _link(kind):
+    if kind == "uart":
+        c = pins.LINK
+        u = machine.UART(
+            c["uart_id"], baudrate=c["baudrate"], tx=Pin(pins.PINS["uart_tx"]),
+            rx=Pin(pins.PINS["uart_rx"]), txbuf=2048, rxbuf=2048, timeout=0,
+        )
+        return hal.StreamLink(u, u)
+    return hal.usb_link()
+
+
+def build():
+    """The Pico's hardware for the firmware. Raises (and main.py stops, leaving the
+    REPL) if BOOTSEL is held, or provision.json, druglib.json or littlefs2 is missing."""
+    root = FS_ROOT
+    if rp2.bootsel_button():
+        raise hal.SafeBoot("BOOTSEL held: firmware not started, the REPL is yours")
+    info, keys, extra = hal.load_provision(root, BOARD)
+    hal.require_file(root + "druglib.json", "the drug library must sit next to provision.json (theca flash writes both)")
+    hal.check_storage(root)
+    motor_cfg = hal.motor_settings(pins.MOTOR, extra)
+    rtc = machine.RTC()
+    cause = boot_cause(rtc, hal.epoch_offset())
+    hw = hal.Hardware(root, info, keys, cause)
+    hw.clock = hal.Clock(rtc)
+    p = pins.PINS
+    en_off = 1 - motor_cfg["enable_active"]
+    occl = hal.Occlusion(Pin(p["occlusion"], Pin.IN, Pin.PULL_UP), pins.OCCLUSION["active"])
+    hw.occlusion = occl
+    hw.motor = PioMotor(
+        Pin(p["step"], Pin.OUT, value=0), Pin(p["dir"], Pin.OUT, value=motor_cfg["dir_forward"]),
+        Pin(p["enable"], Pin.OUT, value=en_off), Pin(p["feedback"], Pin.IN, Pin.PULL_UP),
+        occl, motor_cfg,
+    )
+    adc = machine.ADC(Pin(p["battery_adc"]))
+    vref = pins.BATTERY["vref_mv"]
+    hw.battery = hal.Battery(lambda: adc.read_u16() * vref // 65535, pins.BATTERY)
+    hw.buzzer = hal.Buzzer(
+        machine.PWM(Pin(p["buzzer"]), freq=2000, duty_u16=0), machine.Timer(pins.BUZZER["timer"]),
+        pins.BUZZER["duty_u16"],
+    )
+    hw.led = Pin(p["led"], Pin.OUT, value=0)
+    hw.safe_held = rp2.bootsel_button
+    hw.link = _link(extra.get("link", pins.LINK["default"]))
+    # Last: a started watchdog cannot be stopped, so a build that failed above must
+    # leave a REPL that is not reset under the user.
+    hw.wdt = Rp2Watchdog(hw.clock, pins.WATCHDOG, machine.Timer(pins.WATCHDOG["timer"]))
+    return hw
