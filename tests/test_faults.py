@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 RX = (ROOT / "examples" / "rx_morphine.toml").read_text()
 HEAD = 'start = 2026-01-01T00:00:00Z\nstatus_period_s = 60\nreservoir_ml = 20.0\nprescription = "rx.toml"\n'
@@ -38,6 +36,7 @@ def status_at(objs, t):
 
 
 def test_motor_stall_nothing_counted_then_recovery(tmp_path):
+    # REQ: SR-STALL-01
     objs, _ = run(tmp_path, '[[faults]]\nat = 2026-01-01T06:00:00Z\nkind = "motor_stall"\nduration = "40 min"\n')
     raised = [e for e in events(objs, "alarm_raised") if e["alarm"] == "motor_stall"]
     cleared = [e for e in events(objs, "alarm_cleared") if e["alarm"] == "motor_stall"]
@@ -54,6 +53,7 @@ def test_motor_stall_nothing_counted_then_recovery(tmp_path):
 
 
 def test_occlusion_stops_delivery_until_cleared(tmp_path):
+    # REQ: SR-OCCL-01
     objs, _ = run(tmp_path, '[[faults]]\nat = 2026-01-01T10:00:00Z\nkind = "occlusion"\nduration = "2 h"\n')
     raised = [e for e in events(objs, "alarm_raised") if e["alarm"] == "occlusion"]
     assert raised and raised[0]["t"] < "2026-01-01T10:11"
@@ -65,6 +65,7 @@ def test_occlusion_stops_delivery_until_cleared(tmp_path):
 
 
 def test_battery_eri_then_end_of_service_stops_therapy(tmp_path):
+    # REQ: SR-BATT-01
     body = ('[[faults]]\nat = 2026-01-01T06:00:00Z\nkind = "battery"\nremaining = "80 days"\n'
             '[[faults]]\nat = 2026-01-01T12:00:00Z\nkind = "battery"\nremaining = "0 days"\n')
     objs, _ = run(tmp_path, body)
@@ -77,6 +78,8 @@ def test_battery_eri_then_end_of_service_stops_therapy(tmp_path):
 
 
 def test_power_loss_reboots_without_catch_up(tmp_path):
+    # REQ: SR-PWR-02
+    # REQ: SR-PWR-03
     body = '[[faults]]\nat = 2026-01-01T10:00:00Z\nkind = "power_loss"\nduration = "3 h"\n'
     objs, text = run(tmp_path, body)
     boots = events(objs, "boot")

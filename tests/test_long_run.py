@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from theca import twinproc
 from theca.build import compile_firmware
 from theca.decode import records

@@ -19,9 +19,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from littlefs import LittleFS
-
 import theca_protocol as tp
+from littlefs import LittleFS
 from theca import twinproc
 from theca.build import compile_firmware
 from theca.decode import records
@@ -86,6 +85,10 @@ def _flash_events(image: Path) -> dict[int, tuple]:
 
 @pytest.mark.slow
 def test_power_loss_campaign(tmp_path):
+    # REQ: SR-PWR-01
+    # REQ: SR-PWR-03
+    # REQ: SR-LOG-02
+    # REQ: SR-DOSE-03
     rng = random.Random(20261121)
     mpy = compile_firmware("unix")
     _inputs(tmp_path / "inputs.bin")

@@ -82,6 +82,11 @@ def max_rolling_24h(times: list[int], amounts: list[int]) -> int:
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_therapy_invariants(mpw, case):
+    # REQ: SR-LIM-02
+    # REQ: SR-PB-01
+    # REQ: SR-PB-02
+    # REQ: SR-RES-03
+    # REQ: SR-DOSE-03
     out = mpw.call("props.run_case", case)
     if not out["accepted"]:
         return

@@ -46,6 +46,7 @@ def test_demo_log_is_clean(demo):
 
 
 def test_status_fields_and_delivered_never_down(demo):
+    # REQ: SR-DOSE-03
     _, _, objs = demo
     st = [o for o in objs if o["kind"] == "status"]
     assert len(st) >= 30 * 1440
@@ -82,6 +83,7 @@ def _scenario(tmp_path, body: str, rx: str | None = None) -> Path:
 
 def test_low_reservoir_eta_matches_the_alarm(tmp_path):
     # 2.1 mL at about 0.2 mL/day: the alarm comes on day 1; status projects it exactly
+    # REQ: SR-RES-01
     sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 3\nstatus_period_s = 600\n'
                    'reservoir_ml = 2.1\nprescription = "rx.toml"\n')
     out = tmp_path / "r.tlog"
@@ -105,6 +107,7 @@ def test_bad_scenario_exit_2_names_field_and_limit(tmp_path):
 
 
 def test_bad_prescription_exit_2_names_limit(tmp_path):
+    # REQ: SR-LIM-01
     rx = 'drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\nrate = "16 mg/day"\n'
     sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 1\nprescription = "rx.toml"\n', rx)
     r = theca("simulate", sc, "-o", tmp_path / "x.tlog")

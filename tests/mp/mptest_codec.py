@@ -219,6 +219,7 @@ def test_deframer_split_chunks():
 
 
 def test_deframer_garbage_and_resync():
+    # REQ: SR-LINK-01
     d = codec.Deframer()
     good = unhex(VECTORS[1]["wire_hex"])
     bad = bytearray(good)
@@ -234,6 +235,7 @@ def test_deframer_garbage_and_resync():
 
 
 def test_deframer_oversize_never_grows():
+    # REQ: SR-LINK-01
     d = codec.Deframer()
     cap = len(d.buf)
     junk = b"\x01" * 5000 + b"\x00"
@@ -284,6 +286,7 @@ def _status_args(i):
 
 
 def test_no_allocation_in_hot_paths():
+    # REQ: SR-HEAP-01
     w = codec.FrameWriter()
     dst = bytearray(codec.cobs_max(M.MAX_FRAME) + 1)
     # A real file: BytesIO itself allocates as it grows, a file does not.

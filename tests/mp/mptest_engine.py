@@ -73,12 +73,14 @@ def exact_units(steps, rates, t0, t1):
 
 
 def test_constant_rate_strokes_per_day():
+    # REQ: SR-DOSE-01
     e, _ = make([0], [150_000])
     k = run(e, 0, DAY)
     assert k == 600, k  # 0.15 mL/day in 250 nL strokes
 
 
 def test_never_a_whole_stroke_from_the_exact_integral():
+    # REQ: SR-DOSE-01
     steps = [0, 8 * 3600, 20 * 3600 + 60]
     rates = [150_000, 200_000, 37_777]
 
@@ -93,6 +95,7 @@ def test_never_a_whole_stroke_from_the_exact_integral():
 
 def test_steps_change_at_local_times():
     # local = UTC + 1 h: the 08:00 local step starts at 07:00 UTC
+    # REQ: SR-DOSE-02
     e, h = make([0, 8 * 3600], [100_000, 300_000], offset=3600)
     run(e, 0, DAY)
     ts = [t for t, i, r in h.steps]
@@ -102,6 +105,7 @@ def test_steps_change_at_local_times():
 
 
 def test_bolus_exact_volume_over_duration():
+    # REQ: SR-DOSE-01
     e, h = make([0], [0])
     e.start_bolus(100, 10_000, 600, KIND_PATIENT)  # 10 uL over 10 min
     k = run(e, 100, 10_000)
@@ -125,6 +129,7 @@ def test_high_rate_gives_several_strokes_at_once():
 
 
 def test_timed_bolus_every_day():
+    # REQ: SR-DOSE-02
     e, h = make([0], [0], timed=[(12 * 3600, 1800, 20_000)])
     k = run(e, 0, 3 * DAY)
     assert [t for t, d, u in h.timed] == [12 * 3600, DAY + 12 * 3600, 2 * DAY + 12 * 3600]
@@ -132,6 +137,7 @@ def test_timed_bolus_every_day():
 
 
 def test_hold_does_not_catch_up():
+    # REQ: SR-PWR-02
     e, _ = make([0], [864_000])  # 10 nL/s
     assert e.advance(100) == 4  # 1000 nL
     for _ in range(4):
@@ -149,6 +155,7 @@ def test_missed_timed_bolus_is_reported_while_held():
 
 
 def test_drop_owed_forgets_undelivered_strokes():
+    # REQ: SR-STALL-01
     e, _ = make([0], [864_000])
     assert e.advance(100) == 4
     assert e.drop_owed() == 4 * S
@@ -156,6 +163,7 @@ def test_drop_owed_forgets_undelivered_strokes():
 
 
 def test_projection_matches_delivery():
+    # REQ: SR-RES-01
     steps = [0, 6 * 3600, 18 * 3600]
     rates = [100_000, 250_000, 40_000]
     e, _ = make(steps, rates, timed=[(12 * 3600, 1800, 30_000)])
@@ -194,6 +202,7 @@ def test_reprogram_keeps_owed_fraction():
 def test_breakpoint_at_the_resume_second_is_not_lost():
     # Found by the occlusion scenario: delivery resumed exactly at a timed bolus's
     # start; the engine must still start it, and next_time must move on.
+    # REQ: SR-DOSE-02
     e, h = make([0], [200_000], timed=[(12 * 3600, 1800, 20_000)])
     e.advance(12 * 3600 - 10, False)
     e.t = 12 * 3600  # a caller that sets the engine's time past a breakpoint
@@ -203,6 +212,7 @@ def test_breakpoint_at_the_resume_second_is_not_lost():
 
 
 def test_late_call_handles_every_breakpoint_at_its_time():
+    # REQ: SR-DOSE-02
     e, h = make([0, 8 * 3600], [100_000, 300_000], timed=[(9 * 3600, 600, 5_000)])
     e.advance(10 * 3600)  # one late call across a step, a timed start and its end
     assert [s[0] for s in h.steps] == [8 * 3600]

@@ -4,6 +4,7 @@ from gate import LOCKOUT, MAX_PER_DAY, OK, Gate, Rolling
 
 
 def test_lockout_from_last_start():
+    # REQ: SR-PB-01
     g = Gate()
     assert g.check(1000, 3600, 4) == OK
     g.record(1000)
@@ -12,6 +13,7 @@ def test_lockout_from_last_start():
 
 
 def test_max_in_rolling_24h_not_calendar_day():
+    # REQ: SR-PB-02
     g = Gate()
     # four boluses late on one day, then just after midnight: still within 24 h
     for t in (80_000, 82_000, 84_000, 86_000):
@@ -33,6 +35,7 @@ def test_rolling_window_counts_and_expires():
 
 
 def test_rolling_errs_towards_more():
+    # REQ: SR-LIM-02
     r = Rolling()
     r.add(86_399, 10)
     # 24 h later the dose is exactly 24 h + 1 s old, still counted (conservative)
@@ -46,6 +49,7 @@ def test_rolling_long_gap_clears():
 
 
 def test_rolling_add_allocates_nothing():
+    # REQ: SR-HEAP-01
     r = Rolling()
     r.add(0, 1)
     micropython.heap_lock()

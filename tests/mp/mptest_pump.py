@@ -38,6 +38,8 @@ def test_program_starts_therapy_and_logs_it():
 
 
 def test_one_day_delivers_the_prescribed_volume():
+    # REQ: SR-DOSE-01
+    # REQ: SR-RES-03
     hw, p, h = started()  # 1.5 mg/day at 10 mg/mL = 150 uL/day
     run_until(p, hw, T0 + DAY)
     assert hw.motor.strokes == 600, hw.motor.strokes
@@ -46,6 +48,7 @@ def test_one_day_delivers_the_prescribed_volume():
 
 
 def test_hard_limit_refused_by_the_device():
+    # REQ: SR-LIM-01
     hw = HW(T0)
     p = P.Pump(hw, T0, LIB)
     h = Host()
@@ -62,6 +65,7 @@ def test_hard_limit_refused_by_the_device():
 
 
 def test_low_reservoir_alarm_at_the_crossing_stroke_and_eta():
+    # REQ: SR-RES-01
     hw, p, h = started(reservoir_nl=2_100_000)
     p.tick(T0)
     eta = p.low_eta
@@ -75,6 +79,8 @@ def test_low_reservoir_alarm_at_the_crossing_stroke_and_eta():
 
 
 def test_empty_stops_refill_resumes_overfill_refused():
+    # REQ: SR-RES-02
+    # REQ: SR-PWR-02
     hw, p, h = started(reservoir_nl=10_000)  # 40 strokes
     run_until(p, hw, T0 + DAY)
     assert hw.motor.strokes == 40
@@ -91,6 +97,8 @@ def test_empty_stops_refill_resumes_overfill_refused():
 
 
 def test_patient_bolus_lockout_max_and_events():
+    # REQ: SR-PB-01
+    # REQ: SR-PB-02
     hw, p, h = started(pb=(100_000, 600, 3600, 2))
     pat = md.ROLE_PATIENT
     t = T0 + 100
@@ -107,6 +115,7 @@ def test_patient_bolus_lockout_max_and_events():
 
 def test_patient_bolus_denied_at_daily_drug_limit():
     # 14 mg/day basal; patient boluses of 0.25 mg, max 4: worst case 15 mg = the limit
+    # REQ: SR-LIM-02
     hw, p, h = started(steps=((0, 14_000_000),), pb=(250_000, 60, 60, 4))
     # a clinician bolus of 0.9 mg brings the rolling total close to the limit
     run_until(p, hw, T0 + DAY)
@@ -117,6 +126,7 @@ def test_patient_bolus_denied_at_daily_drug_limit():
 
 
 def test_retried_command_id_is_not_executed_twice():
+    # REQ: SR-AUTH-02
     hw, p, h = started(pb=(100_000, 600, 600, 10))
     f = h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT)
     a = bytes(p.command(f, T0 + 10))
@@ -126,6 +136,9 @@ def test_retried_command_id_is_not_executed_twice():
 
 
 def test_replay_bad_mac_and_roles():
+    # REQ: SR-AUTH-01
+    # REQ: SR-AUTH-02
+    # REQ: SR-AUTH-03
     hw, p, h = started()
     f1 = h.cmd(md.T_GET_STATUS)
     f2 = h.cmd(md.T_GET_STATUS)
@@ -140,6 +153,7 @@ def test_replay_bad_mac_and_roles():
 
 
 def test_repeated_bad_macs_back_off_and_log():
+    # REQ: SR-AUTH-04
     hw, p, h = started()
     for i in range(P.BACKOFF_AFTER):
         assert reply(p.command(h.cmd(md.T_GET_STATUS, key=b"\x01" * 32), T0))[2] == md.NACK_BAD_MAC
@@ -150,6 +164,7 @@ def test_repeated_bad_macs_back_off_and_log():
 
 
 def test_stall_counts_nothing_and_recovers():
+    # REQ: SR-STALL-01
     hw, p, h = started()
     run_until(p, hw, T0 + 3600)
     before = p.delivered_ul * 1000 + p.delivered_nl
@@ -167,6 +182,7 @@ def test_stall_counts_nothing_and_recovers():
 
 
 def test_battery_eri_and_eos():
+    # REQ: SR-BATT-01
     hw, p, h = started()
     hw.battery.days = 80
     p.tick(T0 + 10)
@@ -177,6 +193,7 @@ def test_battery_eri_and_eos():
 
 
 def test_new_concentration_keeps_drug_per_day_after_the_catheter_bridge():
+    # REQ: SR-CONC-01
     hw, p, h = started(reservoir_nl=1_000_000)
     run_until(p, hw, T0 + 3600)
     # empty the rest by refilling to nearly full with 5 mg/mL: the mix is mostly 5 mg/mL
@@ -191,6 +208,7 @@ def test_new_concentration_keeps_drug_per_day_after_the_catheter_bridge():
 
 
 def test_tick_and_status_allocate_nothing():
+    # REQ: SR-HEAP-01
     hw, p, h = started(steps=((0, 15_000_000),), reservoir_nl=20_000_000)
     hw.telemetry.keep = False
     t = T0
@@ -208,6 +226,7 @@ def test_tick_and_status_allocate_nothing():
 
 
 def test_suspend_resume_no_catch_up():
+    # REQ: SR-PWR-02
     hw, p, h = started()
     run_until(p, hw, T0 + 3600)
     s0 = hw.motor.strokes
@@ -232,6 +251,7 @@ def test_log_read_pages():
 def test_bolus_counts_the_next_24h_of_schedule_not_only_the_past():
     # Found by the property test: at therapy start the past 24 h are empty, but a
     # 2.85 mg bolus plus the next 24 h of a 12.3 mg/day basal is 15.15 mg > 15 mg.
+    # REQ: SR-LIM-02
     hw, p, h = started(steps=((0, 12_300_000),), conc=2_000_000)
     r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 2_850_000, 60)), T0))
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT, r

@@ -15,10 +15,12 @@ T0 = 189_388_800
 
 
 def test_event_ring_holds_at_least_10000_events():
+    # REQ: SR-LOG-01
     assert EVENT_SLOTS >= 10_000
 
 
 def test_event_ring_wraps_and_records_it():
+    # REQ: SR-LOG-01
     root, _ = mounted()
     st = Store(root, event_slots=16)
     hw = HW(T0)
@@ -38,6 +40,7 @@ def test_event_ring_wraps_and_records_it():
 
 
 def test_journal_newest_record_wins_and_a_torn_one_is_ignored():
+    # REQ: SR-PWR-01
     root, _ = mounted()
     st = Store(root)
     st.journal(T0, 1000, 5, 250, 7, 1)
@@ -52,6 +55,9 @@ def test_journal_newest_record_wins_and_a_torn_one_is_ignored():
 
 
 def test_snapshot_roundtrip_restores_therapy_without_catch_up():
+    # REQ: SR-PWR-02
+    # REQ: SR-PWR-03
+    # REQ: SR-LOG-02
     root, _ = mounted()
     hw = HW(T0)
     p = P.Pump(hw, T0, LIB, 0, Store(root))
@@ -82,6 +88,7 @@ def test_snapshot_roundtrip_restores_therapy_without_catch_up():
 
 
 def test_replayed_command_refused_after_reboot():
+    # REQ: SR-AUTH-02
     root, _ = mounted()
     hw = HW(T0)
     p = P.Pump(hw, T0, LIB, 0, Store(root))
@@ -100,6 +107,7 @@ def test_replayed_command_refused_after_reboot():
 
 
 def test_damaged_state_raises_rx_invalid_and_stops_delivery():
+    # REQ: SR-STATE-01
     root, _ = mounted()
     hw = HW(T0)
     p = P.Pump(hw, T0, LIB, 0, Store(root))
@@ -115,6 +123,7 @@ def test_damaged_state_raises_rx_invalid_and_stops_delivery():
 
 
 def test_journaled_stroke_path_allocates_nothing():
+    # REQ: SR-HEAP-01
     root, _ = mounted()
     hw = HW(T0)
     hw.telemetry.keep = False
