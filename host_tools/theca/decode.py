@@ -1,10 +1,22 @@
-"""`theca decode RUN.tlog [--format table|csv|jsonl] [--summary] [--strict]`.
+"""`theca decode RUN.tlog [--format table|csv|jsonl|parquet] [-o FILE] [--type KINDS]
+[--from ISO] [--to ISO] [--summary] [--strict]`.
 
 Frames become records (dicts) with the field names of interface.md: volumes in
 uL (from nL, shown with 3 decimals), times as ISO-8601 UTC, codes as names.
 Every frame becomes a record: besides `device_info`, `status` and `event`
 there are `reply`, `command` and `unknown` (an unknown type, another frame
 version, or a payload of the wrong length), so nothing is dropped.
+
+Formats: `table` is for a person (aligned columns; a status line shows the
+slowly changing fields only when they change); `csv` and `jsonl` carry every
+field; `parquet` writes one typed row per frame with the device serial on each
+row, so that many pumps' logs can be queried together (`parquet_schema`).
+
+Filters: `--type` keeps only the given kinds; `--from`/`--to` keep records
+whose time `t` is in [from, to). With filters, `--summary` counts the selected
+frames; sequence gaps are checked over all frames of the time range (frames
+left out by `--type` are not "missing"); damage (CRC errors, garbage, a
+truncated tail) is always that of the whole file.
 
 Bytes that are not good frames (bad CRC, garbage, a truncated tail) are not
 records: they are counted in the summary, shown inline in the table, and
@@ -14,7 +26,12 @@ always mentioned on stderr.
 `--format jsonl`). `--strict` exits 1 when the log has CRC errors, garbage,
 sequence gaps, a truncated tail, unknown types or versions, malformed
 payloads, or a schema other than this decoder's. Exit 2: the file is missing
-or not a .tlog.
+or not a .tlog, or an option has a bad value.
+
+Speed: the scanner (tlog.py) and the summary are vectorised with numpy; the
+jsonl, table and parquet writers gather STATUS fields column-wise, using the
+struct format derived from the construct definition (tests check the fast
+paths against construct and against the generic per-frame `Renderer`).
 """
 
 from __future__ import annotations
@@ -25,11 +42,14 @@ import json
 import struct
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import theca_protocol as tp
 from theca_protocol import names as N
 
+from .errors import BadInput
 from .tlog import Anomaly, Tlog, TlogError
 
 EXIT_OK = 0
@@ -315,6 +335,16 @@ def to_json(v) -> str:
 # --- summary ---------------------------------------------------------------------------------
 
 
+def _u32_at(a: np.ndarray, offs: np.ndarray) -> np.ndarray:
+    """Little-endian u32 values at byte offsets `offs` of `a`, as int64 (vectorised)."""
+    return (
+        a[offs].astype(np.int64)
+        | (a[offs + 1].astype(np.int64) << 8)
+        | (a[offs + 2].astype(np.int64) << 16)
+        | (a[offs + 3].astype(np.int64) << 24)
+    )
+
+
 class Summary:
     """Counts over a whole log, from frame batches, vectorised (no per-frame Python)."""
 
@@ -347,10 +377,21 @@ class Summary:
         self._min = mins
         self.anomalies: list[Anomaly] = []
 
-    def add(self, starts: np.ndarray, lens: np.ndarray) -> None:
-        """Account for a batch of good frames."""
-        if not len(starts):
-            return
+    def add(self, starts: np.ndarray, lens: np.ndarray, seq_starts: np.ndarray | None = None) -> None:
+        """Account for a batch of good frames.
+
+        `seq_starts` (default: `starts`) are the frames whose sequence numbers are
+        checked for gaps: with a type filter, the frames of the time range, so that
+        frames left out by the filter are not counted as missing.
+        """
+        if seq_starts is None:
+            seq_starts = starts
+        if len(starts):
+            self._count(starts, lens)
+        if len(seq_starts):
+            self._gaps(seq_starts)
+
+    def _count(self, starts: np.ndarray, lens: np.ndarray) -> None:
         a = self.a
         self.frames += len(starts)
         ver = a[starts]
@@ -373,16 +414,18 @@ class Summary:
         ds = starts[dev]
         if not len(ds):
             return
-        seq = a[ds + 2].astype(np.int64) | (a[ds + 3].astype(np.int64) << 8)
-        tm = (
-            a[ds + 4].astype(np.int64)
-            | (a[ds + 5].astype(np.int64) << 8)
-            | (a[ds + 6].astype(np.int64) << 16)
-            | (a[ds + 7].astype(np.int64) << 24)
-        )
+        tm = _u32_at(a, ds + 4)
         if self.first_time is None:
             self.first_time = int(tm[0])
         self.last_time = int(tm[-1])
+
+    def _gaps(self, starts: np.ndarray) -> None:
+        a = self.a
+        types = a[starts + 1]
+        ds = starts[(types < 0x40) | (types >= 0x80)]
+        if not len(ds):
+            return
+        seq = a[ds + 2].astype(np.int64) | (a[ds + 3].astype(np.int64) << 8)
         prev = np.empty_like(seq)
         prev[0] = self.prev_seq
         prev[1:] = seq[:-1]
@@ -506,6 +549,8 @@ def format_summary(r: dict) -> str:
         + (", ".join(f"{k} x{v}" for k, v in sorted(r["unknown_types"].items())) or "none"),
         f"malformed       {r['malformed']} (other frame version: {r['bad_version']})",
     ]
+    if r.get("filter"):
+        lines.append(f"filter          {r['filter']}")
     if r["problems"]:
         lines.append("problems:")
         lines += [f"  - {p}" for p in r["problems"]]
@@ -618,18 +663,166 @@ def _iso_many(t: np.ndarray) -> list[str]:
     return [x + "Z" for x in np.datetime_as_string(d, unit="s").tolist()]
 
 
+# --- frame kinds, columns and filters (vectorised) ------------------------------------------
+
+#: The kinds of record a frame becomes (`kind` in every output format).
+KINDS = ("device_info", "status", "event", "reply", "command", "unknown")
+K_INFO, K_STATUS, K_EVENT, K_REPLY, K_COMMAND, K_UNKNOWN = range(len(KINDS))
+_KIND_LUT = np.full(256, K_UNKNOWN, dtype=np.int8)
+_KIND_LUT[tp.T_DEVICE_INFO] = K_INFO
+_KIND_LUT[tp.T_STATUS] = K_STATUS
+_KIND_LUT[tp.T_EVENT] = K_EVENT
+_KIND_LUT[tp.T_REPLY] = K_REPLY
+for _t in tp.COMMANDS:
+    _KIND_LUT[_t] = K_COMMAND
+_EXP_LEN = np.full(256, -1, dtype=np.int64)
+for _t, _n in _FIXED.items():
+    _EXP_LEN[_t] = _n
+_MIN_LEN = np.zeros(256, dtype=np.int64)
+_MIN_LEN[tp.T_REPLY] = _REPLY.size
+for _t in tp.COMMANDS:
+    _MIN_LEN[_t] = _CMDH.size + tp.MAC_SIZE
+
+
+def frame_kinds(a: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The kind (index into KINDS) of each frame, exactly as `Renderer.record` decides it.
+
+    A frame of another version, a fixed-size payload of the wrong length or a
+    payload too short for its type is `unknown`, as is an unknown type.
+    """
+    types = a[starts + 1]
+    k = _KIND_LUT[types]
+    plen = lens - (_H + _C)
+    exp = _EXP_LEN[types]
+    bad = (a[starts] != N.FRAME_VERSION) | ((exp >= 0) & (plen != exp)) | (plen < _MIN_LEN[types])
+    k[bad] = K_UNKNOWN
+    return k
+
+
+def frame_times(a: np.ndarray, starts: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+    """The device time each record shows as `t`: an event's own time, else the header's."""
+    tm = _u32_at(a, starts + 4)
+    ev = kinds == K_EVENT
+    if ev.any():
+        tm[ev] = _u32_at(a, starts[ev] + _H)
+    return tm
+
+
+def status_columns(a: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
+    """STATUS frames at `starts` as columns in wire units: `time`, `seq` and every field.
+
+    The field names and widths come from the construct definition (via the
+    struct format); the arrays are copies, independent of the mapped file.
+    """
+    if not len(starts):
+        out = {"time": np.zeros(0, np.int64), "seq": np.zeros(0, np.int64)}
+        for k, name in enumerate(_STATUS_COLS):
+            out[name] = np.zeros(0, _STATUS_DT[f"f{k}"])
+        return out
+    rows = a[starts[:, None] + np.arange(_H + _STATUS.size)]
+    out = {
+        "time": rows[:, 4:8].copy().view("<u4")[:, 0].astype(np.int64),
+        "seq": rows[:, 2].astype(np.int64) | rows[:, 3].astype(np.int64) << 8,
+    }
+    st = rows[:, _H:].copy().view(_STATUS_DT)[:, 0]
+    for k, name in enumerate(_STATUS_COLS):
+        out[name] = np.ascontiguousarray(st[f"f{k}"])
+    return out
+
+
+def parse_time(text: str, what: str) -> int:
+    """An ISO-8601 time or date (UTC unless it says otherwise) as device time.
+
+    BadInput naming `what` when it is not one.
+    """
+    s = text.strip()
+    try:
+        d = _dt.datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
+    except ValueError:
+        raise BadInput(
+            f"{what}: {text!r} is not an ISO-8601 time such as 2026-01-03T10:00:00Z or 2026-01-03"
+        ) from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_dt.UTC)
+    return int(d.timestamp()) - _EPOCH
+
+
+class Selection:
+    """Which frames to output: kinds (None: all) and a time range [t_from, t_to).
+
+    Times are device times and compare with the time each record shows (`t`).
+    """
+
+    def __init__(self, kinds=None, t_from: int | None = None, t_to: int | None = None):
+        self.kinds = None if kinds is None else frozenset(kinds)
+        self.t_from = t_from
+        self.t_to = t_to
+        mask = np.ones(len(KINDS), dtype=bool)
+        if self.kinds is not None:
+            mask[:] = False
+            for k in self.kinds:
+                mask[KINDS.index(k)] = True
+        self._kind_ok = mask
+
+    @classmethod
+    def from_args(cls, types: str | None, t_from: str | None, t_to: str | None) -> Selection:
+        """From the command line's --type, --from and --to (BadInput on a bad value)."""
+        kinds = None
+        if types:
+            kinds = [x.strip() for x in types.split(",") if x.strip()]
+            bad = [k for k in kinds if k not in KINDS]
+            if bad or not kinds:
+                raise BadInput(
+                    f"--type: unknown kind {', '.join(map(repr, bad)) or repr(types)}; "
+                    f"choose from {', '.join(KINDS)} (comma-separated)"
+                )
+        f = parse_time(t_from, "--from") if t_from else None
+        t = parse_time(t_to, "--to") if t_to else None
+        if f is not None and t is not None and t <= f:
+            raise BadInput(f"--to: {t_to} is not after --from {t_from}")
+        return cls(kinds, f, t)
+
+    @property
+    def active(self) -> bool:
+        """True when anything is filtered out."""
+        return self.kinds is not None or self.t_from is not None or self.t_to is not None
+
+    def apply(self, a: np.ndarray, starts: np.ndarray, lens: np.ndarray):
+        """(selected, in_time_range, kinds) boolean/int arrays for a batch of frames."""
+        kinds = frame_kinds(a, starts, lens)
+        in_time = np.ones(len(starts), dtype=bool)
+        if self.t_from is not None or self.t_to is not None:
+            tm = frame_times(a, starts, kinds)
+            if self.t_from is not None:
+                in_time &= tm >= self.t_from
+            if self.t_to is not None:
+                in_time &= tm < self.t_to
+        return in_time & self._kind_ok[kinds], in_time, kinds
+
+    def describe(self) -> str:
+        """The filter in words, for the summary."""
+        parts = []
+        if self.kinds is not None:
+            parts.append("kinds " + ",".join(k for k in KINDS if k in self.kinds))
+        if self.t_from is not None:
+            parts.append("from " + iso(self.t_from))
+        if self.t_to is not None:
+            parts.append("to " + iso(self.t_to) + " (excluded)")
+        return "; ".join(parts)
+
+
+# --- jsonl fast path --------------------------------------------------------------------------
+
+
 def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
     """jsonl lines of STATUS frames at `starts`, fields gathered column-wise with numpy.
 
     The common case on a long log; must equal to_json(r.record(frame)) exactly
     (a test checks), only faster.
     """
-    rows = a[starts[:, None] + np.arange(_H + _STATUS.size)]
-    seq = (rows[:, 2].astype(np.int64) | rows[:, 3].astype(np.int64) << 8).tolist()
-    tm = rows[:, 4:8].copy().view("<u4")[:, 0]
-    times = _iso_many(tm)
-    st = rows[:, _H:].copy().view(_STATUS_DT)[:, 0]
-    col = {name: st[f"f{k}"] for k, name in enumerate(_STATUS_COLS)}
+    col = status_columns(a, starts)
+    seq = col["seq"].tolist()
+    times = _iso_many(col["time"])
     eta = col["low_eta"]
     eta_s = _iso_many(eta)
     eta_s = [f'"{x}"' if e else "null" for x, e in zip(eta_s, eta.tolist(), strict=True)]
@@ -677,51 +870,172 @@ def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
     return out
 
 
-def _emit(t: Tlog, fmt: str, out: _Out, summary: Summary) -> None:
+# --- the table: for a person ------------------------------------------------------------------
+
+#: Fields shown as hexadecimal in the table.
+_HEX_FIELDS = frozenset({"rx_crc", "rx_crc32", "schema"})
+TABLE_HEAD = (
+    f"{'time (UTC)':<19}  {'seq':>5}  {'kind':<11}  {'mode':<9} {'step':>4} {'reservoir_uL':>12} "
+    f"{'delivered_uL':>12} {'rate_uL/day':>11} {'24h_ng':>10}  alarms  (changes) | event and fields"
+)
+
+
+def _table_time(t: str) -> str:
+    return t[:10] + " " + t[11:19] if len(t) == 20 else t
+
+
+def _tv(k: str, v) -> str:
+    if k in _HEX_FIELDS and type(v) is int:
+        return f"0x{v:08x}"
+    return _table_val(v)
+
+
+def _kv(d: dict, skip=()) -> str:
+    return "  ".join(f"{k}={_tv(k, v)}" for k, v in d.items() if k not in skip)
+
+
+def _table_text(rec: dict) -> str:
+    """What follows time, seq and kind in a table line of a non-status record."""
+    k = rec["kind"]
+    if k == "event":
+        fields = _kv(rec, ("kind", "t", "seq", "event_seq", "event", "who"))
+        return f"{rec['event']}  {fields}{'  ' if fields else ''}({rec['who']}, event #{rec['event_seq']})"
+    if k == "reply":
+        s = f"{rec['cmd']} #{rec['cmd_id']}: {rec['result']}"
+        rest = _kv(rec, ("kind", "t", "seq", "cmd", "cmd_id", "result", "body"))
+        if "body" in rec:
+            b = rec["body"]
+            rest += "  " + (_kv(b) if isinstance(b, dict) else f"body={_tv('body', b)}")
+        return s + "  " + rest
+    if k == "command":
+        return f"{rec['cmd']} #{rec['cmd_id']} by {rec['role']}  " + _kv(
+            rec, ("kind", "t", "seq", "cmd", "cmd_id", "role")
+        )
+    return _kv(rec, ("kind", "t", "seq"))
+
+
+# Status fields shown after the alarms when they differ from the previous status line.
+_CHANGE_FIELDS = ("drug", "conc_ng_ml", "battery_days", "low_eta", "boluses_24h", "flags",
+                  "acked", "rx_crc")
+
+
+class _TableStatus:
+    """Formats status lines column-wise; remembers the previous line's slow fields."""
+
+    def __init__(self, r: Renderer):
+        self.r = r
+        self.prev: tuple | None = None
+
+    def lines(self, a: np.ndarray, starts: np.ndarray) -> list[str]:
+        col = status_columns(a, starts)
+        times = [_table_time(x) for x in _iso_many(col["time"])]
+        res = col["reservoir_nl"].astype(np.int64)
+        rate = col["rate_nl_day"].astype(np.int64)
+        dl = col["delivered_ul"].astype(np.int64) * 1000 + col["delivered_nl"]
+        slow = zip(*(col[f].tolist() for f in _CHANGE_FIELDS), strict=True)
+        rows = zip(
+            times, col["seq"].tolist(), col["mode"].tolist(), col["step"].tolist(),
+            (res // 1000).tolist(), (res % 1000).tolist(), (dl // 1000).tolist(),
+            (dl % 1000).tolist(), (rate // 1000).tolist(), (rate % 1000).tolist(),
+            col["rolling_ng"].tolist(), col["alarms"].tolist(), slow, strict=True,
+        )
+        out = []
+        alarm_cache: dict[int, str] = {}
+        for t, sq, mode, step, rq, rr, dq, dr, aq, ar, ng, alarms, sl in rows:
+            al = alarm_cache.get(alarms)
+            if al is None:
+                al = alarm_cache[alarms] = ",".join(N.alarm_names(alarms)) or "-"
+            line = (
+                f"{t}  {sq:>5}  status       {N.MODES.get(mode, f'mode_{mode}'):<9} {step:>4} "
+                f"{rq:>8}.{_FRAC[rr]} {dq:>8}.{_FRAC[dr]} {aq:>7}.{_FRAC[ar]} {ng:>10}  {al}"
+            )
+            if sl != self.prev:
+                line += "  (" + self._changes(sl) + ")"
+                self.prev = sl
+            out.append(line)
+        return out
+
+    def _changes(self, sl: tuple) -> str:
+        prev = self.prev
+        parts = []
+        for i, (name, v) in enumerate(zip(_CHANGE_FIELDS, sl, strict=True)):
+            if prev is not None and prev[i] == v:
+                continue
+            if name == "drug":
+                parts.append(f"drug={self.r._drug(v) or '-'}")
+            elif name == "low_eta":
+                parts.append(f"low_reservoir_eta={iso(v) if v else '-'}")
+            elif name == "rx_crc":
+                parts.append(f"rx_crc=0x{v:08x}")
+            else:
+                parts.append(f"{name}={v}")
+        return " ".join(parts)
+
+
+# --- emitting text formats --------------------------------------------------------------------
+
+
+def _emit(t: Tlog, fmt: str, out: _Out, summary: Summary, sel: Selection | None = None) -> None:
+    """Write every (selected) frame of `t` to `out` as `fmt`; account for it in `summary`."""
     r = Renderer()
     data = t.data
+    a = summary.a
+    filtering = sel is not None and sel.active
     if fmt == "csv":
         w = csv.writer(_CsvSink(out), lineterminator="")
         w.writerow(_CSV_COLS)
     elif fmt == "table":
-        out.line(f"{'time':<20}  {'seq':>5}  {'kind':<11}  details")
+        out.line(TABLE_HEAD)
+        tst = _TableStatus(r)
     shown = 0
     for b in t.batches():
-        summary.add(b.starts, b.lengths)
+        starts, lens = b.starts, b.lengths
+        if filtering:
+            m, in_time, _ = sel.apply(a, starts, lens)
+            summary.add(starts[m], lens[m], starts[in_time])
+            starts, lens = starts[m], lens[m]
+        else:
+            summary.add(starts, lens)
         if fmt == "table":
             first = int(b.starts[0]) if len(b.starts) else 1 << 62
             while shown < len(t.anomalies) and t.anomalies[shown].offset < first:
                 out.line(_anomaly_text(t.anomalies[shown]))
                 shown += 1
-        starts = b.starts.tolist()
-        lens = b.lengths.tolist()
-        if fmt == "jsonl":
-            a = summary.a
+        if not len(starts):
+            continue
+        if fmt in ("jsonl", "table"):
             fast = (
-                (a[b.starts + 1] == tp.T_STATUS)
-                & (b.lengths == _H + _STATUS.size + _C)
-                & (a[b.starts] == N.FRAME_VERSION)
+                (a[starts + 1] == tp.T_STATUS)
+                & (lens == _H + _STATUS.size + _C)
+                & (a[starts] == N.FRAME_VERSION)
             )
+            if fmt == "jsonl":
+                def make(st):
+                    return _status_lines(r, a, st)
+            else:
+                def make(st):
+                    return tst.lines(a, st)
             if fast.all():
-                out.lines(_status_lines(r, a, b.starts))
+                out.lines(make(starts))
                 continue
-            sl = iter(_status_lines(r, a, b.starts[fast]) if fast.any() else ())
-            for s, n, f in zip(starts, lens, fast.tolist(), strict=True):
-                out.line(next(sl) if f else to_json(r.record(data[s : s + n])))
-        elif fmt == "csv":
-            for s, n in zip(starts, lens, strict=True):
+            sl = iter(make(starts[fast]) if fast.any() else ())
+            for s, n, f in zip(starts.tolist(), lens.tolist(), fast.tolist(), strict=True):
+                if f:
+                    out.line(next(sl))
+                    continue
+                rec = r.record(data[s : s + n])
+                if fmt == "jsonl":
+                    out.line(to_json(rec))
+                else:
+                    out.line(f"{_table_time(rec['t'])}  {rec['seq']:>5}  {rec['kind']:<11}  "
+                             + _table_text(rec))
+        else:
+            for s, n in zip(starts.tolist(), lens.tolist(), strict=True):
                 rec = r.record(data[s : s + n])
                 row = [_cell(rec.get(c)) for c in _CSV_COLS[:-1]]
                 rest = {k: v for k, v in rec.items() if k not in _CSV_SET}
                 row.append(to_json(rest) if rest else "")
                 w.writerow(row)
-        else:
-            for s, n in zip(starts, lens, strict=True):
-                rec = r.record(data[s : s + n])
-                det = "  ".join(
-                    f"{k}={_table_val(v)}" for k, v in rec.items() if k not in ("kind", "t", "seq")
-                )
-                out.line(f"{rec['t']:<20}  {rec['seq']:>5}  {rec['kind']:<11}  {det}")
     if fmt == "table":
         for x in t.anomalies[shown:]:
             out.line(_anomaly_text(x))
@@ -736,6 +1050,315 @@ class _CsvSink:
         self.out.line(s)
 
 
+# --- Parquet: one typed row per frame, for DuckDB / pandas over many pumps --------------------
+
+
+def parquet_schema():
+    """The Arrow schema of `--format parquet` (one column per field of any record kind).
+
+    `serial` (from the log's DEVICE_INFO) is on every row so that many pumps'
+    logs can be queried together; `t` and other times are UTC timestamps;
+    volumes are uL (float64); codes are their names. Event fields become
+    columns of their own (typed by the event table); what fits no column
+    (a reply's body, a command's body) is JSON text in `body` or `details`.
+    """
+    import pyarrow as pa
+
+    ts = pa.timestamp("s", tz="UTC")
+    s, u8, u16, u32, f64 = pa.string(), pa.uint8(), pa.uint16(), pa.uint32(), pa.float64()
+    cols: list[tuple[str, object]] = [
+        ("serial", s), ("kind", s), ("t", ts), ("seq", u16), ("type", u8), ("version", u8),
+        # status
+        ("mode", s), ("step", u32), ("flags", u8), ("drug", s), ("alarms", pa.list_(s)),
+        ("reservoir_ul", f64), ("delivered_ul", f64), ("rate_ul_per_day", f64),
+        ("low_reservoir_eta", ts), ("battery_days", u16), ("rolling_24h_ng", u32),
+        ("conc_ng_ml", u32), ("boluses_24h", u8), ("acked", u8), ("rx_crc", u32),
+        # event
+        ("event_seq", u32), ("event", s), ("who", s),
+    ]
+    by_kind = {"int": u32, "nl": f64, "time": ts, "i32": pa.int32(), "mask": pa.list_(s)}
+    names = {n for n, _ in cols}
+    for ev in N.EVENTS.values():
+        for arg in (ev.a, ev.b, ev.c):
+            if arg is not None and arg.name not in names:
+                cols.append((arg.name, by_kind.get(arg.kind, s)))
+                names.add(arg.name)
+    for n, ty in [
+        ("a", u32), ("b", u32), ("c", u32),
+        # reply and command
+        ("cmd", s), ("cmd_id", u32), ("result", s), ("detail", u32), ("role", s),
+        ("counter", u32), ("body", s), ("mac", s),
+        # device_info
+        ("runtime", s), ("firmware", s), ("schema", u32), ("schema_ok", pa.bool_()),
+        ("stroke_nl", u32), ("capacity_ul", f64), ("low_reservoir_ul", f64),
+        ("catheter_ul", f64),
+        # unknown
+        ("reason", s), ("payload", s),
+        ("details", s),
+    ]:
+        if n not in names:
+            cols.append((n, ty))
+            names.add(n)
+    return pa.schema(cols)
+
+
+def _fits(ty, v) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_boolean(ty):
+        return type(v) is bool
+    if pa.types.is_integer(ty) or pa.types.is_timestamp(ty):
+        if type(v) is not int:
+            return False
+        if pa.types.is_timestamp(ty):
+            return True
+        lo, hi = (0, (1 << ty.bit_width) - 1) if pa.types.is_unsigned_integer(ty) else (
+            -(1 << (ty.bit_width - 1)), (1 << (ty.bit_width - 1)) - 1)
+        return lo <= v <= hi
+    if pa.types.is_floating(ty):
+        return type(v) in (int, float)
+    if pa.types.is_list(ty):
+        return type(v) is list and all(type(x) is str for x in v)
+    return type(v) is str
+
+
+def _unix(iso_text: str) -> int:
+    return int(_dt.datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp())
+
+
+def _parquet_row(rec: dict, t_unix: int, schema, r: Renderer) -> dict:
+    """A record as a row of the Parquet schema; what fits no column goes to `details`."""
+    import pyarrow as pa
+
+    row: dict = {"t": t_unix}
+    extra = {}
+    for k, v in rec.items():
+        if k == "t" or v is None:
+            continue
+        if k == "drug" and rec.get("kind") == "event" and type(v) is int:
+            v = r._drug(v)  # prescription_changed carries the drug's id: show its name
+            if v is None:
+                continue
+        if k == "body" and type(v) is not str:
+            v = to_json(v)
+        idx = schema.get_field_index(k)
+        if idx < 0:
+            extra[k] = v
+            continue
+        ty = schema.field(idx).type
+        if pa.types.is_timestamp(ty) and type(v) is str:
+            try:
+                v = _unix(v)
+            except ValueError:
+                extra[k] = v
+                continue
+        if _fits(ty, v):
+            row[k] = v
+        else:
+            extra[k] = v
+    if extra:
+        row["details"] = to_json(extra)
+    return row
+
+
+def _alarm_list_array(masks: np.ndarray):
+    """list<string> of alarm names per mask, built from the distinct masks only."""
+    import pyarrow as pa
+
+    uniq, inv = np.unique(masks, return_inverse=True)
+    lists = [N.alarm_names(int(m)) for m in uniq.tolist()]
+    lens_u = np.array([len(x) for x in lists], dtype=np.int64)
+    flat = np.array([n for x in lists for n in x] or [""], dtype=object)
+    start_u = np.concatenate(([0], np.cumsum(lens_u)[:-1]))
+    row_len = lens_u[inv]
+    offsets = np.concatenate(([0], np.cumsum(row_len))).astype(np.int32)
+    total = int(offsets[-1])
+    if total:
+        idx = np.repeat(start_u[inv], row_len) + (
+            np.arange(total) - np.repeat(offsets[:-1].astype(np.int64), row_len))
+        values = pa.array(flat[idx], type=pa.string())
+    else:
+        values = pa.array([], type=pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+
+
+def _status_table(col: dict, serial, schema, r: Renderer):
+    """The STATUS rows as an Arrow table of `schema`, built column-wise."""
+    import pyarrow as pa
+
+    n = len(col["time"])
+    modes = np.array([N.MODES.get(i, f"mode_{i}") for i in range(256)], dtype=object)
+    drugs = np.array([r._drug(i) for i in range(256)], dtype=object)
+    eta = col["low_eta"].astype(np.int64)
+    vals = {
+        "serial": pa.array(serial, type=pa.string()),
+        "kind": pa.array(np.full(n, "status", dtype=object), type=pa.string()),
+        "t": pa.array(col["time"] + _EPOCH, type=schema.field("t").type),
+        "seq": pa.array(col["seq"].astype(np.uint16)),
+        "type": pa.array(np.full(n, tp.T_STATUS, dtype=np.uint8)),
+        "version": pa.array(np.full(n, N.FRAME_VERSION, dtype=np.uint8)),
+        "mode": pa.array(modes[col["mode"]], type=pa.string()),
+        "step": pa.array(col["step"].astype(np.uint32)),
+        "flags": pa.array(col["flags"]),
+        "drug": pa.array(drugs[col["drug"]], type=pa.string()),
+        "alarms": _alarm_list_array(col["alarms"]),
+        "reservoir_ul": pa.array(col["reservoir_nl"] / 1000),
+        "delivered_ul": pa.array(col["delivered_ul"].astype(np.float64)
+                                 + col["delivered_nl"] / 1000),
+        "rate_ul_per_day": pa.array(col["rate_nl_day"] / 1000),
+        "low_reservoir_eta": pa.array(eta + _EPOCH, type=schema.field("t").type, mask=eta == 0),
+        "battery_days": pa.array(col["battery_days"]),
+        "rolling_24h_ng": pa.array(col["rolling_ng"]),
+        "conc_ng_ml": pa.array(col["conc_ng_ml"]),
+        "boluses_24h": pa.array(col["boluses_24h"]),
+        "acked": pa.array(col["acked"]),
+        "rx_crc": pa.array(col["rx_crc"]),
+    }
+    arrays = []
+    for f in schema:
+        v = vals.get(f.name)
+        arrays.append(pa.nulls(n, f.type) if v is None else v.cast(f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_parquet(t: Tlog, path, summary: Summary, sel: Selection | None = None) -> int:
+    """Write every (selected) frame of `t` as one Parquet row; returns the number of rows.
+
+    STATUS frames (nearly all of a log) are converted column-wise; other frames
+    through `Renderer.record`. `serial` comes from the DEVICE_INFO in force at
+    each frame (the first one for frames before it), whatever the filter.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    r = Renderer()
+    a = summary.a
+    data = t.data
+    schema = parquet_schema()
+    filtering = sel is not None and sel.active
+    st_cols: list[dict] = []
+    st_pos: list[np.ndarray] = []
+    rows: list[dict] = []
+    row_pos: list[int] = []
+    info_pos: list[int] = []
+    info_serial: list[str] = []
+    base = 0
+    for b in t.batches():
+        starts, lens = b.starts, b.lengths
+        kinds = frame_kinds(a, starts, lens)
+        for i in np.flatnonzero(kinds == K_INFO).tolist():
+            s = int(starts[i])
+            info_pos.append(base + i)
+            info_serial.append(r.info_fields(_INFO.unpack_from(data, s + _H))["serial"])
+        if filtering:
+            m, in_time, _ = sel.apply(a, starts, lens)
+            summary.add(starts[m], lens[m], starts[in_time])
+        else:
+            m = np.ones(len(starts), dtype=bool)
+            summary.add(starts, lens)
+        stm = m & (kinds == K_STATUS)
+        if stm.any():
+            st_cols.append(status_columns(a, starts[stm]))
+            st_pos.append(np.flatnonzero(stm) + base)
+        other = np.flatnonzero(m & (kinds != K_STATUS))
+        if len(other):
+            tm = frame_times(a, starts[other], kinds[other]).tolist()
+            for i, tt in zip(other.tolist(), tm, strict=True):
+                s, n = int(starts[i]), int(lens[i])
+                rows.append(_parquet_row(r.record(data[s : s + n]), tt + _EPOCH, schema, r))
+                row_pos.append(base + i)
+        base += len(starts)
+    summary.anomalies = list(t.anomalies)
+
+    ipos = np.asarray(info_pos, dtype=np.int64)
+    iser = np.array(info_serial or [None], dtype=object)
+
+    def serial_at(pos: np.ndarray) -> np.ndarray:
+        if not len(ipos):
+            return np.full(len(pos), None, dtype=object)
+        return iser[np.maximum(np.searchsorted(ipos, pos, side="right") - 1, 0)]
+
+    tables, order = [], []
+    if st_cols:
+        col = {k: np.concatenate([c[k] for c in st_cols]) for k in st_cols[0]}
+        pos = np.concatenate(st_pos)
+        tables.append(_status_table(col, serial_at(pos), schema, r))
+        order.append(pos)
+    if rows:
+        pos = np.asarray(row_pos, dtype=np.int64)
+        for row, sv in zip(rows, serial_at(pos).tolist(), strict=True):
+            if sv is not None:
+                row["serial"] = sv
+        tables.append(pa.Table.from_pylist(rows, schema=schema))
+        order.append(pos)
+    if tables:
+        table = pa.concat_tables(tables)
+        table = table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+    else:
+        table = schema.empty_table()
+    meta = {
+        b"theca.source": str(t.path).encode(),
+        b"theca.log_schema": f"0x{t.header.schema:08x}".encode(),
+        b"theca.decoder_schema": f"0x{tp.SCHEMA:08x}".encode(),
+    }
+    if filtering:
+        meta[b"theca.filter"] = sel.describe().encode()
+    table = table.replace_schema_metadata(meta)
+    pq.write_table(table, path, compression="zstd")
+    return table.num_rows
+
+
+# --- a whole log in memory, for report and trumpet ---------------------------------------------
+
+
+class LogData(NamedTuple):
+    """A decoded log: STATUS frames as columns, events and device infos as records.
+
+    `status` holds numpy arrays in file order (see `status_columns`, plus
+    `delivered_total_nl`); each event record has `time` (device time) beside
+    its ISO `t`; `summary` is `Summary.result()`.
+    """
+
+    path: str
+    status: dict
+    events: list
+    infos: list
+    summary: dict
+
+
+def read_log(path) -> LogData:
+    """Read a whole .tlog for analysis (TlogError if it is not one)."""
+    r = Renderer()
+    with Tlog(path) as t:
+        s = Summary(t)
+        a = s.a
+        data = t.data
+        parts, events, infos = [], [], []
+        for b in t.batches():
+            s.add(b.starts, b.lengths)
+            kinds = frame_kinds(a, b.starts, b.lengths)
+            st = b.starts[kinds == K_STATUS]
+            if len(st):
+                parts.append(status_columns(a, st))
+            for i in np.flatnonzero((kinds == K_EVENT) | (kinds == K_INFO)).tolist():
+                off, n = int(b.starts[i]), int(b.lengths[i])
+                rec = r.record(data[off : off + n])
+                if kinds[i] == K_EVENT:
+                    rec["time"] = _EVENT.unpack_from(data, off + _H)[0]
+                    events.append(rec)
+                else:
+                    infos.append(rec)
+        s.anomalies = list(t.anomalies)
+        summary = s.result()
+        del s, a, data
+    if parts:
+        col = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    else:
+        col = status_columns(np.zeros(0, np.uint8), np.zeros(0, np.int64))
+    col["delivered_total_nl"] = col["delivered_ul"].astype(np.int64) * 1000 + col["delivered_nl"]
+    return LogData(str(path), col, events, infos, summary)
+
+
 # --- command line --------------------------------------------------------------------------
 
 
@@ -747,15 +1370,25 @@ def add_parser(subparsers) -> None:
         description="Decode a Theca telemetry log: one record per frame, or a summary.",
         epilog="Exit status: 0 ok; 1 with --strict when the log has problems "
         "(CRC errors, garbage, sequence gaps, truncated tail, unknown types, "
-        "schema mismatch); 2 the file is missing or not a .tlog.",
+        "schema mismatch); 2 the file is missing or not a .tlog, or a bad option value.",
     )
     p.add_argument("tlog", help="the .tlog file")
     p.add_argument(
         "--format",
-        choices=["table", "csv", "jsonl"],
+        choices=["table", "csv", "jsonl", "parquet"],
         default="table",
-        help="table (default), csv, or jsonl (one JSON object per frame)",
+        help="table (default, for a person), csv, jsonl (one JSON object per frame) or "
+        "parquet (one typed row per frame, with the device serial; needs -o)",
     )
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument(
+        "--type",
+        metavar="KINDS",
+        help="only these kinds, comma-separated: " + ",".join(KINDS),
+    )
+    p.add_argument("--from", dest="from_", metavar="ISO",
+                   help="only records at or after this UTC time (e.g. 2026-01-03T10:00:00Z)")
+    p.add_argument("--to", metavar="ISO", help="only records before this UTC time")
     p.add_argument(
         "--summary",
         action="store_true",
@@ -767,31 +1400,71 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _open_output(path: str | None):
+    if path is None:
+        return sys.stdout
+    try:
+        return open(path, "w", newline="")  # noqa: SIM115 (closed by run)
+    except OSError as e:
+        raise BadInput(f"-o: cannot write {path}: {e.strerror}") from None
+
+
 def run(args) -> int:
     """Run `theca decode`; returns the exit status."""
+    fmt = getattr(args, "format", "table") or "table"
+    sel = Selection.from_args(getattr(args, "type", None), getattr(args, "from_", None),
+                              getattr(args, "to", None))
+    output = getattr(args, "output", None)
+    if fmt == "parquet" and not args.summary and not output:
+        raise BadInput("--format parquet writes a file: give -o FILE.parquet")
+    if fmt == "parquet" and output and not args.summary:
+        parent = Path(output).resolve().parent
+        if not parent.is_dir():
+            raise BadInput(f"-o: folder {parent} does not exist")
     try:
         t = Tlog(args.tlog)
     except TlogError as e:
         print(f"theca decode: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    fmt = getattr(args, "format", "table") or "table"
     with t:
         summary = Summary(t)
         if args.summary:
+            a = summary.a
             for b in t.batches():
-                summary.add(b.starts, b.lengths)
+                if sel.active:
+                    m, in_time, _ = sel.apply(a, b.starts, b.lengths)
+                    summary.add(b.starts[m], b.lengths[m], b.starts[in_time])
+                else:
+                    summary.add(b.starts, b.lengths)
             summary.anomalies = list(t.anomalies)
             res = summary.result()
-            if fmt == "jsonl":
-                sys.stdout.write(to_json(res) + "\n")
-            else:
-                sys.stdout.write(format_summary(res))
-            sys.stdout.flush()
+            if sel.active:
+                res["filter"] = sel.describe()
+            stream = _open_output(output)
+            try:
+                if fmt == "jsonl":
+                    stream.write(to_json(res) + "\n")
+                else:
+                    stream.write(format_summary(res))
+                stream.flush()
+            finally:
+                if stream is not sys.stdout:
+                    stream.close()
         else:
-            out = _Out(sys.stdout)
-            _emit(t, fmt, out, summary)
-            out.flush()
-            res = summary.result()
+            if fmt == "parquet":
+                rows = write_parquet(t, output, summary, sel)
+                res = summary.result()
+                print(f"theca decode: {rows} rows -> {output}", file=sys.stderr)
+            else:
+                stream = _open_output(output)
+                try:
+                    out = _Out(stream)
+                    _emit(t, fmt, out, summary, sel)
+                    out.flush()
+                finally:
+                    if stream is not sys.stdout:
+                        stream.close()
+                res = summary.result()
             if res["problems"]:
                 print(
                     f"theca decode: {args.tlog}: " + "; ".join(res["problems"]), file=sys.stderr

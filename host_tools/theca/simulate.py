@@ -163,26 +163,35 @@ def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path
         t0 = time.perf_counter()
         stdout = stderr = ""
         rc = 0
-        for i, (a, b, cut) in enumerate(segs):
+        queue = list(segs)
+        i = 0
+        cause = 0  # BOOT_POWER_ON
+        while queue:
+            a, b, cut = queue.pop(0)
             cfg = twin_config(sc, keys, inputs, out, truth, start=a, end=b,
                               cut_at_end=cut, tlog_append=i > 0, battery_t0=sc.start,
-                              boot_cause=0, **(extra or {}))
+                              boot_cause=cause, **(extra or {}))
             if image is not None:
                 cfg["flash_image"] = str(image)
             cfgp = twinproc.write_config(d / f"twin{i}.json", cfg)
-            if progress is None:
-                proc = twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir)
-            else:
-                cfg["progress"] = max(3600, sc.duration_s // 200)
-                cfgp = twinproc.write_config(d / f"twin{i}.json", cfg)
-                proc = progress_mod.run_twin(cfgp, lambda t: progress(t - sc.start),
-                                             heapsize=heapsize, mpy_dir=mpy_dir)
+            i += 1
+            proc = twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir)
             stdout += proc.stdout.decode(errors="replace")
             stderr += proc.stderr.decode(errors="replace")
+            if proc.returncode == TWIN_WATCHDOG and image is not None and i < 100:
+                # the watchdog reset the pump: it boots again at once and recovers
+                t = json.loads(truth.read_text())["device_time"]
+                queue.insert(0, (t, b, cut))
+                cause = 1  # BOOT_WATCHDOG
+                continue
+            if proc.returncode == TWIN_WATCHDOG:
+                stderr += ("twin: the watchdog reset the pump; without a flash image its state "
+                           "is lost (run with --flash-image to let it recover)\n")
             expected = TWIN_POWER_CUT if cut else 0
             if proc.returncode != expected:
                 rc = proc.returncode or 1
                 break
+            cause = 0
         secs = time.perf_counter() - t0
         tr = json.loads(truth.read_text()) if truth.exists() else None
     return {

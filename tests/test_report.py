@@ -1,0 +1,266 @@
+"""`theca report`: the HTML page, its pictures and the numbers under them, checked against
+the log itself (decoded independently) on the demo run and on a 30 s status run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from test_decode_extras import T0, Log
+from theca import decode, report, trumpet
+from theca.summary import summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Tables(HTMLParser):
+    """The page's tables as lists of rows of cell texts, its headings and images."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.h2: list[str] = []
+        self.imgs: list[str] = []
+        self.ids: list[str] = []
+        self._cell: list[str] | None = None
+        self._h2 = False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "h2":
+            self._h2 = True
+            self.h2.append("")
+        elif tag == "img":
+            self.imgs.append(a["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "h2":
+            self._h2 = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._h2:
+            self.h2[-1] += data
+
+    def table(self, first_header: str) -> list[list[str]]:
+        return next(t for t in self.tables if t and t[0] and t[0][0] == first_header)
+
+
+def theca(*args):
+    return subprocess.run([sys.executable, "-m", "theca.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def png_size(p: Path) -> tuple[int, int]:
+    data = p.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", p
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report_demo")
+    log = d / "run.tlog"
+    r = theca("simulate", ROOT / "examples" / "demo.toml", "-o", log, "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = d / "report"
+    r = theca("report", log, "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"report: {out / 'index.html'} (3 pictures, 30 days)")
+    page = (out / "index.html").read_text()
+    rc = theca("decode", log, "--format", "jsonl")
+    recs = [json.loads(x) for x in rc.stdout.splitlines()]
+    return log, out, page, Tables(page), recs
+
+
+def test_page_and_pictures(demo):
+    _, out, page, t, _ = demo
+    assert t.h2 == ["1. Reservoir", "2. Drug delivered per day against the prescription",
+                    "3. Alarms and events", "4. Trumpet curve (IEC 60601-2-24)"]
+    assert {"reservoir", "daily", "timeline", "trumpet"} <= set(t.ids)
+    assert t.imgs == ["reservoir.png", "daily.png", "timeline.png"]
+    for name in t.imgs:
+        w, h = png_size(out / name)
+        assert w >= 900 and h >= 300, name
+    # self-contained but for the pictures: no scripts, styles or links elsewhere
+    assert "<script" not in page and "http" not in page.replace("http-equiv", "")
+    # the demo logs a status frame every 60 s: no trumpet curve, and the page says why
+    assert not (out / "trumpet.png").exists()
+    assert "No trumpet curve: the log lacks 30 s samples: its status frames are 60 s apart" in page
+    assert "How this is computed" in page and "basal integral + timed boluses" in page
+    assert "TWIN00000001" in page and "morphine 10 mg/mL" in page
+
+
+def test_reservoir_numbers_are_the_logs(demo):
+    _, _, _, t, recs = demo
+    st = [r for r in recs if r["kind"] == "status"]
+    summary = t.table("reservoir")
+    assert summary[1][1:] == [st[0]["t"], f"{st[0]['reservoir_ul']:.3f}"]
+    assert summary[3][1:] == [st[-1]["t"], f"{st[-1]['reservoir_ul']:.3f}"]
+    low = min(st, key=lambda s: s["reservoir_ul"])
+    assert summary[2][2] == f"{low['reservoir_ul']:.3f}"
+    days = t.table("day (UTC)")
+    assert days[-1] == [st[-1]["t"][:10], f"{st[-1]['reservoir_ul']:.3f}",
+                        f"{st[-1]['reservoir_ul']:.3f}"]
+    jan10 = [s for s in st if s["t"].startswith("2026-01-10")]
+    assert next(r for r in days if r[0] == "2026-01-10")[1] == f"{jan10[-1]['reservoir_ul']:.3f}"
+    refill = next(r for r in recs if r.get("event") == "refilled")
+    row = t.table("refill")[1]
+    assert row[:3] == [refill["t"], f"{refill['added_ul']:.3f}", f"{refill['reservoir_ul']:.3f}"]
+
+
+def test_drug_per_day_against_prescription(demo):
+    log, _, _, t, recs = demo
+    rows = {r[0]: r for r in t.tables[[i for i, x in enumerate(t.tables)
+                                       if x[0][0] == "day (UTC)" and len(x[0]) > 5][0]][1:]}
+    head = next(x for x in t.tables if x[0][0] == "day (UTC)" and len(x[0]) > 5)[0]
+    col = {h: i for i, h in enumerate(head)}
+    # delivered per day: the same numbers as the summary `theca simulate` prints
+    for d in summarize(log).days:
+        r = rows[d.date]
+        assert r[col["delivered (uL)"]] == f"{d.delivered_ul:.2f}", d.date
+        assert r[col["delivered (mg)"]] == f"{d.drug_mg:.4f}", d.date
+    # prescribed: 1.5 mg/day 00-08 + 2 mg/day 08-24 + 0.2 mg timed = 2.0333 mg every day
+    for day, r in rows.items():
+        if day == "total":
+            continue
+        assert r[col["prescribed basal (mg)"]] == "1.8333", day
+        assert r[col["prescribed timed (mg)"]] == "0.2000", day
+        assert r[col["hours"]] == "24.0"
+    # the 40-minute motor stall on Jan 5 is a shortfall; Jan 3's patient boluses are on demand
+    assert float(rows["2026-01-05"][col["error (%)"]]) < -1.5
+    assert rows["2026-01-03"][col["on demand (mg)"]] == "0.4000"
+    assert rows["2026-01-03"][col["patient boluses"]] == "4"
+    assert rows["2026-01-03"][col["denied"]] == "2"
+    st = [r for r in recs if r["kind"] == "status"]
+    assert rows["total"][col["delivered (uL)"]] == \
+        f"{st[-1]['delivered_ul'] - st[0]['delivered_ul']:.2f}"
+    ok = [float(r[col["error (%)"]]) for d, r in rows.items() if d not in ("total", "2026-01-05")]
+    assert all(abs(e) < 0.2 for e in ok)  # within a stroke of the exact share
+
+
+def test_alarms_and_events(demo):
+    _, _, page, t, recs = demo
+    alarms = t.table("alarm")
+    by = {r[0]: r for r in alarms[1:]}
+    raised = next(r for r in recs if r.get("event") == "alarm_raised" and r["alarm"] == "motor_stall")
+    cleared = next(r for r in recs if r.get("event") == "alarm_cleared"
+                   and r["alarm"] == "motor_stall")
+    assert by["motor_stall"][1:5] == ["yes", raised["t"], cleared["t"], "39 min"]
+    assert by["battery_eri"][3] == "active at end of log"
+    assert t.table("pump not running")[1][0] == "halted"
+    counts = dict(r for r in t.table("event")[1:])
+    assert counts["bolus_denied"] == "3" and counts["refilled"] == "1"
+    evs = t.table("time")
+    assert any(r[1] == "bolus_denied" and "reason lockout" in r[3] for r in evs)
+    assert not any(r[1] == "step_changed" for r in evs)
+
+
+@pytest.fixture(scope="module")
+def run30(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report30")
+    (d / "rx.toml").write_text((ROOT / "examples" / "rx_morphine.toml").read_text())
+    sc = d / "s.toml"
+    sc.write_text('start = 2026-01-01T00:00:00Z\ndays = 2\nstatus_period_s = 30\n'
+                  'prescription = "rx.toml"\n')
+    log = d / "run.tlog"
+    r = theca("simulate", sc, "-o", log, "--quiet")
+    assert r.returncode == 0, r.stderr
+    return log, d
+
+
+def test_report_with_trumpet(run30):
+    log, d = run30
+    out = d / "rep"
+    r = theca("report", log, "-o", out)
+    assert r.returncode == 0, r.stderr
+    t = Tables((out / "index.html").read_text())
+    assert t.imgs[-1] == "trumpet.png"
+    w, h = png_size(out / "trumpet.png")
+    assert w >= 800 and h >= 700
+    lg = decode.read_log(log)
+    tr = trumpet.compute(lg, trumpet.default_start(lg))
+    assert tr.start == decode.parse_time("2026-01-01T01:00:00Z", "x")
+    rows = t.table("window P (min)")[1:]
+    assert rows == [[str(p), f"{mx:+.3f}", f"{mn:+.3f}", str(m)]
+                    for p, (mx, mn, m) in tr.windows.items()]
+    # --trumpet-start picks another hour: the same numbers as `theca trumpet`
+    out2 = d / "rep2"
+    r = theca("report", log, "-o", out2, "--trumpet-start", "2026-01-01T09:00:00Z")
+    assert r.returncode == 0, r.stderr
+    t2 = Tables((out2 / "index.html").read_text())
+    j = json.loads(theca("trumpet", log, "--start", "2026-01-01T09:00:00Z", "--json").stdout)
+    got = {r[0]: [float(r[1]), float(r[2])] for r in t2.table("window P (min)")[1:]}
+    assert got == j
+
+
+def test_report_bad_input_exit_2(run30, tmp_path):
+    log, _ = run30
+    out = tmp_path / "rep"
+    r = theca("report", log, "-o", out, "--trumpet-start", "2026-01-01T11:45:00Z")
+    assert r.returncode == 2 and "--trumpet-start" in r.stderr and "bolus_started" in r.stderr
+    assert not out.exists()  # nothing written
+    (tmp_path / "file").write_text("x")
+    r = theca("report", log, "-o", tmp_path / "file")
+    assert r.returncode == 2 and "not a folder" in r.stderr
+    bad = tmp_path / "bad.tlog"
+    bad.write_bytes(b"THECALO")
+    r = theca("report", bad, "-o", out)
+    assert r.returncode == 2 and "truncated header" in r.stderr
+    r = theca("report", log, "-o", out, "--trumpet-start", "noon")
+    assert r.returncode == 2 and "--trumpet-start: 'noon'" in r.stderr
+
+
+def test_daily_prescription_from_events_and_status(tmp_path):
+    """A synthetic log: 259.2 uL/day at 10 mg/mL (2.592 mg/day), a timed 21.6 uL bolus over
+    30 min a day (the second one denied: the pump is halted 10:00-14:00 on day 2);
+    prescribed 2.808 mg both days, whatever the pump did."""
+    lg = Log()
+    lg.info(T0)
+    lg.event(T0, "therapy_started", who=1)
+    v = 0
+    for k in range(2 * 144 + 1):
+        t = T0 + 600 * k
+        tod = (t - T0) % 86400
+        day2 = t - T0 >= 86400
+        halted = day2 and 10 * 3600 <= tod < 14 * 3600
+        bolus = not day2 and 12 * 3600 <= tod < 12 * 3600 + 1800
+        if tod == 12 * 3600:
+            if day2:
+                lg.event(t, "bolus_denied", a=4, b=0, c=21_600)
+            else:
+                lg.event(t, "bolus_started", a=21_600, b=0, c=1800)
+        rate = 0 if halted else 259_200 + (1_036_800 if bolus else 0)
+        if k:  # the first frame comes 10 min after therapy start, with what was delivered
+            lg.status(t, mode=3 if halted else 1, rate_nl_day=rate, flags=1 if bolus else 0,
+                      delivered_ul=v // 1000, delivered_nl=v % 1000,
+                      reservoir_nl=20_000_000 - v)
+        v += rate * 600 // 86400
+    days = report.drug_days(report.daily(decode.read_log(lg.write(tmp_path / "d.tlog"))))
+    assert [d.date for d in days] == ["2026-01-01", "2026-01-02"]
+    d1, d2 = days
+    assert d1.hours == pytest.approx(24) and d2.hours == pytest.approx(24)
+    assert d1.basal_mg == pytest.approx(2.592) and d2.basal_mg == pytest.approx(2.592)
+    assert d1.timed_mg == pytest.approx(0.216) and d2.timed_mg == pytest.approx(0.216)
+    assert (d1.timed_given, d2.timed_missed) == (1, 1)
+    assert d1.delivered_mg == pytest.approx(2.808)
+    assert d2.delivered_mg == pytest.approx(2.592 * 20 / 24)
+    assert d1.error_pct == pytest.approx(0, abs=1e-9)
+    assert d2.error_pct == pytest.approx(100 * (2.16 - 2.808) / 2.808)
