@@ -28,23 +28,24 @@ class Alarms:
     def active(self, bit):
         return (self.mask >> bit) & 1
 
-    def raise_(self, bit, now, info=0):
-        """Raise; returns True if newly raised (an event is logged only then)."""
+    def raise_(self, bit, now, reservoir_nl, detail=0):
+        """Raise; returns True if newly raised (an event is logged only then). The event
+        carries the reservoir and a detail (battery days, role, fault code)."""
         m = 1 << bit
         if self.mask & m:
             return False
         self.mask |= m
         self.acked &= ~m
-        self.log(now, EV_ALARM_RAISED, 0, bit, info, 0)
+        self.log(now, EV_ALARM_RAISED, 0, bit, reservoir_nl, detail)
         return True
 
-    def clear(self, bit, now, info=0):
+    def clear(self, bit, now, reservoir_nl, detail=0):
         m = 1 << bit
         if not self.mask & m:
             return False
         self.mask &= ~m
         self.acked &= ~m
-        self.log(now, EV_ALARM_CLEARED, 0, bit, info, 0)
+        self.log(now, EV_ALARM_CLEARED, 0, bit, reservoir_nl, detail)
         return True
 
     def ack(self, mask):

@@ -34,6 +34,7 @@ class _Shared:
         self.alarms_seen = 0
         self.expect_by = 0
         self.stop = False
+        self.until = None  # the board's until_done task, woken by MAINTENANCE
 
 
 def _poke(sh):
@@ -143,7 +144,11 @@ async def link_task(app, hw, sh):
                 _poke(sh)
             _poke_tones(app, sh)
             if app.exit_requested:
+                # MAINTENANCE: the board's until_done may be asleep for minutes (the
+                # unix board sleeps a watchdog period): wake it, the REPL is wanted now
                 sh.stop = True
+                if sh.until is not None:
+                    sh.until.cancel()
                 return
 
 
@@ -181,7 +186,12 @@ async def run(hw, app):
         sh.tones = asyncio.create_task(tone_task(app, hw, sh))
         tasks.append(sh.tones)
     try:
-        await hw.until_done(sh)
+        sh.until = asyncio.create_task(hw.until_done(sh))
+        try:
+            await sh.until
+        except asyncio.CancelledError:
+            if not sh.stop:
+                raise
     finally:
         for t in tasks:
             t.cancel()

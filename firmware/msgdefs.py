@@ -176,8 +176,8 @@ EV_STEP_CHANGED = const(4)  # a=step, b=rate_nl_per_day
 EV_BOLUS_STARTED = const(5)  # a=dose_nl, b=bolus, c=duration_s
 EV_BOLUS_COMPLETED = const(6)  # a=volume_nl, b=bolus
 EV_BOLUS_DENIED = const(7)  # a=reason, b=bolus, c=dose_nl
-EV_ALARM_RAISED = const(8)  # a=alarm, b=reservoir_nl
-EV_ALARM_CLEARED = const(9)  # a=alarm, b=reservoir_nl
+EV_ALARM_RAISED = const(8)  # a=alarm, b=reservoir_nl, c=detail
+EV_ALARM_CLEARED = const(9)  # a=alarm, b=reservoir_nl, c=detail
 EV_REFILLED = const(10)  # a=added_nl, b=reservoir_nl, c=conc_ng_ml
 EV_SUSPENDED = const(11)
 EV_RESUMED = const(12)
@@ -185,8 +185,8 @@ EV_TIME_CHANGED = const(13)  # a=old_time, b=new_time, c=local_offset_s
 EV_ALARM_ACKNOWLEDGED = const(14)  # a=alarms
 EV_AUTH_FAILURE = const(15)  # a=failures, b=role
 EV_LOG_WRAPPED = const(16)  # a=first_seq_kept
-EV_DELIVERY_GAP = const(17)  # a=gap_s
-EV_REFILL_REFUSED = const(18)  # a=requested_nl, b=reservoir_nl
+EV_DELIVERY_GAP = const(17)  # a=gap_s, b=undelivered_nl
+EV_REFILL_REFUSED = const(18)  # a=requested_nl, b=reservoir_nl, c=capacity_nl
 EV_FAULT = const(19)  # a=fault_code
 EV_STROKE_FAILED = const(20)  # a=failure
 EV_MOTOR_RECOVERED = const(21)

@@ -146,7 +146,7 @@ class Pump:
             # delivery until a clinician programs the pump again
             self.rx = None
             self.engine.unload(now)
-            self.alarms.raise_(RX_INVALID, now, 0)
+            self.alarms.raise_(RX_INVALID, now, self.reservoir_nl)
             if self.mode == RUNNING:
                 self.mode = HALTED
         if gap > 0:
@@ -272,13 +272,13 @@ class Pump:
         days = hw.battery.days_left(now)
         self.battery_days = days if days < 0xFFFF else 0xFFFF
         if days <= 0:
-            if self.alarms.raise_(BATTERY_EOS, now, days):
+            if self.alarms.raise_(BATTERY_EOS, now, self.reservoir_nl, days):
                 self._update_mode(now)
         elif days < ERI_DAYS:
-            self.alarms.raise_(BATTERY_ERI, now, days)
+            self.alarms.raise_(BATTERY_ERI, now, self.reservoir_nl, days)
         else:
-            self.alarms.clear(BATTERY_ERI, now, days)
-            self.alarms.clear(BATTERY_EOS, now, days)
+            self.alarms.clear(BATTERY_ERI, now, self.reservoir_nl, days)
+            self.alarms.clear(BATTERY_EOS, now, self.reservoir_nl, days)
         if hw.occlusion.blocked():
             if self.alarms.raise_(OCCLUSION, now, self.reservoir_nl):
                 self._update_mode(now)
@@ -344,12 +344,12 @@ class Pump:
 
     def _stroke_failed(self, now, r):
         # Nothing is counted for a stroke the mechanism did not confirm.
-        self.log(now, md.EV_STROKE_FAILED, 0, r, self.reservoir_nl, 0)
+        self.log(now, md.EV_STROKE_FAILED, 0, r, 0, 0)
         bit = MOTOR_STALL if r == 1 else OCCLUSION
         self.alarms.raise_(bit, now, self.reservoir_nl)
         lost = self.engine.drop_owed()
         if lost:
-            self.log(now, md.EV_DELIVERY_GAP, 0, 0, lost, 0)
+            self.log(now, md.EV_DELIVERY_GAP, 0, 0, lost, 0)  # b: volume not delivered
         if bit == MOTOR_STALL:
             self.retry_t = now + STALL_RETRY_S
         self._update_mode(now)
@@ -372,7 +372,7 @@ class Pump:
         self._account(now)
         self.retry_t = NEVER
         self.alarms.clear(MOTOR_STALL, now, self.reservoir_nl)
-        self.log(now, md.EV_MOTOR_RECOVERED, 0, self.reservoir_nl, 0, 0)
+        self.log(now, md.EV_MOTOR_RECOVERED, 0, 0, 0, 0)
         self._update_mode(now)
 
     def _update_mode(self, now):
@@ -622,7 +622,7 @@ class Pump:
             return md.NACK_INVALID, self.mode
         self.engine.advance(now, False)
         self.mode = HALTED if self.alarms.critical() else RUNNING
-        self.log(now, md.EV_RESUMED, who, self.mode, 0, 0)
+        self.log(now, md.EV_RESUMED, who, 0, 0, 0)
         self.eta_dirty = True
         self.changed = True
         return 0, 0
@@ -648,7 +648,7 @@ class Pump:
             self.hw.motor.off()
         finally:
             self.mode = SAFE
-            self.alarms.raise_(INTERNAL_FAULT, now, code)
+            self.alarms.raise_(INTERNAL_FAULT, now, self.reservoir_nl, code)
             self.log(now, md.EV_FAULT, 0, code, 0, 0)
 
     # -- commands -----------------------------------------------------------------------
@@ -676,12 +676,12 @@ class Pump:
             if k >= BACKOFF_AFTER:
                 wait = 1 << (k - BACKOFF_AFTER) if k - BACKOFF_AFTER < 9 else BACKOFF_MAX_S
                 self.locked_until[role] = now + (wait if wait < BACKOFF_MAX_S else BACKOFF_MAX_S)
-                self.alarms.raise_(AUTH_BACKOFF, now, role)
+                self.alarms.raise_(AUTH_BACKOFF, now, self.reservoir_nl, role)
             return self._reply(now, cmd_id, typ, md.NACK_BAD_MAC, 0, 0)
         if self.bad_macs[role]:
             self.bad_macs[role] = 0
             if self.alarms.active(AUTH_BACKOFF):
-                self.alarms.clear(AUTH_BACKOFF, now, role)
+                self.alarms.clear(AUTH_BACKOFF, now, self.reservoir_nl, role)
         cached = self.cached[role]
         if cmd_id == self.last_id[role] and ctr == self.last_ctr[role]:
             # A retry of the command already executed: same answer, no second bolus.
@@ -764,7 +764,7 @@ class Pump:
             else:
                 mask = struct.unpack_from("<I", body, 0)[0]
                 acked = self.alarms.ack(mask)
-                self.log(now, md.EV_ALARM_ACKNOWLEDGED, role, mask, acked, 0)
+                self.log(now, md.EV_ALARM_ACKNOWLEDGED, role, mask, 0, 0)
                 detail = acked
         elif typ == md.T_SET_TIME:
             if nb != 8:

@@ -173,9 +173,15 @@ def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path
                               boot_cause=cause, **(extra or {}))
             if image is not None:
                 cfg["flash_image"] = str(image)
+            if progress is not None:
+                cfg["progress"] = max(3600, sc.duration_s // 200)
             cfgp = twinproc.write_config(d / f"twin{i}.json", cfg)
             i += 1
-            proc = twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir)
+            if progress is None:
+                proc = twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir)
+            else:
+                proc = progress_mod.run_twin(cfgp, lambda t: progress(t - sc.start),
+                                             heapsize=heapsize, mpy_dir=mpy_dir)
             stdout += proc.stdout.decode(errors="replace")
             stderr += proc.stderr.decode(errors="replace")
             if proc.returncode == TWIN_WATCHDOG and image is not None and i < 100:
