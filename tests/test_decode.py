@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import random
-import sys
 import zlib
 from pathlib import Path
 
