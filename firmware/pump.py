@@ -125,6 +125,7 @@ class Pump:
         self.locked_until = [0, 0, 0]
         self.last_result = [None, None, None]  # (type, result, detail): survives a reboot
         self.rx_bad = False
+        self.clock_moved = None
         self.exit_requested = False
         self.changed = False  # the plan changed outside tick(): the therapy task must re-plan
         self.dirty = False  # state worth saving changed
@@ -139,8 +140,20 @@ class Pump:
                 bad = True
             jrec = store.journal_last()
             if blob is not None:
+                t_last = struct.unpack_from("<I", blob, 0)[0]
+                if jrec is not None and jrec[1] > t_last:
+                    t_last = jrec[1]
+                if now < t_last:
+                    # A board without a battery-backed clock boots at its epoch: time must
+                    # never go back behind what the pump already did (lockouts, the 24 h
+                    # window). Move the clock on to the last known time; the host sets it.
+                    hw.clock.set(t_last)
+                    self.clock_moved = (now, t_last)
+                    now = t_last
                 gap = self.restore(blob, jrec, now)
         self.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
+        if self.clock_moved is not None:
+            self.log(now, md.EV_TIME_CHANGED, 0, self.clock_moved[0], self.clock_moved[1], self.offset)
         if bad or self.rx_bad:
             # the stored state failed its CRC or its prescription does not parse: no
             # delivery until a clinician programs the pump again
@@ -278,7 +291,8 @@ class Pump:
             self.alarms.raise_(BATTERY_ERI, now, self.reservoir_nl, days)
         else:
             self.alarms.clear(BATTERY_ERI, now, self.reservoir_nl, days)
-            self.alarms.clear(BATTERY_EOS, now, self.reservoir_nl, days)
+            if self.alarms.clear(BATTERY_EOS, now, self.reservoir_nl, days):
+                self._update_mode(now)  # a new battery: delivery goes on by the schedule
         if hw.occlusion.blocked():
             if self.alarms.raise_(OCCLUSION, now, self.reservoir_nl):
                 self._update_mode(now)
@@ -716,6 +730,10 @@ class Pump:
         return self.rtx.finish(md.T_REPLY, self._next_seq(), now, _REPLY_HDR_SIZE + body_len)
 
     def _execute(self, typ, body, role, cmd_id, now):
+        if len(body) and typ in _NO_BODY:
+            # PROTOCOL.md 4: a body of the wrong length is bad_frame, never executed (a
+            # SUSPEND with junk after it is not a SUSPEND)
+            return self._reply(now, cmd_id, typ, md.NACK_BAD_FRAME, len(body), 0)
         # Bring therapy up to now first, so the command sees (and the reply reports)
         # the pump as it is, not as the therapy task last left it.
         self.tick(now)
@@ -887,6 +905,9 @@ _SNAP_SIZE = struct.calcsize(_SNAP)
 _TX_MAX = md.HDR_SIZE + md.DEVICE_INFO_SIZE + md.CRC_SIZE + 16
 
 _READS = (md.T_GET_STATUS, md.T_READ_RX, md.T_LOG_READ, md.T_GET_INFO)
+# commands whose body is empty
+_NO_BODY = (md.T_GET_STATUS, md.T_READ_RX, md.T_PATIENT_BOLUS, md.T_SUSPEND, md.T_RESUME,
+            md.T_GET_INFO, md.T_MAINTENANCE)
 
 _FIELDS = ("length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
            "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",

@@ -131,15 +131,15 @@ def motor_settings(defaults, extra):
     m.update(extra.get("motor", {}))
     n = m["microsteps_per_stroke"]
     if not isinstance(n, int) or not 1 <= n <= 65536:
-        raise ProvisionError("motor.microsteps_per_stroke must be 1..65536, got %r" % (n,))
+        raise ProvisionError("provision.json: motor.microsteps_per_stroke must be 1..65536, got %r" % (n,))
     hz = m["step_hz"]
     # the driver's minimum STEP high and low times bound the step rate from above
     hz_max = 1_000_000_000 // (2 * m["min_pulse_ns"])
     if not isinstance(hz, int) or not 1 <= hz <= hz_max:
-        raise ProvisionError("motor.step_hz must be 1..%d for this driver, got %r" % (hz_max, hz))
+        raise ProvisionError("provision.json: motor.step_hz must be 1..%d for this driver, got %r" % (hz_max, hz))
     e = m["feedback_min_edges"]
     if not isinstance(e, int) or not 1 <= e <= n:
-        raise ProvisionError("motor.feedback_min_edges must be 1..microsteps_per_stroke, got %r" % (e,))
+        raise ProvisionError("provision.json: motor.feedback_min_edges must be 1..microsteps_per_stroke, got %r" % (e,))
     return m
 
 
@@ -413,9 +413,12 @@ class StepperMotor:
         self.strokes = 0
         self.stalls = 0
         self.occlusions = 0
-        feedback.irq(handler=self._edge, trigger=machine.Pin.IRQ_RISING | machine.Pin.IRQ_FALLING)
+        # Hard IRQs: the handlers only bump an int or set a flag (nothing allocates), and
+        # a soft IRQ is dropped when the scheduler's small queue is full, which would
+        # undercount edges and report a stall that is not there.
+        feedback.irq(handler=self._edge, trigger=machine.Pin.IRQ_RISING | machine.Pin.IRQ_FALLING, hard=True)
         trig = machine.Pin.IRQ_FALLING if occlusion.active == 0 else machine.Pin.IRQ_RISING
-        occlusion.pin.irq(handler=self._occluded, trigger=trig)
+        occlusion.pin.irq(handler=self._occluded, trigger=trig, hard=True)
 
     def _edge(self, _pin):
         self.edges += 1
@@ -429,6 +432,7 @@ class StepperMotor:
         return self.tripped or self.occlusion.blocked()
 
     def stroke(self):
+        """One stroke; blocks for its length (64 ms at the default settings)."""
         if self.occlusion.blocked():
             self.occlusions += 1
             return 2
@@ -440,8 +444,8 @@ class StepperMotor:
         time.sleep_us(self.settle_us)  # the driver's outputs come up before the first step
         r = self._run()
         if r == 0:
-            # the last feedback edge comes with the last step: let the rotor settle and
-            # the scheduled IRQ handlers run before counting
+            # the last feedback edge comes with the last step: let the rotor settle
+            # before counting
             time.sleep_us(self.settle_us)
         self.en.value(self.en_off)
         self.moving = False
@@ -519,6 +523,28 @@ class StreamLink:
 def usb_link():
     """The link on the USB serial port (shared with the REPL; main.py disables Ctrl-C)."""
     return StreamLink(sys.stdin.buffer, sys.stdout.buffer)
+
+
+# -- the bench -----------------------------------------------------------------------
+
+
+def run_strokes(hw, n, gap_ms=100):
+    """Bench calibration (docs/hardware.md, "Calibrating the stroke volume"): n strokes,
+    one every gap_ms; stops at the first failed stroke. Returns (done, stalled,
+    occluded). Use it at the REPL on hardware from board.bench()."""
+    done = stalled = occluded = 0
+    for _ in range(n):
+        r = hw.motor.stroke()
+        if r == 1:
+            stalled += 1
+            break
+        if r == 2:
+            occluded += 1
+            break
+        done += 1
+        time.sleep_ms(gap_ms)
+    hw.motor.off()
+    return done, stalled, occluded
 
 
 # -- what build() returns ------------------------------------------------------------

@@ -130,3 +130,14 @@ def build():
     w = pins.WATCHDOG
     hw.wdt = hal.Watchdog(w["timeout_ms"], w["period_s"], machine.Timer(w["timer"]))
     return hw
+
+
+def bench():
+    """The hardware for bench work at the REPL (after MAINTENANCE): build(), with the
+    watchdog that build() starts fed by a timer, e.g.
+        >>> import board, hal
+        >>> hw = board.bench()
+        >>> hal.run_strokes(hw, 1000)"""
+    hw = build()
+    hw.wdt.hand_over()
+    return hw

@@ -23,9 +23,10 @@ BOARD = "rp2_pico"
 _CYCLES_PER_STEP = const(32)  # PIO cycles per STEP pulse in _step_train below
 _WDT_ENABLE_MAGIC = const(0x6AB73121)  # pico-sdk watchdog_enable() puts this in scratch[4]
 _TIME_MASK = const(0x3A5A5A5A)  # scratch[0] = scratch[1] ^ mask marks a saved time valid
-# The rp2 port sets its RTC to 2021-01-01 on every hardware reset, not on a soft reset:
-# an RTC a day or more past that has kept running since an earlier boot.
-_RTC_RESET_WINDOW_S = const(86400)
+# The rp2 port sets its RTC to 2021-01-01 on every hardware reset, not on a soft reset.
+# build() runs about a second after a reset: an RTC a minute or more past 2021-01-01 has
+# kept running since an earlier boot (a soft reset), even if the time was never set.
+_RTC_RESET_WINDOW_S = const(60)
 
 
 def _step_train():
@@ -116,14 +117,16 @@ def boot_cause(rtc, off):
     """Why the RP2040 booted (msgdefs BOOT_*), and the clock put back after a reset.
 
     Must run before machine.WDT() is created: creating it rewrites scratch[4].
-    - the RTC still runs from an earlier boot (not back at 2021-01-01): a soft reset;
+    - the RTC still runs from an earlier boot (a minute or more past 2021-01-01, where
+      a hardware reset puts it): a soft reset;
     - machine.reset_cause() == WDT_RESET with pico-sdk's watchdog_enable() magic in
       scratch[4]: our watchdog bit; without it the watchdog was used to reboot
       (machine.reset(), picotool, a UF2 copy): a hard reset;
     - otherwise a power-on (or the RUN pin). RP2040 has no brown-out detector.
-    After a hardware reset the RTC is back at 2021-01-01; if the scratch registers hold a
-    checked time (they do unless the power was lost), the RTC is set from it plus the
-    time since boot. What the reset itself took (at most the watchdog timeout) is lost.
+    After a hardware reset the RTC restarts at 2021-01-01; if the scratch registers hold
+    a checked time (they do unless the power was lost), the RTC is set to it plus what
+    the RTC has counted since it restarted. What the reset itself took (up to the
+    watchdog timeout since the last feed) is lost.
     """
     base = pins.CHIP["watchdog_base"]
     mem = machine.mem32
@@ -132,7 +135,7 @@ def boot_cause(rtc, off):
         return md.BOOT_SOFT_RESET
     saved = mem[base + 0x10]
     if saved and mem[base + 0x0C] == saved ^ _TIME_MASK:
-        rtc.datetime(hal.rtc_tuple(saved + off + time.ticks_ms() // 1000))
+        rtc.datetime(hal.rtc_tuple(saved + (t - hal.UNSET_FLOOR) + off))
     if machine.reset_cause() == machine.WDT_RESET:
         if mem[base + 0x1C] == _WDT_ENABLE_MAGIC:
             return md.BOOT_WATCHDOG
@@ -187,4 +190,15 @@ def build():
     # Last: a started watchdog cannot be stopped, so a build that failed above must
     # leave a REPL that is not reset under the user.
     hw.wdt = Rp2Watchdog(hw.clock, pins.WATCHDOG, machine.Timer(pins.WATCHDOG["timer"]))
+    return hw
+
+
+def bench():
+    """The hardware for bench work at the REPL (after MAINTENANCE): build(), with the
+    watchdog that build() starts fed by a timer, e.g.
+        >>> import board, hal
+        >>> hw = board.bench()
+        >>> hal.run_strokes(hw, 1000)"""
+    hw = build()
+    hw.wdt.hand_over()
     return hw

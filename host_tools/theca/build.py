@@ -25,11 +25,17 @@ def mpy_cross() -> str:
     return str(cand) if cand.exists() else "mpy-cross"
 
 
+# Real boards share boards/common (hal.py: provisioning, clock, battery, watchdog,
+# link...) besides their own directory; the twin (unix) is self-contained.
+SHARED = {"rp2_pico": ("common",), "esp32": ("common",)}
+
+
 def sources(board: str) -> list[Path]:
-    """The .py files a board runs: the firmware, then the board's own modules."""
+    """The .py files a board runs: the firmware, the board's own modules, then the
+    shared board modules it uses (manifest.py, for freezing, is not one of them)."""
     out = sorted(p for p in paths.FIRMWARE.glob("*.py"))
-    bdir = paths.BOARDS / board
-    out += sorted(p for p in bdir.glob("*.py") if p.name != "manifest.py")
+    for d in (board, *SHARED.get(board, ())):
+        out += sorted(p for p in (paths.BOARDS / d).glob("*.py") if p.name != "manifest.py")
     return out
 
 

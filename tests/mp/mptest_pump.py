@@ -257,3 +257,15 @@ def test_bolus_counts_the_next_24h_of_schedule_not_only_the_past():
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT, r
     r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 2_600_000, 60)), T0))
     assert r[2] == 0, r
+
+
+def test_a_body_on_a_command_without_one_is_bad_frame():
+    # PROTOCOL.md 4: a body of the wrong length is NACK bad_frame, and nothing is done
+    hw, p, h = started()
+    for typ in (md.T_SUSPEND, md.T_PATIENT_BOLUS, md.T_MAINTENANCE, md.T_GET_STATUS):
+        r = reply(p.command(h.cmd(typ, b"\x01\x02\x03"), T0))
+        assert r[2] == md.NACK_BAD_FRAME and r[3] == 3, (typ, r)
+    assert p.mode == P.RUNNING and not p.exit_requested
+    assert not hw.telemetry.events(md.EV_BOLUS_STARTED)
+    assert reply(p.command(h.cmd(md.T_SUSPEND), T0))[2] == 0  # without the junk: done
+    assert p.mode == P.SUSPENDED

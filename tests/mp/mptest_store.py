@@ -141,3 +141,34 @@ def test_journaled_stroke_path_allocates_nothing():
     finally:
         micropython.heap_unlock()
     assert hw.motor.strokes - before >= 50
+
+
+def test_clock_never_goes_back_behind_the_stored_state():
+    # REQ: SR-PWR-03
+    # A board without a battery-backed RTC boots at its epoch after a power loss.
+    root, _ = mounted()
+    hw = HW(T0)
+    p = P.Pump(hw, T0, LIB, 0, Store(root))
+    assert reply(p.command(Host().cmd(md.T_PROGRAM, rx_blob(pb=(100_000, 600, 3600, 4))), T0))[2] == 0
+    assert reply(p.command(Host().cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT, ctr=1), T0 + 100))[2] == 0
+    hw2 = HW(1000)  # the clock came back at its epoch
+    p2 = P.Pump(hw2, 1000, LIB, md.BOOT_POWER_ON, Store(root))
+    assert hw2.clock.now() >= T0 + 100
+    moved = hw2.telemetry.events(md.EV_TIME_CHANGED)
+    assert moved and moved[0][4] == 1000 and moved[0][5] >= T0 + 100
+    # the lockout still holds: no second bolus for an hour after the first
+    r = reply(p2.command(Host().cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT, ctr=2), hw2.clock.now()))
+    assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_LOCKOUT
+
+
+def test_new_battery_resumes_delivery():
+    # REQ: SR-BATT-01
+    hw = HW(T0)
+    p = P.Pump(hw, T0, LIB, 0, None)
+    assert reply(p.command(Host().cmd(md.T_PROGRAM, rx_blob()), T0))[2] == 0
+    hw.battery.days = 0
+    p.tick(T0 + 10)
+    assert p.mode == P.HALTED
+    hw.battery.days = 2000
+    p.tick(T0 + 20)
+    assert p.mode == P.RUNNING and not p.alarms.active(md.ALARM_BATTERY_EOS)

@@ -71,7 +71,7 @@ class World:
         self.uarts = {}
         self.mech = None
         self.cpu_write_ns = 0  # CPU time a Pin write takes (a slow interpreter)
-        self.ms_base = 0  # asyncio's C task queue uses real ticks: virtual ticks start there
+        self.ms_base = 0  # tick counter value at virtual time 0 (see reset())
         self.violations = []  # timing rules broken (the mechanism's checks)
 
     # -- time and events -----------------------------------------------------------
@@ -208,22 +208,24 @@ class World:
         # Queue the tasks whose streams are ready. The unix port's poll() sleeps 1 ms
         # whenever it polls a Python stream object, so look at the fakes' readiness
         # first and only call it when something is ready (or a real fd is waited on).
-        for entry in io_map.values():
-            s = entry[2]
-            mask = (1 if entry[0] is not None else 0) | (4 if entry[1] is not None else 0)
-            if not hasattr(s, "ioctl") or s.ioctl(3, mask):
-                original(0)
+        # dt_ms < 0: no task is due, so (as the real poll) return only once a stream is.
+        while True:
+            for entry in io_map.values():
+                s = entry[2]
+                mask = (1 if entry[0] is not None else 0) | (4 if entry[1] is not None else 0)
+                if not hasattr(s, "ioctl") or s.ioctl(3, mask):
+                    original(0)
+                    return
+            if dt_ms == 0:
                 return
-        if dt_ms == 0:
-            return
-        nxt = self.next_event_t()
-        if dt_ms < 0:
+            nxt = self.next_event_t()
+            if dt_ms > 0:
+                t = self.now_ns + dt_ms * 1_000_000
+                self.advance_to(t if t < nxt else nxt)
+                return
             if nxt >= INF:
-                raise RuntimeError("fake world: every task waits and nothing is scheduled")
+                raise RuntimeError("fake world: every task waits on a stream and nothing is scheduled")
             self.advance_to(nxt)
-            return
-        t = self.now_ns + dt_ms * 1_000_000
-        self.advance_to(t if t < nxt else nxt)
 
 
 class Mechanism:
@@ -294,16 +296,21 @@ def reset(profile):
     world = World(profile)
     import utime
 
-    world.ms_base = utime.ticks_ms()
+    # asyncio's C task queue stamps new tasks with the real tick counter: starting the
+    # virtual ticks a minute ahead of it keeps every new task due at once, however long
+    # the test itself takes in real time before virtual time moves
+    world.ms_base = utime.ticks_ms() + 60_000
     return world
 
 
-def install(board):
+def install(board, mpy_dir=None):
     """Put the fakes in place for board "rp2_pico" or "esp32": the board's directory,
-    boards/common and the fakes first on sys.path, virtual time as `time`, and asyncio
-    waiting in virtual time. Call before importing the board or asyncio."""
+    boards/common and the fakes first on sys.path (or `mpy_dir`, holding all of them
+    compiled), virtual time as `time`, and asyncio waiting in virtual time. Call before
+    importing the board or asyncio."""
     reset("rp2" if board == "rp2_pico" else "esp32")
-    for p in ("tests/mp/fake_machine", "boards/common", "boards/" + board):
+    dirs = (mpy_dir,) if mpy_dir else ("tests/mp/fake_machine", "boards/common", "boards/" + board)
+    for p in dirs:
         if p in sys.path:
             sys.path.remove(p)
         sys.path.insert(0, p)

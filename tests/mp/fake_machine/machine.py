@@ -60,8 +60,11 @@ class Pin:
         _w().write(self.id, 1 - self._s.out)
 
     def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, hard=False):
+        # hard or soft, the handler runs at the edge's time (a soft one would run a few
+        # bytecodes later on a board)
         self._s.handler = handler
         self._s.trigger = trigger
+        self._s.hard = hard
 
     def __repr__(self):
         return "Pin(%d)" % self.id

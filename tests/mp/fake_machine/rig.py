@@ -60,6 +60,36 @@ class RAMBlockDev:
         return 0
 
 
+class FileBlockDev:
+    """The same flash in a host file: keeps the flash out of the MicroPython heap (for
+    measuring the firmware's RAM)."""
+
+    def __init__(self, path, block_size=512, blocks=512):
+        self.bs = block_size
+        self.n = blocks
+        blank = bytes(block_size)
+        with open(path, "wb") as f:
+            for _ in range(blocks):
+                f.write(blank)
+        self.f = open(path, "r+b")
+
+    def readblocks(self, n, buf, off=0):
+        self.f.seek(n * self.bs + off)
+        self.f.readinto(buf)
+
+    def writeblocks(self, n, buf, off=None):
+        self.f.seek(n * self.bs + (off or 0))
+        self.f.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.n
+        if op == 5:
+            return self.bs
+        return 0
+
+
+FLASH_FILE = None  # a host path: the board's flash lives there instead of in RAM
 _mounted = []
 
 
@@ -70,7 +100,7 @@ def mount(kind="lfs2", path="/lfs"):
             os.umount(_mounted.pop())
         except OSError:
             pass
-    bdev = RAMBlockDev()
+    bdev = FileBlockDev(FLASH_FILE) if FLASH_FILE else RAMBlockDev()
     if kind == "lfs2":
         os.VfsLfs2.mkfs(bdev)
         fs = os.VfsLfs2(bdev)
@@ -89,8 +119,11 @@ def set_battery(w, board, cell_mv):
     w.adc_pin_mv[WIRING[board]["battery_adc"]] = cell_mv * bottom // (top + bottom)
 
 
+CPU_WRITE_NS = 0  # a test module may make every CPU pin write cost this much time
+
+
 def setup(board_mod, name, provision=PROVISION, druglib=True, battery_mv=4100, fs="lfs2",
-          device_t=DEVICE_T0, reset_cause=1, cpu_write_ns=0):
+          device_t=DEVICE_T0, reset_cause=1, cpu_write_ns=None):
     """A new world for board `name` wired as documented; returns it. The board module's
     FS_ROOT points at the new filesystem."""
     w = fakeworld.reset("rp2" if name == "rp2_pico" else "esp32")
@@ -99,7 +132,7 @@ def setup(board_mod, name, provision=PROVISION, druglib=True, battery_mv=4100, f
         w, wire["step"], wire["dir"], wire["enable"], wire["feedback"],
         microsteps_per_rev=MICROSTEPS_PER_REV, edges_per_rev=EDGES_PER_REV,
     )
-    w.cpu_write_ns = cpu_write_ns
+    w.cpu_write_ns = CPU_WRITE_NS if cpu_write_ns is None else cpu_write_ns
     w.reset_cause = reset_cause
     set_battery(w, name, battery_mv)
     w.set_rtc(device_t + TO_BOARD)
