@@ -14,7 +14,7 @@ import sys
 from .errors import BAD_INPUT, BadInput
 
 # Subcommand modules; each has add_parser(subparsers) and run(args) -> int.
-_COMMANDS = ["simulate", "decode"]
+_COMMANDS = ["simulate", "decode", "report", "trumpet", "programmer", "twin", "flash"]
 # Options that belong to the programmer and may stand before or after the command name.
 _GLOBAL = {"--device": True, "--role": True}
 

@@ -1,0 +1,521 @@
+"""The programmer: `theca --device DEV [--role clinician|patient] COMMAND`.
+
+status [--json], program RX.toml [--yes] [--override-soft-limit], refill --volume V
+--concentration C, bolus (the patient's), log pull -o FILE.tlog; and, as extensions,
+clinician-bolus --dose D --duration T, suspend, resume, ack-alarm [--alarm NAME],
+set-time [--utc ISO] [--offset +HH:MM], maintenance (back to the REPL for flashing).
+
+Every command identifies the device first (GET_INFO: serial, schema) and then signs
+its command with the role's key (client.py). Exit status: 0 done; 2 bad input (a
+file, a unit, a missing key file: nothing was sent); 3 the device refused (the reason
+in words); 4 link failure; 1 the user did not confirm (nothing sent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import sys
+import time
+from pathlib import Path
+
+import theca_protocol as tp
+from theca_protocol import names as N
+
+from . import keys as K
+from . import units as U
+from .client import Client, LinkFailure, Refused, Reply
+from .decode import Renderer, iso
+from .errors import DEVICE_REFUSED, LINK_FAILURE, OK, BadInput
+
+NOT_CONFIRMED = 1
+#: Records per LOG_READ page (firmware/pump.py LOG_PAGE_MAX).
+LOG_PAGE = 48
+_LOG_HEAD = struct.Struct("<IIB")
+_REC = 22
+
+
+def _role(args, default: str) -> str:
+    """The role to sign with: --role, else the command's own default."""
+    return args.role or default
+
+
+def _either(args, serial: str) -> str:
+    """For commands either key may send: --role, else the clinician key if this host
+    has it, else the patient key (a patient's handheld has only that one)."""
+    if args.role:
+        return args.role
+    return "clinician" if K.key_path(serial, "clinician").exists() else "patient"
+
+
+def _client(args) -> Client:
+    return Client(args.device)  # timeouts and retries: $THECA_TIMEOUT, $THECA_RETRIES
+
+
+def _guard(fn):
+    """Run a command; turn refusals and link failures into their exit status."""
+
+    def run(args) -> int:
+        name = " ".join(x for x in (args.command, getattr(args, "log_command", None)) if x)
+        try:
+            return fn(args)
+        except Refused as e:
+            print(f"theca {name}: {e}", file=sys.stderr)
+            return DEVICE_REFUSED
+        except LinkFailure as e:
+            print(f"theca {name}: link failure: {e}", file=sys.stderr)
+            return LINK_FAILURE
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+# --- status --------------------------------------------------------------------------
+
+
+def status_record(c: Client, rep: Reply) -> dict:
+    """The `status --json` object: STATUS in interface units, device time, identity."""
+    r = Renderer()
+    st = r.status_fields(_struct_of(tp.Status).unpack(rep.body))
+    flags = st.pop("flags")
+    conc = st.pop("conc_ng_ml")
+    info = c.info or {}
+    out = {
+        "serial": info.get("serial", c.serial),
+        "firmware": f"{info.get('fw_major', 0)}.{info.get('fw_minor', 0)}.{info.get('fw_patch', 0)}",
+        "schema_ok": c.schema_ok(),
+        "device_time": iso(rep.time),
+        "mode": st["mode"],
+        "reservoir_ul": st["reservoir_ul"],
+        "delivered_ul": st["delivered_ul"],
+        "rate_ul_per_day": st["rate_ul_per_day"],
+        "alarms": st["alarms"],
+        "drug": st["drug"],
+        "concentration": U.fmt_conc(conc) if conc else None,
+        "conc_ng_ml": conc,
+        "low_reservoir_eta": st["low_reservoir_eta"],
+        "battery_days": st["battery_days"],
+        "step": st["step"],
+        "boluses_24h": st["boluses_24h"],
+        "rolling_24h_ng": st["rolling_24h_ng"],
+        "bolus_running": bool(flags & 1),
+        "catheter_bridge": bool(flags & 2),
+        "trial": bool(flags & 4),
+        "rx_crc": st["rx_crc"],
+        "capacity_ul": info.get("capacity_nl", 0) / 1000,
+    }
+    return out
+
+
+def _fmt_status(s: dict) -> str:
+    ml = s["reservoir_ul"] / 1000
+    lines = [
+        f"{s['serial']}  firmware {s['firmware']}  device time {s['device_time']}"
+        + ("" if s["schema_ok"] else "  (SCHEMA MISMATCH)"),
+        f"  mode        {s['mode']}",
+        f"  drug        {s['drug'] or 'none programmed'}"
+        + (f" {s['concentration']}" if s["concentration"] else ""),
+        f"  reservoir   {ml:.3f} mL of {s['capacity_ul'] / 1000:g} mL"
+        + (f" (low-reservoir alarm expected {s['low_reservoir_eta']})"
+           if s["low_reservoir_eta"] else ""),
+        f"  delivered   {s['delivered_ul']:.3f} uL since therapy start",
+        f"  rate now    {s['rate_ul_per_day']:.3f} uL/day (step {s['step'] + 1})"
+        + ("; a bolus is running" if s["bolus_running"] else ""),
+        f"  last 24 h   {U.fmt_amount(s['rolling_24h_ng']) if s['rolling_24h_ng'] else '0'} "
+        f"of drug, {s['boluses_24h']} patient bolus(es)",
+        f"  battery     {s['battery_days']} days",
+        f"  alarms      {', '.join(s['alarms']) if s['alarms'] else 'none'}",
+    ]
+    return "\n".join(lines)
+
+
+@_guard
+def cmd_status(args) -> int:
+    """Read and show the pump's status."""
+    with _client(args) as c:
+        role = _either(args, c.serial)
+        rep = c.request("GET_STATUS", role=role)
+        s = status_record(c, rep)
+    print(json.dumps(s) if args.json else _fmt_status(s))
+    return OK
+
+
+# --- program -------------------------------------------------------------------------
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(question + " [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+@_guard
+def cmd_program(args) -> int:
+    """Validate a prescription file, send it, and verify it by reading it back."""
+    from .druglib import load_druglib
+    from .rxfile import load_prescription
+
+    lib = load_druglib()
+    rx = load_prescription(args.rx, druglib=lib, override_soft=args.override_soft_limit)
+    blob = rx.to_blob()
+    if not args.device:
+        raise BadInput("no device: give --device DEV or set THECA_DEVICE")
+    with _client(args) as c:
+        role = _role(args, "clinician")
+        info = c.identify(role)
+        print(f"Prescription for {info['serial']} ({args.rx}):")
+        print(rx.describe(lib))
+        if not args.yes and not _confirm(f"Program this into {info['serial']}?"):
+            print("theca program: not confirmed; the prescription was not sent (--yes skips the "
+                  "question)", file=sys.stderr)
+            return NOT_CONFIRMED
+        c.request("PROGRAM", blob, role)
+        rep = c.request("READ_RX", b"", role)
+        want = hashlib.sha256(blob).digest()
+        got, held = rep.body[:32], rep.body[32:]
+        if got != want or held != blob or hashlib.sha256(held).digest() != want:
+            raise Refused(f"verification failed: {info['serial']} acknowledged the prescription "
+                          f"but holds another one (sha256 {got.hex()[:16]}..., sent "
+                          f"{want.hex()[:16]}...): check it with the clinic before relying "
+                          "on it", "verify")
+    print(f"programmed {info['serial']}: {rx.drug} {U.fmt_conc(rx.conc_ng_ml)}, "
+          f"{len(rx.steps)} step(s); read back and verified (sha256 {want.hex()[:16]})")
+    return OK
+
+
+# --- refill, boluses, modes, alarms, time ----------------------------------------------
+
+
+@_guard
+def cmd_refill(args) -> int:
+    """Record a refill: volume added and its concentration."""
+    added = U.parse_volume(args.volume, "--volume")
+    conc = U.parse_concentration(args.concentration, "--concentration")
+    with _client(args) as c:
+        role = _role(args, "clinician")
+        before = status_record(c, c.request("GET_STATUS", role=role))
+        try:
+            c.request("REFILL", struct.pack("<II", added, conc), role)
+        except Refused as e:
+            if e.reason != "limit":
+                raise
+            room = round((before["capacity_ul"] - before["reservoir_ul"]) * 1000)
+            if added > room:
+                msg = (f"limit: overfill refused: {U.fmt_volume(added)} would not fit; the "
+                       f"reservoir holds {before['reservoir_ul'] / 1000:.3f} mL of "
+                       f"{before['capacity_ul'] / 1000:g} mL (room for {U.fmt_volume(max(room, 0))})")
+            else:
+                msg = (f"limit: {U.fmt_conc(conc)} is over the drug's maximum concentration "
+                       f"{U.fmt_conc(e.detail)}")
+            raise Refused(msg, "limit", e.detail) from None
+        after = status_record(c, c.request("GET_STATUS", role=role))
+    note = ""
+    if before["conc_ng_ml"] and conc != before["conc_ng_ml"]:
+        note = (f"; mixed concentration now {after['concentration']} (the catheter still "
+                "holds the old one: delivered as a bridge, the drug per day is kept)")
+    print(f"refilled {after['serial']}: +{U.fmt_volume(added)} of {U.fmt_conc(conc)}, "
+          f"reservoir {before['reservoir_ul'] / 1000:.3f} -> {after['reservoir_ul'] / 1000:.3f} mL"
+          + note)
+    return OK
+
+
+@_guard
+def cmd_bolus(args) -> int:
+    """The patient's bolus (patient key by default)."""
+    with _client(args) as c:
+        c.request("PATIENT_BOLUS", b"", _role(args, "patient"))
+    print(f"patient bolus started on {c.serial}")
+    return OK
+
+
+@_guard
+def cmd_clinician_bolus(args) -> int:
+    """A clinician bolus of --dose over --duration."""
+    dose = U.parse_amount(args.dose, "--dose")
+    dur = U.parse_duration(args.duration, "--duration")
+    with _client(args) as c:
+        c.request("CLINICIAN_BOLUS", struct.pack("<II", dose, dur), _role(args, "clinician"))
+    print(f"clinician bolus started on {c.serial}: {U.fmt_amount(dose)} over {U.fmt_duration(dur)}")
+    return OK
+
+
+def _simple(name: str, done: str):
+    @_guard
+    def run(args) -> int:
+        with _client(args) as c:
+            c.request(name, b"", _role(args, "clinician"))
+        print(f"{done} ({c.serial})")
+        return OK
+
+    run.__doc__ = done
+    return run
+
+
+cmd_suspend = _simple("SUSPEND", "delivery suspended")
+cmd_resume = _simple("RESUME", "delivery resumed")
+
+
+@_guard
+def cmd_maintenance(args) -> int:
+    """MAINTENANCE: motor off, therapy suspended, the firmware returns to the REPL."""
+    with _client(args) as c:
+        c.request("MAINTENANCE", b"", _role(args, "clinician"))
+    print(f"{c.serial} stopped for maintenance: delivery is suspended and the board is at the "
+          "MicroPython REPL (flash it with `theca flash`; resume delivery after restart with "
+          "`theca resume`)")
+    return OK
+
+
+@_guard
+def cmd_ack_alarm(args) -> int:
+    """Acknowledge alarms (all, or those named with --alarm): silences their tones."""
+    mask = 0
+    if args.alarm:
+        names = {v: k for k, v in N.ALARMS.items()}
+        for a in args.alarm:
+            if a not in names:
+                raise BadInput.at("--alarm", f"unknown alarm {a!r} (known: {', '.join(names)})")
+            mask |= 1 << names[a]
+    else:
+        mask = 0xFFFFFFFF
+    with _client(args) as c:
+        role = _either(args, c.serial)
+        rep = c.request("ACK_ALARM", struct.pack("<I", mask), role)
+    acked = N.alarm_names(rep.detail)
+    print(f"acknowledged on {c.serial}: {', '.join(acked) if acked else 'no active alarm'}")
+    return OK
+
+
+@_guard
+def cmd_set_time(args) -> int:
+    """Set the device clock (UTC) and the local offset its daily schedule follows."""
+    utc = U.parse_datetime(args.utc, "--utc") if args.utc else None
+    if args.offset is not None:
+        offset = U.parse_offset(args.offset, "--offset")
+    else:
+        offset = time.localtime().tm_gmtoff  # the host's own offset
+    with _client(args) as c:
+        if utc is None:
+            utc = int(time.time()) - tp.EPOCH_UNIX
+        c.request("SET_TIME", struct.pack("<Ii", utc, offset), _role(args, "clinician"))
+    sign = "+" if offset >= 0 else "-"
+    print(f"clock of {c.serial} set to {iso(utc)}, local offset {sign}{abs(offset) // 3600:02d}:"
+          f"{abs(offset) % 3600 // 60:02d}")
+    return OK
+
+
+# --- log pull ------------------------------------------------------------------------
+
+
+class _Resume:
+    """What an existing .tlog holds: whose log, the last event, where good data ends."""
+
+    def __init__(self, path: Path):
+        from .tlog import Tlog, TlogError
+
+        self.serial = None
+        self.last_event = 0
+        self.last_seq = -1
+        self.end = 0
+        self.events = 0
+        try:
+            t = Tlog(path)
+        except TlogError as e:
+            raise BadInput(f"{path} exists and is not a telemetry log ({e}); not touching it: "
+                           "give another -o") from None
+        with t:
+            self.schema = t.header.schema
+            self.end = 16
+            info = _struct_of(tp.DeviceInfo)
+            for off, fr in t.frames():
+                typ = fr[1]
+                payload = fr[tp.HDR_SIZE : len(fr) - tp.CRC_SIZE]
+                if typ == tp.T_DEVICE_INFO and len(payload) == info.size:
+                    self.serial = info.unpack(payload)[0].rstrip(b"\0").decode("ascii", "replace")
+                elif typ == tp.T_EVENT and len(payload) == _REC:
+                    seq = struct.unpack_from("<I", payload, 4)[0]
+                    self.last_event = max(self.last_event, seq)
+                    self.events += 1
+                self.last_seq = struct.unpack_from("<H", fr, 2)[0]
+                self.end = off + len(fr)
+            self.size = t.size
+
+
+def _struct_of(c):
+    return struct.Struct(tp.fixed_format(c))
+
+
+@_guard
+def cmd_log_pull(args) -> int:
+    """Download the event log into a .tlog, resuming a file already begun."""
+    from .progress import Bar
+    from .tlog import header_bytes, record_bytes
+
+    out = Path(args.output)
+    with _client(args) as c:
+        role = _either(args, c.serial)
+        info = c.identify(role)
+        if not c.schema_ok():
+            raise Refused(f"schema mismatch: {info['serial']} speaks schema 0x{info['schema']:08x}, "
+                          f"these host tools 0x{tp.SCHEMA:08x}: its log would be misread; update "
+                          "the host tools or the firmware", "schema", info["schema"])
+        frm = args.from_seq or 1
+        seq = 0
+        resumed = None
+        if out.exists() and out.stat().st_size:
+            if args.from_seq:
+                raise BadInput(f"{out} exists: --from starts a new log; give another -o")
+            resumed = _Resume(out)
+            if resumed.serial is not None and resumed.serial != info["serial"]:
+                raise BadInput(f"{out} holds the log of {resumed.serial}, this is "
+                               f"{info['serial']}: give another -o")
+            if resumed.schema != tp.SCHEMA:
+                raise BadInput(f"{out} was written with schema 0x{resumed.schema:08x}, this pull "
+                               f"is schema 0x{tp.SCHEMA:08x}: give another -o")
+            frm = resumed.last_event + 1
+            seq = (resumed.last_seq + 1) & 0xFFFF
+        # the device info again: who this part of the file came from, and when
+        ir = c.info_reply
+        head = b""
+        mode = "r+b" if resumed else "wb"
+        f = open(out, mode)  # noqa: SIM115 (closed below, also on errors)
+        try:
+            if resumed:
+                if resumed.end < resumed.size:
+                    c.warn(f"note: {out}: {resumed.size - resumed.end} bytes after the last good "
+                           "record (an interrupted pull) were dropped")
+                f.truncate(resumed.end)
+                f.seek(resumed.end)
+            else:
+                head = header_bytes(tp.SCHEMA)
+            f.write(head + record_bytes(tp.build_frame(tp.T_DEVICE_INFO, seq, ir.time, ir.body)))
+            seq = (seq + 1) & 0xFFFF
+            _sync(f)
+            t0 = time.monotonic()
+            first_wanted = frm
+            pulled = 0
+            pages = 0
+            lost: list[tuple[int, int]] = []
+            total = None
+            bar = None
+            try:
+                while True:
+                    rep = c.request("LOG_READ", struct.pack("<IB", frm, LOG_PAGE), role)
+                    nxt, first, count = _LOG_HEAD.unpack_from(rep.body)
+                    if first > frm:
+                        lost.append((frm, first - 1))
+                    if total is None:
+                        total = max(nxt - first, 0)
+                        bar = Bar(total, f"log {info['serial']}", "events").__enter__()
+                    recs = rep.body[_LOG_HEAD.size : _LOG_HEAD.size + count * _REC]
+                    chunk = bytearray()
+                    for i in range(count):
+                        r = recs[i * _REC : (i + 1) * _REC]
+                        t_ev, ev_seq = struct.unpack_from("<II", r)
+                        if ev_seq != first + i:
+                            raise Refused(f"the device sent event #{ev_seq} where #{first + i} "
+                                          "belongs; stopped (the file holds every event before it)",
+                                          "log")
+                        chunk += record_bytes(tp.build_frame(tp.T_EVENT, seq, t_ev, r))
+                        seq = (seq + 1) & 0xFFFF
+                    f.write(chunk)
+                    _sync(f)  # a page is on disk before the next is asked for
+                    pulled += count
+                    pages += 1
+                    frm = first + count
+                    bar.update(pulled)
+                    if count == 0 or frm >= nxt:
+                        break
+                    if args.pages and pages >= args.pages:
+                        break
+            finally:
+                if bar is not None:
+                    bar.__exit__(None, None, None)
+            st = c.request("GET_STATUS", b"", role)
+            f.write(record_bytes(tp.build_frame(tp.T_STATUS, seq, st.time, st.body)))
+            _sync(f)
+        finally:
+            f.close()
+    secs = time.monotonic() - t0
+    rng = f"#{first_wanted}-#{frm - 1}" if pulled else "none new"
+    rest = max(nxt - frm, 0)
+    more = f"; {rest} more on the device (run again to continue)" if rest else ""
+    print(f"pulled {pulled} events ({rng}) from {info['serial']} in {pages} page(s), "
+          f"{secs:.1f} s, {c.link.rx_bytes + c.link.tx_bytes} bytes on the line"
+          + (f", resumed after #{resumed.last_event}" if resumed else "")
+          + f" -> {out}{more}")
+    for a, b in lost:
+        print(f"theca log pull: events #{a}-#{b} were overwritten on the device before they "
+              "were read (its log keeps the newest)", file=sys.stderr)
+    return OK
+
+
+def _sync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+# --- the parser ----------------------------------------------------------------------
+
+
+def add_parser(sub) -> None:
+    """Register the programmer's commands."""
+    p = sub.add_parser("status", help="show the pump's status")
+    p.add_argument("--json", action="store_true", help="one JSON object (interface fields)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("program", help="program a prescription (read back and verified)")
+    p.add_argument("rx", help="prescription TOML file")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--override-soft-limit", action="store_true",
+                   help="accept a prescription over the drug library's soft limits")
+    p.set_defaults(func=cmd_program)
+
+    p = sub.add_parser("refill", help="record a refill (volume added, its concentration)")
+    p.add_argument("--volume", required=True, help='volume added, e.g. "18 mL"')
+    p.add_argument("--concentration", required=True, help='e.g. "10 mg/mL"')
+    p.set_defaults(func=cmd_refill)
+
+    p = sub.add_parser("bolus", help="the patient's bolus (patient key)")
+    p.set_defaults(func=cmd_bolus)
+
+    p = sub.add_parser("clinician-bolus", help="a clinician bolus")
+    p.add_argument("--dose", required=True, help='e.g. "0.5 mg"')
+    p.add_argument("--duration", required=True, help='e.g. "30 min"')
+    p.set_defaults(func=cmd_clinician_bolus)
+
+    p = sub.add_parser("suspend", help="suspend delivery")
+    p.set_defaults(func=cmd_suspend)
+    p = sub.add_parser("resume", help="resume delivery")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("ack-alarm", help="acknowledge alarms (silence their tones)")
+    p.add_argument("--alarm", action="append", metavar="NAME",
+                   help="an alarm to acknowledge (repeatable; default: all)")
+    p.set_defaults(func=cmd_ack_alarm)
+
+    p = sub.add_parser("set-time", help="set the device clock and local offset")
+    p.add_argument("--utc", help="UTC time, e.g. 2026-01-01T08:00:00Z (default: now)")
+    p.add_argument("--offset", help='local offset, e.g. "+01:00" (default: this host\'s)')
+    p.set_defaults(func=cmd_set_time)
+
+    p = sub.add_parser("maintenance",
+                       help="stop the pump (motor off, suspended) and return to the REPL")
+    p.set_defaults(func=cmd_maintenance)
+
+    p = sub.add_parser("log", help="the event log")
+    lsub = p.add_subparsers(dest="log_command", metavar="pull")
+    lsub.required = True
+    q = lsub.add_parser("pull", help="download the event log into a .tlog (resumable)")
+    q.add_argument("-o", "--output", required=True, help="the .tlog to write or continue")
+    q.add_argument("--from", dest="from_seq", type=int, default=0, metavar="N",
+                   help="start at event N (a new file only)")
+    q.add_argument("--pages", type=int, default=0, metavar="N",
+                   help="stop after N pages of 48 events (a slow link; run again to go on)")
+    q.set_defaults(func=cmd_log_pull)
+
