@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -139,7 +140,7 @@ def segments(sc: Scenario) -> list[tuple[int, int, bool]]:
 
 def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path | None = None,
              mpy_dir: Path | None = None, flash_image: Path | None = None,
-             extra: dict | None = None, progress=None) -> dict:
+             extra: dict | None = None, progress=None, timeout: float | None = 3600) -> dict:
     """Run the scenario on the twin; returns {"returncode", "stderr", "stdout", "seconds",
     "truth", "boots"}.
 
@@ -178,7 +179,14 @@ def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path
             cfgp = twinproc.write_config(d / f"twin{i}.json", cfg)
             i += 1
             if progress is None:
-                proc = twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir)
+                # never left running: a twin that hangs is a firmware bug to report
+                try:
+                    proc = twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir,
+                                             timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    stderr += f"twin: still running after {timeout:g} s; stopped it\n"
+                    rc = 1
+                    break
             else:
                 proc = progress_mod.run_twin(cfgp, lambda t: progress(t - sc.start),
                                              heapsize=heapsize, mpy_dir=mpy_dir)

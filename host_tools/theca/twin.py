@@ -133,6 +133,9 @@ def _die_with_parent() -> None:
         pass  # not Linux: stopping the twin with a signal still cleans up
 
 
+_DRAIN_S = 1.0  # how long the pty stays after the firmware left, for its last reply
+
+
 def run_live(args) -> int:
     """`theca twin`: start the live twin, say "ready" once it answers, run until a
     signal (or MAINTENANCE ends the firmware), then clean up."""
@@ -175,8 +178,9 @@ def run_live(args) -> int:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        os.close(master)  # the firmware's now; this process keeps the slave open
-        master = -1
+        # This process keeps its copy of the master (it never reads it): the pty must
+        # outlive the firmware for a moment, as a board's USB port outlives its REPL, or
+        # the host loses a last reply still in the pty (Linux drops it with EIO).
         K.remember_device(str(pty_path), serial)
         info = None
         deadline = time.monotonic() + _READY_S
@@ -208,6 +212,7 @@ def run_live(args) -> int:
                 continue
             if rc == 0:
                 print(f"twin {serial}: the firmware returned to the REPL (MAINTENANCE); stopped")
+                time.sleep(_DRAIN_S)  # let the host read the MAINTENANCE reply first
                 return OK
             why = " (a watchdog reset: the therapy task hung)" if rc == TWIN_WATCHDOG else ""
             print(f"theca twin: the firmware stopped with status {rc}{why}", file=sys.stderr)
