@@ -89,8 +89,12 @@ def test_flash_the_unix_repl_then_status(repl, tmp_path):
     # the way back to the REPL, and a second flash: same identity, therapy kept
     r = run_theca(home, "--device", dev, "maintenance")
     assert r.returncode == 0, r.stderr
+    # the stroke volume calibrated on the bench (docs/hardware.md) survives a reflash
+    prov["stroke_nl"] = 252
+    (board / "provision.json").write_text(json.dumps(prov))
     r = run_theca(home, "--device", dev, "flash", "--board", "unix", timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((board / "provision.json").read_text())["stroke_nl"] == 252
     assert f"flashed {serial}" in r.stdout and "its keys kept" in r.stdout
     assert "at the REPL" in r.stdout
     s = status_json(home, dev)

@@ -181,8 +181,10 @@ class Flasher:
         self.serial = serial
         prov = {"serial": serial, "keys": {r: k.hex() for r, k in keys.items()}, **GEOMETRY}
         if isinstance(old, dict):
-            # settings a deployment added for this board (link, motor) are kept
-            for k in ("link", "motor", "reservoir_nl"):
+            # settings a deployment made for this board are kept: its link and motor, and
+            # the pump geometry measured on the bench (a calibrated stroke volume must
+            # survive a firmware update: docs/hardware.md, calibration by weighing)
+            for k in ("link", "motor", "reservoir_nl", *GEOMETRY):
                 if k in old:
                     prov[k] = old[k]
         return prov
