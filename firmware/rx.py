@@ -4,15 +4,16 @@ import struct
 from binascii import crc32
 
 from micropython import const
-
-_HDR = "<BBBBBBHIII"
-_HDR_SIZE = const(20)
-_STEP = "<HI"
-_STEP_SIZE = const(6)
-_TIMED = "<HHI"
-_TIMED_SIZE = const(8)
-MAX_STEPS = const(24)
-MAX_TIMED = const(8)
+from msgdefs import (
+    RX_HEAD_FMT as _HDR,
+    RX_HEAD_SIZE as _HDR_SIZE,
+    RX_MAX_STEPS as MAX_STEPS,
+    RX_MAX_TIMED as MAX_TIMED,
+    RX_STEP_FMT as _STEP,
+    RX_STEP_SIZE as _STEP_SIZE,
+    RX_TIMED_FMT as _TIMED,
+    RX_TIMED_SIZE as _TIMED_SIZE,
+)
 # Above this a volume rate no longer fits the engine's small-int accounting.
 MAX_RATE_NL_DAY = const(500_000_000)
 FLAG_TRIAL = const(1)

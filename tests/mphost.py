@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,13 +19,9 @@ MP_DIR = ROOT / "tests" / "mp"
 
 def micropython_exe() -> str:
     """The unix port installed in the venv beside this interpreter."""
-    cand = Path(sys.executable).parent / "micropython"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("micropython")
-    if not found:
-        raise RuntimeError("micropython not found: run `make setup`")
-    return found
+    from theca.paths import micropython
+
+    return micropython()
 
 
 def mp_path(board: str = "unix", extra: list[Path] | None = None) -> str:
