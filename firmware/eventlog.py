@@ -23,6 +23,8 @@ class EventLog:
         self.wrapped = False  # set when an append overwrote the oldest event on flash
         if store is not None:
             self.next_seq, self.first_seq = store.log_bounds()
+        # the RAM ring holds only what was appended since this boot; older is on flash
+        self.ram_first = self.next_seq
 
     def append(self, t, code, who, a, b, c):
         """Record an event; returns its event_seq."""
@@ -44,7 +46,7 @@ class EventLog:
         """Memoryview of event `seq`'s 22 bytes, or None if it is gone or not yet made."""
         if seq < self.first_seq or seq >= self.next_seq:
             return None
-        if self.store is not None and self.next_seq - seq > self.cap:
+        if self.store is not None and (seq < self.ram_first or self.next_seq - seq > self.cap):
             return self.store.log_read(seq)
         off = (seq % self.cap) * REC_SIZE
         return self.mv[off : off + REC_SIZE]

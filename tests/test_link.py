@@ -619,6 +619,44 @@ def test_twin_restarts_on_its_flash_image_with_the_same_keys(tmp_path):
     assert r.returncode == 2 and "flash.img.serial" in r.stderr
 
 
+def test_flash_image_state_survives_a_sigkill_of_the_twin(tmp_path, rx_file):
+    # REQ: SR-PWR-01
+    # interface.md: state in the flash image survives a restart or a SIGKILL of the twin
+    home = tmp_path / "home"
+    dev = tmp_path / "pump"
+    img = tmp_path / "flash.img"
+    t = LiveTwin(dev, speed=600, env=env_for(home),
+                 args=["--flash-image", img, "--reservoir-ml", 15]).start()
+    try:
+        assert run_theca(home, "--device", dev, "program", rx_file, "--yes").returncode == 0
+        r = run_theca(home, "--device", dev, "refill", "--volume", "1 mL",
+                      "--concentration", "10 mg/mL")
+        assert r.returncode == 0, r.stderr
+        time.sleep(2)  # 20 minutes of therapy at 600x
+        before = status_json(home, dev)
+        events_before = device_events(home, dev)
+    finally:
+        t.proc.kill()  # SIGKILL: no shutdown at all (the firmware dies with it)
+        t.proc.wait()
+    time.sleep(0.5)
+    with LiveTwin(dev, speed=600, env=env_for(home), args=["--flash-image", img]) as t2:
+        assert "restarted" in t2.banner[0]
+        after = status_json(home, dev)
+        assert after["serial"] == before["serial"] and after["drug"] == before["drug"]
+        assert after["mode"] == "running"
+        # nothing lost, nothing over-estimated: the reservoir is at most what it was
+        assert after["delivered_ul"] >= before["delivered_ul"]
+        assert after["reservoir_ul"] <= before["reservoir_ul"]
+        assert abs(after["reservoir_ul"] + after["delivered_ul"]
+                   - before["reservoir_ul"] - before["delivered_ul"]) < 0.001
+        evs = device_events(home, dev)
+        seqs = [e[1] for e in evs]
+        assert seqs == sorted(set(seqs))  # numbers unique and in order
+        assert {e[1] for e in events_before} <= set(seqs)  # every event read before is kept
+        # the restart is logged after everything that came before it
+        assert any(e[2] == ev_code("boot") and e[1] > events_before[-1][1] for e in evs)
+
+
 def test_maintenance_ends_the_twin_and_sigint_stops_it(tmp_path):
     home = tmp_path / "home"
     dev = tmp_path / "pump"

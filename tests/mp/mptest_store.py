@@ -172,3 +172,21 @@ def test_new_battery_resumes_delivery():
     hw.battery.days = 2000
     p.tick(T0 + 20)
     assert p.mode == P.RUNNING and not p.alarms.active(md.ALARM_BATTERY_EOS)
+
+
+def test_events_from_before_a_reboot_read_back_from_flash():
+    # REQ: SR-LOG-02
+    # Found by the live twin's SIGKILL test: the newest events of the last boot were
+    # read from the (empty) RAM cache after a reboot, as zeros.
+    root, _ = mounted()
+    hw = HW(T0)
+    p = P.Pump(hw, T0, LIB, 0, Store(root))
+    for i in range(5):
+        p.log(T0 + i, md.EV_SUSPENDED, 1, i, 0, 0)
+    last = p.events.next_seq - 1
+    p2 = P.Pump(HW(T0 + 60), T0 + 60, LIB, 0, Store(root))
+    for seq in range(p2.events.first_seq, p2.events.next_seq):
+        rec = p2.events.record(seq)
+        assert rec is not None and struct.unpack_from("<I", rec, 4)[0] == seq, seq
+    r = bytes(p2.events.record(last))
+    assert r[8] == md.EV_SUSPENDED and struct.unpack_from("<I", r, 10)[0] == 4
