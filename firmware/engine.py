@@ -287,13 +287,18 @@ class Engine:
         self._sum_rate()
 
     # -- planning ---------------------------------------------------------------------
-    def next_time(self, now):
-        """When the engine next needs the pump: a stroke, a step, a bolus start or end."""
+    def next_breakpoint(self):
+        """The next step change, timed bolus start or bolus end (NEVER if none)."""
         nxt = self.next_step_t
         if self.next_timed_t < nxt:
             nxt = self.next_timed_t
         if self.b_next_end < nxt:
             nxt = self.b_next_end
+        return nxt
+
+    def next_time(self, now):
+        """When the engine next needs the pump: a stroke, a step, a bolus start or end."""
+        nxt = self.next_breakpoint()
         if self.rate > 0:
             need = self.Q - self.acc
             if need <= 0:

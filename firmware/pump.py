@@ -260,24 +260,13 @@ class Pump:
         if self.mode == RUNNING:
             nxt = self.engine.next_time(now)
         else:
-            nxt = self.engine.next_time(now) if self.engine.loaded else NEVER
-            # halted or suspended: only schedule breakpoints matter, not strokes
-            if self.engine.rate > 0 and self.mode != RUNNING:
-                nxt = self._breakpoint(now)
+            # halted or suspended: only the schedule's breakpoints matter, not strokes
+            nxt = self.engine.next_breakpoint()
             if self.retry_t < nxt:
                 nxt = self.retry_t
         lim = now + SENSE_S
         if nxt > lim:
             nxt = lim
-        return nxt
-
-    def _breakpoint(self, now):
-        e = self.engine
-        nxt = e.next_step_t
-        if e.next_timed_t < nxt:
-            nxt = e.next_timed_t
-        if e.b_next_end < nxt:
-            nxt = e.b_next_end
         return nxt
 
     def _sense(self, now):
