@@ -89,16 +89,17 @@ async def tone_task(app, hw, sh):
     while True:
         snd = app.alarms.sounding()
         now = clock.now()
-        if snd & ALARMS_CRITICAL:
-            bz.tone(880, 200)
-            await asyncio.sleep_ms(300)
-            bz.tone(660, 200)
-            nxt = now + CRITICAL_TONE_S
-        elif snd:
-            bz.tone(880, 300)
-            nxt = now + OTHER_TONE_S
-        else:
-            nxt = now + OTHER_TONE_S
+        nxt = now + OTHER_TONE_S
+        try:
+            if snd & ALARMS_CRITICAL:
+                bz.tone(880, 200)
+                await asyncio.sleep_ms(300)
+                bz.tone(660, 200)
+                nxt = now + CRITICAL_TONE_S
+            elif snd:
+                bz.tone(880, 300)
+        except Exception as e:  # a buzzer driver fault must not silence alarms unnoticed
+            _fault(app, clock, F_TONES, e)
         sh.tones_waiting = True
         try:
             await clock.sleep_until(nxt)
@@ -159,7 +160,10 @@ async def telemetry_task(app, clock, period):
     while True:
         t += period
         await clock.sleep_until(t)
-        tel.emit(app.status_frame(clock.now()))
+        try:
+            tel.emit(app.status_frame(clock.now()))
+        except Exception as e:  # unexpected: safe state, logged, as in every concern
+            _fault(app, clock, F_TELEMETRY, e)
 
 
 async def watchdog_task(hw, clock, sh):

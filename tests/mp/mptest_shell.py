@@ -120,3 +120,19 @@ def test_non_critical_alarm_single_tone_hourly():
     assert app.alarms.active(md.ALARM_BATTERY_ERI) and app.mode == P.RUNNING
     assert 5 <= hw.buzzer.tones <= 8, hw.buzzer.tones
     assert hw.buzzer.last[0] == 880
+
+
+def test_a_failing_buzzer_ends_in_the_safe_state_too():
+    # REQ: SR-FAULT-01
+    # every concern is guarded, not only therapy and the link
+    hw = hardware(3600, reservoir_nl=300)  # empties: a critical alarm that must sound
+    app = programmed(hw)
+
+    def broken_tone(freq, ms):
+        raise OSError("PWM fault")
+
+    hw.buzzer.tone = broken_tone
+    asyncio.run(main.run(hw, app))
+    assert app.mode == P.SAFE
+    assert app.alarms.active(md.ALARM_INTERNAL_FAULT)
+    assert isinstance(hw.failed, OSError)
