@@ -19,6 +19,7 @@ from msgdefs import BOLUS_CLINICIAN as KIND_CLINICIAN  # noqa: E402
 from msgdefs import BOLUS_PATIENT as KIND_PATIENT  # noqa: E402
 from msgdefs import BOLUS_TIMED as KIND_TIMED  # noqa: E402
 DAY = const(86400)
+_SMALL = const(0x40000000)  # 2**30: a 32-bit board's small ints stay below it
 
 
 class Engine:
@@ -155,6 +156,8 @@ class Engine:
         breakpoint (step, timed bolus, bolus end) at or before `now` is handled, at its
         own scheduled time, so none can be left behind however the engine was driven.
         """
+        if now >= NEVER:
+            now = NEVER - 1  # NEVER is no time: breakpoints at it are never reached
         t = self.t
         while True:
             seg = now
@@ -244,6 +247,10 @@ class Engine:
         """
         if duration_s <= 0 or dose_nl <= 0:
             return -1
+        if dose_nl * DAY // duration_s >= _SMALL or now + duration_s >= NEVER:
+            # the pump refuses a bolus faster than max_rate first; a rate or an end time
+            # that does not fit the slot arrays must never be stored truncated
+            raise ValueError("bolus does not fit")
         if now > self.t:
             self.advance(now)  # what was owed before the bolus, at the old rate
         for k in range(NB):

@@ -4,18 +4,20 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = 3072131911  # 0xb71d0347
+SCHEMA = 1890050370  # 0x70a7e142
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1280)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
 MAC_SIZE = const(16)
 RX_SHA256_SIZE = const(32)  # READ_RX reply: sha256 of the blob, then the blob
 # (unused) RUNTIME_MICROPYTHON = const(1)  # DEVICE_INFO.runtime
-# (unused) RX_VERSION = const(1)
+RX_VERSION = const(1)
 RX_MAX_STEPS = const(24)
 RX_MAX_TIMED = const(8)
 # (unused) RX_FLAG_TRIAL = const(1)
 # (unused) RESULT_ACK = const(0)
+UTC_MIN = const(0)  # SET_TIME bounds (device seconds)
+UTC_MAX = const(946771199)  # 2049-12-31T23:59:59Z
 TLOG_MAGIC = b'THECALOG'
 TLOG_FORMAT = const(1)
 TLOG_MARK = const(165)
@@ -44,8 +46,8 @@ T_REPLY = const(128)  # 0x80 device -> host
 HDR_FMT = "<BBHI"
 HDR_SIZE = const(8)
 # DEVICE_INFO payload (also GET_INFO reply body)
-DEVICE_INFO_FMT = "<12sBBBBIHIII"
-DEVICE_INFO_SIZE = const(34)
+DEVICE_INFO_FMT = "<12sBBBBIHIIII"
+DEVICE_INFO_SIZE = const(38)
 # STATUS payload (also GET_STATUS reply body)
 STATUS_FMT = "<BBBBIIIHHIIIIBBI"
 STATUS_SIZE = const(42)
@@ -148,6 +150,10 @@ DENY_NOT_RUNNING = const(4)
 DENY_NOT_CONFIGURED = const(5)
 DENY_IN_PROGRESS = const(6)
 DENY_RESERVOIR = const(7)
+DENY_MAX_PER_HOUR = const(8)
+DENY_MAX_BOLUS = const(9)
+DENY_MAX_CONCENTRATION = const(10)
+DENY_MAX_RATE = const(11)
 
 # REPLY.result when not ACK
 NACK_BAD_FRAME = const(1)
@@ -190,3 +196,5 @@ EV_REFILL_REFUSED = const(18)  # a=requested_nl, b=reservoir_nl, c=capacity_nl
 EV_FAULT = const(19)  # a=fault_code
 EV_STROKE_FAILED = const(20)  # a=failure
 EV_MOTOR_RECOVERED = const(21)
+EV_PRESCRIPTION_REFUSED = const(22)  # a=reason, b=drug, c=rx_crc32
+EV_TIME_REFUSED = const(23)  # a=reason, b=requested_time

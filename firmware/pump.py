@@ -23,9 +23,6 @@ from codec import FrameWriter, verify_mac
 from engine import DAY, KIND_CLINICIAN, KIND_PATIENT, KIND_TIMED, NEVER, Engine
 from eventlog import REC_SIZE, EventLog
 from gate import (
-    BUCKET_S,
-    DAILY_LIMIT,
-    NBUCKETS,
     IN_PROGRESS,
     NOT_CONFIGURED,
     NOT_RUNNING,
@@ -35,6 +32,7 @@ from gate import (
     Rolling,
 )
 from micropython import const
+import guard as guardmod
 import rx as rxmod
 
 FW_VERSION = (0, 1, 0)
@@ -65,14 +63,9 @@ _REPLY_HDR_SIZE = md.REPLY_HEAD_SIZE
 
 
 def load_druglib(path):
-    """The drug library as {id: entry}. Read once at boot."""
+    """The drug library's hard limits as {id: entry}. Read once at boot."""
     with open(path) as f:
-        lib = json.load(f)
-    # only the hard limits: the device enforces those; soft limits are the host's
-    return {
-        d["id"]: {"max_conc_ng_ml": d["max_conc_ng_ml"], "max_ng_day": d["max_ng_day"]}
-        for d in lib["drugs"]
-    }
+        return guardmod.load_limits(json.load(f))
 
 
 class Pump:
@@ -86,6 +79,7 @@ class Pump:
         self.capacity_nl = info["capacity_nl"]
         self.low_nl = info["low_reservoir_nl"]
         self.catheter_nl = info["catheter_nl"]
+        self.max_rate_nl_h = info["max_rate_nl_h"]
         self.serial = info["serial"]
         self.telemetry = hw.telemetry
         self.tx = FrameWriter(_TX_MAX)  # telemetry frames (status, events, info)
@@ -98,13 +92,18 @@ class Pump:
         self.engine = Engine(self.stroke_nl, self)
         self.gate = Gate()
         self.rolling = Rolling()
+        self.guard = guardmod.Guard(self.rolling, self.engine, self.max_rate_nl_h)
         self.mode = STOPPED
         self.rx = None
         self.conc = 0  # ng/mL of what is in the reservoir (0: unknown until programmed)
         self.reservoir_nl = info.get("reservoir_nl", 0)
         self.delivered_ul = 0
         self.delivered_nl = 0
-        self.offset = 0
+        self.offset = 0  # local time = UTC + offset
+        # `now` is the pump's monotonic clock (the board's, which SET_TIME never moves):
+        # dose history, lockouts and the engine run on it. UTC = now + wall_delta; the
+        # wall clock only places the daily schedule and stamps events and frames.
+        self.wall_delta = 0
         self.battery_days = 0
         # drug per stroke = ng_q + ng_r / 1e6 ng, carried exactly
         self.ng_q = 0
@@ -144,16 +143,20 @@ class Pump:
                 if jrec is not None and jrec[1] > t_last:
                     t_last = jrec[1]
                 if now < t_last:
-                    # A board without a battery-backed clock boots at its epoch: time must
-                    # never go back behind what the pump already did (lockouts, the 24 h
-                    # window). Move the clock on to the last known time; the host sets it.
+                    # A board without a battery-backed clock boots at its epoch: the
+                    # monotonic clock must never go back behind what the pump already did
+                    # (lockouts, the 24 h window). Move it on to the last known time: an
+                    # unknown downtime counts as none, so the history counts as recent
+                    # and a reboot never frees a bolus. The host sets the wall clock.
                     hw.clock.set(t_last)
                     self.clock_moved = (now, t_last)
                     now = t_last
                 gap = self.restore(blob, jrec, now)
         self.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
         if self.clock_moved is not None:
-            self.log(now, md.EV_TIME_CHANGED, 0, self.clock_moved[0], self.clock_moved[1], self.offset)
+            d = self.wall_delta
+            self.log(now, md.EV_TIME_CHANGED, 0, _wall_u32(self.clock_moved[0] + d),
+                     _wall_u32(self.clock_moved[1] + d), self.offset)
         if bad or self.rx_bad:
             # the stored state failed its CRC or its prescription does not parse: no
             # delivery until a clinician programs the pump again
@@ -174,7 +177,7 @@ class Pump:
     # -- events and telemetry -----------------------------------------------------------
     def log(self, now, code, who, a, b, c):
         """Record an event in the log and, when telemetry is recorded, as an EVENT frame."""
-        seq = self.events.append(now, code, who, a, b, c)
+        seq = self.events.append(now + self.wall_delta, code, who, a, b, c)
         self.dirty = True
         if self.events.wrapped:
             # the oldest event on flash was overwritten: say so, once per lap of the ring
@@ -185,7 +188,7 @@ class Pump:
             rec = self.events.record(seq)
             buf = self.tx.buf
             buf[md.HDR_SIZE : md.HDR_SIZE + REC_SIZE] = rec
-            tel.emit(self.tx.finish(md.T_EVENT, self._next_seq(), now, REC_SIZE))
+            tel.emit(self.tx.finish(md.T_EVENT, self._next_seq(), now + self.wall_delta, REC_SIZE))
         return seq
 
     def _next_seq(self):
@@ -196,19 +199,25 @@ class Pump:
     def emit_info(self, now):
         if self.telemetry is not None:
             n = self.info_into(self.tx.buf, md.HDR_SIZE)
-            self.telemetry.emit(self.tx.finish(md.T_DEVICE_INFO, self._next_seq(), now, n))
+            self.telemetry.emit(self.tx.finish(md.T_DEVICE_INFO, self._next_seq(),
+                                               now + self.wall_delta, n))
 
     def info_into(self, buf, off):
         struct.pack_into(
             md.DEVICE_INFO_FMT, buf, off, self.serial, FW_VERSION[0], FW_VERSION[1],
             FW_VERSION[2], 1, md.SCHEMA, self.stroke_nl, self.capacity_nl, self.low_nl,
-            self.catheter_nl,
+            self.catheter_nl, self.max_rate_nl_h,
         )
         return md.DEVICE_INFO_SIZE
 
     def status_into(self, buf, off, now):
         """Pack the STATUS payload; allocation-free (called every status period)."""
         flags = 0
+        eta = self.low_eta
+        if eta:
+            eta += self.wall_delta
+            if not 0 < eta < NEVER:
+                eta = 0  # no horizon past 2**30 - 1: reads as none
         if self.engine.b_next_end != NEVER:
             flags |= 1
         if self.bridge_nl > 0:
@@ -220,7 +229,7 @@ class Pump:
             md.STATUS_FMT, buf, off, self.mode, self.engine.step, flags,
             rx.drug if rx is not None else 0, self.alarms.mask, self.reservoir_nl,
             self.delivered_ul, self.delivered_nl, self.battery_days,
-            self.engine.rate if self.mode == RUNNING else 0, self.low_eta,
+            self.engine.rate if self.mode == RUNNING else 0, eta,
             self.rolling.sum(now), self.conc, self.gate.count_24h(now),
             self.alarms.acked & 0xFF, rx.crc if rx is not None else 0,
         )
@@ -229,7 +238,7 @@ class Pump:
     def status_frame(self, now):
         """A complete STATUS frame (memoryview into a reused buffer)."""
         n = self.status_into(self.tx.buf, md.HDR_SIZE, now)
-        return self.tx.finish(md.T_STATUS, self._next_seq(), now, n)
+        return self.tx.finish(md.T_STATUS, self._next_seq(), now + self.wall_delta, n)
 
     # -- the therapy loop ---------------------------------------------------------------
     def tick(self, now):
@@ -415,7 +424,7 @@ class Pump:
 
     def on_timed(self, t, dose_nl, dur):
         dose_ng = rxmod.nl_to_ng(dose_nl, self._drug_conc())
-        reason = self._limit_check(t, dose_ng)
+        reason = self._guard(t, dose_ng, dose_nl, dur)
         if reason == OK and self.reservoir_nl < dose_nl:
             reason = RESERVOIR
         if reason != OK:
@@ -438,40 +447,14 @@ class Pump:
         # During a bridge the patient still receives the catheter's old concentration.
         return self.bridge_conc if self.bridge_nl > 0 else self.conc
 
-    def _limit_check(self, now, dose_ng):
-        """DAILY_LIMIT if a dose of dose_ng started now could make any rolling 24 h hold
-        more than the drug's hard limit.
-
-        Every 24 h window that will contain the dose ends somewhere in [now, now + 24 h]:
-        for each such end (5-minute steps) it adds the delivered history still inside
-        the window, the schedule planned up to its end (basal and timed boluses), the
-        boluses already running and the new dose. The past alone is not enough: at
-        therapy start, after a suspend or a rate increase the next 24 h hold more than
-        the last 24 h did. Rounded up everywhere; allocates (a command, not per stroke).
-        """
+    def _guard(self, now, dose_ng=0, dose_nl=0, duration_s=0):
+        """The dose guard's answer (gate.OK or the limit) for a dose starting now, or with
+        dose_ng = 0 for the plan as it stands (guard.py)."""
         rx = self.rx
         d = self.druglib.get(rx.drug) if rx is not None else None
         if d is None:
             return NOT_CONFIGURED
-        limit = d["max_ng_day"]
-        conc = self._drug_conc()
-        e = self.engine
-        base = dose_ng + rxmod.nl_to_ng(e.committed_extra_nl(now), conc) + 1
-        r = self.rolling
-        hist = r.sum(now)  # the window ending now: all 289 buckets
-        b = r.b
-        first = r.idx - NBUCKETS + 1  # oldest bucket still counted
-        scale = DAY * 1_000_000  # units x ng/mL -> ng
-        planned = 0
-        t = now
-        for j in range(NBUCKETS):
-            if j:
-                hist -= b[(first + j - 1) % NBUCKETS]  # that bucket left the window
-                planned += e.plan_units(t, t + BUCKET_S)
-                t += BUCKET_S
-            if hist + (planned * conc + scale - 1) // scale + base > limit:
-                return DAILY_LIMIT
-        return OK
+        return self.guard.check(now, d, self._drug_conc(), dose_ng, dose_nl, duration_s)
 
     def _load_plan(self, now):
         # Volume plan from the drug plan at the concentration now leaving the catheter.
@@ -483,7 +466,7 @@ class Pump:
             timed.append(
                 (rx.timed_start_s[i], rx.timed_duration_s[i], rxmod.ng_to_nl(rx.timed_dose_ng[i], conc))
             )
-        self.engine.load(rx.step_start_s, rates, timed, now, self.offset)
+        self.engine.load(rx.step_start_s, rates, timed, now, self.offset + self.wall_delta)
         q, r = divmod(self.stroke_nl * conc, 1_000_000)
         self.ng_q = q
         self.ng_r = r
@@ -500,16 +483,36 @@ class Pump:
         """Accept a prescription (Rx blob). Returns (result, detail)."""
         try:
             rx = rxmod.parse(blob)
-            rxmod.check_limits(rx, self.druglib.get(rx.drug))
+            rxmod.check_fields(rx, self.druglib.get(rx.drug))
         except rxmod.RxError as e:
-            return (md.NACK_LIMIT if e.limit else md.NACK_INVALID), _field_code(e.field)
+            if e.field == "version":
+                return md.NACK_SCHEMA, rxmod.VERSION
+            return md.NACK_INVALID, _field_code(e.field)
         if self.conc and rx.conc_ng_ml != self.conc:
             # The prescription must describe what is in the reservoir: refill first.
             return md.NACK_INVALID, _field_code("concentration")
-        first = self.rx is None
-        self.rx = rx
-        self.conc = rx.conc_ng_ml
-        self._load_plan(now)
+        d = self.druglib[rx.drug]
+        reason = guardmod.check_rx(rx, d, self.max_rate_nl_h)
+        old = self.rx
+        old_conc = self.conc
+        if reason == OK:
+            # The new plan together with what was already delivered and what is running:
+            # tried in the engine, put back if the guard says no.
+            self.rx = rx
+            self.conc = rx.conc_ng_ml
+            self._load_plan(now)
+            reason = self._guard(now)
+            if reason != OK:
+                self.rx = old
+                self.conc = old_conc
+                if old is not None:
+                    self._load_plan(now)
+                else:
+                    self.engine.unload(now)
+        if reason != OK:
+            self.log(now, md.EV_PRESCRIPTION_REFUSED, who, reason, rx.drug, rx.crc)
+            return md.NACK_LIMIT, reason
+        first = old is None
         self.log(now, md.EV_PRESCRIPTION_CHANGED, who, rx.crc, rx.drug, len(blob))
         if first or self.mode == STOPPED:
             self.mode = RUNNING
@@ -530,7 +533,7 @@ class Pump:
         if self.rx is not None:
             d = self.druglib.get(self.rx.drug)
             if d is not None and conc > d["max_conc_ng_ml"]:
-                return md.NACK_LIMIT, d["max_conc_ng_ml"]
+                return md.NACK_LIMIT, guardmod.MAX_CONCENTRATION
         old = self.conc
         if old and conc != old:
             # What stays in the reservoir mixes with what is added.
@@ -571,7 +574,7 @@ class Pump:
         dose_nl = 0
         if reason == OK:
             dose_nl = rxmod.ng_to_nl(rx.pb_dose_ng, self._drug_conc())
-            reason = self._limit_check(now, rx.pb_dose_ng)
+            reason = self._guard(now, rx.pb_dose_ng, dose_nl, rx.pb_duration_s)
             if reason == OK and self.reservoir_nl < dose_nl:
                 reason = RESERVOIR
         if reason != OK:
@@ -593,8 +596,8 @@ class Pump:
             return md.NACK_INVALID, _field_code("dose")
         if self.engine.bolus_active(KIND_CLINICIAN):
             return md.NACK_BUSY, IN_PROGRESS
-        reason = self._limit_check(now, dose_ng)
         dose_nl = rxmod.ng_to_nl(dose_ng, self._drug_conc())
+        reason = self._guard(now, dose_ng, dose_nl, duration_s)
         if reason == OK and self.reservoir_nl < dose_nl:
             reason = RESERVOIR
         if reason != OK:
@@ -623,6 +626,10 @@ class Pump:
     def resume(self, now, who):
         if self.mode not in (SUSPENDED, SAFE):
             return md.NACK_INVALID, self.mode
+        if self.rx is not None:
+            reason = self._guard(now)
+            if reason != OK:
+                return md.NACK_LIMIT, reason
         self.engine.advance(now, False)
         self.mode = HALTED if self.alarms.critical() else RUNNING
         self.log(now, md.EV_RESUMED, who, 0, 0, 0)
@@ -631,16 +638,27 @@ class Pump:
         return 0, 0
 
     def set_time(self, utc, offset, now, who):
-        """Set the clock (UTC) and local offset. Nothing is delivered for the jump."""
+        """Set the wall clock (UTC) and local offset. Only the daily schedule moves: the
+        monotonic clock, the dose history and the lockouts do not, so a clock change
+        never frees a dose, and nothing is delivered or missed for the jump. Refused if
+        the schedule in its new place would pass a limit with what was delivered."""
+        if not md.UTC_MIN <= utc <= md.UTC_MAX:
+            return md.NACK_INVALID, _field_code("utc")
         if not -14 * 3600 <= offset <= 14 * 3600:
             return md.NACK_INVALID, _field_code("offset")
-        if self.mode == RUNNING:
-            self.engine.advance(now)
-        self.hw.clock.set(utc)
+        self.engine.advance(now, self.mode == RUNNING)
+        old_wall = now + self.wall_delta
+        old = (self.wall_delta, self.offset)
+        self.wall_delta = utc - now
         self.offset = offset
-        self.engine.set_offset(offset, utc)
-        self.last_tick = utc
-        self.log(utc, md.EV_TIME_CHANGED, who, now, utc, offset)
+        self.engine.set_offset(offset + self.wall_delta, now)
+        reason = self._guard(now) if self.rx is not None else OK
+        if reason != OK:
+            self.wall_delta, self.offset = old
+            self.engine.set_offset(self.offset + self.wall_delta, now)
+            self.log(now, md.EV_TIME_REFUSED, who, reason, utc, 0)
+            return md.NACK_LIMIT, reason
+        self.log(now, md.EV_TIME_CHANGED, who, _wall_u32(old_wall), utc, offset)
         self.eta_dirty = True
         self.changed = True
         return 0, 0
@@ -716,7 +734,8 @@ class Pump:
 
     def _reply(self, now, cmd_id, typ, result, detail, body_len):
         struct.pack_into(_REPLY_HDR, self.rtx.buf, md.HDR_SIZE, cmd_id, typ, result, detail)
-        return self.rtx.finish(md.T_REPLY, self._next_seq(), now, _REPLY_HDR_SIZE + body_len)
+        return self.rtx.finish(md.T_REPLY, self._next_seq(), now + self.wall_delta,
+                               _REPLY_HDR_SIZE + body_len)
 
     def _execute(self, typ, body, role, cmd_id, now):
         if len(body) and typ in _NO_BODY:
@@ -779,7 +798,6 @@ class Pump:
             else:
                 utc, offset = struct.unpack_from("<Ii", body, 0)
                 res, detail = self.set_time(utc, offset, now, role)
-                now = self.hw.clock.now()
         elif typ == md.T_LOG_READ:
             if nb != 5:
                 res, detail = md.NACK_BAD_FRAME, nb
@@ -814,7 +832,7 @@ class Pump:
         ids = [0xFFFFFFFF if i is None else i for i in self.last_id]
         lr = [x if x is not None else (0, 0, 0) for x in self.last_result]
         head = struct.pack(
-            _SNAP, now, self.mode, self.offset, self.conc, self.bridge_nl, self.bridge_conc,
+            _SNAP, now, self.mode, self.offset, self.wall_delta, self.conc, self.bridge_nl, self.bridge_conc,
             self.alarms.mask, self.alarms.acked, self.reservoir_nl, self.delivered_ul,
             self.delivered_nl, self.store.j_seq, self.ng_frac, self.seq,
             self.last_ctr[1], self.last_ctr[2], ids[1], ids[2],
@@ -827,7 +845,7 @@ class Pump:
         """Take up a saved state after a restart. Nothing missed is caught up: the
         schedule resumes at `now`. Returns the seconds that went undelivered."""
         v = struct.unpack_from(_SNAP, blob, 0)
-        (t_saved, mode, self.offset, self.conc, self.bridge_nl, self.bridge_conc, mask, acked,
+        (t_saved, mode, self.offset, self.wall_delta, self.conc, self.bridge_nl, self.bridge_conc, mask, acked,
          res, dul, dnl, jseq, self.ng_frac, seq, c1, c2, i1, i2, t1, r1, d1, t2, r2, d2,
          lk1, lk2, gn, ghead, ridx, rtotal, rxlen) = v
         off = _SNAP_SIZE
@@ -886,7 +904,7 @@ class Pump:
 
 # Snapshot head (see snapshot()); the gate's start times, the rolling buckets and the Rx
 # blob follow it.
-_SNAP = "<IBiIiIIIIIHIIHIIIIBBIBBIIIBBIiH"
+_SNAP = "<IBiiIiIIIIIHIIHIIIIBBIBBIIIBBIiH"
 _SNAP_SIZE = struct.calcsize(_SNAP)
 
 # commands that only read: safe to answer again by executing them again
@@ -901,7 +919,7 @@ _NO_BODY = (md.T_GET_STATUS, md.T_READ_RX, md.T_PATIENT_BOLUS, md.T_SUSPEND, md.
 _FIELDS = ("length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
            "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",
            "patient_bolus.max_per_day", "drug", "concentration", "max_ng_day", "steps.rate",
-           "volume", "dose", "offset")
+           "volume", "dose", "offset", "utc")
 
 
 def _field_code(name):
@@ -910,3 +928,9 @@ def _field_code(name):
         if _FIELDS[i] == name:
             return i + 1
     return 0
+
+
+def _wall_u32(t):
+    # an event word is a u32: a wall time out of range (a clock never set, before the
+    # epoch) is recorded as 0 rather than wrapped
+    return t if 0 <= t < NEVER else 0

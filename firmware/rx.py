@@ -13,9 +13,8 @@ from msgdefs import (
     RX_STEP_SIZE as _STEP_SIZE,
     RX_TIMED_FMT as _TIMED,
     RX_TIMED_SIZE as _TIMED_SIZE,
+    RX_VERSION as VERSION,
 )
-# Above this a volume rate no longer fits the engine's small-int accounting.
-MAX_RATE_NL_DAY = const(500_000_000)
 FLAG_TRIAL = const(1)
 
 
@@ -74,8 +73,8 @@ def parse(blob):
     (ver, drug, ns, nt, flags, pbmax, pbdur, conc, pbdose, pblock) = struct.unpack_from(
         _HDR, blob, 0
     )
-    if ver != 1:
-        raise RxError("version", 1)
+    if ver != VERSION:
+        raise RxError("version", VERSION)
     if not 1 <= ns <= MAX_STEPS:
         raise RxError("n_steps", MAX_STEPS)
     if nt > MAX_TIMED:
@@ -122,19 +121,13 @@ def parse(blob):
     return rx
 
 
-def check_limits(rx, drug):
-    """Hard limits of the drug library entry `drug` (a dict). Raises RxError(field, limit)."""
+def check_fields(rx, drug):
+    """The fields a drug library entry `drug` (a dict, None if unknown) needs to judge the
+    prescription at all. Raises RxError(field); the limits are the dose guard's."""
     if drug is None:
         raise RxError("drug")
     if rx.conc_ng_ml == 0:
         raise RxError("concentration")
-    if rx.conc_ng_ml > drug["max_conc_ng_ml"]:
-        raise RxError("concentration", drug["max_conc_ng_ml"])
-    if rx.worst_case_ng() > drug["max_ng_day"]:
-        raise RxError("max_ng_day", drug["max_ng_day"])
-    for r in rx.step_rate_ng_day:
-        if ng_to_nl(r, rx.conc_ng_ml) > MAX_RATE_NL_DAY:
-            raise RxError("steps.rate", MAX_RATE_NL_DAY)
 
 
 def ng_to_nl(ng, conc_ng_ml):

@@ -168,6 +168,8 @@ def _render_all() -> str:
         _const("RX_MAX_TIMED", M.RX_MAX_TIMED),
         _const("RX_FLAG_TRIAL", 1),
         _const("RESULT_ACK", 0),
+        _const("UTC_MIN", N.UTC_MIN, "SET_TIME bounds (device seconds)"),
+        _const("UTC_MAX", N.UTC_MAX, "2049-12-31T23:59:59Z"),
         f"TLOG_MAGIC = {M.TLOG_MAGIC!r}",
         _const("TLOG_FORMAT", M.TLOG_FORMAT),
         _const("TLOG_MARK", M.TLOG_MARK),

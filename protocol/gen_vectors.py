@@ -42,6 +42,7 @@ DEVICE_INFO = dict(
     capacity_nl=20_000_000,
     low_reservoir_nl=2_000_000,
     catheter_nl=150_000,
+    max_rate_nl_h=1_000_000,
 )
 STATUS_RUNNING = dict(
     mode=1,

@@ -160,10 +160,10 @@ def test_unknown_drug_lists_known():
 
 def test_concentration_over_hard_limit():
     d = base()
-    d["concentration"] = "25 mg/mL"
-    assert "concentration: 25 mg/mL exceeds morphine hard limit 20 mg/mL" in errors(d)
-    d["concentration"] = "20 mg/mL"       # the limit itself is allowed
-    load_prescription(d)
+    d["concentration"] = "26 mg/mL"
+    assert "concentration: 26 mg/mL exceeds morphine hard limit 25 mg/mL" in errors(d)
+    d["concentration"] = "25 mg/mL"       # the limit itself is allowed (with the soft override)
+    load_prescription(d, override_soft=True)
 
 
 def test_concentration_soft_limit_needs_override(tmp_path):
@@ -617,7 +617,8 @@ def test_druglib_default_and_lookup():
 
 
 def test_druglib_env_and_path(tmp_path, monkeypatch):
-    p = lib_file(tmp_path, max_ng_day=1_000_000, soft_ng_day=900_000)
+    p = lib_file(tmp_path, max_ng_day=1_000_000, soft_ng_day=900_000, max_ng_hour=500_000,
+                 max_bolus_ng=100_000)
     monkeypatch.setenv("THECA_DRUGLIB", str(p))
     assert dl.default_path() == p
     assert dl.load_druglib().lookup("morphine").max_ng_day == 1_000_000
@@ -644,7 +645,7 @@ def _lib(**entry_changes) -> dict:
     (_lib(max_ng_day=0), "drugs[1] (morphine).max_ng_day: expected an integer 1..4294967295, got 0"),
     (_lib(max_ng_day=1.5e7), "max_ng_day: expected an integer"),
     (_lib(soft_ng_day=16_000_000), "drugs[1] (morphine): soft_ng_day is above max_ng_day"),
-    (_lib(soft_conc_ng_ml=21_000_000), "soft_conc_ng_ml is above max_conc_ng_ml"),
+    (_lib(soft_conc_ng_ml=26_000_000), "soft_conc_ng_ml is above max_conc_ng_ml"),
     (_lib(max_mg_day=1), 'drugs[1]: unknown key "max_mg_day"'),
 ])
 def test_druglib_validation(data, expect):

@@ -370,7 +370,7 @@ def test_event_time_range():
     (ev("2026-01-02T00:00:00Z", "refill", volume="0 mL", concentration="10 mg/mL"),
      'events[1].volume: "0 mL" must be greater than zero'),
     (ev("2026-01-02T00:00:00Z", "refill", volume="18 mL", concentration="30 mg/mL"),
-     "events[1].concentration: 30 mg/mL exceeds morphine hard limit 20 mg/mL"),
+     "events[1].concentration: 30 mg/mL exceeds morphine hard limit 25 mg/mL"),
     (ev("2026-01-02T00:00:00Z", "refill", volume="18", concentration="10 mg/mL"),
      'events[1].volume: missing unit in "18"'),
     (ev("2026-01-02T00:00:00Z", "program"), "events[1].prescription: missing"),

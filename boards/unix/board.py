@@ -20,15 +20,22 @@ _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 
 
 class Clock:
-    """Device time for the twin.
+    """The twin's two clocks: the world's true time and the pump's RTC.
+
+    true time (`true_now`) is what the scenario, the faults, the refills and the physical
+    truth run on; nothing the firmware does moves it. The RTC (`now`) is the firmware's
+    monotonic clock: it runs with true time from `rtc_start` (a battery-backed RTC keeps
+    its offset across restarts; one without a backup cell starts at the epoch at every
+    boot) and only the firmware's boot, never a command, sets it.
 
     virtual (speed 0): asyncio never waits; when every task sleeps, time jumps to the
     earliest wake-up, as Peter Hinch's sched/simulate.py and Pybricks' virtual hub do.
     speed N >= 1: real time scaled by N, and the link is polled for real.
     """
 
-    def __init__(self, start, speed=0):
-        self.base = start  # device seconds at ms == ms0
+    def __init__(self, start, speed=0, rtc_start=None):
+        self.true0 = start  # true seconds at ms == ms0
+        self.base = start if rtc_start is None else rtc_start  # RTC seconds at ms == ms0
         self.speed = speed
         self._real0 = time.ticks_ms()
         # asyncio's C task queue stamps new tasks with the real tick counter, which no
@@ -56,9 +63,19 @@ class Clock:
     def now(self):
         return self.base + (self.ticks() - self.ms0) // 1000
 
+    def true_now(self):
+        """The world's time (device seconds), which no firmware command moves."""
+        return self.true0 + (self.ticks() - self.ms0) // 1000
+
     def set(self, t):
-        """Set device time (SET_TIME): the monotonic ticks go on, the base moves."""
+        """Set the RTC (at boot, moving it on past the stored state): the ticks and the
+        world's time go on, the RTC's base moves."""
         self.base = t - (self.ticks() - self.ms0) // 1000
+
+    def sleep_until_true(self, t):
+        """Awaitable: sleep until true time t (the world's events)."""
+        dt = (t - self.true0) * 1000 - (self.ticks() - self.ms0)
+        return asyncio.sleep_ms(dt if dt > 0 else 0)
 
     def sleep_until(self, t):
         """Awaitable: sleep until device time t. A plain function returning asyncio's
@@ -85,36 +102,67 @@ class Faults:
         return False
 
     def stalled(self):
-        return self._in(self.stall, self.clock.now())
+        return self._in(self.stall, self.clock.true_now())
 
     def occluded(self):
-        return self._in(self.occl, self.clock.now())
+        return self._in(self.occl, self.clock.true_now())
+
+    def add(self, kind, at, duration_s):
+        """A fault window from now (the control channel)."""
+        (self.stall if kind == "motor_stall" else self.occl).append((at, at + duration_s))
 
 
 class Mechanism:
-    """The pump mechanism and its physical reservoir: the truth the firmware believes.
+    """The pump mechanism, its physical reservoir and the catheter: the truth the firmware
+    believes. Nothing here is the firmware's: it is the world the firmware acts on.
+
+    Drug is tracked as mass in units of 1e-6 ng (nL x ng/mL), so every stroke's drug is
+    exact up to a floor division inside one fill: the reservoir mixes what a refill adds,
+    and the catheter is a first-in first-out column of such fills, so the drug that
+    reaches the tip lags the drug that leaves the pump by the catheter volume.
 
     Refills are physical too: the drug a clinician injects through the septum at a
     scenario's refill time (if it fits), whatever the firmware makes of the command.
+    `stream`, if given, is a file that gets one record per stroke (true time u32,
+    nL u32, drug at the tip i64 in 1e-6 ng): the truth outside the firmware's heap.
     """
 
-    def __init__(self, stroke_nl, reservoir_nl, faults, capacity_nl=20_000_000, refills=()):
+    def __init__(self, stroke_nl, reservoir_nl, faults, capacity_nl=20_000_000, refills=(),
+                 conc=0, catheter_nl=0, stream=None):
         self.stroke_nl = stroke_nl
         self.reservoir_nl = reservoir_nl
+        self.mass = reservoir_nl * conc  # drug in the reservoir, 1e-6 ng
         self.capacity_nl = capacity_nl
         self.refills = sorted(refills)
         self.pumped_nl = 0
+        self.left_mass = 0  # drug that left the pump
+        self.tip_mass = 0  # drug that left the catheter tip (reached the patient)
         self.strokes = 0
         self.failed = 0
         self.faults = faults
         self.running = False
+        # the catheter, primed with the first fill: [[nL, mass], ...], oldest first
+        self.catheter = [[catheter_nl, catheter_nl * conc]] if catheter_nl else []
+        self.stream = stream
+        self.rec = bytearray(16)
 
     def _refill(self):
-        now = self.faults.clock.now()
+        now = self.faults.clock.true_now()
         while self.refills and self.refills[0][0] <= now:
-            _, nl = self.refills.pop(0)
-            if self.reservoir_nl + nl <= self.capacity_nl:
-                self.reservoir_nl += nl
+            r = self.refills.pop(0)
+            self.fill(r[1], r[2] if len(r) > 2 else self.conc_now())
+
+    def conc_now(self):
+        """The reservoir's concentration (ng/mL, rounded down)."""
+        return self.mass // self.reservoir_nl if self.reservoir_nl else 0
+
+    def fill(self, nl, conc):
+        """The clinician injects nl of conc through the septum (refused if it overfills)."""
+        if self.reservoir_nl + nl <= self.capacity_nl:
+            self.reservoir_nl += nl
+            self.mass += nl * conc
+            return True
+        return False
 
     def stroke(self):
         if self.refills:
@@ -125,11 +173,47 @@ class Mechanism:
         if self.faults.occluded():
             self.failed += 1
             return 2
-        if self.reservoir_nl >= self.stroke_nl:
-            self.reservoir_nl -= self.stroke_nl
-            self.pumped_nl += self.stroke_nl
+        v = self.stroke_nl
+        if self.reservoir_nl >= v:
+            m = self.mass * v // self.reservoir_nl
+            self.reservoir_nl -= v
+            self.mass -= m
+            self.pumped_nl += v
+            self.left_mass += m
+            self._push(v, m)
         self.strokes += 1
         return 0
+
+    def _push(self, v, m):
+        # v nL of drug m enter the catheter; as much leaves its tip
+        cat = self.catheter
+        if not cat:
+            tip = m  # no catheter modelled: the pump's outlet is the tip
+        else:
+            tail = cat[-1]
+            if tail[1] * v == m * tail[0]:
+                tail[0] += v  # the same concentration: one column
+                tail[1] += m
+            else:
+                cat.append([v, m])
+            tip = 0
+            need = v
+            while need:
+                head = cat[0]
+                if head[0] <= need:
+                    need -= head[0]
+                    tip += head[1]
+                    cat.pop(0)
+                else:
+                    out = head[1] * need // head[0]
+                    head[0] -= need
+                    head[1] -= out
+                    tip += out
+                    need = 0
+        self.tip_mass += tip
+        if self.stream is not None:
+            struct.pack_into("<IIq", self.rec, 0, self.faults.clock.true_now(), v, tip)
+            self.stream.write(self.rec)
 
     def off(self):
         self.running = False
@@ -152,6 +236,7 @@ class Battery:
         self.faults = faults
 
     def days_left(self, now):
+        now = self.faults.clock.true_now()  # the cell's chemistry, not the pump's clock
         days, t0 = self.days, self.t0
         for at, rem in self.faults.battery:
             if at <= now:
@@ -179,10 +264,14 @@ class Watchdog:
         self.clock = clock
         self.period_s = timeout_s // 4
         self.timeout_s = timeout_s
-        self.fed = clock.now()
+        self.fed = clock.true_now()
 
     def feed(self):
-        self.fed = self.clock.now()
+        # true time: a watchdog counts real seconds, whatever the firmware's clocks say
+        self.fed = self.clock.true_now()
+
+    def starved(self):
+        return self.clock.true_now() - self.fed > self.timeout_s
 
 
 class ScheduledLink:
@@ -202,7 +291,7 @@ class ScheduledLink:
         # after a restart, what was sent before it was already delivered (or was lost
         # while the power was off: a command to a pump that is off gets no answer)
         self.i = 0
-        t0 = clock.now()
+        t0 = clock.true_now()
         while self.i < len(self.recs) and self.recs[self.i][0] < t0:
             self.i += 1
         self.pos = 0
@@ -212,7 +301,7 @@ class ScheduledLink:
         if self.i >= len(self.recs):
             await asyncio.Event().wait()  # no more input: wait for the end of the run
         t, data = self.recs[self.i]
-        await self.clock.sleep_until(t)
+        await self.clock.sleep_until_true(t)
         n = min(len(buf), len(data) - self.pos)
         buf[:n] = data[self.pos : self.pos + n]
         self.pos += n
@@ -299,6 +388,48 @@ class StdioLink:
             time.sleep_ms(1)
 
 
+class ControlLink:
+    """The control channel's link: a frame given by the test host is read by the
+    firmware's link task at once; its reply is kept for the host."""
+
+    def __init__(self):
+        self.data = None
+        self.pos = 0
+        self.waiting = False
+        self.ev = asyncio.Event()
+        self.out = bytearray()
+
+    def give(self, data):
+        self.data = data
+        self.pos = 0
+        self.waiting = False
+        self.ev.set()
+
+    def idle(self):
+        """The frame was read whole and the link task waits for the next one."""
+        return self.data is None and self.waiting
+
+    def take(self):
+        r = bytes(self.out)
+        self.out = bytearray()
+        return r
+
+    async def readinto(self, buf):
+        while self.data is None:
+            self.waiting = True
+            self.ev.clear()
+            await self.ev.wait()
+        n = min(len(buf), len(self.data) - self.pos)
+        buf[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        if self.pos >= len(self.data):
+            self.data = None
+        return n
+
+    def write(self, mv):
+        self.out += mv
+
+
 class TlogSink:
     def __init__(self, path, append=False):
         # append: the same run after a restart (power loss, watchdog) goes on in one log
@@ -332,9 +463,14 @@ class Hardware:
         phys = _read_json(self.truth_path) if image and self.truth_path else None
         start = cfg.get("start")
         if start is None:
-            # a restarted twin's clock goes on from where it was (the RTC has a backup cell)
+            # a restarted twin's world goes on from where it was
             start = phys["device_time"] if phys else int(time.time()) - EPOCH_UNIX
-        self.clock = Clock(start, cfg.get("speed", 0))
+        if cfg.get("rtc_backed", True):
+            # the RTC has a backup cell: it kept running through the restart
+            rtc = start + (phys.get("rtc_offset", 0) if phys else cfg.get("rtc_offset", 0))
+        else:
+            rtc = cfg.get("rtc_epoch", 0)  # no backup cell: every boot starts at the epoch
+        self.clock = Clock(start, cfg.get("speed", 0), rtc)
         faults = Faults(cfg.get("faults", []), self.clock)
         self.faults = faults
         self.info = {
@@ -344,18 +480,28 @@ class Hardware:
             "capacity_nl": cfg.get("capacity_nl", 20_000_000),
             "catheter_nl": cfg.get("catheter_nl", 150_000),
             "low_reservoir_nl": cfg.get("low_reservoir_nl", 2_000_000),
+            "max_rate_nl_h": cfg.get("max_rate_nl_h", 1_000_000),
             "reservoir_nl": cfg.get("reservoir_nl", 20_000_000),
         }
+        stream = cfg.get("truth_stream")
+        self.stream = open(stream, "ab") if stream else None
         self.motor = Mechanism(
             self.info["stroke_nl"], self.info["reservoir_nl"], faults,
             self.info["capacity_nl"], [tuple(r) for r in cfg.get("refills", [])],
+            cfg.get("reservoir_conc_ng_ml", 0), self.info["catheter_nl"], self.stream,
         )
         if phys:
-            self.motor.reservoir_nl = phys["reservoir_nl"]
-            self.motor.pumped_nl = phys["pumped_nl"]
-            self.motor.strokes = phys["strokes"]
-            self.motor.failed = phys["failed_strokes"]
-            self.motor.refills = [r for r in self.motor.refills if r[0] > start]
+            m = self.motor
+            m.reservoir_nl = phys["reservoir_nl"]
+            m.pumped_nl = phys["pumped_nl"]
+            m.strokes = phys["strokes"]
+            m.failed = phys["failed_strokes"]
+            m.refills = [r for r in m.refills if r[0] > start]
+            if "mass" in phys:
+                m.mass = phys["mass"]
+                m.left_mass = phys["left_mass"]
+                m.tip_mass = phys["tip_mass"]
+                m.catheter = phys["catheter"]
         self.occlusion = Occlusion(faults)
         self.battery = Battery(cfg.get("battery_days", 2555), cfg.get("battery_t0", start), faults)
         self.buzzer = Buzzer()
@@ -375,8 +521,11 @@ class Hardware:
         self.fs_root = "/flash" if image else None
         self.status_period_s = cfg.get("status_period_s", 0)
         self.telemetry = TlogSink(cfg["tlog"], cfg.get("tlog_append", False)) if cfg.get("tlog") else None
-        if cfg.get("mode", "simulate") == "simulate":
+        mode = cfg.get("mode", "simulate")
+        if mode == "simulate":
             self.link = ScheduledLink(cfg.get("inputs"), self.clock)
+        elif mode == "control":
+            self.link = ControlLink()
         else:
             # live (`theca twin`: a non-blocking pty master) or flashed (the REPL's tty)
             self.link = StdioLink(cfg.get("link_nonblocking", False))
@@ -396,7 +545,13 @@ class Hardware:
             "reservoir_nl": self.motor.reservoir_nl,
             "strokes": self.motor.strokes,
             "failed_strokes": self.motor.failed,
-            "device_time": self.clock.now(),
+            "device_time": self.clock.true_now(),  # the world's time
+            "rtc_offset": self.clock.now() - self.clock.true_now(),
+            # drug (1e-6 ng): in the reservoir, out of the pump, out of the catheter tip
+            "mass": self.motor.mass,
+            "left_mass": self.motor.left_mass,
+            "tip_mass": self.motor.tip_mass,
+            "catheter": self.motor.catheter,
             "tones": self.buzzer.tones,
             "block_writes": self.bdev.writes if self.bdev else 0,
             "block_erases": self.bdev.erases if self.bdev else 0,
@@ -404,35 +559,83 @@ class Hardware:
 
     async def until_done(self, sh):
         """Runs until the scenario's end, a MAINTENANCE command, or a watchdog bite."""
+        if isinstance(self.link, ControlLink):
+            return await self._control(sh)
         clock = self.clock
-        progress = self.cfg.get("progress", 0)  # seconds of device time between reports
-        next_report = clock.now()
+        progress = self.cfg.get("progress", 0)  # seconds of true time between reports
+        next_report = clock.true_now()
         heap_every = self.cfg.get("heap_report", 0)  # live heap after a collection
-        next_heap = clock.now()
+        next_heap = clock.true_now()
         while not sh.stop:
-            if heap_every and clock.now() >= next_heap:
+            now = clock.true_now()
+            if heap_every and now >= next_heap:
                 import gc
 
                 gc.collect()
-                sys.stderr.write("@@heap %d %d\n" % (clock.now(), gc.mem_alloc()))
+                sys.stderr.write("@@heap %d %d\n" % (now, gc.mem_alloc()))
                 next_heap += heap_every
-            if progress and clock.now() >= next_report:
-                # for the host's progress bar: "@@progress <device time>" on stderr
-                sys.stderr.write("@@progress %d\n" % clock.now())
+            if progress and now >= next_report:
+                # for the host's progress bar: "@@progress <true time>" on stderr
+                sys.stderr.write("@@progress %d\n" % now)
                 next_report += progress
-            if self.end is not None and clock.now() >= self.end:
+            if self.end is not None and now >= self.end:
                 if self.cfg.get("cut_at_end"):
                     # a scenario's power loss: the supply goes, nothing is shut down
                     from simflash import PowerCut
 
                     raise PowerCut()
                 return
-            t = clock.now() + self.wdt.timeout_s
+            t = now + self.wdt.timeout_s
             if self.end is not None and self.end < t:
                 t = self.end
-            await clock.sleep_until(t)
-            if clock.now() - self.wdt.fed > self.wdt.timeout_s:
+            await clock.sleep_until_true(t)
+            if self.wdt.starved():
                 raise WatchdogReset()
+
+    async def _control(self, sh):
+        # The test-only control channel (tests/twinctl.py): one JSON request a line on
+        # stdin, one answer a line on stdout behind "@@ctl ". Between requests the whole
+        # twin stands still (a blocking read), so a run is deterministic: true time moves
+        # only by "run", and every frame is answered at the true time it was sent.
+        clock = self.clock
+        link = self.link
+        inp = sys.stdin
+        while not sh.stop:
+            line = inp.readline()
+            if not line:
+                return  # the test host went away
+            req = json.loads(line)
+            op = req["op"]
+            out = {}
+            if op == "run":
+                end = clock.true_now() + req["s"]
+                while clock.true_now() < end and not sh.stop:
+                    t = clock.true_now() + self.wdt.timeout_s // 2
+                    await clock.sleep_until_true(t if t < end else end)
+                    if self.wdt.starved():
+                        raise WatchdogReset()
+            elif op == "frame":
+                link.give(unhexlify(req["hex"]))
+                while not link.idle():
+                    await asyncio.sleep_ms(0)
+                out["reply"] = link.take().hex()
+            elif op == "fault":
+                self.faults.add(req["kind"], clock.true_now(), req["duration_s"])
+            elif op == "fill":
+                out["ok"] = self.motor.fill(req["nl"], req["conc"])
+            elif op == "cut":
+                from simflash import PowerCut
+
+                raise PowerCut()
+            elif op == "end":
+                return
+            elif op != "truth":
+                raise ValueError("control: unknown op " + op)
+            if self.stream is not None:
+                self.stream.flush()
+            out["truth"] = self.physical()
+            out["stopped"] = sh.stop
+            sys.stdout.write("@@ctl " + json.dumps(out) + "\n")
 
     def fatal(self, e):
         """The firmware failed (it already stopped the motor and logged): the twin's
@@ -444,6 +647,8 @@ class Hardware:
         becomes the process's exit status (5 watchdog, 7 power cut) for the host."""
         if self.telemetry is not None:
             self.telemetry.close()
+        if self.stream is not None:
+            self.stream.close()
         if self.truth_path:
             with open(self.truth_path, "w") as f:
                 json.dump(self.physical(), f)
@@ -478,7 +683,8 @@ def _flashed_config():
     if prov is None:
         return None
     cfg = {"mode": "flashed", "speed": 1, "serial": prov["serial"], "keys": prov["keys"]}
-    for k in ("stroke_nl", "capacity_nl", "catheter_nl", "low_reservoir_nl", "reservoir_nl"):
+    for k in ("stroke_nl", "capacity_nl", "catheter_nl", "low_reservoir_nl", "reservoir_nl",
+              "max_rate_nl_h"):
         if k in prov:
             cfg[k] = prov[k]
     return cfg

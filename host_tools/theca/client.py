@@ -54,7 +54,7 @@ READ_ONLY = {T["GET_STATUS"], T["GET_INFO"]}
 FIELDS = ("length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
           "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",
           "patient_bolus.max_per_day", "drug", "concentration", "max_ng_day", "steps.rate",
-          "volume", "dose", "offset")
+          "volume", "dose", "offset", "utc")
 
 _FIELD_WORDS = {
     "length": "the prescription's length does not match its step and bolus counts",

@@ -152,7 +152,7 @@ class Renderer:
 
     def info_fields(self, v: tuple) -> dict:
         """The named fields of a DEVICE_INFO payload."""
-        serial, fmaj, fmin, fpat, rt, schema, stroke, cap, low, cath = v
+        serial, fmaj, fmin, fpat, rt, schema, stroke, cap, low, cath, max_rate = v
         return {
             "runtime": _RUNTIMES.get(rt, f"runtime_{rt}"),
             "serial": serial.rstrip(b"\x00").decode("ascii", "replace"),
@@ -163,6 +163,7 @@ class Renderer:
             "capacity_ul": cap / 1000,
             "low_reservoir_ul": low / 1000,
             "catheter_ul": cath / 1000,
+            "max_rate_ul_h": max_rate / 1000,
         }
 
     def event_fields(self, v: tuple) -> dict:
@@ -1091,7 +1092,7 @@ def parquet_schema():
         # device_info
         ("runtime", s), ("firmware", s), ("schema", u32), ("schema_ok", pa.bool_()),
         ("stroke_nl", u32), ("capacity_ul", f64), ("low_reservoir_ul", f64),
-        ("catheter_ul", f64),
+        ("catheter_ul", f64), ("max_rate_ul_h", f64),
         # unknown
         ("reason", s), ("payload", s),
         ("details", s),

@@ -23,20 +23,27 @@ ENV_VAR = "THECA_DRUGLIB"
 FORMAT_VERSION = 1
 
 _U32 = 2**32 - 1
-_LIMIT_KEYS = ("max_conc_ng_ml", "max_ng_day", "soft_conc_ng_ml", "soft_ng_day")
+_LIMIT_KEYS = ("max_conc_ng_ml", "max_ng_day", "max_ng_hour", "max_bolus_ng",
+               "soft_conc_ng_ml", "soft_ng_day")
 _KEYS = ("id", "name", *_LIMIT_KEYS)
+#: Beside each limit, where its number comes from (a label, a guideline): optional text.
+_SOURCE_KEYS = tuple(k + "_source" for k in _LIMIT_KEYS)
 
 
 @dataclass(frozen=True)
 class Drug:
-    """One drug's entry. Units: ng/mL and ng per rolling 24 h."""
+    """One drug's entry. Units: ng/mL, ng per rolling 24 h, ng per rolling 1 h, ng per
+    single bolus. `sources` maps a limit's key to where its number comes from."""
 
     id: int
     name: str
     max_conc_ng_ml: int
     max_ng_day: int
+    max_ng_hour: int
+    max_bolus_ng: int
     soft_conc_ng_ml: int
     soft_ng_day: int
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,9 +123,14 @@ def parse_druglib(data, where: str = "drug library") -> DrugLibrary:
             errs.append(f"{f}: expected an object")
             continue
         bad = False
-        for k in sorted(set(entry) - set(_KEYS)):
-            errs.append(f"{f}: unknown key \"{k}\" (expected {', '.join(_KEYS)})")
+        for k in sorted(set(entry) - set(_KEYS) - set(_SOURCE_KEYS)):
+            errs.append(f"{f}: unknown key \"{k}\" (expected {', '.join(_KEYS)}, and a "
+                        "KEY_source text beside a limit)")
             bad = True
+        for k in _SOURCE_KEYS:
+            if k in entry and not isinstance(entry[k], str):
+                errs.append(f"{f}: {k}: expected a text naming the source, got {entry[k]!r}")
+                bad = True
         for k in _KEYS:
             if k not in entry:
                 errs.append(f"{f}: missing \"{k}\"")
@@ -154,9 +166,16 @@ def parse_druglib(data, where: str = "drug library") -> DrugLibrary:
         if entry["soft_ng_day"] > entry["max_ng_day"]:
             errs.append(f"{f}: soft_ng_day is above max_ng_day")
             continue
+        if entry["max_bolus_ng"] > entry["max_ng_hour"]:
+            errs.append(f"{f}: max_bolus_ng is above max_ng_hour")
+            continue
+        if entry["max_ng_hour"] > entry["max_ng_day"]:
+            errs.append(f"{f}: max_ng_hour is above max_ng_day")
+            continue
         ids.add(did)
         names.add(name.casefold())
-        drugs.append(Drug(**{k: entry[k] for k in _KEYS}))
+        srcs = tuple((k[: -len("_source")], entry[k]) for k in _SOURCE_KEYS if k in entry)
+        drugs.append(Drug(**{k: entry[k] for k in _KEYS}, sources=srcs))
     if errs:
         raise BadInput(errs)
     source = data.get("source", "")

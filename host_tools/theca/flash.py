@@ -40,7 +40,7 @@ from .progress import Bar
 
 #: The pump geometry written into provision.json (the boards read these; DESIGN.md).
 GEOMETRY = {"stroke_nl": 250, "capacity_nl": 20_000_000, "catheter_nl": 150_000,
-            "low_reservoir_nl": 2_000_000}
+            "low_reservoir_nl": 2_000_000, "max_rate_nl_h": 1_000_000}
 #: The file a board runs at boot. It stays source: a board executes main.py by name.
 MAIN_PY = """\
 # Theca: starts the pump firmware at boot (written by `theca flash`).

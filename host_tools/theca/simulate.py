@@ -111,7 +111,9 @@ def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
         "faults": [f.to_config() for f in sc.faults],
         "tlog": str(tlog),
         # the drug a clinician physically injects; the board's mechanism keeps it
-        "refills": [[e.at, e.volume_nl] for e in sc.events if e.action == "refill"],
+        "refills": [[e.at, e.volume_nl, e.conc_ng_ml] for e in sc.events if e.action == "refill"],
+        # what the reservoir physically holds at the start: the first prescription's drug
+        "reservoir_conc_ng_ml": sc.prescription.conc_ng_ml,
         "druglib": str(druglib_path()),
     }
     if truth is not None:

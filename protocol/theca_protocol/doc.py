@@ -25,6 +25,7 @@ NOTES = {
     "capacity_nl": "reservoir capacity, nL",
     "low_reservoir_nl": "low-reservoir alarm threshold, nL",
     "catheter_nl": "catheter dead volume, nL",
+    "max_rate_nl_h": "fastest rate the mechanism delivers (basal or bolus), nL/h",
     "mode": "MODES",
     "step": "index of the basal step in force",
     "flags": "bit 0: trial phase",

@@ -59,6 +59,7 @@ DeviceInfo = Struct(
     "capacity_nl" / u32,
     "low_reservoir_nl" / u32,
     "catheter_nl" / u32,
+    "max_rate_nl_h" / u32,
 )
 
 Status = Struct(

@@ -14,6 +14,11 @@ FRAME_VERSION = 1
 
 #: Theca epoch: device time 0 is 2020-01-01T00:00:00Z.
 EPOCH_UNIX = 1577836800
+#: SET_TIME accepts device times from the epoch to 2049-12-31T23:59:59Z and no later, so
+#: that no time the pump computes (ETA, refill due) passes 2**30 - 1 (a 32-bit board's
+#: small int); outside: NACK `invalid` (field `utc`).
+UTC_MIN = 0
+UTC_MAX = 946_771_199
 
 #: Pump modes (STATUS.mode).
 MODES: dict[int, str] = {
@@ -64,7 +69,9 @@ BOOT_CAUSES: dict[int, str] = {
 #: Bolus kinds (bolus_started / bolus_completed, b).
 BOLUS_KINDS: dict[int, str] = {0: "timed", 1: "patient", 2: "clinician"}
 
-#: Why a patient bolus was denied (bolus_denied a; also REPLY.detail of a `limit` NACK).
+#: The names of limits (../shared/interface.md, "Names of limits"): why a bolus was
+#: denied (bolus_denied a), why a prescription or a clock change was refused
+#: (prescription_refused / time_refused a), and REPLY.detail of every `limit` NACK.
 DENY_REASONS: dict[int, str] = {
     1: "lockout",
     2: "max_per_day",
@@ -73,6 +80,10 @@ DENY_REASONS: dict[int, str] = {
     5: "not_configured",
     6: "in_progress",
     7: "reservoir",
+    8: "max_per_hour",
+    9: "max_bolus",
+    10: "max_concentration",
+    11: "max_rate",
 }
 
 #: REPLY.result: 0 is ACK, anything else is the NACK reason.
@@ -176,6 +187,10 @@ _EVENT_LIST = [
     EventDef(19, "fault", Arg("fault_code")),
     EventDef(20, "stroke_failed", Arg("failure", "STROKE_FAILURES")),
     EventDef(21, "motor_recovered"),
+    EventDef(
+        22, "prescription_refused", Arg("reason", "DENY_REASONS"), Arg("drug"), Arg("rx_crc32"),
+    ),
+    EventDef(23, "time_refused", Arg("reason", "DENY_REASONS"), Arg("requested_time", "time")),
 ]
 
 #: Event codes -> definitions.

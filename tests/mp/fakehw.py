@@ -83,6 +83,7 @@ class HW:
             "stroke_nl": stroke_nl,
             "capacity_nl": 20_000_000,
             "catheter_nl": 150_000,
+            "max_rate_nl_h": 1_000_000,
             "low_reservoir_nl": 2_000_000,
             "reservoir_nl": reservoir_nl,
         }

@@ -54,14 +54,18 @@ def test_hard_limit_refused_by_the_device():
     h = Host()
     # 16 mg/day morphine: over the 15 mg hard limit
     r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(steps=((0, 16_000_000),))), T0))
-    assert r[2] == md.NACK_LIMIT
+    assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT
     assert p.mode == P.STOPPED and p.rx is None
     # worst case with patient boluses over the limit: 14 mg basal + 4 x 0.5 mg
     r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(steps=((0, 14_000_000),), pb=(500_000, 600, 3600, 4))), T0))
-    assert r[2] == md.NACK_LIMIT
-    # concentration over the drug's maximum
-    r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(conc=25_000_000)), T0))
-    assert r[2] == md.NACK_LIMIT
+    assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT
+    # concentration over the drug's maximum (morphine: 25 mg/mL, the labelled product)
+    r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(conc=26_000_000)), T0))
+    assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_MAX_CONCENTRATION
+    assert p.rx is None
+    ev = hw.telemetry.events(md.EV_PRESCRIPTION_REFUSED)
+    assert [e[4] for e in ev] == [md.DENY_DAILY_LIMIT, md.DENY_DAILY_LIMIT,
+                                  md.DENY_MAX_CONCENTRATION]
 
 
 def test_low_reservoir_alarm_at_the_crossing_stroke_and_eta():
@@ -116,12 +120,14 @@ def test_patient_bolus_lockout_max_and_events():
 def test_patient_bolus_denied_at_daily_drug_limit():
     # 14 mg/day basal; patient boluses of 0.25 mg, max 4: worst case 15 mg = the limit
     # REQ: SR-LIM-02
-    hw, p, h = started(steps=((0, 14_000_000),), pb=(250_000, 60, 60, 4))
-    # a clinician bolus of 0.9 mg brings the rolling total close to the limit
+    hw, p, h = started(steps=((0, 14_000_000),), pb=(250_000, 120, 3600, 4))
+    # two clinician boluses of 0.45 mg, 2 h apart, bring the rolling total close to it
     run_until(p, hw, T0 + DAY)
-    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 900_000, 60)), T0 + DAY))[2] == 0
-    run_until(p, hw, T0 + DAY + 120)
-    r = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT), T0 + DAY + 120))
+    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 450_000, 600)), T0 + DAY))[2] == 0
+    run_until(p, hw, T0 + DAY + 7200)
+    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 450_000, 600)), T0 + DAY + 7200))[2] == 0
+    run_until(p, hw, T0 + DAY + 7800)
+    r = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT), T0 + DAY + 7800))
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT, r
 
 
@@ -250,12 +256,12 @@ def test_log_read_pages():
 
 def test_bolus_counts_the_next_24h_of_schedule_not_only_the_past():
     # Found by the property test: at therapy start the past 24 h are empty, but a
-    # 2.85 mg bolus plus the next 24 h of a 12.3 mg/day basal is 15.15 mg > 15 mg.
+    # 0.45 mg bolus plus the next 24 h of a 14.6 mg/day basal is 15.05 mg > 15 mg.
     # REQ: SR-LIM-02
-    hw, p, h = started(steps=((0, 12_300_000),), conc=2_000_000)
-    r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 2_850_000, 60)), T0))
+    hw, p, h = started(steps=((0, 14_600_000),), conc=2_000_000)
+    r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 450_000, 1800)), T0))
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT, r
-    r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 2_600_000, 60)), T0))
+    r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 350_000, 1800)), T0))
     assert r[2] == 0, r
 
 
