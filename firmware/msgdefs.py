@@ -18,6 +18,7 @@ RX_MAX_TIMED = const(8)
 # (unused) RESULT_ACK = const(0)
 UTC_MIN = const(0)  # SET_TIME bounds (device seconds)
 UTC_MAX = const(946771199)  # 2049-12-31T23:59:59Z
+DEFAULT_MAX_RATE_NL_H = const(1000000)  # 1000 uL/h
 TLOG_MAGIC = b'THECALOG'
 TLOG_FORMAT = const(1)
 TLOG_MARK = const(165)

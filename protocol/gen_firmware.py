@@ -170,6 +170,7 @@ def _render_all() -> str:
         _const("RESULT_ACK", 0),
         _const("UTC_MIN", N.UTC_MIN, "SET_TIME bounds (device seconds)"),
         _const("UTC_MAX", N.UTC_MAX, "2049-12-31T23:59:59Z"),
+        _const("DEFAULT_MAX_RATE_NL_H", N.DEFAULT_MAX_RATE_NL_H, "1000 uL/h"),
         f"TLOG_MAGIC = {M.TLOG_MAGIC!r}",
         _const("TLOG_FORMAT", M.TLOG_FORMAT),
         _const("TLOG_MARK", M.TLOG_MARK),

@@ -239,7 +239,7 @@ def test_patient_key_may_not_program(twin_a, rx_file):
 def test_invalid_value_names_the_field(twin_a, rx_file, tmp_path):
     # valid on the host, refused by the device: the reservoir holds 10 mg/mL
     other = tmp_path / "rx5.toml"
-    other.write_text(RX.replace("10 mg/mL", "5 mg/mL"))
+    other.write_text(RX.replace("10 mg/mL", "5 mg/mL").replace('"1 min"', '"10 min"'))
     r = run_theca(twin_a["home"], "--device", twin_a["dev"], "program", other, "--yes")
     assert r.returncode == 3
     assert r.stderr.count("invalid value: concentration") == 1, r.stderr

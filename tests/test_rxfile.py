@@ -92,7 +92,7 @@ def test_other_examples():
     bac = load_prescription(EXAMPLES / "rx_baclofen_trial.toml")
     assert bac.flags == FLAG_TRIAL and bac.phase == "trial"
     assert bac.steps == ((0, 100_000), (420, 150_000), (1320, 100_000))
-    assert bac.timed == ((480, 60, 50_000),)
+    assert bac.timed == ((480, 600, 50_000),)
 
 
 def test_describe():
@@ -240,15 +240,15 @@ def test_step_count_limit():
 
 
 def test_step_volume_rate_limit():
-    # 1 mcg/mL morphine: 0.5 mg/day is 500 mL/day, which the engine cannot hold.
+    # 1 mcg/mL morphine: 24 mcg/day is 24 mL/day, the mechanism's 1000 uL/h; no faster.
     d = base()
     del d["timed_boluses"], d["patient_bolus"]
     d["concentration"] = "1 mcg/mL"
-    d["steps"] = [{"start": "00:00", "rate": "0.4999 mg/day"}]
+    d["steps"] = [{"start": "00:00", "rate": "24 mcg/day"}]
     load_prescription(d)
-    d["steps"] = [{"start": "00:00", "rate": "0.5 mg/day"}]
-    assert one_error(d) == ("steps[1].rate: 0.5 mg/day at 1 mcg/mL is 500 mL/day; "
-                            "the pump's maximum is below 500 mL/day")
+    d["steps"] = [{"start": "00:00", "rate": "24.024 mcg/day"}]
+    assert one_error(d) == ("steps[1].rate: 0.024024 mg/day at 1 mcg/mL is 1001 uL/h, faster "
+                            "than the pump's hard limit max_rate 1000 uL/h")
 
 
 # -- timed boluses ------------------------------------------------------------------
@@ -306,13 +306,14 @@ def test_timed_bolus_order_and_overlap():
 
 def test_bolus_too_fast_for_the_pump():
     d = base()
-    d["timed_boluses"][0]["duration"] = "1 s"      # 20 uL in 1 s = 1728 mL/day
+    d["timed_boluses"][0]["duration"] = "1 s"      # 20 uL in 1 s = 72 mL/h
     m = one_error(d)
-    assert m.startswith("timed_boluses[1].duration: 0.02 mL in 1 s (with basal: 1728.2 mL/day)")
-    assert "500 mL/day" in m and "longer duration" in m
+    assert m.startswith("timed_boluses[1].duration: 20 uL in 1 s is 7.2e+04 uL/h, faster than "
+                        "the pump's hard limit max_rate 1000 uL/h")
+    assert "longer duration" in m
     d = base()
     d["patient_bolus"]["duration"] = "1 s"
-    assert one_error(d).startswith("patient_bolus.duration: 0.01 mL in 1 s")
+    assert one_error(d).startswith("patient_bolus.duration: 10 uL in 1 s")
 
 
 # -- patient bolus --------------------------------------------------------------------
@@ -368,15 +369,16 @@ def test_patient_bolus_missing_keys_and_wrong_type():
 
 def over_limit() -> dict:
     d = base()
-    d["steps"] = [{"start": "00:00", "rate": "12 mg/day"}]
-    d["patient_bolus"]["dose"] = "1 mg"
+    d["steps"] = [{"start": "00:00", "rate": "14 mg/day"}]
+    d["patient_bolus"]["dose"] = "0.3 mg"
+    d["patient_bolus"]["lockout"] = "4 h"
     return d
 
 
 def test_worst_case_over_hard_limit_message():
     assert one_error(over_limit()) == (
-        "worst-case 24 h dose 16.2 mg exceeds morphine hard limit 15 mg/day "
-        "(basal 12 mg + timed 0.2 mg + patient 4 x 1 mg)")
+        "worst-case 24 h dose 15.4 mg exceeds morphine hard limit 15 mg/day "
+        "(basal 14 mg + timed 0.2 mg + patient 4 x 0.3 mg)")
     # The hard limit cannot be overridden.
     assert len(errors(over_limit(), override_soft=True)) == 1
 
@@ -413,9 +415,9 @@ def test_worst_case_is_exact_not_rounded():
 def test_step_lengths_weight_the_basal():
     d = base()
     del d["timed_boluses"], d["patient_bolus"]
-    d["steps"] = [{"start": "00:00", "rate": "0 mg/day"}, {"start": "23:00", "rate": "48 mg/day"}]
-    rx = load_prescription(d)       # 48 mg/day for one hour is 2 mg
-    assert rx.basal_ng() == 2_000_000
+    d["steps"] = [{"start": "00:00", "rate": "0 mg/day"}, {"start": "23:00", "rate": "24 mg/day"}]
+    rx = load_prescription(d)       # 24 mg/day for one hour is 1 mg
+    assert rx.basal_ng() == 1_000_000
 
 
 def test_druglib_env_override(tmp_path, monkeypatch):
@@ -459,7 +461,7 @@ rate = "12 mg/day"
 speed = 3
 
 [patient_bolus]
-dose = "1 mg"
+dose = "0.1 mg"
 duration = "10 min"
 lockout = "5 min"
 max_per_day = 30
@@ -583,6 +585,9 @@ def test_problems_on_hand_made_prescriptions():
     assert rx.problems(LIB) == [
         "patient_bolus.lockout: 5 min is shorter than the bolus duration 10 min "
         "(the lockout must be at least the duration)",
+        "worst-case 1 h dose 1.233334 mg exceeds morphine hard limit max_per_hour 1.125 mg "
+        "(the fastest basal step for an hour, the timed boluses one hour can meet and the "
+        "patient boluses its lockout allows)",
         "worst-case 24 h dose 20.4 mg exceeds morphine hard limit 15 mg/day "
         "(basal 20 mg + timed 0 mg + patient 4 x 0.1 mg)",
     ]
@@ -768,12 +773,15 @@ def test_limit_decision_matches_arithmetic(rate, max_per_day, dose):
          "patient_bolus": {"dose": f"{dose} ng", "duration": "1 min", "lockout": "1 h",
                            "max_per_day": max_per_day}}
     worst = rate + max_per_day * dose
+    hour = -(-rate // 24) + min(2, max_per_day) * dose  # (1 h + 1 min) // 1 h + 1 boluses
+    # 10 mg/mL over 1 min: 1000 uL/h is 166,666.7 ng
+    bolus_ok = max_per_day == 0 or (dose <= 500_000 and dose * 360 <= 60_000_000)
     try:
         load_prescription(d, druglib=LIB, override_soft=True)
         accepted = True
     except BadInput:
         accepted = False
-    assert accepted == (worst <= 15_000_000)
+    assert accepted == (worst <= 15_000_000 and hour <= 1_125_000 and bolus_ok)
 
 
 @settings(max_examples=50)

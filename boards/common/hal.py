@@ -106,7 +106,7 @@ def load_provision(root, board_name):
         "catheter_nl": _int_field(p, "catheter_nl", 0, cap),
         "low_reservoir_nl": _int_field(p, "low_reservoir_nl", 0, cap, 2_000_000),
         # the mechanism's fastest rate (1000 uL/h); a day at it stays a small int in nL
-        "max_rate_nl_h": _int_field(p, "max_rate_nl_h", 1, 24_000_000, 1_000_000),
+        "max_rate_nl_h": _int_field(p, "max_rate_nl_h", 1, 24_000_000, md.DEFAULT_MAX_RATE_NL_H),
         # the fill at first boot: a board is provisioned as a pump just filled (as the twin)
         "reservoir_nl": _int_field(p, "reservoir_nl", 0, cap, cap),
     }

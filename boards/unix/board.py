@@ -13,6 +13,7 @@ import sys
 import time
 from binascii import unhexlify
 
+import msgdefs as md
 from codec import TlogWriter
 
 EPOCH_UNIX = 1577836800  # Theca epoch (2020-01-01T00:00:00Z) in Unix seconds
@@ -480,7 +481,7 @@ class Hardware:
             "capacity_nl": cfg.get("capacity_nl", 20_000_000),
             "catheter_nl": cfg.get("catheter_nl", 150_000),
             "low_reservoir_nl": cfg.get("low_reservoir_nl", 2_000_000),
-            "max_rate_nl_h": cfg.get("max_rate_nl_h", 1_000_000),
+            "max_rate_nl_h": cfg.get("max_rate_nl_h", md.DEFAULT_MAX_RATE_NL_H),
             "reservoir_nl": cfg.get("reservoir_nl", 20_000_000),
         }
         stream = cfg.get("truth_stream")

@@ -85,6 +85,10 @@ DENY_WORDS = {
     "not_configured": "the prescription has no patient bolus",
     "in_progress": "a bolus of this kind is still running",
     "reservoir": "there is not enough drug left in the reservoir",
+    "max_per_hour": "it could take the drug in a rolling 1 h over the drug's hard limit",
+    "max_bolus": "a single bolus is over the drug's hard maximum bolus",
+    "max_concentration": "the concentration is over the drug's hard maximum",
+    "max_rate": "it is faster than the pump's mechanism delivers (max_rate)",
 }
 
 _VERBS = {
@@ -451,14 +455,17 @@ def _invalid_words(name: str, detail: int) -> str:
 
 
 def _limit_words(name: str, detail: int) -> str:
+    r = N.name_of(N.DENY_REASONS, detail, "reason")
+    words = DENY_WORDS.get(r, "see the event log")
     if name in ("PATIENT_BOLUS", "CLINICIAN_BOLUS"):
-        r = N.name_of(N.DENY_REASONS, detail, "reason")
-        return f"bolus denied: {r} ({DENY_WORDS.get(r, 'see the event log')})"
+        return f"bolus denied: {r} ({words})"
     if name == "REFILL":
         # overfill: detail = room left (nL); a concentration over the maximum: detail =
-        # that maximum (ng/mL). The caller knows which from what it sent.
+        # max_concentration. The caller knows which from what it sent.
         return f"refill refused (detail {detail})"
-    return _field(detail)
+    what = {"PROGRAM": "prescription refused", "SET_TIME": "clock change refused",
+            "RESUME": "resume refused"}.get(name, "refused")
+    return f"{r}: {what} ({words})"
 
 
 def _env_float(name: str, default: float) -> float:

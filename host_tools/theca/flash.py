@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import theca_protocol as tp
+
 from . import build
 from . import keys as K
 from .client import Client, LinkFailure, Refused
@@ -40,7 +42,7 @@ from .progress import Bar
 
 #: The pump geometry written into provision.json (the boards read these; DESIGN.md).
 GEOMETRY = {"stroke_nl": 250, "capacity_nl": 20_000_000, "catheter_nl": 150_000,
-            "low_reservoir_nl": 2_000_000, "max_rate_nl_h": 1_000_000}
+            "low_reservoir_nl": 2_000_000, "max_rate_nl_h": tp.DEFAULT_MAX_RATE_NL_H}
 #: The file a board runs at boot. It stays source: a board executes main.py by name.
 MAIN_PY = """\
 # Theca: starts the pump firmware at boot (written by `theca flash`).

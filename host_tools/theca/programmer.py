@@ -239,9 +239,32 @@ def cmd_clinician_bolus(args) -> int:
     dose = U.parse_amount(args.dose, "--dose")
     dur = U.parse_duration(args.duration, "--duration")
     with _client(args) as c:
-        c.request("CLINICIAN_BOLUS", struct.pack("<II", dose, dur), _role(args, "clinician"))
+        role = _role(args, "clinician")
+        st = status_record(c, c.request("GET_STATUS", role=role))
+        _bolus_fits(c, st, dose, dur)
+        c.request("CLINICIAN_BOLUS", struct.pack("<II", dose, dur), role)
     print(f"clinician bolus started on {c.serial}: {U.fmt_amount(dose)} over {U.fmt_duration(dur)}")
     return OK
+
+
+def _bolus_fits(c: Client, st: dict, dose: int, dur: int) -> None:
+    """The hard limits the host can judge before it sends a bolus (exit 2, naming the
+    option); the device judges them again, with the rest (the dose guard)."""
+    from .druglib import load_druglib
+
+    d = load_druglib().find(st["drug"]) if st.get("drug") else None
+    if d is not None and dose > d.max_bolus_ng:
+        unit = U.amount_unit(d.max_ng_day)
+        raise BadInput.at("--dose", f"limit: max_bolus: {U.fmt_amount(dose, unit)} exceeds "
+                                    f"{d.name} hard limit {U.fmt_amount(d.max_bolus_ng, unit)}")
+    conc = st.get("conc_ng_ml")
+    max_rate = (c.info or {}).get("max_rate_nl_h") or tp.DEFAULT_MAX_RATE_NL_H
+    if conc and dur > 0 and dose * U.NL_PER_ML * 3600 > max_rate * dur * conc:
+        ul_h = dose * U.NL_PER_ML * 3600 / conc / dur / 1000
+        raise BadInput.at("--duration", f"limit: max_rate: {U.fmt_amount(dose)} over "
+                                        f"{U.fmt_duration(dur)} is {ul_h:.4g} uL/h, faster than "
+                                        f"the pump's {max_rate / 1000:g} uL/h; give a longer "
+                                        "duration")
 
 
 def _simple(name: str, done: str):
@@ -302,6 +325,9 @@ def cmd_set_time(args) -> int:
     with _client(args) as c:
         if utc is None:
             utc = int(time.time()) - tp.EPOCH_UNIX
+            if not tp.UTC_MIN <= utc <= tp.UTC_MAX:
+                raise BadInput.at("--utc", f"this host's clock reads {iso(utc)}, outside the "
+                                           "device's 2020-01-01 .. 2049-12-31: give --utc")
         c.request("SET_TIME", struct.pack("<Ii", utc, offset), _role(args, "clinician"))
     sign = "+" if offset >= 0 else "-"
     print(f"clock of {c.serial} set to {iso(utc)}, local offset {sign}{abs(offset) // 3600:02d}:"

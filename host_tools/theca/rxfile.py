@@ -34,6 +34,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
 
+import theca_protocol as tp
+
 from . import units as u
 from .druglib import Drug, DrugLibrary, load_druglib
 from .errors import BadInput, Problems
@@ -46,8 +48,9 @@ MAX_TIMED = 8
 MAX_PB_PER_DAY = 24
 MAX_BOLUS_DURATION_S = 65535  # u16 in the blob
 MAX_LOCKOUT_S = 86_400
-#: Exclusive bound on any volume rate inside the engine (small int on a 32-bit board).
-MAX_VOLUME_RATE_NL_DAY = 500_000_000
+#: The mechanism's fastest rate (the twin's, a board's unless provisioned otherwise): a
+#: basal step or a bolus faster than this is refused, here and by the device (max_rate).
+MAX_RATE_NL_H = tp.DEFAULT_MAX_RATE_NL_H
 MINUTES_PER_DAY = 1440
 
 _HEADER = struct.Struct("<BBBBBBHIII")
@@ -144,6 +147,22 @@ class Prescription:
         day of basal and each timed bolus once.
         """
         return self.daily_ng() + self.patient_ng()
+
+    def worst_hour_ng(self) -> int:
+        """Most drug in any 1 h window, ng (as the device's dose guard counts it): the
+        fastest basal step for an hour (a clock change can hold the pump in it), every
+        timed bolus one window can meet, and the patient boluses the lockout allows."""
+        top = max((s.rate_ng_day for s in self.steps), default=0)
+        tot = -(-top * 3600 // u.S_PER_DAY)
+        if self.timed:
+            span = 3600 + max(t.duration_s for t in self.timed)
+            starts = [t.start_min * 60 for t in self.timed]
+            tot += max(sum(t.dose_ng for s, t in zip(starts, self.timed, strict=True)
+                           if (s - s0) % u.S_PER_DAY < span) for s0 in starts)
+        if self.pb:
+            n = min((3600 + self.pb.duration_s) // self.pb.lockout_s + 1, self.pb.max_per_day)
+            tot += n * self.pb.dose_ng
+        return tot
 
     def volume_nl(self, ng: int | Fraction) -> Fraction:
         """Volume of solution holding `ng` of drug at this concentration, nL."""
@@ -312,30 +331,30 @@ def _rules(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[
             probs.add(f"{f}.rate", "must not be negative")
             complete = False
 
-    max_basal_nl = Fraction(0)
+    max_ul_h = f"{MAX_RATE_NL_H / 1000:g} uL/h"
     if conc:
         for i, (_, rate) in enumerate(steps, 1):
             if rate is None or rate < 0:
                 continue
             nl = Fraction(rate) * u.NL_PER_ML / conc
-            max_basal_nl = max(max_basal_nl, nl)
-            if nl >= MAX_VOLUME_RATE_NL_DAY:
+            if nl > MAX_RATE_NL_H * 24:
                 probs.add(f"steps[{i}].rate",
                           f"{u.fmt_rate(rate, unit)} at {u.fmt_conc(conc)} is "
-                          f"{_fmt_ml(nl)} mL/day; the pump's maximum is below "
-                          f"{MAX_VOLUME_RATE_NL_DAY // u.NL_PER_ML} mL/day")
+                          f"{float(nl / 24000):.6g} uL/h, faster than the pump's hard limit "
+                          f"max_rate {max_ul_h}")
 
-    def bolus_rate_ok(f: str, dose: int | None, dur: int | None) -> None:
+    def bolus_ok(f: str, dose: int | None, dur: int | None) -> None:
+        if drug is not None and dose is not None and dose > drug.max_bolus_ng:
+            probs.add(f"{f}.dose", f"{u.fmt_amount(dose, unit)} exceeds {drug.name} hard limit "
+                                   f"max_bolus {u.fmt_amount(drug.max_bolus_ng, unit)}")
         if not conc or dose is None or not dur or dose <= 0 or dur <= 0:
             return
-        # The engine runs the bolus on top of the basal rate.
         nl = Fraction(dose) * u.NL_PER_ML / conc
-        total = nl * u.S_PER_DAY / dur + max_basal_nl
-        if total >= MAX_VOLUME_RATE_NL_DAY:
+        if nl * 3600 > MAX_RATE_NL_H * dur:
             probs.add(f"{f}.duration",
-                      f"{_fmt_ml(nl)} mL in {u.fmt_duration(dur)} (with basal: "
-                      f"{_fmt_ml(total)} mL/day) is faster than the pump's maximum "
-                      f"{MAX_VOLUME_RATE_NL_DAY // u.NL_PER_ML} mL/day; give a longer duration")
+                      f"{u.fmt_volume(math.ceil(nl))} in {u.fmt_duration(dur)} is "
+                      f"{float(nl * 3600 / dur / 1000):.4g} uL/h, faster than the pump's hard "
+                      f"limit max_rate {max_ul_h}; give a longer duration")
 
     def duration_ok(f: str, dur: int | None) -> None:
         if dur is not None and not 0 < dur <= MAX_BOLUS_DURATION_S:
@@ -365,7 +384,7 @@ def _rules(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[
             probs.add(f"{f}.dose", "must be greater than zero")
             complete = False
         duration_ok(f, dur)
-        bolus_rate_ok(f, dose, dur)
+        bolus_ok(f, dose, dur)
         prev_t = (start, dur, i) if start is not None else prev_t
     # The schedule repeats: the last bolus of the day must end before the first of the next.
     if len(timed) > 1 and all(t[0] is not None and t[1] is not None for t in timed):
@@ -396,13 +415,19 @@ def _rules(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[
             probs.add(f"{f}.max_per_day", f"{pb.max_per_day} is outside 1..{MAX_PB_PER_DAY} "
                                           f"(0 means no patient bolus)")
             complete = False
-        bolus_rate_ok(f, pb.dose_ng, pb.duration_s)
+        bolus_ok(f, pb.dose_ng, pb.duration_s)
 
     if not complete:
         return
     rx = Prescription(drug_id=drug.id, drug=drug.name, conc_ng_ml=conc,
                       steps=steps, timed=timed,
                       pb=PatientBolus(*pb) if pb is not None and pb.max_per_day else None)
+    hour = rx.worst_hour_ng()
+    if hour > drug.max_ng_hour:
+        probs.add(None, f"worst-case 1 h dose {u.fmt_amount(hour, unit)} exceeds {drug.name} "
+                        f"hard limit max_per_hour {u.fmt_amount(drug.max_ng_hour, unit)} (the "
+                        "fastest basal step for an hour, the timed boluses one hour can meet "
+                        "and the patient boluses its lockout allows)")
     worst = rx.worst_case_ng()
     if worst > drug.max_ng_day:
         kind, limit, hint = "hard", drug.max_ng_day, ""

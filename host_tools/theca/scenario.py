@@ -26,7 +26,7 @@ from . import units as u
 from .druglib import Drug, DrugLibrary, load_druglib
 from .errors import BadInput, Problems
 from .rxfile import (
-    MAX_VOLUME_RATE_NL_DAY,
+    MAX_RATE_NL_H,
     Prescription,
     check_keys,
     load_prescription,
@@ -368,16 +368,17 @@ class _Loader:
                 if dur is not None and dur > MAX_CLINICIAN_BOLUS_S:
                     probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is longer than the maximum "
                                                f"{u.fmt_duration(MAX_CLINICIAN_BOLUS_S)}")
-                if dose is not None and drug is not None and dose > drug.max_ng_day:
+                if dose is not None and drug is not None and dose > drug.max_bolus_ng:
                     unit = u.amount_unit(drug.max_ng_day)
                     probs.add(f"{f}.dose", f"{u.fmt_amount(dose, unit)} exceeds {drug.name} hard "
-                                           f"limit {u.fmt_rate(drug.max_ng_day, unit)}")
+                                           f"limit max_bolus {u.fmt_amount(drug.max_bolus_ng, unit)}")
                 if dose and dur and conc:
-                    nl_day = Fraction(dose) * u.NL_PER_ML / conc * u.S_PER_DAY / dur
-                    if nl_day >= MAX_VOLUME_RATE_NL_DAY:
+                    nl_h = Fraction(dose) * u.NL_PER_ML / conc * 3600 / dur
+                    if nl_h > MAX_RATE_NL_H:
                         probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is too short: "
-                                                   f"{u.fmt_volume(u.round_half_up(nl_day))}/day is above "
-                                                   f"the pump's maximum 500 mL/day")
+                                                   f"{float(nl_h / 1000):.4g} uL/h is faster than "
+                                                   f"the pump's hard limit max_rate "
+                                                   f"{MAX_RATE_NL_H / 1000:g} uL/h")
                 kw = {"dose_ng": dose, "duration_s": dur}
             elif action == "refill":
                 vol = self.call(u.parse_volume, ev["volume"], f"{f}.volume") if "volume" in ev else None

@@ -22,15 +22,18 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
+import theca_protocol as tp
+
 from .errors import BadInput
 
 #: The device clock counts seconds from here (docs/DESIGN.md "Time and units").
 THECA_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 #: Unix time = device time + this.
 UNIX_OFFSET_S = 1577836800
-#: Largest device time accepted from a file: the firmware keeps time as a
-#: MicroPython small int (< 2**30, i.e. until early 2054) in its hot paths.
-DEVICE_TIME_MAX = 2**30 - 1
+#: Largest device time accepted (2049-12-31T23:59:59Z, as the device's SET_TIME): the
+#: firmware keeps time as a MicroPython small int (< 2**30, early 2054) in its hot paths,
+#: and no horizon it computes from a clock may pass that.
+DEVICE_TIME_MAX = tp.UTC_MAX
 #: Largest |local offset| a clock can be set to (UTC+14 exists, beyond does not).
 MAX_LOCAL_OFFSET_S = 14 * 3600
 

@@ -19,6 +19,9 @@ EPOCH_UNIX = 1577836800
 #: small int); outside: NACK `invalid` (field `utc`).
 UTC_MIN = 0
 UTC_MAX = 946_771_199
+#: The twin's mechanism (and a board's unless its provision.json says otherwise): the
+#: fastest rate it delivers, basal or bolus (1000 uL/h); DEVICE_INFO.max_rate_nl_h.
+DEFAULT_MAX_RATE_NL_H = 1_000_000
 
 #: Pump modes (STATUS.mode).
 MODES: dict[int, str] = {
