@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.theca-setup
 BOARD  ?= rp2_pico
 PORT   ?= /dev/ttyACM0
 
-.PHONY: setup test demo bench lint flash clean
+.PHONY: setup test demo bench soak lint flash clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# The stateful dose-guard test for SOAK_MINUTES (default 10); prints the steps it ran.
+SOAK_MINUTES ?= 10
+soak: setup
+	THECA_SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/pytest -q -s -p no:cacheprovider tests/test_guard_stateful.py
 
 lint: setup
 	$(BIN)/ruff check host_tools protocol tests bench

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ import theca_protocol as tp
 from theca import keys as K
 from theca.client import FIELDS, Client, LinkFailure, parse_reply
 from theca.twin import LiveTwin
+from theca_protocol import names as N
 
 ROOT = Path(__file__).resolve().parents[1]
 THECA = [sys.executable, "-m", "theca.cli"]
@@ -697,3 +699,33 @@ def test_device_given_by_serial_when_several_are_known(twin_a, twin_b, tmp_path)
     with pytest.raises(LinkFailure):
         with in_home(home):
             Client(str(tmp_path / "nothing"), twin_a["serial"])
+
+
+def test_a_live_twin_survives_clock_changes_and_refuses_what_does_not_fit(tmp_path, rx_file):
+    # Before: two of three forward set-time commands ended a live twin at --speed 60 (a
+    # false watchdog reset); a 2054 clock was accepted and hung the engine; a 0.3 mg bolus
+    # over 1 s wrapped its rate.
+    # REQ: SR-TIME-01
+    # REQ: SR-TIME-02
+    # REQ: SR-LIM-06
+    home, dev = tmp_path / "home", tmp_path / "pump"
+    with LiveTwin(dev, speed=60, env=env_for(home),
+                  args=["--flash-image", tmp_path / "flash.img"]) as t:
+        assert run_theca(home, "--device", dev, "program", rx_file, "--yes").returncode == 0
+        for hours in (1, 3, 5):
+            st = json.loads(run_theca(home, "--device", dev, "status", "--json").stdout)
+            now = datetime.fromisoformat(st["device_time"].replace("Z", "+00:00"))
+            later = (now + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            r = run_theca(home, "--device", dev, "set-time", "--utc", later, "--offset", "+00:00")
+            assert r.returncode == 0, r.stderr
+            time.sleep(3)  # three device minutes: a false watchdog would have bitten
+        assert t.proc.poll() is None, "the twin died after a clock change"
+        r = run_theca(home, "--device", dev, "set-time", "--utc", "2054-01-09T13:20:00Z")
+        assert r.returncode == 2 and "--utc" in r.stderr, r.stderr
+        r = run_theca(home, "--device", dev, "clinician-bolus", "--dose", "0.3 mg",
+                      "--duration", "1 s")
+        assert r.returncode == 2 and "--duration" in r.stderr and "max_rate" in r.stderr, r.stderr
+        st = json.loads(run_theca(home, "--device", dev, "status", "--json").stdout)
+        assert st["mode"] == "running"
+        names = [N.EVENTS[e[2]].name for e in device_events(home, dev)]
+        assert names.count("time_changed") == 3 and "bolus_started" not in names

@@ -123,3 +123,32 @@ def test_heapsize_is_passed_to_micropython(tmp_path):
     assert r.returncode == 2 and "--heapsize" in r.stderr
     r = theca("simulate", sc, "-o", tmp_path / "c.tlog", "--heapsize", "128k", "--quiet")
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("hours", [1, 5, -5])
+def test_a_scenario_clock_change_neither_kills_the_twin_nor_moves_delivery(tmp_path, hours):
+    # Before: a set_time 1-5 h forward ended with "the firmware stopped with status 5" (a
+    # false watchdog reset: the twin compared device times across the jump).
+    # REQ: SR-TIME-01
+    sign = "+" if hours > 0 else "-"
+    utc = f"2026-01-01T{12 + hours:02d}:00:00Z"
+    sc = tmp_path / "sc.toml"
+    sc.write_text(f'''start = 2026-01-01T00:00:00Z
+days = 2
+status_period_s = 600
+reservoir_ml = 20.0
+prescription = "{ROOT / "examples" / "rx_ziconotide.toml"}"
+[[events]]
+at = 2026-01-01T12:00:00Z
+action = "set_time"
+utc = {utc}
+''')
+    out = tmp_path / "run.tlog"
+    r = theca("simulate", sc, "-o", out)
+    assert r.returncode == 0, (sign, r.stdout + r.stderr)
+    ev = [e for e in jsonl(out) if e.get("kind") == "event"]
+    assert [e["event"] for e in ev].count("time_changed") == 1
+    assert not [e for e in ev if e["event"] in ("delivery_gap", "boot")][1:]
+    # 4 uL/h for two days of true time, to a stroke (250 nL)
+    last = [e for e in jsonl(out) if e.get("kind") == "status"][-1]
+    assert abs(last["delivered_ul"] - 192.0) <= 0.25

@@ -618,7 +618,9 @@ class Hardware:
             elif op == "frame":
                 link.give(unhexlify(req["hex"]))
                 while not link.idle():
-                    await asyncio.sleep_ms(0)
+                    # 1 ms, not 0: a task asyncio stamped with the real tick counter (one
+                    # created at boot) must come due on the virtual one
+                    await asyncio.sleep_ms(1)
                 out["reply"] = link.take().hex()
             elif op == "fault":
                 self.faults.add(req["kind"], clock.true_now(), req["duration_s"])

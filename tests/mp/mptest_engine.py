@@ -218,3 +218,37 @@ def test_late_call_handles_every_breakpoint_at_its_time():
     assert [s[0] for s in h.steps] == [8 * 3600]
     assert h.timed == [(9 * 3600, 5_000, 600)]
     assert h.ends == [(9 * 3600 + 600, KIND_TIMED, 5_000)]
+
+
+def test_no_clock_value_makes_the_engine_loop():
+    # Before: at device time NEVER (2**30 - 1) every "never" breakpoint counted as due and
+    # advance() looped for ever, again after every reboot. Each call here must return.
+    # REQ: SR-TIME-02
+    for t0 in (0, 1, NEVER - 3 * DAY, NEVER - DAY - 5, NEVER - 1):
+        e, h = make([0, 8 * 3600], [200_000, 400_000], [(12 * 3600, 600, 5_000)], now=t0)
+        for t in (t0 + 1, t0 + 48 * 3600, t0 + 24 * 3600, NEVER - 1, NEVER, NEVER + 100, 2**31):
+            if t - t0 > 3 * DAY:
+                continue  # 30 years of breakpoints one by one: correct, but not a clock edge
+            e.advance(t)
+            assert e.t < NEVER
+            e.next_time(t)
+    e, h = make([0], [0], now=NEVER - 1)  # no basal, no bolus: every breakpoint NEVER
+    assert e.advance(NEVER) == 0 and e.advance(NEVER + DAY) == 0
+
+
+def test_a_bolus_that_does_not_fit_is_refused_not_truncated():
+    # Before: dose_nl * 86400 // duration went into array('i') truncated: 0.3 mg over 1 s
+    # on a 300 uL/day pump wrapped the rate negative and stopped the basal.
+    # REQ: SR-LIM-06
+    e, h = make([0], [300_000])
+    try:
+        e.start_bolus(0, 30_000_000, 1, KIND_PATIENT)
+        raise AssertionError("a rate of 2.6e12 units/s was stored")
+    except ValueError:
+        pass
+    assert not e.bolus_active(KIND_PATIENT) and e.rate == 300_000
+    try:
+        e.start_bolus(NEVER - 10, 1000, 600, KIND_PATIENT)
+        raise AssertionError("an end time past NEVER was stored")
+    except ValueError:
+        pass

@@ -1,0 +1,191 @@
+"""The dose guard attacked by every command and fault in any order (hypothesis, stateful).
+
+The real firmware runs in the twin behind the test-only control channel (tests/twinctl.py);
+hypothesis programs it (any plan, in or out of the limits), gives patient and clinician
+boluses of any size and duration, refills, suspends and resumes, sets the clock forward and
+back, cuts the power, stalls the motor and blocks the catheter, and lets true time run.
+After every step it checks, from the twin's physical truth and in true time:
+- the drug that reached the catheter tip in any 24 h and any 1 h never passes the hard limits;
+- no clinician bolus above max_bolus was started; the patient's lockout and max_per_day hold;
+- everything filled = pumped + what is in the reservoir;
+- the firmware answers every command (a hang fails the control channel).
+
+`make test` runs a short campaign; `make soak` (THECA_SOAK_MINUTES) a long one, and prints
+the steps it ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from theca.druglib import load_druglib
+from theca.rxfile import Prescription
+from twinctl import PATIENT, ControlledTwin, max_window
+
+T0 = 189_388_800
+H, DAY = 3600, 86400
+LIB = load_druglib()
+# (drug, concentration of the fill, ng/mL): a strong one, a weak one, a mcg-dosed one
+DRUGS = [("morphine", 10_000_000), ("hydromorphone", 2_000_000), ("ziconotide", 25_000)]
+SOAK_MIN = float(os.environ.get("THECA_SOAK_MINUTES", "0") or 0)
+STATS = {"steps": 0, "runs": 0, "t0": time.monotonic(), "acks": 0, "strokes": 0}
+
+
+class DoseGuardMachine(RuleBasedStateMachine):
+    """See the module docstring."""
+
+    @initialize(which=st.sampled_from(range(len(DRUGS))),
+                fill=st.integers(2_000_000, 20_000_000))
+    def boot(self, which, fill):
+        name, conc = DRUGS[which]
+        self.drug = LIB.lookup(name)
+        self.conc = conc
+        self.dir = Path(tempfile.mkdtemp(prefix="theca-stateful-"))
+        self.tw = ControlledTwin(self.dir, T0, reservoir_nl=fill, conc_ng_ml=conc)
+        self.filled_nl = fill
+        self.rx: Prescription | None = None
+        self.pb_acks: list[int] = []
+        STATS["runs"] += 1
+
+    def teardown(self):
+        tw = getattr(self, "tw", None)
+        if tw is not None:
+            tw.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- commands ---------------------------------------------------------------------
+    @rule(pct=st.integers(1, 110), second=st.one_of(st.none(), st.integers(0, 1439)),
+          pb=st.one_of(st.none(), st.tuples(st.integers(5, 120), st.integers(60, 1800),
+                                            st.integers(1, 8), st.integers(1, 12))),
+          timed=st.one_of(st.none(), st.tuples(st.integers(0, 1439), st.integers(5, 120),
+                                               st.integers(60, 3600))))
+    def program(self, pct, second, pb, timed):
+        d = self.drug
+        rate = d.max_ng_day * pct // 100
+        steps = [(0, rate)] if second is None or second == 0 else [(0, rate // 3), (second, rate)]
+        pbt = None
+        if pb is not None:
+            dpct, dur, lock_x, mpd = pb
+            pbt = (max(1, d.max_bolus_ng * dpct // 100), dur, dur * lock_x, mpd)
+        tb = ()
+        if timed is not None:
+            start, dpct, dur = timed
+            tb = ((start, dur, max(1, d.max_bolus_ng * dpct // 100)),)
+        rx = Prescription(drug_id=d.id, drug=d.name, conc_ng_ml=self.conc, steps=steps,
+                          timed=tb, pb=pbt)
+        if self.tw.program(rx).result == "ack":
+            self.rx = rx
+            STATS["acks"] += 1
+
+    @rule()
+    def patient_bolus(self):
+        if self.tw.command("PATIENT_BOLUS", role=PATIENT).result == "ack":
+            assert self.rx is not None and self.rx.pb is not None
+            t = self.tw.now
+            lock, mpd = self.rx.pb.lockout_s, self.rx.pb.max_per_day
+            assert not self.pb_acks or t - self.pb_acks[-1] >= lock, "lockout passed"
+            recent = [a for a in self.pb_acks if a > t - DAY]
+            assert len(recent) + 1 <= mpd, "max_per_day passed"
+            self.pb_acks.append(t)
+
+    @rule(pct=st.integers(5, 150), dur=st.integers(1, 7200))
+    def clinician_bolus(self, pct, dur):
+        dose = max(1, self.drug.max_bolus_ng * pct // 100)
+        r = self.tw.command("CLINICIAN_BOLUS", struct.pack("<II", dose, dur))
+        if r.result == "ack":
+            assert dose <= self.drug.max_bolus_ng, "a bolus above max_bolus was started"
+            assert dose * 1_000_000 * 3600 <= 1_000_000 * dur * self.conc, "faster than max_rate"
+
+    @rule(nl=st.integers(100_000, 10_000_000))
+    def refill(self, nl):
+        room = 20_000_000 - self.tw.truth["reservoir_nl"]
+        if nl <= room and self.tw.fill(nl, self.conc):
+            self.filled_nl += nl
+            self.tw.command("REFILL", struct.pack("<II", nl, self.conc))
+
+    @rule()
+    def suspend(self):
+        self.tw.command("SUSPEND")
+
+    @rule()
+    def resume(self):
+        self.tw.command("RESUME")
+
+    @rule(delta=st.integers(-48 * H, 48 * H))
+    def set_time(self, delta):
+        wall = self.tw.status_wall()
+        self.tw.command("SET_TIME", struct.pack("<Ii", max(0, wall + delta), 0))
+
+    # -- the world --------------------------------------------------------------------
+    @rule(s=st.integers(60, 6 * H))
+    def run(self, s):
+        self.tw.run(s)
+
+    @rule(down=st.integers(0, 6 * H))
+    def power_cut(self, down):
+        self.tw.power_cut(down)
+
+    @rule(kind=st.sampled_from(["motor_stall", "occlusion"]), dur=st.integers(60, 3 * H))
+    def fault(self, kind, dur):
+        self.tw.fault(kind, dur)
+
+    # -- what must always hold ----------------------------------------------------------
+    @invariant()
+    @precondition(lambda self: hasattr(self, "tw"))
+    def within_the_hard_limits(self):
+        STATS["steps"] += 1
+        s = self.tw.strokes()
+        STATS["strokes"] = max(STATS["strokes"], len(s))
+        d = self.drug
+        assert max_window(s, DAY) <= d.max_ng_day * 1_000_000, "24 h limit passed at the tip"
+        assert max_window(s, H) <= d.max_ng_hour * 1_000_000, "1 h limit passed at the tip"
+
+    @invariant()
+    @precondition(lambda self: hasattr(self, "tw"))
+    def volume_is_conserved(self):
+        tr = self.tw.truth
+        assert tr["pumped_nl"] + tr["reservoir_nl"] == self.filled_nl
+
+
+def teardown_module():
+    dt = time.monotonic() - STATS["t0"]
+    print(f"\nstateful dose guard: {STATS['runs']} runs, {STATS['steps']} steps in {dt:.0f} s, {STATS['acks']} prescriptions accepted, "
+          f"up to {STATS['strokes']} strokes a run "
+          f"({STATS['steps'] / max(dt, 1e-9) * 60:.0f} steps a minute); no counterexample")
+
+
+if SOAK_MIN:
+    # about 200 runs of up to 60 steps a minute on this machine
+    _settings = settings(max_examples=max(1, int(SOAK_MIN * 200)), stateful_step_count=60,
+                         deadline=None, suppress_health_check=list(HealthCheck))
+else:
+    _settings = settings(max_examples=int(os.environ.get("THECA_STATEFUL_EXAMPLES", "150")),
+                         stateful_step_count=40, deadline=None, derandomize=True,
+                         suppress_health_check=list(HealthCheck))
+
+
+
+def test_the_hard_limits_hold_whatever_is_done_in_whatever_order():
+    # REQ: SR-LIM-02
+    # REQ: SR-LIM-03
+    # REQ: SR-LIM-04
+    # REQ: SR-LIM-05
+    # REQ: SR-PB-01
+    # REQ: SR-PB-02
+    # REQ: SR-RES-03
+    run_state_machine_as_test(DoseGuardMachine, settings=_settings)

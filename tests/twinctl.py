@@ -1,0 +1,202 @@
+"""The host side of the twin's test-only control channel (boards/unix/board.py, `_control`).
+
+A `ControlledTwin` runs the firmware's own main.py on the unix port with its link and its
+world in the test's hands: true time moves only when the test says `run`, every command
+is a signed frame delivered at the true time the test chooses, faults and power cuts come
+when it says, and the physical truth (every stroke, with the drug at the catheter tip)
+streams to a file outside the firmware's heap. The same inputs give the same run, so
+hypothesis can shrink a failing sequence.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import struct
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import theca_protocol as tp
+from theca import paths
+from theca.druglib import default_path as druglib_path
+
+CLINICIAN, PATIENT = 1, 2
+T = {m.name: m.type for m in tp.COMMANDS.values()}
+_REC = struct.Struct("<IIq")
+
+
+@dataclass
+class Reply:
+    result: str  # "ack" or the NACK reason
+    detail: int
+    body: bytes
+    time: int = 0  # the pump's wall clock, from the reply's header
+
+    @property
+    def limit(self) -> str:
+        return tp.DENY_REASONS.get(self.detail, f"reason_{self.detail}")
+
+
+@dataclass
+class ControlledTwin:
+    """A twin whose clock, link, faults and power the test drives (see module doc)."""
+
+    workdir: Path
+    start: int
+    reservoir_nl: int = 20_000_000
+    conc_ng_ml: int = 10_000_000
+    catheter_nl: int = 150_000
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.keys = {CLINICIAN: secrets.token_bytes(32), PATIENT: secrets.token_bytes(32)}
+        self.counter = {CLINICIAN: 0, PATIENT: 0}
+        self.cmd_id = 0
+        self.image = self.workdir / "flash.img"
+        self.truth_path = self.workdir / "truth.json"
+        self.stream = self.workdir / "truth.bin"
+        self.tlog = self.workdir / "run.tlog"
+        self.faults: list[dict] = []
+        self.boots = 0
+        self.now = self.start  # true time
+        self.truth: dict = {}
+        self.proc: subprocess.Popen | None = None
+        self._boot()
+
+    # -- process -----------------------------------------------------------------------
+    def _config(self) -> dict:
+        cfg = {
+            "mode": "control",
+            "start": self.now,
+            "serial": "CTRL00000001",
+            "reservoir_nl": self.reservoir_nl,
+            "reservoir_conc_ng_ml": self.conc_ng_ml,
+            "catheter_nl": self.catheter_nl,
+            "keys": {"clinician": self.keys[CLINICIAN].hex(), "patient": self.keys[PATIENT].hex()},
+            "flash_image": str(self.image),
+            "truth": str(self.truth_path),
+            "truth_stream": str(self.stream),
+            "tlog": str(self.tlog),
+            "tlog_append": self.boots > 0,
+            "faults": self.faults,
+            "druglib": str(druglib_path()),
+            "boot_cause": 5 if self.boots else 0,
+        }
+        cfg.update(self.extra)
+        return cfg
+
+    def _boot(self) -> None:
+        cfgp = self.workdir / f"twin{self.boots}.json"
+        cfgp.write_text(json.dumps(self._config()))
+        env = {"MICROPYPATH": paths.firmware_path("unix", None), "THECA_SIM": str(cfgp),
+               "PATH": "/usr/bin:/bin"}
+        self.proc = subprocess.Popen(
+            [paths.micropython(), str(paths.FIRMWARE / "main.py")], env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.boots += 1
+        self.ctl("truth")
+
+    def ctl(self, op: str, **kw) -> dict:
+        """One request on the control channel; its answer (the truth comes with each)."""
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write((json.dumps({"op": op, **kw}) + "\n").encode())
+        self.proc.stdin.flush()
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"the twin ended (status {self.proc.wait()}) during {op}: "
+                                   f"{err[-3000:]}")
+            if line.startswith(b"@@ctl "):
+                out = json.loads(line[6:])
+                self.truth = out["truth"]
+                self.now = self.truth["device_time"]
+                return out
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.ctl_end()
+            finally:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                self.proc.wait()
+
+    def ctl_end(self) -> None:
+        assert self.proc is not None and self.proc.stdin
+        self.proc.stdin.write(b'{"op": "end"}\n')
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+    # -- the world -----------------------------------------------------------------------
+    def run(self, seconds: int) -> None:
+        """Let true time go on by `seconds`."""
+        self.ctl("run", s=int(seconds))
+
+    def fault(self, kind: str, duration_s: int) -> None:
+        """A motor stall or an occlusion from now, for duration_s (kept across reboots)."""
+        self.faults.append({"kind": kind, "at": self.now, "duration_s": duration_s})
+        self.ctl("fault", kind=kind, duration_s=duration_s)
+
+    def fill(self, nl: int, conc: int) -> bool:
+        """The clinician injects nl of conc through the septum (physical only)."""
+        return self.ctl("fill", nl=nl, conc=conc)["ok"]
+
+    def power_cut(self, down_s: int) -> None:
+        """The supply fails now and comes back after down_s (the pump boots again)."""
+        assert self.proc is not None and self.proc.stdin
+        self.proc.stdin.write(b'{"op": "cut"}\n')
+        self.proc.stdin.flush()
+        rc = self.proc.wait(timeout=60)
+        if rc != 7:
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            raise RuntimeError(f"power cut: the twin ended with {rc}, not 7: {err[-3000:]}")
+        self.truth = json.loads(self.truth_path.read_text())
+        self.now = self.truth["device_time"] + down_s
+        self._boot()
+
+    # -- the link --------------------------------------------------------------------------
+    def command(self, name: str, body: bytes = b"", role: int = CLINICIAN) -> Reply:
+        """Sign and send a command now; its reply (a frame is always answered)."""
+        self.counter[role] += 1
+        self.cmd_id += 1
+        frame = tp.build_command(T[name], body, role, self.keys[role], self.cmd_id,
+                                 self.counter[role], self.cmd_id & 0xFFFF, self.now)
+        out = self.ctl("frame", hex=(tp.cobs_encode(frame) + b"\x00").hex())
+        wire = bytes.fromhex(out["reply"])
+        assert wire, f"{name}: the firmware did not answer"
+        hdr, payload = tp.parse_frame(tp.cobs_decode(wire[:-1]))
+        head = tp.ReplyHead.parse(payload[:10])
+        return Reply(tp.RESULTS[head.result], head.detail, bytes(payload[10:]), hdr.time)
+
+    def program(self, rx) -> Reply:
+        return self.command("PROGRAM", rx.to_blob())
+
+    def status_wall(self) -> int:
+        """The pump's wall clock (UTC device seconds) as its status reply says."""
+        return self.command("GET_STATUS").time
+
+    def status(self) -> dict:
+        rep = self.command("GET_STATUS")
+        return dict(tp.Status.parse(rep.body))
+
+    # -- the truth -------------------------------------------------------------------------
+    def strokes(self) -> list[tuple[int, int, int]]:
+        """Every stroke so far: (true time, nL, drug at the tip in 1e-6 ng)."""
+        data = self.stream.read_bytes() if self.stream.exists() else b""
+        return [_REC.unpack_from(data, o) for o in range(0, len(data) - len(data) % 16, 16)]
+
+
+def max_window(strokes: list[tuple[int, int, int]], window_s: int) -> int:
+    """The most drug (1e-6 ng) that reached the tip in any window of window_s (exact)."""
+    best = tot = 0
+    j = 0
+    for t, _, m in strokes:
+        tot += m
+        while strokes[j][0] <= t - window_s:
+            tot -= strokes[j][2]
+            j += 1
+        best = max(best, tot)
+    return best
