@@ -116,6 +116,20 @@ def report_speed(d: Path) -> dict:
 RX = ROOT / "examples" / "rx_morphine.toml"
 
 
+def guard_cost() -> dict:
+    """The dose guard on the unix port: microseconds and bytes allocated per check (a day of
+    history, a two-step plan with patient boluses; every 24 h and 1 h window)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from mphost import run_mp
+
+    r = run_mp(["bench/mp_guard.py"])
+    line = [x for x in r.stdout.decode().splitlines() if x.startswith("GUARD")]
+    if r.returncode or not line:
+        return {"error": (r.stdout + r.stderr).decode()[-300:]}
+    _, _, us, alloc = line[0].split()
+    return {"check_us": float(us), "check_alloc_bytes": int(alloc)}
+
+
 def _write(p: Path, text: str) -> Path:
     p.write_text(text)
     return p
@@ -218,6 +232,11 @@ def benchmarks_md(r: dict) -> str:
             f"| `theca decode --format parquet` ({_n(mv['theca_frames'])} frames) | "
             f"{_n(mv['theca_parquet_frames_per_s'])} frames/s | "
             + (f"{pv} mavutil .tlog `recv_match()`: {_n(pt)} frames/s" if peer else "-") + " | - |")
+    gd = r.get("guard", {})
+    if "check_us" in gd:
+        out.append(f"| dose guard: one check (24 h and 1 h windows, a day of history), unix port | "
+                   f"{gd['check_us']} us, {gd['check_alloc_bytes']} bytes allocated | - | "
+                   "on commands and timed-bolus starts only; never per stroke |")
     if "report_s" in rp:
         out.append(f"| `theca report`, {rp['report_days']} days with 30 s status "
                    f"({_n(rp['report_frames'])} frames, 4 pictures) | {rp['report_s']} s | - | - |")
@@ -268,6 +287,7 @@ def main() -> int:
         results["mavlink"] = bench_mavlink.run()
         results["report"] = report_speed(d)
         results["link"] = link_figures()
+        results["guard"] = guard_cost()
         results["bench_seconds"] = round(time.perf_counter() - t0, 1)
     import datetime
 
