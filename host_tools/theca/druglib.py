@@ -26,6 +26,9 @@ _U32 = 2**32 - 1
 _LIMIT_KEYS = ("max_conc_ng_ml", "max_ng_day", "max_ng_hour", "max_bolus_ng",
                "soft_conc_ng_ml", "soft_ng_day")
 _KEYS = ("id", "name", *_LIMIT_KEYS)
+#: Limits that can never exceed another: (lower, upper).
+_ORDER = (("soft_conc_ng_ml", "max_conc_ng_ml"), ("soft_ng_day", "max_ng_day"),
+          ("max_bolus_ng", "max_ng_hour"), ("max_ng_hour", "max_ng_day"))
 #: Beside each limit, where its number comes from (a label, a guideline): optional text.
 _SOURCE_KEYS = tuple(k + "_source" for k in _LIMIT_KEYS)
 
@@ -160,17 +163,9 @@ def parse_druglib(data, where: str = "drug library") -> DrugLibrary:
                 bad = True
         if bad:
             continue
-        if entry["soft_conc_ng_ml"] > entry["max_conc_ng_ml"]:
-            errs.append(f"{f}: soft_conc_ng_ml is above max_conc_ng_ml")
-            continue
-        if entry["soft_ng_day"] > entry["max_ng_day"]:
-            errs.append(f"{f}: soft_ng_day is above max_ng_day")
-            continue
-        if entry["max_bolus_ng"] > entry["max_ng_hour"]:
-            errs.append(f"{f}: max_bolus_ng is above max_ng_hour")
-            continue
-        if entry["max_ng_hour"] > entry["max_ng_day"]:
-            errs.append(f"{f}: max_ng_hour is above max_ng_day")
+        wrong = [(lo, hi) for lo, hi in _ORDER if entry[lo] > entry[hi]]
+        if wrong:
+            errs.append(f"{f}: {wrong[0][0]} is above {wrong[0][1]}")
             continue
         ids.add(did)
         names.add(name.casefold())
