@@ -729,3 +729,11 @@ def test_a_live_twin_survives_clock_changes_and_refuses_what_does_not_fit(tmp_pa
         assert st["mode"] == "running"
         names = [N.EVENTS[e[2]].name for e in device_events(home, dev)]
         assert names.count("time_changed") == 3 and "bolus_started" not in names
+
+
+def test_refill_over_the_maximum_concentration_names_the_limit_and_its_value(twin_a):
+    r = run_theca(twin_a["home"], "--device", twin_a["dev"], "refill", "--volume", "1 mL",
+                  "--concentration", "30 mg/mL")
+    assert r.returncode == 3, r.stderr
+    assert "limit: max_concentration: 30 mg/mL is over the drug's maximum concentration " \
+           "25 mg/mL" in r.stderr, r.stderr

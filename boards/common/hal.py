@@ -201,7 +201,7 @@ def rtc_tuple(board_s):
 class Clock:
     """Device time (seconds since 2020-01-01Z) from the board's RTC.
 
-    The RTC is read once here and written by set(); between the two, the millisecond
+    The RTC is read once here and written by set() (at boot only); between the two, the millisecond
     tick counter carries the time, so now() allocates nothing (time.time() on a board
     can exceed 2**30 and allocate) and sleep_until() is exact to the millisecond. The
     tick counter and the RTC run from the same crystal on both boards.
@@ -228,7 +228,9 @@ class Clock:
         return self._base + el // 1000
 
     def set(self, t):
-        """SET_TIME: write the RTC (so a reset keeps the time) and re-base on it."""
+        """Move the clock on (at boot, past the stored state: the firmware's monotonic
+        clock never goes back); writes the RTC so a reset keeps it. SET_TIME never calls
+        this: it sets only the pump's wall clock."""
         self.rtc.datetime(rtc_tuple(t + self.off))
         self._base = t
         self._ms0 = time.ticks_ms()

@@ -150,12 +150,8 @@ class Mechanism:
     def _refill(self):
         now = self.faults.clock.true_now()
         while self.refills and self.refills[0][0] <= now:
-            r = self.refills.pop(0)
-            self.fill(r[1], r[2] if len(r) > 2 else self.conc_now())
-
-    def conc_now(self):
-        """The reservoir's concentration (ng/mL, rounded down)."""
-        return self.mass // self.reservoir_nl if self.reservoir_nl else 0
+            _, nl, conc = self.refills.pop(0)
+            self.fill(nl, conc)
 
     def fill(self, nl, conc):
         """The clinician injects nl of conc through the septum (refused if it overfills)."""

@@ -210,8 +210,13 @@ def cmd_refill(args) -> int:
                        f"reservoir holds {before['reservoir_ul'] / 1000:.3f} mL of "
                        f"{before['capacity_ul'] / 1000:g} mL (room for {U.fmt_volume(max(room, 0))})")
             else:
-                msg = (f"limit: {U.fmt_conc(conc)} is over the drug's maximum concentration "
-                       f"{U.fmt_conc(e.detail)}")
+                # the detail names the limit (max_concentration); its value is the library's
+                from .druglib import load_druglib
+
+                d = load_druglib().find(before["drug"]) if before.get("drug") else None
+                top = f" {U.fmt_conc(d.max_conc_ng_ml)}" if d is not None else ""
+                msg = (f"limit: max_concentration: {U.fmt_conc(conc)} is over the drug's "
+                       f"maximum concentration{top}")
             raise Refused(msg, "limit", e.detail) from None
         after = status_record(c, c.request("GET_STATUS", role=role))
     note = ""
@@ -257,12 +262,14 @@ def _bolus_fits(c: Client, st: dict, dose: int, dur: int) -> None:
         unit = U.amount_unit(d.max_ng_day)
         raise BadInput.at("--dose", f"limit: max_bolus: {U.fmt_amount(dose, unit)} exceeds "
                                     f"{d.name} hard limit {U.fmt_amount(d.max_bolus_ng, unit)}")
+    from .rxfile import too_fast
+
     conc = st.get("conc_ng_ml")
     max_rate = (c.info or {}).get("max_rate_nl_h") or tp.DEFAULT_MAX_RATE_NL_H
-    if conc and dur > 0 and dose * U.NL_PER_ML * 3600 > max_rate * dur * conc:
-        ul_h = dose * U.NL_PER_ML * 3600 / conc / dur / 1000
+    fast = too_fast(dose, dur, conc, max_rate) if conc and dur > 0 else None
+    if fast is not None:
         raise BadInput.at("--duration", f"limit: max_rate: {U.fmt_amount(dose)} over "
-                                        f"{U.fmt_duration(dur)} is {ul_h:.4g} uL/h, faster than "
+                                        f"{U.fmt_duration(dur)} is {float(fast) / 1000:.4g} uL/h, faster than "
                                         f"the pump's {max_rate / 1000:g} uL/h; give a longer "
                                         "duration")
 

@@ -60,6 +60,14 @@ _TIMED = struct.Struct("<HHI")
 _OVERRIDE_HINT = "confirm with --override-soft-limit"
 
 
+def too_fast(dose_ng: int, duration_s: int, conc_ng_ml: int,
+             max_rate_nl_h: int = MAX_RATE_NL_H) -> Fraction | None:
+    """The bolus's rate (nL/h, exact) if it is faster than the mechanism's max_rate, else
+    None: the device's rule (guard.rate_too_fast), so host and device draw the line alike."""
+    rate = Fraction(dose_ng) * u.NL_PER_ML * 3600 / (conc_ng_ml * duration_s)
+    return rate if rate > max_rate_nl_h else None
+
+
 class Step(NamedTuple):
     """A basal step: from `start_min` (local minutes after midnight) until the next step."""
 
@@ -349,11 +357,12 @@ def _rules(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[
                                    f"max_bolus {u.fmt_amount(drug.max_bolus_ng, unit)}")
         if not conc or dose is None or not dur or dose <= 0 or dur <= 0:
             return
-        nl = Fraction(dose) * u.NL_PER_ML / conc
-        if nl * 3600 > MAX_RATE_NL_H * dur:
+        fast = too_fast(dose, dur, conc)
+        if fast is not None:
+            nl = Fraction(dose) * u.NL_PER_ML / conc
             probs.add(f"{f}.duration",
                       f"{u.fmt_volume(math.ceil(nl))} in {u.fmt_duration(dur)} is "
-                      f"{float(nl * 3600 / dur / 1000):.4g} uL/h, faster than the pump's hard "
+                      f"{float(fast / 1000):.4g} uL/h, faster than the pump's hard "
                       f"limit max_rate {max_ul_h}; give a longer duration")
 
     def duration_ok(f: str, dur: int | None) -> None:

@@ -33,6 +33,7 @@ from .rxfile import (
     read_toml,
     table_list,
     toml_locator,
+    too_fast,
 )
 
 MAX_DAYS = 3660
@@ -372,13 +373,12 @@ class _Loader:
                     unit = u.amount_unit(drug.max_ng_day)
                     probs.add(f"{f}.dose", f"{u.fmt_amount(dose, unit)} exceeds {drug.name} hard "
                                            f"limit max_bolus {u.fmt_amount(drug.max_bolus_ng, unit)}")
-                if dose and dur and conc:
-                    nl_h = Fraction(dose) * u.NL_PER_ML / conc * 3600 / dur
-                    if nl_h > MAX_RATE_NL_H:
-                        probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is too short: "
-                                                   f"{float(nl_h / 1000):.4g} uL/h is faster than "
-                                                   f"the pump's hard limit max_rate "
-                                                   f"{MAX_RATE_NL_H / 1000:g} uL/h")
+                nl_h = too_fast(dose, dur, conc) if dose and dur and conc else None
+                if nl_h is not None:
+                    probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is too short: "
+                                               f"{float(nl_h / 1000):.4g} uL/h is faster than "
+                                               f"the pump's hard limit max_rate "
+                                               f"{MAX_RATE_NL_H / 1000:g} uL/h")
                 kw = {"dose_ng": dose, "duration_s": dur}
             elif action == "refill":
                 vol = self.call(u.parse_volume, ev["volume"], f"{f}.volume") if "volume" in ev else None
