@@ -44,13 +44,18 @@ def rate_too_fast(dose_nl, duration_s, max_rate_nl_h):
     return dose_nl * HOUR > max_rate_nl_h * duration_s
 
 
+def check_conc(conc, d):
+    """OK, or MAX_CONCENTRATION if conc (ng/mL) is over the drug's hard maximum."""
+    return MAX_CONCENTRATION if conc > d["max_conc_ng_ml"] else OK
+
+
 def check_rx(rx, d, max_rate_nl_h):
     """The prescription on its own: OK or the limit it breaks (a DENY_* code).
 
     Worst cases: every allowed patient bolus taken, every timed bolus given; the basal
     at its fastest step for the hourly limit (a clock change can keep it there)."""
     conc = rx.conc_ng_ml
-    if conc > d["max_conc_ng_ml"]:
+    if check_conc(conc, d) != OK:
         return MAX_CONCENTRATION
     big = d["max_bolus_ng"]
     for dose in rx.timed_dose_ng:

@@ -532,7 +532,7 @@ class Pump:
             return md.NACK_INVALID, _field_code("concentration")
         if self.rx is not None:
             d = self.druglib.get(self.rx.drug)
-            if d is not None and conc > d["max_conc_ng_ml"]:
+            if d is not None and guardmod.check_conc(conc, d) != OK:
                 return md.NACK_LIMIT, guardmod.MAX_CONCENTRATION
         old = self.conc
         if old and conc != old:

@@ -166,3 +166,19 @@ def test_a_reboot_without_a_clock_frees_no_bolus(tmp_path):
         assert tw.command("PATIENT_BOLUS", role=PATIENT).result == "ack"
     finally:
         tw.close()
+
+
+def test_boluses_stacked_within_an_hour_stop_at_max_per_hour(twin):
+    # Each bolus is within max_bolus and the day's limit; two in one hour on a 10 mg/day
+    # basal would put 1.32 mg into an hour against 1.125 mg.
+    # REQ: SR-LIM-03
+    assert twin.program(morphine(10_000_000)).result == "ack"
+    twin.run(2 * H)
+    assert bolus(twin, 450_000, 600).result == "ack"
+    twin.run(660)
+    r = bolus(twin, 450_000, 600)
+    assert (r.result, r.limit) == ("limit", "max_per_hour")
+    twin.run(H)
+    assert bolus(twin, 450_000, 600).result == "ack"  # an hour on: allowed again
+    twin.run(DAY)
+    assert_within_limits(twin)

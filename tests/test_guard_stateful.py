@@ -160,6 +160,10 @@ class DoseGuardMachine(RuleBasedStateMachine):
     def volume_is_conserved(self):
         tr = self.tw.truth
         assert tr["pumped_nl"] + tr["reservoir_nl"] == self.filled_nl
+        # and the firmware believes what physically happened, to the nL
+        st = self.tw.status()
+        assert st["reservoir_nl"] == tr["reservoir_nl"], (st["reservoir_nl"], tr)
+        assert st["delivered_ul"] * 1000 + st["delivered_nl"] == tr["pumped_nl"], (st, tr)
 
 
 def teardown_module():
