@@ -23,6 +23,8 @@ from theca.druglib import default_path as druglib_path
 
 CLINICIAN, PATIENT = 1, 2
 T = {m.name: m.type for m in tp.COMMANDS.values()}
+# the truth stream's record, as boards/unix/board.py's Mechanism writes it (a twin format,
+# not the protocol's): true time, nL, drug at the tip in 1e-6 ng
 _REC = struct.Struct("<IIq")
 
 
@@ -168,8 +170,9 @@ class ControlledTwin:
         wire = bytes.fromhex(out["reply"])
         assert wire, f"{name}: the firmware did not answer"
         hdr, payload = tp.parse_frame(tp.cobs_decode(wire[:-1]))
-        head = tp.ReplyHead.parse(payload[:10])
-        return Reply(tp.RESULTS[head.result], head.detail, bytes(payload[10:]), hdr.time)
+        n = tp.ReplyHead.sizeof()
+        head = tp.ReplyHead.parse(payload[:n])
+        return Reply(tp.RESULTS[head.result], head.detail, bytes(payload[n:]), hdr.time)
 
     def program(self, rx) -> Reply:
         return self.command("PROGRAM", rx.to_blob())
