@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import select
 import struct
 import subprocess
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ T = {m.name: m.type for m in tp.COMMANDS.values()}
 # the truth stream's record, as boards/unix/board.py's Mechanism writes it (a twin format,
 # not the protocol's): true time, nL, drug at the tip in 1e-6 ng
 _REC = struct.Struct("<IIq")
+#: Longest a control request may take in real seconds (a 6 h run takes well under 1 s).
+CTL_TIMEOUT_S = 60
 
 
 @dataclass
@@ -101,11 +104,21 @@ class ControlledTwin:
         self.ctl("truth")
 
     def ctl(self, op: str, **kw) -> dict:
-        """One request on the control channel; its answer (the truth comes with each)."""
+        """One request on the control channel; its answer (the truth comes with each).
+        A firmware that does not answer within CTL_TIMEOUT_S (virtual time costs little
+        real time) is hung: RuntimeError. Every request is kept in ctl.log to replay."""
         assert self.proc is not None and self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write((json.dumps({"op": op, **kw}) + "\n").encode())
+        req = json.dumps({"op": op, **kw})
+        with open(self.workdir / "ctl.log", "a") as f:
+            f.write(f"{self.boots} {req}\n")
+        self.proc.stdin.write((req + "\n").encode())
         self.proc.stdin.flush()
         while True:
+            ready, _, _ = select.select([self.proc.stdout], [], [], CTL_TIMEOUT_S)
+            if not ready:
+                self.proc.kill()
+                raise RuntimeError(f"the firmware did not answer {op} within {CTL_TIMEOUT_S} s "
+                                   f"(hung); requests in {self.workdir / 'ctl.log'}")
             line = self.proc.stdout.readline()
             if not line:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
