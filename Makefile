@@ -37,7 +37,8 @@ bench: setup
 # The stateful dose-guard test for SOAK_MINUTES (default 10); prints the steps it ran.
 SOAK_MINUTES ?= 10
 soak: setup
-	THECA_SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/pytest -q -s -p no:cacheprovider tests/test_guard_stateful.py
+	THECA_SOAK_MINUTES=$(SOAK_MINUTES) THECA_STATEFUL_NO_SHRINK=1 $(BIN)/pytest -q -s \
+	  -p no:cacheprovider --timeout=0 tests/test_guard_stateful.py
 
 lint: setup
 	$(BIN)/ruff check host_tools protocol tests bench
