@@ -260,7 +260,7 @@ class Pump:
                 due -= 1
         else:
             self.engine.advance(now, False)
-            if self.mode == HALTED and self.alarms.active(MOTOR_STALL) and now >= self.retry_t:
+            if self._probing() and now >= self.retry_t:
                 self._probe(now)
         if self.eta_dirty:
             self._update_eta(now)
@@ -271,7 +271,10 @@ class Pump:
         else:
             # halted or suspended: only the schedule's breakpoints matter, not strokes
             nxt = self.engine.next_breakpoint()
-            if self.retry_t < nxt:
+            # the stall retry only while a probe can happen: a suspended pump keeps its
+            # retry time, and waking for it would wake at once for ever (found by the
+            # stateful test: the therapy task spun at one instant)
+            if self._probing() and self.retry_t < nxt:
                 nxt = self.retry_t
         lim = now + SENSE_S
         if nxt > lim:
@@ -365,6 +368,10 @@ class Pump:
         if bit == MOTOR_STALL:
             self.retry_t = now + STALL_RETRY_S
         self._update_mode(now)
+
+    def _probing(self):
+        # a halted pump with a stalled motor tries it again at retry_t
+        return self.mode == HALTED and self.alarms.active(MOTOR_STALL)
 
     def _probe(self, now):
         # Try the stalled motor with one real stroke. A success counts as an early

@@ -182,3 +182,19 @@ def test_boluses_stacked_within_an_hour_stop_at_max_per_hour(twin):
     assert bolus(twin, 450_000, 600).result == "ack"  # an hour on: allowed again
     twin.run(DAY)
     assert_within_limits(twin)
+
+
+def test_a_stall_then_a_suspension_does_not_hang_the_pump(twin):
+    # The stateful test's counterexample, as it was found: the firmware stopped answering.
+    # REQ: SR-STALL-01
+    assert twin.program(morphine(900_000)).result == "ack"
+    twin.fault("motor_stall", 560)
+    twin.run(446)
+    assert twin.command("SUSPEND").result == "ack"
+    twin.fault("occlusion", 2369)
+    twin.run(3 * H)  # past the stall's retry time, suspended: must not spin
+    p0 = twin.truth["pumped_nl"]
+    assert twin.command("RESUME").result == "ack"  # its probe stroke moves the motor
+    twin.run(DAY)
+    # 0.9 mg/day at 10 mg/mL: 90 uL in the day from the resume, to a stroke
+    assert abs(twin.truth["pumped_nl"] - p0 - 90_000) <= 250

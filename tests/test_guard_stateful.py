@@ -68,8 +68,9 @@ class DoseGuardMachine(RuleBasedStateMachine):
             try:
                 tw.close()
             except RuntimeError:
-                return  # a hung or dead twin: keep its folder (ctl.log) for the report
-            shutil.rmtree(self.dir, ignore_errors=True)
+                return  # a dead twin: keep its folder (ctl.log) for the report
+            if not tw.hung:
+                shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- commands ---------------------------------------------------------------------
     @rule(pct=st.integers(1, 110), second=st.one_of(st.none(), st.integers(0, 1439)),

@@ -67,6 +67,7 @@ class ControlledTwin:
         self.now = self.start  # true time
         self.truth: dict = {}
         self.proc: subprocess.Popen | None = None
+        self.hung = False  # it stopped answering: its folder is evidence, keep it
         self._boot()
 
     # -- process -----------------------------------------------------------------------
@@ -116,9 +117,13 @@ class ControlledTwin:
         while True:
             ready, _, _ = select.select([self.proc.stdout], [], [], CTL_TIMEOUT_S)
             if not ready:
+                self.hung = True
                 self.proc.kill()
+                self.proc.wait()
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
                 raise RuntimeError(f"the firmware did not answer {op} within {CTL_TIMEOUT_S} s "
-                                   f"(hung); requests in {self.workdir / 'ctl.log'}")
+                                   f"(hung); requests in {self.workdir / 'ctl.log'}; its "
+                                   f"stderr: {err[-2000:]}")
             line = self.proc.stdout.readline()
             if not line:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""

@@ -187,6 +187,27 @@ def test_stall_counts_nothing_and_recovers():
     assert got <= 2 * 150_000 // 24 + 2 * 250, got
 
 
+def test_a_suspended_stalled_pump_sleeps_instead_of_spinning():
+    # Found by the stateful dose-guard test: a stall sets the retry time; once suspended
+    # the pump no longer probes, and tick() kept returning that past retry time, so the
+    # therapy task woke at one instant for ever (a hang on the twin, a flat-out CPU and
+    # battery drain on a board).
+    # REQ: SR-STALL-01
+    hw, p, h = started()
+    run_until(p, hw, T0 + 3600)
+    hw.motor.fail = 1
+    run_until(p, hw, T0 + 3900)  # a stroke is due in there (one every 144 s)
+    assert p.mode == P.HALTED and T0 + 3600 < p.retry_t < T0 + 4000
+    assert reply(p.command(h.cmd(md.T_SUSPEND), T0 + 3900))[2] == 0
+    t = p.retry_t + 5
+    assert p.tick(t) > t  # it sleeps: nothing is due while suspended
+    hw.motor.fail = 0
+    assert reply(p.command(h.cmd(md.T_RESUME), t + 60))[2] == 0
+    assert p.mode == P.HALTED  # the stall alarm stands until a probe moves the motor
+    run_until(p, hw, t + 600)
+    assert p.mode == P.RUNNING and not p.alarms.active(md.ALARM_MOTOR_STALL)
+
+
 def test_battery_eri_and_eos():
     # REQ: SR-BATT-01
     hw, p, h = started()
