@@ -23,8 +23,9 @@ for p in (ROOT / "host_tools", ROOT / "protocol"):
         sys.path.insert(0, str(p))
 
 import theca_protocol as tp  # noqa: E402
-from theca import decode  # noqa: E402
-from theca.tlog import Tlog, header_bytes  # noqa: E402
+from theca.log.stats import Summary  # noqa: E402
+from theca.log.tlog import Tlog, header_bytes  # noqa: E402
+from theca.log.writers.jsonl import write_jsonl  # noqa: E402
 
 
 def status_log(path, n: int, t0: int = 189388800, period: int = 60) -> int:
@@ -64,7 +65,7 @@ def status_log(path, n: int, t0: int = 189388800, period: int = 60) -> int:
 
 def _summary_once(path) -> dict:
     with Tlog(path) as t:
-        s = decode.Summary(t)
+        s = Summary(t)
         for b in t.batches():
             s.add(b.starts, b.lengths)
         s.anomalies = list(t.anomalies)
@@ -88,11 +89,9 @@ class _Discard:
 
 def _jsonl_once(path) -> int:
     sink = _Discard()
-    out = decode._Out(sink)
     with Tlog(path) as t:
-        s = decode.Summary(t)
-        decode._emit(t, "jsonl", out, s)
-        out.flush()
+        s = Summary(t)
+        write_jsonl(t, sink, s)
         del s
     return sink.lines
 

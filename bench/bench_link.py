@@ -81,8 +81,8 @@ def log_pull(c) -> dict:
 
 def run() -> dict:
     sys.path.insert(0, str(ROOT / "host_tools"))
-    from theca.client import Client
-    from theca.twin import LiveTwin
+    from theca.link.client import Client
+    from theca.twin.live import LiveTwin
 
     with tempfile.TemporaryDirectory(prefix="bench-link-") as d:
         d = Path(d)

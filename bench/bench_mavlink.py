@@ -15,7 +15,7 @@ extension when it is installed (it is: a dependency of pymavlink 2.4.50).
 
 Theca is measured on a .tlog of n STATUS frames (bench_decode.status_log):
 `decode --summary` (scan, CRC, counts), every field decoded into columns
-(`decode.read_log`, what `report` and `trumpet` use), jsonl and Parquet output.
+(`read_log`, what `report` and `trumpet` use), jsonl and Parquet output.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ for p in (ROOT / "host_tools", ROOT / "protocol", ROOT / "bench"):
 
 import bench_decode  # noqa: E402
 import theca_protocol as tp  # noqa: E402
-from theca import decode  # noqa: E402
-from theca.tlog import Tlog  # noqa: E402
+from theca.log.data import read_log  # noqa: E402
+from theca.log.stats import Summary, summarize  # noqa: E402
+from theca.log.tlog import Tlog  # noqa: E402
+from theca.log.writers.jsonl import write_jsonl  # noqa: E402
+from theca.log.writers.parquet import write_parquet  # noqa: E402
 
 CHUNK = 4096
 THECA_FRAME = tp.HDR_SIZE + tp.Status.sizeof() + tp.CRC_SIZE
@@ -131,27 +134,26 @@ def theca_figures(n: int = 200_000, repeat: int = 3) -> dict:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "bench.tlog"
         bench_decode.status_log(path, n)
-        s_sum, r = _best(lambda: decode.summarize(path), repeat)
+        s_sum, r = _best(lambda: summarize(path), repeat)
         assert r["frames"] == n and r["clean"], r
-        s_col, log = _best(lambda: decode.read_log(path), repeat)
+        s_col, log = _best(lambda: read_log(path), repeat)
         assert len(log.status["time"]) == n
 
         def jsonl():
-            out = decode._Out(io.StringIO())
+            out = io.StringIO()
             with Tlog(path) as t:
-                s = decode.Summary(t)
-                decode._emit(t, "jsonl", out, s)
-                out.flush()
+                s = Summary(t)
+                write_jsonl(t, out, s)
                 del s
-            return out.stream.getvalue().count("\n")
+            return out.getvalue().count("\n")
 
         s_js, lines = _best(jsonl, repeat)
         assert lines == n
 
         def parquet():
             with Tlog(path) as t:
-                s = decode.Summary(t)
-                rows = decode.write_parquet(t, Path(d) / "bench.parquet", s)
+                s = Summary(t)
+                rows = write_parquet(t, Path(d) / "bench.parquet", s)
                 del s
             return rows
 

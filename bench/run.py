@@ -20,12 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from theca.log.data import read_log
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from theca.build import compile_firmware  # noqa: E402
-from theca.scenario import load_scenario  # noqa: E402
-from theca.simulate import simulate  # noqa: E402
+from theca.board.build import compile_firmware  # noqa: E402
+from theca.inputs.scenario import load_scenario  # noqa: E402
+from theca.twin.simulate import simulate  # noqa: E402
 
 SCENARIO = """
 start = 2026-01-01T00:00:00Z
@@ -90,7 +92,7 @@ def min_heap(d: Path, days: int = 30) -> dict:
 
 def report_speed(d: Path) -> dict:
     """Seconds for `theca report` and `theca trumpet` on 30 days with 30 s status frames."""
-    from theca import decode, report, trumpet
+    from theca.analysis import report, trumpet
 
     sc = load_scenario(_write(d / "rep.toml", SCENARIO.format(days=30, rx=RX).replace(
         "status_period_s = 60", "status_period_s = 30")))
@@ -101,7 +103,7 @@ def report_speed(d: Path) -> dict:
     _, rep = report.make_report(d / "rep.tlog", d / "report")
     rs = time.perf_counter() - t
     t = time.perf_counter()
-    log = decode.read_log(d / "rep.tlog")
+    log = read_log(d / "rep.tlog")
     tr = trumpet.compute(log, trumpet.default_start(log))
     ts = time.perf_counter() - t
     return {
@@ -222,7 +224,7 @@ def benchmarks_md(r: dict) -> str:
     if "theca_columns_frames_per_s" in mv:
         ps = peer["pymavlink_parse_frames_per_s"] if peer else None
         out.append(
-            f"| every field decoded (`decode.read_log`, what report/trumpet use; "
+            f"| every field decoded (`read_log`, what report/trumpet use; "
             f"{_n(mv['theca_frames'])} frames) | {_n(mv['theca_columns_frames_per_s'])} frames/s | "
             + (f"{pv} `parse_buffer` (CRC + every field): {_n(ps)} frames/s "
                f"({_ratio(mv['theca_columns_frames_per_s'], ps)})" if peer else "-")

@@ -15,13 +15,14 @@ from micropython import const
 
 import msgdefs as M
 
-_HDR = const(8)
-_CRC = const(4)
-_MAC = const(16)
-_CMD_HEAD = const(9)
-_MAXF = const(1280)
+# sizes from the protocol definition (globals: const() cannot take another module's)
+_HDR = M.HDR_SIZE
+_CRC = M.CRC_SIZE
+_MAC = M.MAC_SIZE
+_CMD_HEAD = M.CMD_HEAD_SIZE
+_MAXF = M.MAX_FRAME
 # A COBS encoding adds one byte per 254 and one up front.
-_MAX_COBS = const(1280 + 1280 // 254 + 2)
+_MAX_COBS = _MAXF + _MAXF // 254 + 2
 _VIEW_CACHE = const(24)
 
 # --- CRC-32/ISO-HDLC (reflected, poly 0xEDB88320), table-driven ------------------

@@ -4,10 +4,7 @@
 # record on flash (see store.py) and this ring is then only a cache of the newest.
 import struct
 
-from micropython import const
-
-REC = "<IIBBIII"
-REC_SIZE = const(22)
+from msgdefs import EVENT_FMT as REC, EVENT_SIZE as REC_SIZE
 
 
 class EventLog:

@@ -10,15 +10,30 @@ MAX_FRAME = const(1280)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
 MAC_SIZE = const(16)
 RX_SHA256_SIZE = const(32)  # READ_RX reply: sha256 of the blob, then the blob
-# (unused) RUNTIME_MICROPYTHON = const(1)  # DEVICE_INFO.runtime
+RUNTIME_MICROPYTHON = const(1)  # DEVICE_INFO.runtime
+LOG_PAGE_MAX = const(48)  # records per LOG_READ reply
 RX_VERSION = const(1)
 RX_MAX_STEPS = const(24)
 RX_MAX_TIMED = const(8)
-# (unused) RX_FLAG_TRIAL = const(1)
+RX_MAX_PB_PER_DAY = const(24)
+RX_MAX_LOCKOUT_S = const(86400)
+EPOCH_UNIX = 1577836800  # device time 0 in Unix seconds
 # (unused) RESULT_ACK = const(0)
 UTC_MIN = const(0)  # SET_TIME bounds (device seconds)
 UTC_MAX = const(946771199)  # 2049-12-31T23:59:59Z
 DEFAULT_MAX_RATE_NL_H = const(1000000)  # 1000 uL/h
+MAX_RATE_BOUND_NL_H = const(24000000)
+DEFAULT_STROKE_NL = const(250)
+MAX_STROKE_NL = const(65535)
+DEFAULT_CAPACITY_NL = const(20000000)
+MAX_CAPACITY_NL = const(40000000)
+DEFAULT_CATHETER_NL = const(150000)
+DEFAULT_LOW_RESERVOIR_NL = const(2000000)
+MAX_LOCAL_OFFSET_S = const(50400)
+MAX_BOLUS_DURATION_S = const(86400)
+STATE_VERSION = const(1)  # state.bin layout
+EVENT_SLOTS = const(10240)
+JOURNAL_SLOTS = const(32)
 TLOG_MAGIC = b'THECALOG'
 TLOG_FORMAT = const(1)
 TLOG_MARK = const(165)
@@ -94,6 +109,25 @@ TLOG_HDR_SIZE = const(16)
 # .tlog record head; the frame follows
 TLOG_REC_FMT = "<BH"
 TLOG_REC_SIZE = const(3)
+# events.bin slot: record, crc, padding
+EVENT_SLOT_FMT = "<22sI6s"
+EVENT_SLOT_SIZE = const(32)
+# journal.bin record
+JOURNAL_FMT = "<IIIIIHHiI"
+JOURNAL_SIZE = const(32)
+# state.bin header; the snapshot follows
+STATE_HDR_FMT = "<HHI"
+STATE_HDR_SIZE = const(8)
+# snapshot head; gate times, rolling buckets, Rx blob follow
+SNAP_FMT = "<IBiiIiIIIIIHIIHIIIIBBIBBIIIBBIiH"
+SNAP_SIZE = const(101)
+SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'locked_clinician', 'locked_patient', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len')
+# twin link input record; the frame follows
+LINK_IN_FMT = "<IH"
+LINK_IN_SIZE = const(6)
+# twin truth stream record
+TRUTH_FMT = "<IIq"
+TRUTH_SIZE = const(16)
 
 # Command table, indexed by type - CMD_FIRST: body size (-1 variable),
 # allowed roles as a mask of 1 << role.
@@ -101,6 +135,8 @@ CMD_FIRST = const(64)
 CMD_LAST = const(76)
 CMD_BODY_SIZE = (0, -1, 0, 8, 0, 8, 0, 0, 4, 8, 5, 0, 0)
 CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02'
+# 1: the command only reads (executing it again changes nothing)
+CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00'
 
 # pump modes (STATUS.mode)
 MODE_STOPPED = const(0)
@@ -171,6 +207,40 @@ NACK_BACKOFF = const(10)
 # stroke_failed a
 # (unused) STROKE_STALL = const(1)
 # (unused) STROKE_OCCLUSION = const(2)
+
+# the twin's exit statuses
+# (unused) TWIN_EXIT_OK = const(0)
+TWIN_EXIT_FIRMWARE_FAILED = const(3)
+TWIN_EXIT_WATCHDOG = const(5)
+TWIN_EXIT_POWER_CUT = const(7)
+
+# STATUS.flags bits, as masks
+STATUS_FLAG_BOLUS_RUNNING = const(1)  # bit 0
+STATUS_FLAG_BRIDGE = const(2)  # bit 1
+STATUS_FLAG_TRIAL = const(4)  # bit 2
+
+# Rx blob flags bits, as masks
+RX_FLAG_TRIAL = const(1)  # bit 0
+
+# fields a NACK `invalid` names (REPLY.detail)
+FIELD_LENGTH = const(1)  # length
+FIELD_VERSION = const(2)  # version
+FIELD_N_STEPS = const(3)  # n_steps
+FIELD_N_TIMED = const(4)  # n_timed
+FIELD_STEPS_START = const(5)  # steps.start
+FIELD_TIMED_START = const(6)  # timed.start
+FIELD_TIMED_DOSE = const(7)  # timed.dose
+FIELD_PATIENT_BOLUS_DOSE = const(8)  # patient_bolus.dose
+FIELD_PATIENT_BOLUS_LOCKOUT = const(9)  # patient_bolus.lockout
+FIELD_PATIENT_BOLUS_MAX_PER_DAY = const(10)  # patient_bolus.max_per_day
+FIELD_DRUG = const(11)  # drug
+FIELD_CONCENTRATION = const(12)  # concentration
+# (unused) FIELD_MAX_NG_DAY = const(13)  # max_ng_day
+# (unused) FIELD_STEPS_RATE = const(14)  # steps.rate
+FIELD_VOLUME = const(15)  # volume
+FIELD_DOSE = const(16)  # dose
+FIELD_OFFSET = const(17)  # offset
+FIELD_UTC = const(18)  # utc
 
 # alarm bits that are critical (two-tone, delivery stops)
 ALARMS_CRITICAL = const(238)  # 0x00ee

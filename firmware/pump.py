@@ -1,14 +1,14 @@
-# The pump's application core. No clocks, no pins: `now` comes in, the hardware
-# object `hw` built by the board is used only through its small interface
-# (docs/DESIGN.md), and every decision is an ordinary method call a test can make.
-import hashlib
+# The pump's therapy core: modes, strokes, alarms, the prescription and the drug. No
+# clocks, no pins: `now` comes in, the hardware object `hw` built by the board is used
+# only through its small interface (docs/DESIGN.md), and every decision is an ordinary
+# method call a test can make. Its neighbours: commands.py (the link's commands),
+# auth.py (who may command), guard.py (the dose limits), snapshot.py and boot.py (what
+# survives a restart).
 import json
 import struct
-from array import array
 
 import msgdefs as md
 from alarms import (
-    AUTH_BACKOFF,
     BATTERY_EOS,
     BATTERY_ERI,
     EMPTY_RESERVOIR,
@@ -19,8 +19,12 @@ from alarms import (
     OCCLUSION,
     Alarms,
 )
-from codec import FrameWriter, verify_mac
-from engine import DAY, KIND_CLINICIAN, KIND_PATIENT, KIND_TIMED, NEVER, Engine
+import auth as authmod
+import boot
+import commands
+import snapshot
+from codec import FrameWriter
+from engine import KIND_CLINICIAN, KIND_PATIENT, KIND_TIMED, NEVER, Engine
 from eventlog import REC_SIZE, EventLog
 from gate import (
     IN_PROGRESS,
@@ -49,17 +53,10 @@ STALL_RETRY_S = const(60)  # how often a stalled motor is tried again
 SENSE_S = const(600)  # longest sleep: battery and sensors are looked at this often
 SAVE_S = const(3600)  # the snapshot is at most this old (rolling 24 h buckets)
 ERI_DAYS = const(90)
-BACKOFF_AFTER = const(5)  # consecutive bad MACs before the device slows down
-BACKOFF_MAX_S = const(300)
-LOG_PAGE_MAX = const(48)
+BACKOFF_AFTER = authmod.BACKOFF_AFTER
 MAX_FRAME = md.MAX_FRAME
-_CMD_HDR = md.CMD_HEAD_FMT
-_CMD_HDR_SIZE = md.CMD_HEAD_SIZE
-_MAC_SIZE = md.MAC_SIZE
-_CRC_SIZE = md.CRC_SIZE
-_REPLY_HDR = md.REPLY_HEAD_FMT
-_REPLY_HDR_SIZE = md.REPLY_HEAD_SIZE
-
+# the largest telemetry frame: header, DEVICE_INFO (the largest payload), crc
+_TX_MAX = md.HDR_SIZE + md.DEVICE_INFO_SIZE + md.CRC_SIZE + 16
 
 
 def load_druglib(path):
@@ -116,13 +113,7 @@ class Pump:
         self.eta_dirty = True
         self.retry_t = NEVER
         self.last_tick = now
-        # authentication
-        self.last_ctr = [0, 0, 0]
-        self.last_id = [None, None, None]
-        self.cached = [None, None, None]
-        self.bad_macs = [0, 0, 0]
-        self.locked_until = [0, 0, 0]
-        self.last_result = [None, None, None]  # (type, result, detail): survives a reboot
+        self.auth = authmod.Auth(hw.keys)
         self.rx_bad = False
         self.clock_moved = None
         self.exit_requested = False
@@ -132,26 +123,7 @@ class Pump:
         gap = 0
         bad = False
         if store is not None:
-            try:
-                blob = store.load_state()
-            except ValueError:
-                blob = None
-                bad = True
-            jrec = store.journal_last()
-            if blob is not None:
-                t_last = struct.unpack_from("<I", blob, 0)[0]
-                if jrec is not None and jrec[1] > t_last:
-                    t_last = jrec[1]
-                if now < t_last:
-                    # A board without a battery-backed clock boots at its epoch: the
-                    # monotonic clock must never go back behind what the pump already did
-                    # (lockouts, the 24 h window). Move it on to the last known time: an
-                    # unknown downtime counts as none, so the history counts as recent
-                    # and a reboot never frees a bolus. The host sets the wall clock.
-                    hw.clock.set(t_last)
-                    self.clock_moved = (now, t_last)
-                    now = t_last
-                gap = self.restore(blob, jrec, now)
+            now, gap, bad = boot.restore(self, store, now)
         self.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
         if self.clock_moved is not None:
             d = self.wall_delta
@@ -164,7 +136,7 @@ class Pump:
             self.engine.unload(now)
             self.alarms.raise_(RX_INVALID, now, self.reservoir_nl)
             if self.mode == RUNNING:
-                self.mode = HALTED
+                self.set_mode(now, HALTED)
         if gap > 0:
             self.log(now, md.EV_DELIVERY_GAP, 0, gap, 0, 0)
         self.emit_info(now)
@@ -205,7 +177,7 @@ class Pump:
     def info_into(self, buf, off):
         struct.pack_into(
             md.DEVICE_INFO_FMT, buf, off, self.serial, FW_VERSION[0], FW_VERSION[1],
-            FW_VERSION[2], 1, md.SCHEMA, self.stroke_nl, self.capacity_nl, self.low_nl,
+            FW_VERSION[2], md.RUNTIME_MICROPYTHON, md.SCHEMA, self.stroke_nl, self.capacity_nl, self.low_nl,
             self.catheter_nl, self.max_rate_nl_h,
         )
         return md.DEVICE_INFO_SIZE
@@ -219,12 +191,12 @@ class Pump:
             if not 0 < eta < NEVER:
                 eta = 0  # no horizon past 2**30 - 1: reads as none
         if self.engine.b_next_end != NEVER:
-            flags |= 1
+            flags |= md.STATUS_FLAG_BOLUS_RUNNING
         if self.bridge_nl > 0:
-            flags |= 2
+            flags |= md.STATUS_FLAG_BRIDGE
         rx = self.rx
-        if rx is not None and rx.flags & 1:
-            flags |= 4
+        if rx is not None and rx.flags & md.RX_FLAG_TRIAL:
+            flags |= md.STATUS_FLAG_TRIAL
         struct.pack_into(
             md.STATUS_FMT, buf, off, self.mode, self.engine.step, flags,
             rx.drug if rx is not None else 0, self.alarms.mask, self.reservoir_nl,
@@ -394,18 +366,38 @@ class Pump:
         self.log(now, md.EV_MOTOR_RECOVERED, 0, 0, 0, 0)
         self._update_mode(now)
 
-    def _update_mode(self, now):
-        # RUNNING <-> HALTED follows the critical alarms; other modes are set by commands.
-        if self.mode == RUNNING and self.alarms.critical():
-            self.mode = HALTED
+    def set_mode(self, now, mode):
+        """The one place the mode changes (STATUS.mode, MODES). Delivery (RUNNING) is
+        never entered while a critical alarm is raised: HALTED instead. Leaving delivery
+        cancels the boluses, drops what was owed and stops the motor; entering it owes
+        nothing for the time before."""
+        if mode == SAFE:
+            # an internal fault: trust nothing but the motor's off
+            self.mode = SAFE
+            self.changed = True
+            self.hw.motor.off()
+            return
+        if mode == RUNNING and self.alarms.critical():
+            mode = HALTED
+        old = self.mode
+        if mode == old:
+            return
+        if old == RUNNING:
             self.engine.cancel_boluses(now)
             self.engine.drop_owed()
             self.hw.motor.off()
-            self.eta_dirty = True
+        elif mode == RUNNING:
+            self.engine.advance(now, False)  # nothing is owed for the time not running
+        self.mode = mode
+        self.eta_dirty = True
+        self.changed = True
+
+    def _update_mode(self, now):
+        # RUNNING <-> HALTED follows the critical alarms; other modes are set by commands.
+        if self.mode == RUNNING and self.alarms.critical():
+            self.set_mode(now, HALTED)
         elif self.mode == HALTED and not self.alarms.critical():
-            self.engine.advance(now, False)  # nothing is owed for the halted time
-            self.mode = RUNNING
-            self.eta_dirty = True
+            self.set_mode(now, RUNNING)
         self.changed = True
 
     def _update_eta(self, now):
@@ -463,7 +455,12 @@ class Pump:
             return NOT_CONFIGURED
         return self.guard.check(now, d, self._drug_conc(), dose_ng, dose_nl, duration_s)
 
-    def _load_plan(self, now):
+    def drug_per_stroke(self):
+        """ng_q + ng_r / 1e6: the drug one stroke delivers at the concentration now
+        leaving the catheter."""
+        self.ng_q, self.ng_r = divmod(self.stroke_nl * self._drug_conc(), 1_000_000)
+
+    def load_plan(self, now):
         # Volume plan from the drug plan at the concentration now leaving the catheter.
         rx = self.rx
         conc = self._drug_conc()
@@ -474,9 +471,7 @@ class Pump:
                 (rx.timed_start_s[i], rx.timed_duration_s[i], rxmod.ng_to_nl(rx.timed_dose_ng[i], conc))
             )
         self.engine.load(rx.step_start_s, rates, timed, now, self.offset + self.wall_delta)
-        q, r = divmod(self.stroke_nl * conc, 1_000_000)
-        self.ng_q = q
-        self.ng_r = r
+        self.drug_per_stroke()
         self.eta_dirty = True
         self.changed = True
 
@@ -484,7 +479,7 @@ class Pump:
         self.bridge_nl = 0
         self.bridge_conc = 0
         if self.rx is not None:
-            self._load_plan(now)
+            self.load_plan(now)
 
     def program(self, blob, now, who):
         """Accept a prescription (Rx blob). Returns (result, detail)."""
@@ -492,12 +487,12 @@ class Pump:
             rx = rxmod.parse(blob)
             rxmod.check_fields(rx, self.druglib.get(rx.drug))
         except rxmod.RxError as e:
-            if e.field == "version":
+            if e.field == md.FIELD_VERSION:
                 return md.NACK_SCHEMA, rxmod.VERSION
-            return md.NACK_INVALID, _field_code(e.field)
+            return md.NACK_INVALID, e.field
         if self.conc and rx.conc_ng_ml != self.conc:
             # The prescription must describe what is in the reservoir: refill first.
-            return md.NACK_INVALID, _field_code("concentration")
+            return md.NACK_INVALID, md.FIELD_CONCENTRATION
         d = self.druglib[rx.drug]
         reason = guardmod.check_rx(rx, d, self.max_rate_nl_h)
         old = self.rx
@@ -507,13 +502,13 @@ class Pump:
             # tried in the engine, put back if the guard says no.
             self.rx = rx
             self.conc = rx.conc_ng_ml
-            self._load_plan(now)
+            self.load_plan(now)
             reason = self._guard(now)
             if reason != OK:
                 self.rx = old
                 self.conc = old_conc
                 if old is not None:
-                    self._load_plan(now)
+                    self.load_plan(now)
                 else:
                     self.engine.unload(now)
         if reason != OK:
@@ -522,21 +517,19 @@ class Pump:
         first = old is None
         self.log(now, md.EV_PRESCRIPTION_CHANGED, who, rx.crc, rx.drug, len(blob))
         if first or self.mode == STOPPED:
-            self.mode = RUNNING
+            self.set_mode(now, RUNNING)
             self.log(now, md.EV_THERAPY_STARTED, who, rx.crc, 0, 0)
-            if self.alarms.critical():
-                self.mode = HALTED
         return 0, 0
 
     def refill(self, added_nl, conc, now, who):
         """Add drug; a new concentration keeps the prescribed drug per day."""
         if added_nl <= 0:
-            return md.NACK_INVALID, _field_code("volume")
+            return md.NACK_INVALID, md.FIELD_VOLUME
         if self.reservoir_nl + added_nl > self.capacity_nl:
             self.log(now, md.EV_REFILL_REFUSED, who, added_nl, self.reservoir_nl, self.capacity_nl)
             return md.NACK_LIMIT, self.capacity_nl - self.reservoir_nl
         if conc <= 0:
-            return md.NACK_INVALID, _field_code("concentration")
+            return md.NACK_INVALID, md.FIELD_CONCENTRATION
         if self.rx is not None:
             d = self.druglib.get(self.rx.drug)
             if d is not None and guardmod.check_conc(conc, d) != OK:
@@ -559,9 +552,7 @@ class Pump:
         if self.reservoir_nl >= self.low_nl:
             self.alarms.clear(LOW_RESERVOIR, now, self.reservoir_nl)
         if self.rx is not None:
-            q, r = divmod(self.stroke_nl * self._drug_conc(), 1_000_000)
-            self.ng_q = q
-            self.ng_r = r
+            self.drug_per_stroke()
         self.eta_dirty = True
         self._update_mode(now)
         return 0, 0
@@ -599,8 +590,8 @@ class Pump:
         if self.mode != RUNNING or self.rx is None:
             self.log(now, md.EV_BOLUS_DENIED, who, NOT_RUNNING, KIND_CLINICIAN, 0)
             return md.NACK_INVALID, NOT_RUNNING
-        if dose_ng <= 0 or not 0 < duration_s <= 86400:
-            return md.NACK_INVALID, _field_code("dose")
+        if dose_ng <= 0 or not 0 < duration_s <= md.MAX_BOLUS_DURATION_S:
+            return md.NACK_INVALID, md.FIELD_DOSE
         if self.engine.bolus_active(KIND_CLINICIAN):
             return md.NACK_BUSY, IN_PROGRESS
         dose_nl = rxmod.ng_to_nl(dose_ng, self._drug_conc())
@@ -621,13 +612,8 @@ class Pump:
         if self.mode not in (RUNNING, HALTED):
             return md.NACK_INVALID, self.mode
         self.engine.advance(now, self.mode == RUNNING)
-        self.mode = SUSPENDED
-        self.engine.cancel_boluses(now)
-        self.engine.drop_owed()
-        self.hw.motor.off()
+        self.set_mode(now, SUSPENDED)
         self.log(now, md.EV_SUSPENDED, who, 0, 0, 0)
-        self.eta_dirty = True
-        self.changed = True
         return 0, 0
 
     def resume(self, now, who):
@@ -638,7 +624,7 @@ class Pump:
             if reason != OK:
                 return md.NACK_LIMIT, reason
         self.engine.advance(now, False)
-        self.mode = HALTED if self.alarms.critical() else RUNNING
+        self.set_mode(now, RUNNING)  # HALTED while a critical alarm is raised
         self.log(now, md.EV_RESUMED, who, 0, 0, 0)
         self.eta_dirty = True
         self.changed = True
@@ -650,9 +636,9 @@ class Pump:
         never frees a dose, and nothing is delivered or missed for the jump. Refused if
         the schedule in its new place would pass a limit with what was delivered."""
         if not md.UTC_MIN <= utc <= md.UTC_MAX:
-            return md.NACK_INVALID, _field_code("utc")
-        if not -14 * 3600 <= offset <= 14 * 3600:
-            return md.NACK_INVALID, _field_code("offset")
+            return md.NACK_INVALID, md.FIELD_UTC
+        if not -md.MAX_LOCAL_OFFSET_S <= offset <= md.MAX_LOCAL_OFFSET_S:
+            return md.NACK_INVALID, md.FIELD_OFFSET
         self.engine.advance(now, self.mode == RUNNING)
         old_wall = now + self.wall_delta
         old = (self.wall_delta, self.offset)
@@ -673,268 +659,47 @@ class Pump:
     def fault(self, now, code):
         """An unexpected error in the application: motor off, safe state, logged."""
         try:
-            self.hw.motor.off()
+            self.set_mode(now, SAFE)
         finally:
-            self.mode = SAFE
             self.alarms.raise_(INTERNAL_FAULT, now, self.reservoir_nl, code)
             self.log(now, md.EV_FAULT, 0, code, 0, 0)
 
-    # -- commands -----------------------------------------------------------------------
+    def ack_alarm(self, now, mask, who):
+        """Silence the tones of the alarms in `mask`; returns the acknowledged mask."""
+        acked = self.alarms.ack(mask)
+        self.log(now, md.EV_ALARM_ACKNOWLEDGED, who, mask, 0, 0)
+        return acked
+
+    def maintenance(self, now, who):
+        """Stop for maintenance: suspended if delivering, motor off, the firmware exits
+        to the REPL (main.py)."""
+        if self.mode in (RUNNING, HALTED):
+            self.suspend(now, who)
+        self.hw.motor.off()
+        self.exit_requested = True
+
+    # -- the link (commands.py) ------------------------------------------------------
     def command(self, frame, now):
         """Handle one CRC-checked frame from the link; returns a REPLY frame or None."""
-        n = len(frame)
-        ver, typ, _seq, _t = struct.unpack_from(md.HDR_FMT, frame, 0)
-        if typ < 0x40 or typ >= 0x80:
-            return None  # not a command (another device's telemetry echoed back)
-        if ver != md.VERSION:
-            return self._reply(now, 0, typ, md.NACK_SCHEMA, md.VERSION, 0)
-        if n < md.HDR_SIZE + _CMD_HDR_SIZE + _MAC_SIZE + _CRC_SIZE:
-            return self._reply(now, 0, typ, md.NACK_BAD_FRAME, n, 0)
-        cmd_id, role, ctr = struct.unpack_from(_CMD_HDR, frame, md.HDR_SIZE)
-        key = self.hw.keys.get(role) if role in (CLINICIAN, PATIENT) else None
-        if key is None:
-            return self._reply(now, cmd_id, typ, md.NACK_BAD_MAC, 0, 0)
-        if now < self.locked_until[role]:
-            return self._reply(now, cmd_id, typ, md.NACK_BACKOFF, self.locked_until[role] - now, 0)
-        mac_at = n - _CRC_SIZE - _MAC_SIZE
-        if not verify_mac(key, frame, n):
-            k = self.bad_macs[role] + 1
-            self.bad_macs[role] = k
-            self.log(now, md.EV_AUTH_FAILURE, role, k, role, 0)
-            if k >= BACKOFF_AFTER:
-                wait = 1 << (k - BACKOFF_AFTER) if k - BACKOFF_AFTER < 9 else BACKOFF_MAX_S
-                self.locked_until[role] = now + (wait if wait < BACKOFF_MAX_S else BACKOFF_MAX_S)
-                self.alarms.raise_(AUTH_BACKOFF, now, self.reservoir_nl, role)
-            return self._reply(now, cmd_id, typ, md.NACK_BAD_MAC, 0, 0)
-        if self.bad_macs[role]:
-            self.bad_macs[role] = 0
-            if self.alarms.active(AUTH_BACKOFF):
-                self.alarms.clear(AUTH_BACKOFF, now, self.reservoir_nl, role)
-        cached = self.cached[role]
-        if cmd_id == self.last_id[role] and ctr == self.last_ctr[role]:
-            # A retry of the command already executed: same answer, no second bolus.
-            if cached is not None:
-                return memoryview(cached)
-            lr = self.last_result[role]
-            if lr is not None and lr[0] == typ and typ not in _READS:
-                # rebooted since: the answer (never a body for a change) was saved
-                return self._reply(now, cmd_id, typ, lr[1], lr[2], 0)
-            if typ in _READS:
-                body = frame[md.HDR_SIZE + _CMD_HDR_SIZE : mac_at]
-                return self._execute(typ, body, role, cmd_id, now)
-        if ctr <= self.last_ctr[role]:
-            return self._reply(now, cmd_id, typ, md.NACK_REPLAY, self.last_ctr[role], 0)
-        self.last_ctr[role] = ctr
-        if typ <= md.CMD_LAST and not md.CMD_ROLES[typ - md.CMD_FIRST] & (1 << role):
-            rep = self._reply(now, cmd_id, typ, md.NACK_FORBIDDEN, role, 0)
-        else:
-            body = frame[md.HDR_SIZE + _CMD_HDR_SIZE : mac_at]
-            rep = self._execute(typ, body, role, cmd_id, now)
-        self.last_id[role] = cmd_id
-        self.last_result[role] = (typ, rep[md.HDR_SIZE + 5], struct.unpack_from("<I", rep, md.HDR_SIZE + 6)[0])
-        self.cached[role] = bytes(rep)
-        if self.store is not None:
-            # durable before the host hears it: an acknowledged change survives a cut
-            self.save(now)
-            rep = memoryview(self.cached[role])
-        return rep
+        return commands.command(self, frame, now)
 
-    def _reply(self, now, cmd_id, typ, result, detail, body_len):
-        struct.pack_into(_REPLY_HDR, self.rtx.buf, md.HDR_SIZE, cmd_id, typ, result, detail)
+    def reply(self, now, cmd_id, typ, result, detail, body_len):
+        """The REPLY frame, its body (body_len bytes) already in place after the head."""
+        struct.pack_into(md.REPLY_HEAD_FMT, self.rtx.buf, md.HDR_SIZE, cmd_id, typ, result,
+                         detail)
         return self.rtx.finish(md.T_REPLY, self._next_seq(), now + self.wall_delta,
-                               _REPLY_HDR_SIZE + body_len)
-
-    def _execute(self, typ, body, role, cmd_id, now):
-        if len(body) and typ in _NO_BODY:
-            # PROTOCOL.md 4: a body of the wrong length is bad_frame, never executed (a
-            # SUSPEND with junk after it is not a SUSPEND)
-            return self._reply(now, cmd_id, typ, md.NACK_BAD_FRAME, len(body), 0)
-        # Bring therapy up to now first, so the command sees (and the reply reports)
-        # the pump as it is, not as the therapy task last left it.
-        self.tick(now)
-        self.changed = True
-        off = md.HDR_SIZE + _REPLY_HDR_SIZE
-        buf = self.rtx.buf
-        res, detail, blen = 0, 0, 0
-        nb = len(body)
-        if typ == md.T_GET_STATUS:
-            blen = self.status_into(buf, off, now)
-        elif typ == md.T_GET_INFO:
-            blen = self.info_into(buf, off)
-        elif typ == md.T_PROGRAM:
-            res, detail = self.program(body, now, role)
-        elif typ == md.T_READ_RX:
-            if self.rx is None:
-                res = md.NACK_INVALID
-            else:
-                blob = self.rx.blob
-                buf[off : off + 32] = hashlib.sha256(blob).digest()
-                buf[off + 32 : off + 32 + len(blob)] = blob
-                blen = 32 + len(blob)
-        elif typ == md.T_REFILL:
-            if nb != 8:
-                res, detail = md.NACK_BAD_FRAME, nb
-            else:
-                added, conc = struct.unpack_from("<II", body, 0)
-                res, detail = self.refill(added, conc, now, role)
-        elif typ == md.T_PATIENT_BOLUS:
-            reason = self.patient_bolus(now, role)
-            if reason != OK:
-                res, detail = md.NACK_LIMIT, reason
-        elif typ == md.T_CLINICIAN_BOLUS:
-            if nb != 8:
-                res, detail = md.NACK_BAD_FRAME, nb
-            else:
-                dose, dur = struct.unpack_from("<II", body, 0)
-                res, detail = self.clinician_bolus(now, dose, dur, role)
-        elif typ == md.T_SUSPEND:
-            res, detail = self.suspend(now, role)
-        elif typ == md.T_RESUME:
-            res, detail = self.resume(now, role)
-        elif typ == md.T_ACK_ALARM:
-            if nb != 4:
-                res, detail = md.NACK_BAD_FRAME, nb
-            else:
-                mask = struct.unpack_from("<I", body, 0)[0]
-                acked = self.alarms.ack(mask)
-                self.log(now, md.EV_ALARM_ACKNOWLEDGED, role, mask, 0, 0)
-                detail = acked
-        elif typ == md.T_SET_TIME:
-            if nb != 8:
-                res, detail = md.NACK_BAD_FRAME, nb
-            else:
-                utc, offset = struct.unpack_from("<Ii", body, 0)
-                res, detail = self.set_time(utc, offset, now, role)
-        elif typ == md.T_LOG_READ:
-            if nb != 5:
-                res, detail = md.NACK_BAD_FRAME, nb
-            else:
-                frm, mx = struct.unpack_from("<IB", body, 0)
-                if mx > LOG_PAGE_MAX or mx == 0:
-                    mx = LOG_PAGE_MAX
-                first, cnt = self.events.read_into(frm, mx, buf, off + 9)
-                struct.pack_into("<IIB", buf, off, self.events.next_seq, first, cnt)
-                blen = 9 + cnt * REC_SIZE
-        elif typ == md.T_MAINTENANCE:
-            self.suspend(now, role) if self.mode in (RUNNING, HALTED) else None
-            self.hw.motor.off()
-            self.exit_requested = True
-        else:
-            res = md.NACK_UNKNOWN_COMMAND
-        if res:
-            blen = 0
-        return self._reply(now, cmd_id, typ, res, detail, blen)
+                               md.REPLY_HEAD_SIZE + body_len)
 
     # -- persistence (store.py) -------------------------------------------------------
     def save(self, now):
         """Write the snapshot (atomic). Allocates: never called per stroke."""
         self.dirty = False
         self.saved_t = now
-        self.store.save_state(self.snapshot(now))
+        self.store.save_state(snapshot.pack(self, now))
 
     def snapshot(self, now):
-        g = self.gate
-        r = self.rolling
-        rx = self.rx.blob if self.rx is not None else b""
-        ids = [0xFFFFFFFF if i is None else i for i in self.last_id]
-        lr = [x if x is not None else (0, 0, 0) for x in self.last_result]
-        head = struct.pack(
-            _SNAP, now, self.mode, self.offset, self.wall_delta, self.conc, self.bridge_nl, self.bridge_conc,
-            self.alarms.mask, self.alarms.acked, self.reservoir_nl, self.delivered_ul,
-            self.delivered_nl, self.store.j_seq, self.ng_frac, self.seq,
-            self.last_ctr[1], self.last_ctr[2], ids[1], ids[2],
-            lr[1][0], lr[1][1], lr[1][2], lr[2][0], lr[2][1], lr[2][2],
-            self.locked_until[1], self.locked_until[2], g.n, g.head, r.idx, r.total, len(rx),
-        )
-        return head + bytes(g.starts) + bytes(r.b) + rx
-
-    def restore(self, blob, jrec, now):
-        """Take up a saved state after a restart. Nothing missed is caught up: the
-        schedule resumes at `now`. Returns the seconds that went undelivered."""
-        v = struct.unpack_from(_SNAP, blob, 0)
-        (t_saved, mode, self.offset, self.wall_delta, self.conc, self.bridge_nl, self.bridge_conc, mask, acked,
-         res, dul, dnl, jseq, self.ng_frac, seq, c1, c2, i1, i2, t1, r1, d1, t2, r2, d2,
-         lk1, lk2, gn, ghead, ridx, rtotal, rxlen) = v
-        off = _SNAP_SIZE
-        g = self.gate
-        n = len(g.starts) * 4
-        g.starts[:] = array("i", blob[off : off + n])
-        off += n
-        g.n = gn
-        g.head = ghead
-        r = self.rolling
-        n = len(r.b) * 4
-        r.b[:] = array("i", blob[off : off + n])
-        off += n
-        r.idx = ridx
-        r.total = rtotal
-        rxb = blob[off : off + rxlen]
-        self.alarms.mask = mask
-        self.alarms.acked = acked
-        # the frame counter starts again at 0 after a boot (decoders read that as a restart)
-        self.last_ctr = [0, c1, c2]
-        self.last_id = [None, None if i1 == 0xFFFFFFFF else i1, None if i2 == 0xFFFFFFFF else i2]
-        self.last_result = [None, (t1, r1, d1) if t1 else None, (t2, r2, d2) if t2 else None]
-        self.locked_until = [0, lk1, lk2]
-        t_last = t_saved
-        acc = 0
-        if jrec is not None and jrec[0] > jseq:
-            # strokes after the snapshot: the write-ahead journal has the accounting
-            _, t_last, jres, jul, acc, jnl, _flags = jrec
-            # what they delivered goes into the newest rolling bucket: counted longer than
-            # it really stays in the window, never shorter
-            extra = (jul - dul) * 1000 + (jnl - dnl)
-            if extra > 0 and self.conc:
-                r.add(now if now > t_last else t_last, rxmod.nl_to_ng(extra, self.conc) + 1)
-            res, dul, dnl = jres, jul, jnl
-        self.reservoir_nl = res
-        self.delivered_ul = dul
-        self.delivered_nl = dnl
-        self.mode = mode
-        if rxlen:
-            try:
-                self.rx = rxmod.parse(rxb)
-            except rxmod.RxError:
-                self.rx = None
-                self.rx_bad = True
-        if self.rx is not None:
-            q, rr = divmod(self.stroke_nl * self._drug_conc(), 1_000_000)
-            self.ng_q = q
-            self.ng_r = rr
-            self._load_plan(now)
-            if 0 < acc < self.engine.Q:
-                self.engine.acc = acc  # the fraction of a stroke owed, never more
-        self.last_tick = now
-        self.eta_dirty = True
-        return now - t_last if now > t_last else 0
-
-
-# Snapshot head (see snapshot()); the gate's start times, the rolling buckets and the Rx
-# blob follow it.
-_SNAP = "<IBiiIiIIIIIHIIHIIIIBBIBBIIIBBIiH"
-_SNAP_SIZE = struct.calcsize(_SNAP)
-
-# commands that only read: safe to answer again by executing them again
-# the largest telemetry frame: header, DEVICE_INFO (the largest payload), crc
-_TX_MAX = md.HDR_SIZE + md.DEVICE_INFO_SIZE + md.CRC_SIZE + 16
-
-_READS = (md.T_GET_STATUS, md.T_READ_RX, md.T_LOG_READ, md.T_GET_INFO)
-# commands whose body is empty
-_NO_BODY = (md.T_GET_STATUS, md.T_READ_RX, md.T_PATIENT_BOLUS, md.T_SUSPEND, md.T_RESUME,
-            md.T_GET_INFO, md.T_MAINTENANCE)
-
-_FIELDS = ("length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
-           "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",
-           "patient_bolus.max_per_day", "drug", "concentration", "max_ng_day", "steps.rate",
-           "volume", "dose", "offset", "utc")
-
-
-def _field_code(name):
-    """NACK detail for an invalid field: its index in _FIELDS (+1), decoded by the host."""
-    for i in range(len(_FIELDS)):
-        if _FIELDS[i] == name:
-            return i + 1
-    return 0
+        """The snapshot (snapshot.py) as bytes."""
+        return snapshot.pack(self, now)
 
 
 def _wall_u32(t):

@@ -3,7 +3,7 @@
 import struct
 from binascii import crc32
 
-from micropython import const
+import msgdefs as md
 from msgdefs import (
     RX_HEAD_FMT as _HDR,
     RX_HEAD_SIZE as _HDR_SIZE,
@@ -15,11 +15,11 @@ from msgdefs import (
     RX_TIMED_SIZE as _TIMED_SIZE,
     RX_VERSION as VERSION,
 )
-FLAG_TRIAL = const(1)
 
 
 class RxError(ValueError):
-    """A prescription the device refuses: `field` names it, `limit` is the bound."""
+    """A prescription the device refuses: `field` is the NACK field code (md.FIELD_*)
+    naming it, `limit` is the bound."""
 
     def __init__(self, field, limit=0):
         super().__init__(field)
@@ -69,18 +69,18 @@ def parse(blob):
     """Rx blob -> Rx. Raises RxError naming the malformed field."""
     n = len(blob)
     if n < _HDR_SIZE:
-        raise RxError("length")
+        raise RxError(md.FIELD_LENGTH)
     (ver, drug, ns, nt, flags, pbmax, pbdur, conc, pbdose, pblock) = struct.unpack_from(
         _HDR, blob, 0
     )
     if ver != VERSION:
-        raise RxError("version", VERSION)
+        raise RxError(md.FIELD_VERSION, VERSION)
     if not 1 <= ns <= MAX_STEPS:
-        raise RxError("n_steps", MAX_STEPS)
+        raise RxError(md.FIELD_N_STEPS, MAX_STEPS)
     if nt > MAX_TIMED:
-        raise RxError("n_timed", MAX_TIMED)
+        raise RxError(md.FIELD_N_TIMED, MAX_TIMED)
     if n != _HDR_SIZE + ns * _STEP_SIZE + nt * _TIMED_SIZE:
-        raise RxError("length")
+        raise RxError(md.FIELD_LENGTH)
     rx = Rx()
     rx.blob = bytes(blob)
     rx.crc = crc32(rx.blob)
@@ -97,27 +97,27 @@ def parse(blob):
         start, rate = struct.unpack_from(_STEP, blob, off)
         off += _STEP_SIZE
         if (i == 0 and start != 0) or start <= prev or start >= 1440:
-            raise RxError("steps.start")
+            raise RxError(md.FIELD_STEPS_START)
         prev = start
         rx.step_start_s.append(start * 60)
         rx.step_rate_ng_day.append(rate)
-    for i in range(nt):
+    for _ in range(nt):
         start, dur, dose = struct.unpack_from(_TIMED, blob, off)
         off += _TIMED_SIZE
         if start >= 1440:
-            raise RxError("timed.start")
+            raise RxError(md.FIELD_TIMED_START)
         if dur == 0 or dose == 0:
-            raise RxError("timed.dose")
+            raise RxError(md.FIELD_TIMED_DOSE)
         rx.timed_start_s.append(start * 60)
         rx.timed_duration_s.append(dur)
         rx.timed_dose_ng.append(dose)
     if pbmax:
         if pbdose == 0 or pbdur == 0:
-            raise RxError("patient_bolus.dose")
-        if pblock < pbdur or pblock > 86400:
-            raise RxError("patient_bolus.lockout", 86400)
-        if pbmax > 24:
-            raise RxError("patient_bolus.max_per_day", 24)
+            raise RxError(md.FIELD_PATIENT_BOLUS_DOSE)
+        if pblock < pbdur or pblock > md.RX_MAX_LOCKOUT_S:
+            raise RxError(md.FIELD_PATIENT_BOLUS_LOCKOUT, md.RX_MAX_LOCKOUT_S)
+        if pbmax > md.RX_MAX_PB_PER_DAY:
+            raise RxError(md.FIELD_PATIENT_BOLUS_MAX_PER_DAY, md.RX_MAX_PB_PER_DAY)
     return rx
 
 
@@ -125,9 +125,9 @@ def check_fields(rx, drug):
     """The fields a drug library entry `drug` (a dict, None if unknown) needs to judge the
     prescription at all. Raises RxError(field); the limits are the dose guard's."""
     if drug is None:
-        raise RxError("drug")
+        raise RxError(md.FIELD_DRUG)
     if rx.conc_ng_ml == 0:
-        raise RxError("concentration")
+        raise RxError(md.FIELD_CONCENTRATION)
 
 
 def ng_to_nl(ng, conc_ng_ml):

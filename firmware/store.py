@@ -16,15 +16,20 @@ import struct
 from binascii import crc32
 
 from codec import crc_ok, crc_put
-from micropython import const
+from msgdefs import (
+    EVENT_FMT as _EV_FMT,
+    EVENT_SIZE as _EV_REC,
+    EVENT_SLOT_SIZE as _EV_SLOT,
+    EVENT_SLOTS,
+    JOURNAL_FMT as _J_FMT,
+    JOURNAL_SIZE as _J_SIZE,
+    JOURNAL_SLOTS,
+    STATE_HDR_FMT as _STATE_HDR,
+    STATE_HDR_SIZE as _STATE_HDR_SIZE,
+    STATE_VERSION as _STATE_VERSION,
+)
 
-EVENT_SLOTS = const(10240)
-_EV_SLOT = const(32)  # 22-byte EventRecord, crc32, padding
-_EV_REC = const(22)
-JOURNAL_SLOTS = const(32)
-_J_FMT = "<IIIIIHHiI"  # seq, t, reservoir_nl, delivered_ul, acc, delivered_nl, flags, spare, crc
-_J_SIZE = const(32)
-_STATE_VERSION = const(1)
+_J_CRC_AT = _J_SIZE - 4  # the journal record's CRC covers what is before it
 
 
 def _exists(path):
@@ -74,7 +79,7 @@ class Store:
                 break
             if not crc_ok(buf, _EV_REC + 4):
                 continue
-            seq = struct.unpack_from("<I", buf, 4)[0]
+            seq = struct.unpack_from(_EV_FMT, buf, 0)[1]
             if seq == 0 or seq % self.slots != i:
                 continue
             if seq > hi:
@@ -110,7 +115,7 @@ class Store:
             return None
         if not crc_ok(buf, _EV_REC + 4):
             return None
-        if struct.unpack_from("<I", buf, 4)[0] != seq:
+        if struct.unpack_from(_EV_FMT, buf, 0)[1] != seq:
             return None
         return memoryview(buf)[:_EV_REC]
 
@@ -121,7 +126,7 @@ class Store:
         buf = self._j_buf
         struct.pack_into(_J_FMT, buf, 0, self.j_seq, t, reservoir_nl, delivered_ul, acc,
                          delivered_nl, flags, 0, 0)
-        crc_put(buf, 28)
+        crc_put(buf, _J_CRC_AT)
         f = self.j
         f.seek((self.j_seq % JOURNAL_SLOTS) * _J_SIZE)
         f.write(buf)
@@ -150,7 +155,7 @@ class Store:
     # -- snapshot -----------------------------------------------------------------------
     def save_state(self, blob):
         """Atomically replace the snapshot: write new, then rename over the old."""
-        hdr = struct.pack("<HHI", _STATE_VERSION, 0, crc32(blob))  # not per stroke
+        hdr = struct.pack(_STATE_HDR, _STATE_VERSION, 0, crc32(blob))  # not per stroke
         with open(self.state_new, "wb") as f:
             f.write(hdr)
             f.write(blob)
@@ -163,10 +168,10 @@ class Store:
             return None
         with open(self.state_path, "rb") as f:
             data = f.read()
-        if len(data) < 8:
+        if len(data) < _STATE_HDR_SIZE:
             raise ValueError("state: short")
-        ver, _, crc = struct.unpack_from("<HHI", data, 0)
-        blob = data[8:]
+        ver, _, crc = struct.unpack_from(_STATE_HDR, data, 0)
+        blob = data[_STATE_HDR_SIZE:]
         if ver != _STATE_VERSION or crc32(blob) != crc:
             raise ValueError("state: bad crc")
         return blob

@@ -21,6 +21,7 @@ sys.path.insert(0, str(HERE))
 import theca_protocol as P  # noqa: E402
 from theca_protocol import messages as M  # noqa: E402
 from theca_protocol import names as N  # noqa: E402
+from theca_protocol import storage as S  # noqa: E402
 from theca_protocol.schema import field_names, fixed_format  # noqa: E402
 
 OUT = HERE.parent / "firmware" / "msgdefs.py"
@@ -46,7 +47,16 @@ LAYOUTS = [
     ("LOG_READ_REPLY_HEAD", M.LogReadReplyHead, "LOG_READ reply head; count EVENT records follow"),
     ("TLOG_HDR", M.TlogHeader, ".tlog file header"),
     ("TLOG_REC", M.TlogRecordHead, ".tlog record head; the frame follows"),
+    ("EVENT_SLOT", S.EventSlot, "events.bin slot: record, crc, padding"),
+    ("JOURNAL", S.JournalRecord, "journal.bin record"),
+    ("STATE_HDR", S.StateHeader, "state.bin header; the snapshot follows"),
+    ("SNAP", S.SnapshotHead, "snapshot head; gate times, rolling buckets, Rx blob follow"),
+    ("LINK_IN", S.LinkInRecord, "twin link input record; the frame follows"),
+    ("TRUTH", S.TruthRecord, "twin truth stream record"),
 ]
+
+# layouts whose field names the firmware itself reads (named, not positional)
+NAMED = {"SNAP"}
 
 CODE_TABLES = [
     ("MODE", N.MODES, "pump modes (STATUS.mode)"),
@@ -58,6 +68,12 @@ CODE_TABLES = [
     ("DENY", N.DENY_REASONS, "patient bolus deny reasons (bolus_denied a, limit NACK detail)"),
     ("NACK", N.NACK_REASONS, "REPLY.result when not ACK"),
     ("STROKE", N.STROKE_FAILURES, "stroke_failed a"),
+]
+
+# bit tables generated as masks (1 << bit)
+MASK_TABLES = [
+    ("STATUS_FLAG", N.STATUS_FLAGS, "STATUS.flags bits, as masks"),
+    ("RX_FLAG", N.RX_FLAGS, "Rx blob flags bits, as masks"),
 ]
 
 _SMALL = 1 << 30
@@ -126,7 +142,7 @@ def render() -> str:
     lines = []
     for line in _render_all().splitlines():
         m = _ASSIGN.match(line)
-        if m and m.group(1).endswith("_FIELDS"):
+        if m and m.group(1).endswith("_FIELDS") and m.group(1)[:-7] not in NAMED:
             continue  # in msgfields.py
         # layouts always stay: the codec's vectors are checked against them by name
         keep = m and m.group(1).endswith(("_FMT", "_SIZE"))
@@ -162,15 +178,31 @@ def _render_all() -> str:
         _const("CRC_SIZE", M.CRC_SIZE),
         _const("MAC_SIZE", M.MAC_SIZE),
         _const("RX_SHA256_SIZE", 32, "READ_RX reply: sha256 of the blob, then the blob"),
-        _const("RUNTIME_MICROPYTHON", 1, "DEVICE_INFO.runtime"),
+        _const("RUNTIME_MICROPYTHON", next(k for k, v in N.RUNTIMES.items() if v == "micropython"),
+               "DEVICE_INFO.runtime"),
+        _const("LOG_PAGE_MAX", N.LOG_PAGE_MAX, "records per LOG_READ reply"),
         _const("RX_VERSION", M.RX_VERSION),
         _const("RX_MAX_STEPS", M.RX_MAX_STEPS),
         _const("RX_MAX_TIMED", M.RX_MAX_TIMED),
-        _const("RX_FLAG_TRIAL", 1),
+        _const("RX_MAX_PB_PER_DAY", M.RX_MAX_PB_PER_DAY),
+        _const("RX_MAX_LOCKOUT_S", M.RX_MAX_LOCKOUT_S),
+        f"EPOCH_UNIX = {N.EPOCH_UNIX}  # device time 0 in Unix seconds",
         _const("RESULT_ACK", 0),
         _const("UTC_MIN", N.UTC_MIN, "SET_TIME bounds (device seconds)"),
         _const("UTC_MAX", N.UTC_MAX, "2049-12-31T23:59:59Z"),
         _const("DEFAULT_MAX_RATE_NL_H", N.DEFAULT_MAX_RATE_NL_H, "1000 uL/h"),
+        _const("MAX_RATE_BOUND_NL_H", N.MAX_RATE_BOUND_NL_H),
+        _const("DEFAULT_STROKE_NL", N.DEFAULT_STROKE_NL),
+        _const("MAX_STROKE_NL", N.MAX_STROKE_NL),
+        _const("DEFAULT_CAPACITY_NL", N.DEFAULT_CAPACITY_NL),
+        _const("MAX_CAPACITY_NL", N.MAX_CAPACITY_NL),
+        _const("DEFAULT_CATHETER_NL", N.DEFAULT_CATHETER_NL),
+        _const("DEFAULT_LOW_RESERVOIR_NL", N.DEFAULT_LOW_RESERVOIR_NL),
+        _const("MAX_LOCAL_OFFSET_S", N.MAX_LOCAL_OFFSET_S),
+        _const("MAX_BOLUS_DURATION_S", N.MAX_BOLUS_DURATION_S),
+        _const("STATE_VERSION", S.STATE_VERSION, "state.bin layout"),
+        _const("EVENT_SLOTS", S.EVENT_SLOTS),
+        _const("JOURNAL_SLOTS", S.JOURNAL_SLOTS),
         f"TLOG_MAGIC = {M.TLOG_MAGIC!r}",
         _const("TLOG_FORMAT", M.TLOG_FORMAT),
         _const("TLOG_MARK", M.TLOG_MARK),
@@ -189,19 +221,21 @@ def _render_all() -> str:
     # Commands: body size (-1 = variable: PROGRAM's Rx blob) and allowed roles.
     cmds = sorted(M.COMMANDS.values(), key=lambda m: m.type)
     first, last = cmds[0].type, cmds[-1].type
-    sizes, roles = [], []
+    sizes, roles, reads = [], [], []
     role_ids = {v: k for k, v in N.ROLES.items()}
     for t in range(first, last + 1):
         m = M.COMMANDS.get(t)
         if m is None:
             sizes.append(-2)
             roles.append(0)
+            reads.append(0)
             continue
         try:
             sizes.append(m.body.sizeof())
         except Exception:
             sizes.append(-1)
         roles.append(sum(1 << role_ids[r] for r in m.roles))
+        reads.append(1 if m.reads else 0)
     out += [
         "",
         "# Command table, indexed by type - CMD_FIRST: body size (-1 variable),",
@@ -210,11 +244,23 @@ def _render_all() -> str:
         _const("CMD_LAST", last),
         f"CMD_BODY_SIZE = {tuple(sizes)!r}",
         f"CMD_ROLES = {bytes(roles)!r}",
+        "# 1: the command only reads (executing it again changes nothing)",
+        f"CMD_READS = {bytes(reads)!r}",
     ]
     for prefix, table, what in CODE_TABLES:
         out += ["", f"# {what}"]
         for code, name in sorted(table.items()):
             out.append(_const(f"{prefix}_{name.upper()}", code))
+    out += ["", "# the twin's exit statuses"]
+    for code, name in sorted(S.TWIN_EXITS.items()):
+        out.append(_const(f"TWIN_EXIT_{name.upper()}", code))
+    for prefix, table, what in MASK_TABLES:
+        out += ["", f"# {what}"]
+        for bit, name in sorted(table.items()):
+            out.append(_const(f"{prefix}_{name.upper()}", 1 << bit, f"bit {bit}"))
+    out += ["", "# fields a NACK `invalid` names (REPLY.detail)"]
+    for i, name in enumerate(N.INVALID_FIELDS):
+        out.append(_const(f"FIELD_{name.upper().replace('.', '_')}", i + 1, name))
     out += ["", "# alarm bits that are critical (two-tone, delivery stops)"]
     out.append(_const("ALARMS_CRITICAL", N.CRITICAL_MASK, f"0x{N.CRITICAL_MASK:04x}"))
     out += ["", "# event codes"]

@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import theca_protocol as P  # noqa: E402
+from theca_protocol import names as N  # noqa: E402
 
 OUT = HERE / "vectors.json"
 SPEC = HERE / "PROTOCOL.md"
@@ -80,6 +81,15 @@ STATUS_STOPPED = dict(
     acked=0,
     rx_crc=0,
 )
+#: A trial prescription with a patient bolus running and the low-reservoir alarm
+#: acknowledged: STATUS.flags bolus_running | trial, acked bit 0 (what a pump sends).
+STATUS_BOLUS_TRIAL_ACKED = dict(
+    STATUS_RUNNING,
+    flags=(N.mask_of(N.STATUS_FLAGS, "bolus_running") | N.mask_of(N.STATUS_FLAGS, "trial")),
+    acked=1 << next(b for b, n in N.ALARMS.items() if n == "low_reservoir"),
+)
+#: After a refill with a new concentration: the catheter still holds the old one.
+STATUS_BRIDGE = dict(STATUS_RUNNING, alarms=0, flags=N.mask_of(N.STATUS_FLAGS, "bridge"))
 RX = dict(
     version=1,
     drug=1,
@@ -160,6 +170,8 @@ def vectors() -> list[dict]:
         device_vector("device_info", 0x01, 0, T0, DEVICE_INFO),
         device_vector("status_running_low_reservoir", 0x02, 1, T0 + 60, STATUS_RUNNING),
         device_vector("status_stopped", 0x02, 65535, T0 + 120, STATUS_STOPPED),
+        device_vector("status_bolus_trial_acked", 0x02, 13, T0 + 180, STATUS_BOLUS_TRIAL_ACKED),
+        device_vector("status_bridge", 0x02, 14, T0 + 240, STATUS_BRIDGE),
         device_vector("event_boot", 0x03, 2, T0, _ev(T0, 1, 1, a=0)),
         device_vector(
             "event_bolus_completed", 0x03, 3, T0 + 700, _ev(T0 + 700, 7, 6, who=2, a=10_000, b=1)
@@ -194,6 +206,14 @@ def vectors() -> list[dict]:
             8,
             T0 + 1200,
             dict(cmd_id=1002, cmd_type=0x44, result=6, detail=1, body=b""),
+        ),
+        device_vector(
+            # a prescription blob of another version: schema, detail the version read
+            "reply_nack_schema_rx_version",
+            0x80,
+            15,
+            T0 + 1250,
+            dict(cmd_id=1007, cmd_type=0x41, result=8, detail=P.RX_VERSION, body=b""),
         ),
         device_vector(
             "reply_get_status",
@@ -378,6 +398,8 @@ SPEC_VECTORS = [
     "event_bolus_completed",
     "event_time_changed",
     "reply_nack_limit_lockout",
+    "reply_nack_schema_rx_version",
+    "status_bolus_trial_acked",
     "reply_get_status",
     "cmd_program",
     "cmd_patient_bolus",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from mphost import ROOT, micropython_exe
-from theca import build
+from theca.board import build
 
 BOARDS = ("rp2_pico", "esp32")
 HARDWARE_MODULES = {"machine", "rp2", "esp32", "esp", "pyb", "network", "bluetooth", "neopixel"}

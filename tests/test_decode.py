@@ -13,9 +13,11 @@ import pytest
 import theca_protocol as P
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from theca import decode
 from theca.cli import main as cli_main
-from theca.tlog import Tlog, TlogError, build_tlog, header_bytes, read_frames, record_bytes
+from theca.log.records import Renderer, to_json
+from theca.log.stats import Summary
+from theca.log.tlog import Tlog, TlogError, build_tlog, header_bytes, read_frames, record_bytes
+from theca.log.writers.jsonl import write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 189388800  # 2026-01-01T00:00:00Z in device time
@@ -120,8 +122,8 @@ def test_jsonl_status_fields(tmp_path, capsys):
     assert s1["mode"] == "stopped" and s1["alarms"] == []
     assert s1["low_reservoir_eta"] == "2026-01-02T00:00:00Z"
     # The fast status path and the generic renderer agree exactly.
-    r = decode.Renderer()
-    assert json.loads(decode.to_json(r.record(lg.frames[0]))) == s0
+    r = Renderer()
+    assert json.loads(to_json(r.record(lg.frames[0]))) == s0
 
 
 _u32 = st.integers(0, 2**32 - 1)
@@ -144,12 +146,11 @@ def test_fast_status_lines_equal_generic(items):
         if with_event:
             lg.event(time, 6, a=1234)
     t = Tlog.from_bytes(lg.tlog())
-    out = decode._Out(io.StringIO())
-    decode._emit(t, "jsonl", out, decode.Summary(t))
-    out.flush()
-    r = decode.Renderer()
-    want = [decode.to_json(r.record(f)) for f in lg.frames]
-    assert out.stream.getvalue().splitlines() == want
+    out = io.StringIO()
+    write_jsonl(t, out, Summary(t))
+    r = Renderer()
+    want = [to_json(r.record(f)) for f in lg.frames]
+    assert out.getvalue().splitlines() == want
 
 
 def test_jsonl_device_info(tmp_path, capsys):
@@ -534,7 +535,7 @@ def test_scanner_matches_reference(nframes, damage, cut, window):
 
 
 def test_writer_roundtrip(tmp_path):
-    from theca.tlog import TlogWriter, write_tlog
+    from theca.log.tlog import TlogWriter, write_tlog
 
     lg = simple_log(5)
     p = tmp_path / "w.tlog"

@@ -16,9 +16,13 @@ import pytest
 import theca_protocol as P
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from theca import decode, progress
+from theca import progress
 from theca.cli import main as cli_main
-from theca.tlog import Tlog, build_tlog
+from theca.log.frames import KINDS, frame_kinds, frame_times, status_columns
+from theca.log.records import Renderer, iso
+from theca.log.tlog import Tlog, build_tlog
+from theca.log.writers.parquet import _parquet_row, parquet_schema
+from theca.twin.run import split_progress
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 189388800  # 2026-01-01T00:00:00Z in device time
@@ -102,7 +106,7 @@ def test_parquet_round_trip(tmp_path, capsys):
     assert f"{len(lg.frames)} rows" in err
     t = pq.read_table(out)
     assert t.num_rows == len(lg.frames)
-    want = decode.parquet_schema()
+    want = parquet_schema()
     # (Parquet stores second timestamps as milliseconds: compare the kind of type)
     def kind(ty):
         return "timestamp" if pa.types.is_timestamp(ty) else ty
@@ -184,14 +188,14 @@ def test_parquet_large_status_matches_generic(tmp_path, capsys):
     out = tmp_path / "big.parquet"
     assert run_cli(capsys, "decode", p, "--format", "parquet", "-o", out)[0] == 0
     rows = pq.read_table(out).to_pylist()
-    r = decode.Renderer()
-    schema = decode.parquet_schema()
+    r = Renderer()
+    schema = parquet_schema()
     with Tlog(p) as t:
         for row, (_, fr) in zip(rows, t.frames(), strict=True):
             rec = r.record(fr)
             if rec["kind"] != "status":
                 continue
-            want = decode._parquet_row(rec, 0, schema, r)
+            want = _parquet_row(rec, 0, schema, r)
             for k, v in want.items():
                 if k == "t":
                     continue
@@ -310,7 +314,7 @@ def test_status_columns_equal_construct(items):
     t = Tlog.from_bytes(build_tlog(lg.frames))
     a = np.frombuffer(t.data, dtype=np.uint8)
     b = next(t.batches())
-    col = decode.status_columns(a, b.starts)
+    col = status_columns(a, b.starts)
     for k, fr in enumerate(lg.frames):
         hdr, payload = P.parse_frame(fr)
         want = P.plain(P.Status.parse(payload))
@@ -327,13 +331,13 @@ def test_frame_kinds_match_renderer(tmp_path):
     t = Tlog.from_bytes(bytes(data))
     a = np.frombuffer(t.data, dtype=np.uint8)
     b = next(t.batches())
-    kinds = decode.frame_kinds(a, b.starts, b.lengths)
-    times = decode.frame_times(a, b.starts, kinds)
-    r = decode.Renderer()
+    kinds = frame_kinds(a, b.starts, b.lengths)
+    times = frame_times(a, b.starts, kinds)
+    r = Renderer()
     for k, tm, fr in zip(kinds.tolist(), times.tolist(), lg.frames, strict=True):
         rec = r.record(fr)
-        assert decode.KINDS[k] == rec["kind"]
-        assert decode.iso(tm) == rec["t"]
+        assert KINDS[k] == rec["kind"]
+        assert iso(tm) == rec["t"]
 
 
 def test_table_is_aligned_and_readable(tmp_path, capsys):
@@ -384,9 +388,9 @@ def test_progress_bar_draws_when_enabled():
 
 
 def test_split_progress():
-    assert progress.split_progress(b"@@progress 189388800\n") == 189388800
-    assert progress.split_progress(b"Traceback (most recent call last):\n") is None
-    assert progress.split_progress(b"@@progress x\n") is None
+    assert split_progress(b"@@progress 189388800\n") == 189388800
+    assert split_progress(b"Traceback (most recent call last):\n") is None
+    assert split_progress(b"@@progress x\n") is None
 
 
 def _scenario(tmp_path: Path, days: float = 2, extra: str = "") -> Path:
@@ -409,8 +413,8 @@ def test_simulate_streams_progress_and_stays_clean_when_piped(tmp_path):
 
 
 def test_simulate_progress_callback_reaches_the_end(tmp_path):
-    from theca.scenario import load_scenario
-    from theca.simulate import simulate
+    from theca.inputs.scenario import load_scenario
+    from theca.twin.simulate import simulate
 
     sc = load_scenario(_scenario(tmp_path, days=20))
     seen = []

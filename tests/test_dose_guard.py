@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from theca.rxfile import Prescription
+from theca.inputs.rxfile import Prescription
 from twinctl import PATIENT, ControlledTwin, max_window
 
 T0 = 189_388_800  # 2026-01-01T00:00:00Z

@@ -17,7 +17,7 @@ import pytest
 import theca_protocol as tp
 from test_link import RX, env_for, in_home, run_theca, status_json
 from theca import paths
-from theca.client import Client
+from theca.link.client import Client
 
 SOCAT = shutil.which("socat")
 

@@ -33,8 +33,8 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from theca.druglib import load_druglib
-from theca.rxfile import Prescription
+from theca.inputs.druglib import load_druglib
+from theca.inputs.rxfile import Prescription
 from twinctl import PATIENT, ControlledTwin, max_window
 
 T0 = 189_388_800

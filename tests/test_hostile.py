@@ -17,9 +17,9 @@ import tty
 import pytest
 import theca_protocol as tp
 from test_link import RX, device_events, env_for, in_home, run_theca, status_json
-from theca import keys as K
-from theca.client import Client, Refused
-from theca.twin import LiveTwin
+from theca.link import keys as K
+from theca.link.client import Client, Refused
+from theca.twin.live import LiveTwin
 
 N_FRAMES = 30_000
 N_SIGNED = 2_000
@@ -150,7 +150,7 @@ def _good_status(home, dev, role: str) -> dict:
         while True:
             try:
                 rep = c.request("GET_STATUS", role=role)
-                from theca.programmer import status_record
+                from theca.cli.programmer import status_record
 
                 return status_record(c, rep)
             except Refused as e:

@@ -9,7 +9,6 @@ twin B runs in real time for what needs the device's one-second clock (back-off)
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import secrets
@@ -24,9 +23,10 @@ from pathlib import Path
 
 import pytest
 import theca_protocol as tp
-from theca import keys as K
-from theca.client import FIELDS, Client, LinkFailure, parse_reply
-from theca.twin import LiveTwin
+from theca.link import keys as K
+from theca.link.client import FIELDS, Client, LinkFailure, parse_reply
+from theca.link.client import _field as explain_field
+from theca.twin.live import LiveTwin
 from theca_protocol import names as N
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -350,7 +350,7 @@ def test_unknown_command_and_bad_frame_and_schema(twin_a):
     assert r["bad_frame"].reason == "bad_frame" and r["bad_frame"].detail == 7
     assert r["schema"].reason == "schema" and r["schema"].detail == 1
     assert r["short"].reason == "bad_frame" and r["short"].detail == 15
-    from theca.client import explain
+    from theca.link.client import explain
 
     assert "does not know" in explain(0x50, 9, 0)
     assert "wrong length" in explain(tp.TYPES["REFILL"], 1, 7)
@@ -406,13 +406,16 @@ def test_schema_mismatch_is_refused_by_the_host(twin_a, monkeypatch, capsys):
     assert status_json(home, dev)["mode"] == before["mode"] == "running"
 
 
-def test_field_names_match_the_firmware():
-    tree = ast.parse((ROOT / "firmware" / "pump.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_FIELDS":
-            assert tuple(ast.literal_eval(node.value)) == FIELDS
-            return
-    raise AssertionError("_FIELDS not found in firmware/pump.py")
+def test_field_codes_the_firmware_sends_are_the_names_the_host_reads():
+    # the firmware's FIELD_* codes are generated from the same INVALID_FIELDS the host
+    # decodes with, and every field the host can name has words for a person
+    md = {}
+    exec((ROOT / "firmware" / "msgdefs.py").read_text().replace(
+        "from micropython import const", "const = int"), md)
+    codes = {k[len("FIELD_"):].lower(): v for k, v in md.items() if k.startswith("FIELD_")}
+    assert {FIELDS[c - 1].replace(".", "_"): c for c in codes.values()} == codes
+    assert FIELDS is N.INVALID_FIELDS
+    assert all(explain_field(i + 1).startswith(f) for i, f in enumerate(FIELDS))
 
 
 # --- retries: a lost reply never becomes a second bolus ------------------------------------

@@ -13,9 +13,9 @@ import time
 import pytest
 import theca_protocol as tp
 from test_link import ROOT, THECA, device_events, env_for, in_home, run_theca
-from theca.client import Client
-from theca.tlog import build_tlog
-from theca.twin import LiveTwin
+from theca.link.client import Client
+from theca.log.tlog import build_tlog
+from theca.twin.live import LiveTwin
 
 ACK_ALL = struct.pack("<I", 0xFFFFFFFF)
 
@@ -121,7 +121,7 @@ def test_pull_killed_mid_way_resumes_exactly(twin, tmp_path):
 
 
 def _events_in(path) -> int:
-    from theca.tlog import Tlog
+    from theca.log.tlog import Tlog
 
     if not path.exists() or path.stat().st_size < 16:
         return 0

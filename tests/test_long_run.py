@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from theca import twinproc
-from theca.build import compile_firmware
-from theca.decode import records
-from theca.scenario import load_scenario
-from theca.simulate import input_records, scenario_frames, twin_config
+from theca.board.build import compile_firmware
+from theca.inputs.scenario import load_scenario
+from theca.log.records import records
+from theca.twin import proc as twinproc
+from theca.twin.simulate import input_records, scenario_frames, twin_config
 
 ROOT = Path(__file__).resolve().parents[1]
 YEAR = 365 * 86400

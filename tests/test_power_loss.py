@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import theca_protocol as tp
 from littlefs import LittleFS
-from theca import twinproc
-from theca.build import compile_firmware
-from theca.decode import records
-from theca.simulate import CMD, FrameFactory, input_records
+from theca.board.build import compile_firmware
+from theca.log.records import records
+from theca.twin import proc as twinproc
+from theca.twin.simulate import CMD, FrameFactory, input_records
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 189_388_800  # 2026-01-01T00:00:00Z

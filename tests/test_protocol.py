@@ -359,9 +359,9 @@ _FIXED = [c for _, c, _ in gen_firmware.LAYOUTS]
 
 
 def _field_strategy(sc):
-    if isinstance(sc.subcon, Const):
+    if isinstance(S.unwrap(sc), Const):
         return st.just(None)  # built from the definition itself
-    code = S._field_code(sc.subcon)
+    code = S._field_code(S.unwrap(sc))
     if code.endswith("s"):
         n = int(code[:-1])
         if sc.name == "serial":

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from test_decode_extras import T0, Log
-from theca import decode, report, trumpet
-from theca.summary import summarize
+from theca.analysis import report, trumpet
+from theca.analysis.summary import summarize
+from theca.log.data import read_log
+from theca.log.frames import parse_time
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -195,9 +197,9 @@ def test_report_with_trumpet(run30):
     assert t.imgs[-1] == "trumpet.png"
     w, h = png_size(out / "trumpet.png")
     assert w >= 800 and h >= 700
-    lg = decode.read_log(log)
+    lg = read_log(log)
     tr = trumpet.compute(lg, trumpet.default_start(lg))
-    assert tr.start == decode.parse_time("2026-01-01T01:00:00Z", "x")
+    assert tr.start == parse_time("2026-01-01T01:00:00Z", "x")
     rows = t.table("window P (min)")[1:]
     assert rows == [[str(p), f"{mx:+.3f}", f"{mn:+.3f}", str(m)]
                     for p, (mx, mn, m) in tr.windows.items()]
@@ -253,7 +255,7 @@ def test_daily_prescription_from_events_and_status(tmp_path):
                       delivered_ul=v // 1000, delivered_nl=v % 1000,
                       reservoir_nl=20_000_000 - v)
         v += rate * 600 // 86400
-    days = report.drug_days(report.daily(decode.read_log(lg.write(tmp_path / "d.tlog"))))
+    days = report.drug_days(report.daily(read_log(lg.write(tmp_path / "d.tlog"))))
     assert [d.date for d in days] == ["2026-01-01", "2026-01-02"]
     d1, d2 = days
     assert d1.hours == pytest.approx(24) and d2.hours == pytest.approx(24)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from theca import druglib as dl
 from theca.errors import BadInput
-from theca.rxfile import (
+from theca.inputs import druglib as dl
+from theca.inputs.rxfile import (
     FLAG_TRIAL,
     PatientBolus,
     Prescription,

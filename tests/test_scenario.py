@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from theca import druglib as dl
 from theca.errors import BadInput
-from theca.rxfile import load_prescription
-from theca.scenario import ALARM_BITS, ALL_ALARMS, Event, Fault, Scenario, load_scenario
-from theca.units import fmt_time, parse_datetime
+from theca.inputs import druglib as dl
+from theca.inputs.rxfile import load_prescription
+from theca.inputs.scenario import ALARM_BITS, ALL_ALARMS, Event, Fault, Scenario, load_scenario
+from theca.inputs.units import fmt_time, parse_datetime
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

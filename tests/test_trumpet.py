@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 from test_decode_extras import T0, Log
-from theca import decode, trumpet
+from theca.analysis import trumpet
 from theca.cli import main as cli_main
+from theca.log.data import read_log
+from theca.log.records import iso
 
 ROOT = Path(__file__).resolve().parent.parent
 START = T0 + 3600  # the hour analysed in the synthetic logs: 01:00 to 02:00
@@ -43,7 +45,7 @@ def flow_log(volume_nl, rate_nl_day: int, period: int = 30, hours: float = 3,
 
 
 def curve(tmp_path, lg: Log, start: int = START) -> trumpet.Trumpet:
-    return trumpet.compute(decode.read_log(lg.write(tmp_path / "t.tlog")), start)
+    return trumpet.compute(read_log(lg.write(tmp_path / "t.tlog")), start)
 
 
 def test_exact_constant_flow_has_no_error(tmp_path):
@@ -98,7 +100,7 @@ def test_stepwise_delivery_hand_computed(tmp_path, capsys):
     assert json.loads(out) == {"2": [50.0, -25.0], "5": [20.0, -10.0], "11": [9.091, -4.545],
                                "19": [5.263, -2.632], "31": [1.613, -1.613]}
     assert list(json.loads(out)) == ["2", "5", "11", "19", "31"]  # exactly the interface's keys
-    tr = trumpet.compute(decode.read_log(p), START)
+    tr = trumpet.compute(read_log(p), START)
     assert tr.mean_error == pytest.approx(100 * 1000 / 120000)
     rc, out, _ = run_cli(capsys, "trumpet", p, "--start", START_ISO)
     assert rc == 0 and "mean error   +0.833 %" in out
@@ -198,7 +200,7 @@ def test_refuses_bad_starts(tmp_path, capsys, start, words):
 
 def test_refuses_a_missing_sample(tmp_path, capsys):
     lg = flow_log(lambda s: s * 288_000 // 86400, 288_000)
-    lg.frames = [f for f in lg.frames if decode.iso(int.from_bytes(f[4:8], "little"))
+    lg.frames = [f for f in lg.frames if iso(int.from_bytes(f[4:8], "little"))
                  != "2026-01-01T01:20:00Z"]
     p = lg.write(tmp_path / "gap.tlog")
     rc, _, err = run_cli(capsys, "trumpet", p, "--start", START_ISO)

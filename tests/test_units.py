@@ -10,8 +10,8 @@ from fractions import Fraction
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from theca import units as u
 from theca.errors import BAD_INPUT, DEVICE_REFUSED, LINK_FAILURE, OK, BadInput, Problems
+from theca.inputs import units as u
 
 
 def msg(exc: pytest.ExceptionInfo) -> str:

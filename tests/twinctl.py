@@ -20,7 +20,7 @@ from pathlib import Path
 
 import theca_protocol as tp
 from theca import paths
-from theca.druglib import default_path as druglib_path
+from theca.inputs.druglib import default_path as druglib_path
 
 CLINICIAN, PATIENT = 1, 2
 T = {m.name: m.type for m in tp.COMMANDS.values()}

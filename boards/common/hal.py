@@ -96,17 +96,17 @@ def load_provision(root, board_name):
     keys = p.get("keys")
     k = {md.ROLE_CLINICIAN: _key_field(keys, "clinician"), md.ROLE_PATIENT: _key_field(keys, "patient")}
     # stroke_nl is a u16 in DEVICE_INFO; volumes stay below 2**30 (small ints on the board)
-    stroke = _int_field(p, "stroke_nl", 1, 65535)
-    cap = _int_field(p, "capacity_nl", stroke, 40_000_000)
+    stroke = _int_field(p, "stroke_nl", 1, md.MAX_STROKE_NL)
+    cap = _int_field(p, "capacity_nl", stroke, md.MAX_CAPACITY_NL)
     info = {
         "serial": serial.encode(),
         "board": board_name,
         "stroke_nl": stroke,
         "capacity_nl": cap,
         "catheter_nl": _int_field(p, "catheter_nl", 0, cap),
-        "low_reservoir_nl": _int_field(p, "low_reservoir_nl", 0, cap, 2_000_000),
+        "low_reservoir_nl": _int_field(p, "low_reservoir_nl", 0, cap, md.DEFAULT_LOW_RESERVOIR_NL),
         # the mechanism's fastest rate (1000 uL/h); a day at it stays a small int in nL
-        "max_rate_nl_h": _int_field(p, "max_rate_nl_h", 1, 24_000_000, md.DEFAULT_MAX_RATE_NL_H),
+        "max_rate_nl_h": _int_field(p, "max_rate_nl_h", 1, md.MAX_RATE_BOUND_NL_H, md.DEFAULT_MAX_RATE_NL_H),
         # the fill at first boot: a board is provisioned as a pump just filled (as the twin)
         "reservoir_nl": _int_field(p, "reservoir_nl", 0, cap, cap),
     }

@@ -103,7 +103,8 @@ def build():
     if safe.value() == 0:
         raise hal.SafeBoot("BOOT held: firmware not started, the REPL is yours")
     info, keys, extra = hal.load_provision(root, BOARD)
-    hal.require_file(root + "druglib.json", "the drug library must sit next to provision.json (theca flash writes both)")
+    hal.require_file(root + "druglib.json",
+                     "the drug library must sit next to provision.json (theca flash writes both)")
     hal.check_storage(root)
     motor_cfg = hal.motor_settings(pins.MOTOR, extra)
     hw = hal.Hardware(root, info, keys, boot_cause())

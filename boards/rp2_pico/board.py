@@ -34,13 +34,13 @@ def _step_train():
     # FIFO, make N STEP pulses of 16 cycles high and 16 low (15 + the jmp), then push
     # a word to the RX FIFO to say the train is done. At step_hz * 32 cycles per second
     # the pulses come at exactly step_hz with a 50 % duty, whatever the CPU is doing.
-    pull(block)
-    mov(x, osr)
-    label("pulse")
-    set(pins, 1)[15]
-    set(pins, 0)[14]
-    jmp(x_dec, "pulse")
-    push(noblock)
+    pull(block)  # noqa: F821 (PIO assembler names)
+    mov(x, osr)  # noqa: F821 (PIO assembler names)
+    label("pulse")  # noqa: F821 (PIO assembler names)
+    set(pins, 1)[15]  # noqa: F821 (PIO assembler names)
+    set(pins, 0)[14]  # noqa: F821 (PIO assembler names)
+    jmp(x_dec, "pulse")  # noqa: F821 (PIO assembler names)
+    push(noblock)  # noqa: F821 (PIO assembler names)
 
 
 class PioMotor(hal.StepperMotor):
@@ -161,7 +161,8 @@ def build():
     if rp2.bootsel_button():
         raise hal.SafeBoot("BOOTSEL held: firmware not started, the REPL is yours")
     info, keys, extra = hal.load_provision(root, BOARD)
-    hal.require_file(root + "druglib.json", "the drug library must sit next to provision.json (theca flash writes both)")
+    hal.require_file(root + "druglib.json",
+                     "the drug library must sit next to provision.json (theca flash writes both)")
     hal.check_storage(root)
     motor_cfg = hal.motor_settings(pins.MOTOR, extra)
     rtc = machine.RTC()

@@ -16,7 +16,7 @@ from binascii import unhexlify
 import msgdefs as md
 from codec import TlogWriter
 
-EPOCH_UNIX = 1577836800  # Theca epoch (2020-01-01T00:00:00Z) in Unix seconds
+EPOCH_UNIX = md.EPOCH_UNIX  # Theca epoch (2020-01-01T00:00:00Z) in Unix seconds
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 
 
@@ -128,7 +128,7 @@ class Mechanism:
     nL u32, drug at the tip i64 in 1e-6 ng): the truth outside the firmware's heap.
     """
 
-    def __init__(self, stroke_nl, reservoir_nl, faults, capacity_nl=20_000_000, refills=(),
+    def __init__(self, stroke_nl, reservoir_nl, faults, capacity_nl=md.DEFAULT_CAPACITY_NL, refills=(),
                  conc=0, catheter_nl=0, stream=None):
         self.stroke_nl = stroke_nl
         self.reservoir_nl = reservoir_nl
@@ -145,7 +145,7 @@ class Mechanism:
         # the catheter, primed with the first fill: [[nL, mass], ...], oldest first
         self.catheter = [[catheter_nl, catheter_nl * conc]] if catheter_nl else []
         self.stream = stream
-        self.rec = bytearray(16)
+        self.rec = bytearray(md.TRUTH_SIZE)
 
     def _refill(self):
         now = self.faults.clock.true_now()
@@ -209,7 +209,7 @@ class Mechanism:
                     need = 0
         self.tip_mass += tip
         if self.stream is not None:
-            struct.pack_into("<IIq", self.rec, 0, self.faults.clock.true_now(), v, tip)
+            struct.pack_into(md.TRUTH_FMT, self.rec, 0, self.faults.clock.true_now(), v, tip)
             self.stream.write(self.rec)
 
     def off(self):
@@ -281,10 +281,11 @@ class ScheduledLink:
             with open(path, "rb") as f:
                 data = f.read()
             off = 0
-            while off + 6 <= len(data):
-                t, n = struct.unpack_from("<IH", data, off)
-                self.recs.append((t, data[off + 6 : off + 6 + n]))
-                off += 6 + n
+            h = md.LINK_IN_SIZE
+            while off + h <= len(data):
+                t, n = struct.unpack_from(md.LINK_IN_FMT, data, off)
+                self.recs.append((t, data[off + h : off + h + n]))
+                off += h + n
         # after a restart, what was sent before it was already delivered (or was lost
         # while the power was off: a command to a pump that is off gets no answer)
         self.i = 0
@@ -309,122 +310,6 @@ class ScheduledLink:
 
     def write(self, mv):
         self.written += len(mv)
-
-
-class StdioLink:
-    """Live twin or a flashed unix REPL: the link is this process's stdin/stdout, which
-    the host puts on a pseudo-terminal (a USB-serial board's single port)."""
-
-    # MicroPython's stream read()/readinto() loop until the whole buffer is filled on a
-    # blocking file, so a 256-byte read would sit on a 40-byte command. Two ways out:
-    # - nonblocking: `theca twin` sets O_NONBLOCK on the pty master it hands us (the
-    #   flag belongs to the open file, so it is ours too): a read returns what has come.
-    # - otherwise (a flashed unix REPL behind socat, a pipe): poll, then read one byte at
-    #   a time while more is waiting. Slower, but correct on any file.
-
-    def __init__(self, nonblocking=False):
-        self.inp = sys.stdin.buffer
-        self.out = sys.stdout.buffer
-        self.reader = asyncio.StreamReader(self.inp)
-        self.nonblocking = nonblocking
-        self.dropped = 0  # bytes of replies the host never took (its side was full)
-        if not nonblocking:
-            import select
-
-            self.poller = select.poll()
-            self.poller.register(self.inp, select.POLLIN)
-            self.one = bytearray(1)
-
-    async def readinto(self, buf):
-        """Wait for link bytes; returns how many (never 0: a quiet link is not closed)."""
-        while True:
-            try:
-                if self.nonblocking:
-                    n = await self.reader.readinto(buf)
-                else:
-                    n = await self._bytewise(buf)
-            except OSError:
-                # EIO: nobody holds the other end of the pty right now. The pump goes
-                # on; the link is tried again, as a board's USB port would be.
-                n = 0
-            if n:
-                return n
-            await asyncio.sleep_ms(20)  # spurious wake-up or hang-up: do not spin
-
-    async def _bytewise(self, buf):
-        if await self.reader.readinto(self.one) != 1:  # waits for the first byte
-            return 0
-        buf[0] = self.one[0]
-        n = 1
-        cap = len(buf)
-        while n < cap and self.poller.poll(0):
-            if self.inp.readinto(self.one) != 1:
-                break
-            buf[n] = self.one[0]
-            n += 1
-        return n
-
-    def write(self, mv):
-        """Send a reply. On the non-blocking pty a full buffer (a host that stopped
-        reading) must not stall therapy: retry briefly, then drop the rest."""
-        n = len(mv)
-        off = 0
-        tries = 0
-        while off < n:
-            try:
-                k = self.out.write(mv[off:] if off else mv)
-            except OSError:
-                k = None
-            if k:
-                off += k
-                continue
-            tries += 1
-            if tries > 20:
-                self.dropped += n - off
-                return
-            time.sleep_ms(1)
-
-
-class ControlLink:
-    """The control channel's link: a frame given by the test host is read by the
-    firmware's link task at once; its reply is kept for the host."""
-
-    def __init__(self):
-        self.data = None
-        self.pos = 0
-        self.waiting = False
-        self.ev = asyncio.Event()
-        self.out = bytearray()
-
-    def give(self, data):
-        self.data = data
-        self.pos = 0
-        self.waiting = False
-        self.ev.set()
-
-    def idle(self):
-        """The frame was read whole and the link task waits for the next one."""
-        return self.data is None and self.waiting
-
-    def take(self):
-        r = bytes(self.out)
-        self.out = bytearray()
-        return r
-
-    async def readinto(self, buf):
-        while self.data is None:
-            self.waiting = True
-            self.ev.clear()
-            await self.ev.wait()
-        n = min(len(buf), len(self.data) - self.pos)
-        buf[:n] = self.data[self.pos : self.pos + n]
-        self.pos += n
-        if self.pos >= len(self.data):
-            self.data = None
-        return n
-
-    def write(self, mv):
-        self.out += mv
 
 
 class TlogSink:
@@ -473,12 +358,12 @@ class Hardware:
         self.info = {
             "serial": cfg.get("serial", "TWIN00000001").encode(),
             "board": "unix",
-            "stroke_nl": cfg.get("stroke_nl", 250),
-            "capacity_nl": cfg.get("capacity_nl", 20_000_000),
-            "catheter_nl": cfg.get("catheter_nl", 150_000),
-            "low_reservoir_nl": cfg.get("low_reservoir_nl", 2_000_000),
+            "stroke_nl": cfg.get("stroke_nl", md.DEFAULT_STROKE_NL),
+            "capacity_nl": cfg.get("capacity_nl", md.DEFAULT_CAPACITY_NL),
+            "catheter_nl": cfg.get("catheter_nl", md.DEFAULT_CATHETER_NL),
+            "low_reservoir_nl": cfg.get("low_reservoir_nl", md.DEFAULT_LOW_RESERVOIR_NL),
             "max_rate_nl_h": cfg.get("max_rate_nl_h", md.DEFAULT_MAX_RATE_NL_H),
-            "reservoir_nl": cfg.get("reservoir_nl", 20_000_000),
+            "reservoir_nl": cfg.get("reservoir_nl", md.DEFAULT_CAPACITY_NL),
         }
         stream = cfg.get("truth_stream")
         self.stream = open(stream, "ab") if stream else None
@@ -522,9 +407,13 @@ class Hardware:
         if mode == "simulate":
             self.link = ScheduledLink(cfg.get("inputs"), self.clock)
         elif mode == "control":
+            from control import ControlLink  # tests only
+
             self.link = ControlLink()
         else:
             # live (`theca twin`: a non-blocking pty master) or flashed (the REPL's tty)
+            from stdio_link import StdioLink
+
             self.link = StdioLink(cfg.get("link_nonblocking", False))
         self.end = cfg.get("end")
         self.failed = None
@@ -556,8 +445,10 @@ class Hardware:
 
     async def until_done(self, sh):
         """Runs until the scenario's end, a MAINTENANCE command, or a watchdog bite."""
-        if isinstance(self.link, ControlLink):
-            return await self._control(sh)
+        if self.cfg.get("mode") == "control":
+            import control
+
+            return await control.run(self, sh)
         clock = self.clock
         progress = self.cfg.get("progress", 0)  # seconds of true time between reports
         next_report = clock.true_now()
@@ -589,53 +480,6 @@ class Hardware:
             if self.wdt.starved():
                 raise WatchdogReset()
 
-    async def _control(self, sh):
-        # The test-only control channel (tests/twinctl.py): one JSON request a line on
-        # stdin, one answer a line on stdout behind "@@ctl ". Between requests the whole
-        # twin stands still (a blocking read), so a run is deterministic: true time moves
-        # only by "run", and every frame is answered at the true time it was sent.
-        clock = self.clock
-        link = self.link
-        inp = sys.stdin
-        while not sh.stop:
-            line = inp.readline()
-            if not line:
-                return  # the test host went away
-            req = json.loads(line)
-            op = req["op"]
-            out = {}
-            if op == "run":
-                end = clock.true_now() + req["s"]
-                while clock.true_now() < end and not sh.stop:
-                    t = clock.true_now() + self.wdt.timeout_s // 2
-                    await clock.sleep_until_true(t if t < end else end)
-                    if self.wdt.starved():
-                        raise WatchdogReset()
-            elif op == "frame":
-                link.give(unhexlify(req["hex"]))
-                while not link.idle():
-                    # 1 ms, not 0: a task asyncio stamped with the real tick counter (one
-                    # created at boot) must come due on the virtual one
-                    await asyncio.sleep_ms(1)
-                out["reply"] = link.take().hex()
-            elif op == "fault":
-                self.faults.add(req["kind"], clock.true_now(), req["duration_s"])
-            elif op == "fill":
-                out["ok"] = self.motor.fill(req["nl"], req["conc"])
-            elif op == "cut":
-                from simflash import PowerCut
-
-                raise PowerCut()
-            elif op == "end":
-                return
-            elif op != "truth":
-                raise ValueError("control: unknown op " + op)
-            if self.stream is not None:
-                self.stream.flush()
-            out["truth"] = self.physical()
-            out["stopped"] = sh.stop
-            sys.stdout.write("@@ctl " + json.dumps(out) + "\n")
-
     def fatal(self, e):
         """The firmware failed (it already stopped the motor and logged): the twin's
         process must not look like a success."""
@@ -652,11 +496,11 @@ class Hardware:
             with open(self.truth_path, "w") as f:
                 json.dump(self.physical(), f)
         if isinstance(cut, WatchdogReset):
-            sys.exit(5)
+            sys.exit(md.TWIN_EXIT_WATCHDOG)
         if cut is not None and type(cut).__name__ == "PowerCut":
-            sys.exit(7)
+            sys.exit(md.TWIN_EXIT_POWER_CUT)
         if self.failed is not None:
-            sys.exit(3)
+            sys.exit(md.TWIN_EXIT_FIRMWARE_FAILED)
 
 
 class WatchdogReset(BaseException):

@@ -12,6 +12,7 @@ file, not from 0.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar
 
 #: Process exit status: success.
 OK = 0
@@ -36,7 +37,7 @@ class BadInput(Exception):
         msgs = [messages] if isinstance(messages, str) else list(messages)
         if not msgs:
             raise ValueError("BadInput needs at least one message")
-        flds = [None] * len(msgs) if fields is None else list(fields)
+        flds: list[str | None] = [None] * len(msgs) if fields is None else list(fields)
         if len(flds) != len(msgs):
             raise ValueError("BadInput: fields and messages differ in length")
         self.messages: list[str] = msgs
@@ -111,3 +112,13 @@ class Problems:
             else:
                 msgs.append(msg)
         raise BadInput(msgs, [f for f, _ in self.entries])
+
+
+T = TypeVar("T")
+
+
+def checked(value: T | None) -> T:
+    """A value a parser returned after its Problems were raised (none were): not None."""
+    if value is None:
+        raise AssertionError("parsed without problems, yet no value")
+    return value

@@ -7,83 +7,11 @@ code cannot disagree about a layout.
 
 from __future__ import annotations
 
-from construct import Array, Bytes, GreedyBytes, Renamed, Struct
+from construct import Array, GreedyBytes, Renamed, Struct
 
 from . import messages as M
+from . import storage as S
 from .schema import describe
-
-#: What a field means, where the name alone does not say (units, encodings).
-NOTES = {
-    "version": "1",
-    "type": "message type",
-    "seq": "sender's frame counter, wraps at 65535",
-    "time": "sender's device time (s since 2020-01-01T00:00:00Z)",
-    "serial": "ASCII, NUL-padded",
-    "runtime": "1 = micropython",
-    "schema": "schema fingerprint (SCHEMA)",
-    "stroke_nl": "nL per pump stroke",
-    "capacity_nl": "reservoir capacity, nL",
-    "low_reservoir_nl": "low-reservoir alarm threshold, nL",
-    "catheter_nl": "catheter dead volume, nL",
-    "max_rate_nl_h": "fastest rate the mechanism delivers (basal or bolus), nL/h",
-    "mode": "MODES",
-    "step": "index of the basal step in force",
-    "flags": "bit 0: trial phase",
-    "drug": "drug library id (0 = none)",
-    "alarms": "mask of 1 << alarm bit",
-    "reservoir_nl": "nL left",
-    "delivered_ul": "uL delivered since therapy start (whole uL)",
-    "delivered_nl": "0..999: the nL part of the above",
-    "battery_days": "days of battery left",
-    "rate_nl_day": "current volume rate, nL/day",
-    "low_eta": "device time the low-reservoir alarm is expected (0 = none)",
-    "rolling_ng": "drug delivered in the last 24 h, ng",
-    "conc_ng_ml": "ng/mL",
-    "boluses_24h": "patient boluses in the last 24 h",
-    "acked": "unused, 0",
-    "rx_crc": "CRC-32 of the Rx blob in force (0 = none)",
-    "t": "device time of the event",
-    "event_seq": "event number, from 1, never reused",
-    "code": "event code (table below)",
-    "who": "0 device, 1 clinician, 2 patient",
-    "a": "per event code",
-    "b": "per event code",
-    "c": "per event code",
-    "cmd_id": "host's id for the command (echoed in REPLY)",
-    "cmd_type": "type of the command replied to",
-    "result": "0 ACK, else the NACK reason",
-    "detail": "per command and result",
-    "role": "1 clinician, 2 patient",
-    "counter": "per-key counter, strictly increasing",
-    "mac": "HMAC-SHA256(key, header + payload-without-mac)[:16]",
-    "body": "per type",
-    "pb_max_per_day": "0 = no patient bolus",
-    "start_min": "minutes after local midnight",
-    "rate_ng_day": "ng/day",
-    "magic": "`THECALOG`",
-    "format": "1",
-    "mark": "0xA5",
-    "length": "frame length in bytes",
-    "utc": "new device time",
-    "local_offset_s": "signed: local time = device time + this",
-    "mask": "alarm mask",
-    "added_nl": "nL added",
-    "rx_sha256": "sha256 of the Rx blob",
-    "rx": "the Rx blob in force",
-    "n_steps": "1..24",
-    "n_timed": "0..8",
-    "pb_duration_s": "patient bolus duration, s",
-    "pb_dose_ng": "patient bolus dose, ng",
-    "pb_lockout_s": "s from one patient bolus start to the next",
-    "dose_ng": "ng",
-    "duration_s": "s",
-    "from_seq": "first event_seq wanted",
-    "max_count": "at most this many records",
-    "next_seq": "event_seq to ask for next",
-    "first_seq": "oldest event_seq the device still has",
-    "count": "records that follow",
-    "fw_major": "firmware version",
-}
 
 
 def _rows(con, base, prefix=""):
@@ -111,7 +39,7 @@ def _rows(con, base, prefix=""):
             where = str(off) if not var else "…"
             what = "Rx blob" if sub is M.RxBlob else "struct"
             rows.append((where, "var" if size is None else str(size), name, what,
-                         NOTES.get(sc.name, "")))
+                         (sc.docs or "")))
             if size is None:
                 var = True
             else:
@@ -124,7 +52,7 @@ def _rows(con, base, prefix=""):
         typ = describe(sub)
         where = str(off) if not var else "…"
         rows.append((where, "var" if size is None else str(size), name, typ,
-                     NOTES.get(sc.name, "")))
+                     (sc.docs or "")))
         if size is None:
             var = True
         else:
@@ -152,7 +80,7 @@ LAYOUT_SECTIONS = [
     ("REPLY (0x80) payload", M.Reply),
     (
         "Command envelope (every command's payload; the mac is its last 16 bytes)",
-        Struct(*M.CommandHead.subcons, "body" / GreedyBytes, "mac" / Bytes(M.MAC_SIZE)),
+        M.command_payload(GreedyBytes),
     ),
     ("Rx blob (PROGRAM body, READ_RX reply)", M.RxBlob),
     ("REFILL body", M.Refill),
@@ -164,6 +92,12 @@ LAYOUT_SECTIONS = [
     ("READ_RX reply body", M.ReadRxReply),
     (".tlog file header", M.TlogHeader),
     (".tlog record head (the frame follows)", M.TlogRecordHead),
+    ("Flash: events.bin slot (event n in slot n % EVENT_SLOTS)", S.EventSlot),
+    ("Flash: journal.bin record", S.JournalRecord),
+    ("Flash: state.bin header (the snapshot follows)", S.StateHeader),
+    ("Flash: snapshot head (gate times, rolling buckets and the Rx blob follow)", S.SnapshotHead),
+    ("Twin: scheduled link input record (the frame follows)", S.LinkInRecord),
+    ("Twin: truth stream record", S.TruthRecord),
 ]
 
 

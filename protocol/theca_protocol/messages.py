@@ -8,7 +8,7 @@ on the wire; all integers are little-endian.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from construct import (
     Array,
@@ -26,7 +26,13 @@ from construct import (
     this,
 )
 
+from . import names as N
+
 u8, u16, u32, i32 = Int8ul, Int16ul, Int32ul, Int32sl
+
+
+def _bits(table: dict[int, str]) -> str:
+    return "; ".join(f"bit {b}: {n}" for b, n in sorted(table.items()))
 
 #: Largest frame (header + payload + crc) before COBS.
 MAX_FRAME = 1280
@@ -38,10 +44,10 @@ CRC_SIZE = 4
 # --- frame -----------------------------------------------------------------
 
 Header = Struct(
-    "version" / u8,
-    "type" / u8,
-    "seq" / u16,
-    "time" / u32,
+    "version" / u8 * "1",
+    "type" / u8 * "message type",
+    "seq" / u16 * "sender's frame counter, wraps at 65535",
+    "time" / u32 * "sender's device time (s since 2020-01-01T00:00:00Z)",
 )
 #: Bytes of the frame header.
 HDR_SIZE = Header.sizeof()
@@ -49,81 +55,86 @@ HDR_SIZE = Header.sizeof()
 # --- device to host ----------------------------------------------------------
 
 DeviceInfo = Struct(
-    "serial" / PaddedString(12, "ascii"),
-    "fw_major" / u8,
+    "serial" / PaddedString(12, "ascii") * "ASCII, NUL-padded",
+    "fw_major" / u8 * "firmware version",
     "fw_minor" / u8,
     "fw_patch" / u8,
-    "runtime" / u8,
-    "schema" / u32,
-    "stroke_nl" / u16,
-    "capacity_nl" / u32,
-    "low_reservoir_nl" / u32,
-    "catheter_nl" / u32,
-    "max_rate_nl_h" / u32,
+    "runtime" / u8 * "1 = micropython",
+    "schema" / u32 * "schema fingerprint (SCHEMA)",
+    "stroke_nl" / u16 * "nL per pump stroke",
+    "capacity_nl" / u32 * "reservoir capacity, nL",
+    "low_reservoir_nl" / u32 * "low-reservoir alarm threshold, nL",
+    "catheter_nl" / u32 * "catheter dead volume, nL",
+    "max_rate_nl_h" / u32 * "fastest rate the mechanism delivers (basal or bolus), nL/h",
 )
 
 Status = Struct(
-    "mode" / u8,
-    "step" / u8,
-    "flags" / u8,
-    "drug" / u8,
-    "alarms" / u32,
-    "reservoir_nl" / u32,
-    "delivered_ul" / u32,
-    "delivered_nl" / u16,
-    "battery_days" / u16,
-    "rate_nl_day" / u32,
-    "low_eta" / u32,
-    "rolling_ng" / u32,
-    "conc_ng_ml" / u32,
-    "boluses_24h" / u8,
-    "acked" / u8,
-    "rx_crc" / u32,
+    "mode" / u8 * "MODES",
+    "step" / u8 * "index of the basal step in force",
+    "flags" / u8 * f"STATUS_FLAGS: {_bits(N.STATUS_FLAGS)}",
+    "drug" / u8 * "drug library id (0 = none)",
+    "alarms" / u32 * "mask of 1 << alarm bit",
+    "reservoir_nl" / u32 * "nL left",
+    "delivered_ul" / u32 * "uL delivered since therapy start (whole uL)",
+    "delivered_nl" / u16 * "0..999: the nL part of the above",
+    "battery_days" / u16 * "days of battery left",
+    "rate_nl_day" / u32 * "current volume rate, nL/day",
+    "low_eta" / u32 * "device time the low-reservoir alarm is expected (0 = none)",
+    "rolling_ng" / u32 * "drug delivered in the last 24 h, ng",
+    "conc_ng_ml" / u32 * "ng/mL",
+    "boluses_24h" / u8 * "patient boluses in the last 24 h",
+    "acked" / u8 * ("alarm bits 0..7 raised and acknowledged (tone silenced by ACK_ALARM); "
+                           "a bit leaves when its alarm clears or is raised again"),
+    "rx_crc" / u32 * "CRC-32 of the Rx blob in force (0 = none)",
 )
 
 EventRecord = Struct(
-    "t" / u32,
-    "event_seq" / u32,
-    "code" / u8,
-    "who" / u8,
-    "a" / u32,
-    "b" / u32,
-    "c" / u32,
+    "t" / u32 * "device time of the event",
+    "event_seq" / u32 * "event number, from 1, never reused",
+    "code" / u8 * "event code (table below)",
+    "who" / u8 * "0 device, 1 clinician, 2 patient",
+    "a" / u32 * "per event code",
+    "b" / u32 * "per event code",
+    "c" / u32 * "per event code",
 )
 
 ReplyHead = Struct(
-    "cmd_id" / u32,
-    "cmd_type" / u8,
-    "result" / u8,
-    "detail" / u32,
+    "cmd_id" / u32 * "host's id for the command (echoed in REPLY)",
+    "cmd_type" / u8 * "type of the command replied to",
+    "result" / u8 * "0 ACK, else the NACK reason",
+    "detail" / u32 * "per command and result",
 )
 #: REPLY payload: the head, then the command's reply body (ACK only; a NACK has none).
-Reply = Struct(*ReplyHead.subcons, "body" / GreedyBytes)
+Reply = Struct(*ReplyHead.subcons, "body" / GreedyBytes * "per type")
 
 # --- host to device ------------------------------------------------------------
 
 CommandHead = Struct(
-    "cmd_id" / u32,
-    "role" / u8,
-    "counter" / u32,
+    "cmd_id" / u32 * "host's id for the command (echoed in REPLY)",
+    "role" / u8 * "1 clinician, 2 patient",
+    "counter" / u32 * "per-key counter, strictly increasing",
 )
 
 
 def command_payload(body):
     """The command envelope around `body`: cmd_id, role, counter, body, mac."""
-    return Struct(*CommandHead.subcons, "body" / body, "mac" / Bytes(MAC_SIZE))
+    return Struct(
+        *CommandHead.subcons,
+        "body" / body * "per type",
+        "mac" / Bytes(MAC_SIZE) * "HMAC-SHA256(key, header + payload-without-mac)[:16]",
+    )
 
 
 Empty = Struct()
 
 RxStep = Struct(
-    "start_min" / u16,
-    "rate_ng_day" / u32,
+    "start_min" / u16 * "minutes after local midnight",
+    "rate_ng_day" / u32 * "ng/day",
 )
 RxTimed = Struct(
-    "start_min" / u16,
-    "duration_s" / u16,
-    "dose_ng" / u32,
+    "start_min" / u16 * "minutes after local midnight",
+    "duration_s" / u16 * "s",
+    "dose_ng" / u32 * "ng",
 )
 
 
@@ -133,16 +144,16 @@ def _rx_head_fields(counted: bool):
     n_steps = Rebuild(u8, len_(this.steps)) if counted else u8
     n_timed = Rebuild(u8, len_(this.timed)) if counted else u8
     return (
-        "version" / u8,
-        "drug" / u8,
-        "n_steps" / n_steps,
-        "n_timed" / n_timed,
-        "flags" / u8,
-        "pb_max_per_day" / u8,
-        "pb_duration_s" / u16,
-        "conc_ng_ml" / u32,
-        "pb_dose_ng" / u32,
-        "pb_lockout_s" / u32,
+        "version" / u8 * "1",
+        "drug" / u8 * "drug library id (0 = none)",
+        "n_steps" / n_steps * "1..24",
+        "n_timed" / n_timed * "0..8",
+        "flags" / u8 * f"RX_FLAGS: {_bits(N.RX_FLAGS)}",
+        "pb_max_per_day" / u8 * "0 = no patient bolus",
+        "pb_duration_s" / u16 * "patient bolus duration, s",
+        "conc_ng_ml" / u32 * "ng/mL",
+        "pb_dose_ng" / u32 * "patient bolus dose, ng",
+        "pb_lockout_s" / u32 * "s from one patient bolus start to the next",
     )
 
 
@@ -155,23 +166,27 @@ RxBlob = Struct(
 RX_VERSION = 1
 RX_MAX_STEPS = 24
 RX_MAX_TIMED = 8
+#: Patient boluses a prescription may allow per day at most.
+RX_MAX_PB_PER_DAY = 24
+#: The longest patient-bolus lockout, s.
+RX_MAX_LOCKOUT_S = 86_400
 
-Refill = Struct("added_nl" / u32, "conc_ng_ml" / u32)
-ClinicianBolus = Struct("dose_ng" / u32, "duration_s" / u32)
-AckAlarm = Struct("mask" / u32)
-SetTime = Struct("utc" / u32, "local_offset_s" / i32)
-LogRead = Struct("from_seq" / u32, "max_count" / u8)
+Refill = Struct("added_nl" / u32 * "nL added", "conc_ng_ml" / u32 * "ng/mL")
+ClinicianBolus = Struct("dose_ng" / u32 * "ng", "duration_s" / u32 * "s")
+AckAlarm = Struct("mask" / u32 * "alarm mask")
+SetTime = Struct("utc" / u32 * "new device time", "local_offset_s" / i32 * "signed: local time = device time + this")
+LogRead = Struct("from_seq" / u32 * "first event_seq wanted", "max_count" / u8 * "at most this many records")
 
-ReadRxReply = Struct("rx_sha256" / Bytes(32), "rx" / RxBlob)
+ReadRxReply = Struct("rx_sha256" / Bytes(32) * "sha256 of the Rx blob", "rx" / RxBlob * "the Rx blob in force")
 LogReadReplyHead = Struct(
-    "next_seq" / u32,
-    "first_seq" / u32,
-    "count" / u8,
+    "next_seq" / u32 * "event_seq to ask for next",
+    "first_seq" / u32 * "oldest event_seq the device still has",
+    "count" / u8 * "records that follow",
 )
 LogReadReply = Struct(
-    "next_seq" / u32,
-    "first_seq" / u32,
-    "count" / Rebuild(u8, len_(this.records)),
+    "next_seq" / u32 * "event_seq to ask for next",
+    "first_seq" / u32 * "oldest event_seq the device still has",
+    "count" / Rebuild(u8, len_(this.records)) * "records that follow",
     "records" / Array(this.count, EventRecord),
 )
 
@@ -181,14 +196,14 @@ TLOG_MAGIC = b"THECALOG"
 TLOG_FORMAT = 1
 TLOG_MARK = 0xA5
 TlogHeader = Struct(
-    "magic" / Const(TLOG_MAGIC),
-    "format" / u16,
-    "flags" / u16,
-    "schema" / u32,
+    "magic" / Const(TLOG_MAGIC) * "`THECALOG`",
+    "format" / u16 * "1",
+    "flags" / u16 * "0 (none defined)",
+    "schema" / u32 * "schema fingerprint (SCHEMA)",
 )
 TlogRecordHead = Struct(
-    "mark" / Const(TLOG_MARK, u8),
-    "length" / u16,
+    "mark" / Const(TLOG_MARK, u8) * "0xA5",
+    "length" / u16 * "frame length in bytes",
 )
 
 # --- the message table ---------------------------------------------------------------
@@ -205,18 +220,19 @@ class Message(NamedTuple):
     type: int
     name: str
     direction: str  # "device" (device to host) or "host"
-    payload: object
-    body: object = None
+    payload: Any  # construct objects are not typed
+    body: Any = None
     roles: tuple[str, ...] = ()
-    reply: object = None
+    reply: Any = None
+    reads: bool = False  # only reads: executing it again changes nothing (a retry may)
 
 
 _EITHER = ("clinician", "patient")
 _CLIN = ("clinician",)
 
 
-def _cmd(t, name, roles, body, reply):
-    return Message(t, name, "host", command_payload(body), body, roles, reply)
+def _cmd(t, name, roles, body, reply, reads=False):
+    return Message(t, name, "host", command_payload(body), body, roles, reply, reads)
 
 
 MESSAGE_LIST = [
@@ -224,9 +240,9 @@ MESSAGE_LIST = [
     Message(0x02, "STATUS", "device", Status),
     Message(0x03, "EVENT", "device", EventRecord),
     Message(0x80, "REPLY", "device", Reply),
-    _cmd(0x40, "GET_STATUS", _EITHER, Empty, Status),
+    _cmd(0x40, "GET_STATUS", _EITHER, Empty, Status, reads=True),
     _cmd(0x41, "PROGRAM", _CLIN, RxBlob, Empty),
-    _cmd(0x42, "READ_RX", _EITHER, Empty, ReadRxReply),
+    _cmd(0x42, "READ_RX", _EITHER, Empty, ReadRxReply, reads=True),
     _cmd(0x43, "REFILL", _CLIN, Refill, Empty),
     _cmd(0x44, "PATIENT_BOLUS", _EITHER, Empty, Empty),
     _cmd(0x45, "CLINICIAN_BOLUS", _CLIN, ClinicianBolus, Empty),
@@ -234,8 +250,8 @@ MESSAGE_LIST = [
     _cmd(0x47, "RESUME", _CLIN, Empty, Empty),
     _cmd(0x48, "ACK_ALARM", _EITHER, AckAlarm, Empty),
     _cmd(0x49, "SET_TIME", _CLIN, SetTime, Empty),
-    _cmd(0x4A, "LOG_READ", _EITHER, LogRead, LogReadReply),
-    _cmd(0x4B, "GET_INFO", _EITHER, Empty, DeviceInfo),
+    _cmd(0x4A, "LOG_READ", _EITHER, LogRead, LogReadReply, reads=True),
+    _cmd(0x4B, "GET_INFO", _EITHER, Empty, DeviceInfo, reads=True),
     _cmd(0x4C, "MAINTENANCE", _CLIN, Empty, Empty),
 ]
 

@@ -23,6 +23,28 @@ UTC_MAX = 946_771_199
 #: fastest rate it delivers, basal or bolus (1000 uL/h); DEVICE_INFO.max_rate_nl_h.
 DEFAULT_MAX_RATE_NL_H = 1_000_000
 
+#: Device geometry (DEVICE_INFO): what the twin and a board get unless their configuration
+#: or provision.json says otherwise, and the bounds a configuration must keep.
+DEFAULT_STROKE_NL = 250
+MAX_STROKE_NL = 65535  # DEVICE_INFO.stroke_nl is a u16
+DEFAULT_CAPACITY_NL = 20_000_000
+#: The reservoir sizes a scenario may choose (20 mL, 40 mL on large models).
+CAPACITIES_NL = (20_000_000, 40_000_000)
+MAX_CAPACITY_NL = 40_000_000
+DEFAULT_CATHETER_NL = 150_000
+DEFAULT_LOW_RESERVOIR_NL = 2_000_000
+#: Bound of max_rate_nl_h: a day at the fastest rate stays below 2**30 nL.
+MAX_RATE_BOUND_NL_H = 24_000_000
+#: SET_TIME local offsets: UTC-14:00 .. UTC+14:00.
+MAX_LOCAL_OFFSET_S = 14 * 3600
+#: The longest clinician bolus (CLINICIAN_BOLUS duration_s).
+MAX_BOLUS_DURATION_S = 86400
+
+#: Records in one LOG_READ reply at most (a reply frame holds 48 EventRecords).
+LOG_PAGE_MAX = 48
+#: DEVICE_INFO.runtime.
+RUNTIMES: dict[int, str] = {1: "micropython"}
+
 #: Pump modes (STATUS.mode).
 MODES: dict[int, str] = {
     0: "stopped",
@@ -30,6 +52,16 @@ MODES: dict[int, str] = {
     2: "suspended",
     3: "halted",  # delivery stopped by an alarm
     4: "safe",  # internal fault
+}
+
+#: STATUS.flags bit numbers (STATUS.flags has 1 << bit): bolus_running, a bolus (timed,
+#: patient or clinician) is being delivered, so the rate is basal + bolus; bridge, the
+#: catheter still holds the previous concentration after a refill; trial, the prescription
+#: in force is a trial prescription (its Rx flags bit `trial`).
+STATUS_FLAGS: dict[int, str] = {
+    0: "bolus_running",
+    1: "bridge",
+    2: "trial",
 }
 
 #: Alarm bit numbers (STATUS.alarms is a mask of 1 << bit).
@@ -105,6 +137,14 @@ RESULTS: dict[int, str] = {
 }
 #: NACK reasons only (RESULTS without ack).
 NACK_REASONS: dict[int, str] = {k: v for k, v in RESULTS.items() if k}
+
+#: The fields a NACK `invalid` can name: REPLY.detail is the index here + 1 (0: none).
+INVALID_FIELDS: tuple[str, ...] = (
+    "length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
+    "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",
+    "patient_bolus.max_per_day", "drug", "concentration", "max_ng_day", "steps.rate",
+    "volume", "dose", "offset", "utc",
+)
 
 #: stroke_failed a.
 STROKE_FAILURES: dict[int, str] = {1: "stall", 2: "occlusion"}
@@ -211,6 +251,8 @@ TABLES: dict[str, dict[int, str]] = {
     "BOLUS_KINDS": BOLUS_KINDS,
     "DENY_REASONS": DENY_REASONS,
     "RESULTS": RESULTS,
+    "STATUS_FLAGS": STATUS_FLAGS,
+    "RX_FLAGS": RX_FLAGS,
     "STROKE_FAILURES": STROKE_FAILURES,
 }
 
@@ -231,3 +273,14 @@ def name_of(table: dict[int, str], code: int, prefix: str = "code") -> str:
     """The name for `code`, or `<prefix>_<code>` when the table has none (never fails)."""
     n = table.get(code)
     return n if n is not None else f"{prefix}_{code}"
+
+
+def flag_names(table: dict[int, str], value: int) -> list[str]:
+    """Names of the bits set in `value` by `table` (bit number -> name), lowest first;
+    unknown bits as `bit_N`."""
+    return [table.get(b, f"bit_{b}") for b in range(value.bit_length()) if value >> b & 1]
+
+
+def mask_of(table: dict[int, str], name: str) -> int:
+    """The mask (1 << bit) of the bit called `name` in `table` (bit number -> name)."""
+    return 1 << next(b for b, n in table.items() if n == name)

@@ -51,10 +51,19 @@ def _fmt_char(ff: FormatField) -> str:
     return _FMT_NORMAL.get(c, c)
 
 
+def unwrap(sc):
+    """The construct under a field's name and documentation (`"name" / u8 * "doc"` is a
+    Renamed around a Renamed)."""
+    while isinstance(sc, Renamed):
+        sc = sc.subcon
+    return sc
+
+
 def describe(sc) -> str:
-    """Canonical text of a construct, used for the fingerprint and the spec."""
+    """Canonical text of a construct, used for the fingerprint and the spec (a field's
+    documentation is not part of it)."""
     if isinstance(sc, Renamed):
-        return f"{sc.name}:{describe(sc.subcon)}"
+        return f"{sc.name}:{describe(unwrap(sc))}"
     if isinstance(sc, Struct):
         return "(" + ",".join(describe(s) for s in sc.subcons) + ")"
     if isinstance(sc, FormatField):
@@ -93,7 +102,7 @@ def _field_code(sc) -> str:
 
 def fixed_format(st: Struct) -> str:
     """The struct format ('<...') of a fixed-size Struct; TypeError if it is not fixed."""
-    return "<" + "".join(_field_code(s.subcon if isinstance(s, Renamed) else s) for s in st.subcons)
+    return "<" + "".join(_field_code(unwrap(s)) for s in st.subcons)
 
 
 def field_names(st: Struct) -> tuple[str, ...]:

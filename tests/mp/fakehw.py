@@ -136,11 +136,13 @@ def reply(frame):
     return cmd_id, typ, res, detail, body
 
 
-def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None):
+def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None, flags=0,
+            version=md.RX_VERSION):
     """An Rx blob: steps (start_min, ng/day), timed (start_min, dur_s, dose_ng),
     pb (dose_ng, dur_s, lockout_s, max_per_day)."""
     pbd, pbdur, pblock, pbmax = pb if pb else (0, 0, 0, 0)
-    b = struct.pack(md.RX_HEAD_FMT, 1, drug, len(steps), len(timed), 0, pbmax, pbdur, conc, pbd, pblock)
+    b = struct.pack(md.RX_HEAD_FMT, version, drug, len(steps), len(timed), flags, pbmax, pbdur,
+                    conc, pbd, pblock)
     for s in steps:
         b += struct.pack(md.RX_STEP_FMT, s[0], s[1])
     for s in timed:

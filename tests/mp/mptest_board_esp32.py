@@ -35,7 +35,7 @@ def test_interface():
 def test_strokes_timed_loop():
     wins = C.check_strokes(board, NAME)
     # pulses are never shorter than asked, and a slow pin write only adds its own time
-    for start, end, n in wins:
+    for start, end, _n in wins:
         assert end - start < 128 * 520_000 + 3_000_000
 
 

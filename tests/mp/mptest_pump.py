@@ -161,7 +161,7 @@ def test_replay_bad_mac_and_roles():
 def test_repeated_bad_macs_back_off_and_log():
     # REQ: SR-AUTH-04
     hw, p, h = started()
-    for i in range(P.BACKOFF_AFTER):
+    for _ in range(P.BACKOFF_AFTER):
         assert reply(p.command(h.cmd(md.T_GET_STATUS, key=b"\x01" * 32), T0))[2] == md.NACK_BAD_MAC
     r = reply(p.command(h.cmd(md.T_GET_STATUS), T0))
     assert r[2] == md.NACK_BACKOFF and r[3] >= 1
@@ -296,3 +296,58 @@ def test_a_body_on_a_command_without_one_is_bad_frame():
     assert not hw.telemetry.events(md.EV_BOLUS_STARTED)
     assert reply(p.command(h.cmd(md.T_SUSPEND), T0))[2] == 0  # without the junk: done
     assert p.mode == P.SUSPENDED
+
+
+def _vector(name):
+    import json
+
+    with open("protocol/vectors.json") as f:
+        for v in json.load(f)["vectors"]:
+            if v["name"] == name:
+                return v["fields"]
+    raise AssertionError("no vector " + name)
+
+
+def _status(p, t):
+    fr = p.status_frame(t)
+    v = struct.unpack_from(md.STATUS_FMT, fr, md.HDR_SIZE)
+    return dict(zip(("mode", "step", "flags", "drug", "alarms"), v[:5])), v[14]
+
+
+def test_status_flags_and_acked_are_what_the_spec_says():
+    # a trial prescription, a patient bolus running, low_reservoir raised and acknowledged
+    # (the vector status_bolus_trial_acked carries the same flags and acked)
+    want = _vector("status_bolus_trial_acked")
+    hw, p, h = started(rx=rx_blob(pb=(100_000, 600, 3600, 4), flags=md.RX_FLAG_TRIAL),
+                       reservoir_nl=2_010_000)
+    run_until(p, hw, T0 + 2 * 3600)
+    r = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT), T0 + 2 * 3600))
+    assert r[2] == 0, r
+    run_until(p, hw, T0 + 2 * 3600 + 120)
+    assert p.alarms.active(P.LOW_RESERVOIR)
+    r = reply(p.command(h.cmd(md.T_ACK_ALARM, struct.pack(md.ACK_ALARM_FMT, 1 << P.LOW_RESERVOIR),
+                              role=md.ROLE_PATIENT), T0 + 2 * 3600 + 120))
+    assert r[2] == 0, r
+    head, acked = _status(p, T0 + 2 * 3600 + 120)
+    assert head["flags"] == want["flags"] == md.STATUS_FLAG_BOLUS_RUNNING | md.STATUS_FLAG_TRIAL
+    assert acked == want["acked"] == 1
+
+
+def test_status_bridge_flag_is_what_the_spec_says():
+    want = _vector("status_bridge")
+    hw, p, h = started(reservoir_nl=10_000_000)
+    run_until(p, hw, T0 + 3600)
+    body = struct.pack(md.REFILL_FMT, 5_000_000, 5_000_000)
+    assert reply(p.command(h.cmd(md.T_REFILL, body), T0 + 3600))[2] == 0
+    head, _ = _status(p, T0 + 3600)
+    assert head["flags"] == want["flags"] == md.STATUS_FLAG_BRIDGE
+
+
+def test_rx_of_another_version_gets_nack_schema_as_the_vector():
+    want = _vector("reply_nack_schema_rx_version")
+    hw = HW(T0)
+    p = P.Pump(hw, T0, LIB)
+    blob = rx_blob(version=md.RX_VERSION + 1)
+    r = reply(p.command(Host().cmd(md.T_PROGRAM, blob, t=T0), T0))
+    assert (r[1], r[2], r[3]) == (want["cmd_type"], want["result"], want["detail"])
+    assert r[2] == md.NACK_SCHEMA and p.rx is None

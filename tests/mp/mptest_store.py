@@ -82,7 +82,7 @@ def test_snapshot_roundtrip_restores_therapy_without_catch_up():
     # the lockout and the counters survived: the same bolus again is in lockout? no: 8 h
     # later it is allowed, but the replayed command frame is refused
     assert p2.gate.n == 1
-    assert p2.last_ctr[md.ROLE_PATIENT] == 1
+    assert p2.auth.last_ctr[md.ROLE_PATIENT] == 1
     # nothing caught up: the first tick after boot owes less than a stroke
     assert p2.engine.advance(T0 + 8 * 3600) == 0
 

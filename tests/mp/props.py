@@ -18,6 +18,34 @@ def _lib():
     return _LIB
 
 
+def _pb(p, h, tq, q, out):
+    rr = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT, t=tq), tq))
+    if rr[2] == 0:
+        out["pb_starts"].append(tq)
+    else:
+        out["denied"].append([tq, rr[3]])
+
+
+def _cb(p, h, tq, q, out):
+    p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack(md.CLINICIAN_BOLUS_FMT, q[2], q[3]), t=tq), tq)
+
+
+def _refill(p, h, tq, q, out):
+    rr = reply(p.command(h.cmd(md.T_REFILL, struct.pack(md.REFILL_FMT, q[2], q[3]), t=tq), tq))
+    if rr[2] == 0:
+        out["fills_nl"] += q[2]
+
+
+# request kind -> what it does to the pump (and records in the case's result)
+_REQUESTS = {
+    "pb": _pb,
+    "cb": _cb,
+    "refill": _refill,
+    "suspend": lambda p, h, tq, q, out: p.command(h.cmd(md.T_SUSPEND, t=tq), tq),
+    "resume": lambda p, h, tq, q, out: p.command(h.cmd(md.T_RESUME, t=tq), tq),
+}
+
+
 def run_case(case):
     """case: {"steps": [[start_min, ng_day]...], "conc": ng/mL, "drug": id,
     "timed": [[start_min, dur_s, dose_ng]...], "pb": [dose_ng, dur_s, lockout_s, max] or None,
@@ -70,22 +98,7 @@ def run_case(case):
                 tq = t
             hw.clock.t = tq
             before = hw.motor.strokes
-            if q[1] == "pb":
-                rr = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT, t=tq), tq))
-                if rr[2] == 0:
-                    out["pb_starts"].append(tq)
-                else:
-                    out["denied"].append([tq, rr[3]])
-            elif q[1] == "cb":
-                p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", q[2], q[3]), t=tq), tq)
-            elif q[1] == "refill":
-                rr = reply(p.command(h.cmd(md.T_REFILL, struct.pack("<II", q[2], q[3]), t=tq), tq))
-                if rr[2] == 0:
-                    out["fills_nl"] += q[2]
-            elif q[1] == "suspend":
-                p.command(h.cmd(md.T_SUSPEND, t=tq), tq)
-            elif q[1] == "resume":
-                p.command(h.cmd(md.T_RESUME, t=tq), tq)
+            _REQUESTS[q[1]](p, h, tq, q, out)
             n = hw.motor.strokes - before
             if n:
                 strokes.append(tq)

@@ -106,6 +106,14 @@ def asm_pio(**kw):
     return dec
 
 
+_STALL = object()
+_JMP_TESTS = {
+    "not_x": lambda x, y: x == 0,
+    "not_y": lambda x, y: y == 0,
+    "x_not_y": lambda x, y: x != y,
+}
+
+
 class StateMachine:
     def __init__(self, sid, prog=None, **kw):
         w = _w()
@@ -200,86 +208,80 @@ class StateMachine:
     def restart(self):
         self.x = self.y = self.osr = self.isr = 0
 
+    _REGS = ("x", "y", "isr", "osr")
+
     def _src(self, s):
-        if s == "x":
-            return self.x
-        if s == "y":
-            return self.y
-        if s == "osr":
-            return self.osr
-        if s == "isr":
-            return self.isr
+        if s in self._REGS:
+            return getattr(self, s)
         if s == "null":
             return 0
         raise NotImplementedError("mov source " + s)
 
+    # One method per instruction: each returns the pc to jump to, None to go on, or
+    # _STALL when the state machine waits (an empty TX FIFO, a full RX FIFO).
+    def _pull(self, a):
+        if self.tx:
+            self.osr = self.tx.pop(0)
+        elif "noblock" in a:
+            self.osr = self.x
+        else:
+            return _STALL  # until put()
+        return None
+
+    def _push(self, a):
+        if len(self.rx) < 4:
+            self.rx.append(self.isr)
+            self.isr = 0
+        elif "noblock" not in a:
+            return _STALL
+        return None
+
+    def _mov(self, a):
+        if a[0] not in self._REGS:
+            raise NotImplementedError("mov destination " + a[0])
+        setattr(self, a[0], self._src(a[1]))
+        return None
+
+    def _set(self, a):
+        d, v = a
+        if d == "pins":
+            if self.set_base is None:
+                raise RuntimeError("set(pins) without set_base")
+            _w().write(self.set_base, v & 1, "pio")
+        elif d in ("x", "y"):
+            setattr(self, d, v)
+        else:
+            raise NotImplementedError("set destination " + d)
+        return None
+
+    def _jmp(self, a):
+        cond = a[0] if len(a) == 2 else None
+        if cond is None:
+            take = True
+        elif cond in ("x_dec", "y_dec"):
+            r = cond[0]
+            v = getattr(self, r)
+            take = v != 0
+            setattr(self, r, (v - 1) & 0xFFFFFFFF)
+        elif cond in _JMP_TESTS:
+            take = _JMP_TESTS[cond](self.x, self.y)
+        else:
+            raise NotImplementedError("jmp condition " + cond)
+        return self.prog.labels[a[-1]] if take else None
+
+    def _nop(self, a):
+        return None
+
     def step(self):
         """Execute the instruction at pc, at time next_t."""
         ins = self.prog.instrs[self.pc]
-        op = ins.op
-        a = ins.args
-        jump = None
-        if op == "pull":
-            if self.tx:
-                self.osr = self.tx.pop(0)
-            elif "noblock" in a:
-                self.osr = self.x
-            else:
-                self.next_t = None  # stall until put()
-                return
-        elif op == "push":
-            if len(self.rx) < 4:
-                self.rx.append(self.isr)
-                self.isr = 0
-            elif "noblock" not in a:
-                self.next_t = None
-                return
-        elif op == "mov":
-            v = self._src(a[1])
-            d = a[0]
-            if d == "x":
-                self.x = v
-            elif d == "y":
-                self.y = v
-            elif d == "isr":
-                self.isr = v
-            elif d == "osr":
-                self.osr = v
-            else:
-                raise NotImplementedError("mov destination " + d)
-        elif op == "set":
-            d, v = a
-            if d == "pins":
-                if self.set_base is None:
-                    raise RuntimeError("set(pins) without set_base")
-                _w().write(self.set_base, v & 1, "pio")
-            elif d == "x":
-                self.x = v
-            elif d == "y":
-                self.y = v
-            else:
-                raise NotImplementedError("set destination " + d)
-        elif op == "jmp":
-            cond = a[0] if len(a) == 2 else None
-            take = True
-            if cond == "x_dec":
-                take = self.x != 0
-                self.x = (self.x - 1) & 0xFFFFFFFF
-            elif cond == "y_dec":
-                take = self.y != 0
-                self.y = (self.y - 1) & 0xFFFFFFFF
-            elif cond == "not_x":
-                take = self.x == 0
-            elif cond == "not_y":
-                take = self.y == 0
-            elif cond == "x_not_y":
-                take = self.x != self.y
-            elif cond is not None:
-                raise NotImplementedError("jmp condition " + cond)
-            if take:
-                jump = self.prog.labels[a[-1]]
-        elif op != "nop":
-            raise NotImplementedError(op)
+        do = _OPS.get(ins.op)
+        if do is None:
+            raise NotImplementedError(ins.op)
+        jump = do(self, ins.args)
+        if jump is _STALL:
+            self.next_t = None
+            return
         self.cycles += 1 + ins.delay
         if jump is not None:
             self.pc = jump
@@ -292,3 +294,13 @@ class StateMachine:
 
 def bootsel_button():
     return _w().bootsel
+
+
+_OPS = {
+    "pull": StateMachine._pull,
+    "push": StateMachine._push,
+    "mov": StateMachine._mov,
+    "set": StateMachine._set,
+    "jmp": StateMachine._jmp,
+    "nop": StateMachine._nop,
+}

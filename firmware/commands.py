@@ -1,0 +1,189 @@
+# Commands from the link. `command()` authenticates a frame (auth.py) and then looks its
+# type up in HANDLERS: type -> (body layout, handler). The body's length is checked
+# against the layout before anything runs (a SUSPEND with junk after it is not a
+# SUSPEND); the handler gets the body's values and returns (result, detail, reply body
+# length), the reply body already packed after the reply head.
+import hashlib
+import struct
+
+import msgdefs as md
+from codec import verify_mac
+from eventlog import REC_SIZE
+from gate import OK
+
+LOG_PAGE_MAX = md.LOG_PAGE_MAX  # records per LOG_READ reply
+_CMD_AT = md.HDR_SIZE  # the command head in the frame
+_BODY_AT = md.HDR_SIZE + md.CMD_HEAD_SIZE  # the command body in the frame
+_REPLY_AT = md.HDR_SIZE + md.REPLY_HEAD_SIZE  # the reply body in the reply frame
+_RESULT_AT = md.HDR_SIZE + 5  # REPLY_HEAD: cmd_id u32, cmd_type u8, result u8, detail
+_MIN_CMD = md.HDR_SIZE + md.CMD_HEAD_SIZE + md.MAC_SIZE + md.CRC_SIZE
+
+
+def _get_status(p, now, role, buf, off, v):
+    return 0, 0, p.status_into(buf, off, now)
+
+
+def _get_info(p, now, role, buf, off, v):
+    return 0, 0, p.info_into(buf, off)
+
+
+def _program(p, now, role, buf, off, blob):
+    res, detail = p.program(blob, now, role)
+    return res, detail, 0
+
+
+def _read_rx(p, now, role, buf, off, v):
+    if p.rx is None:
+        return md.NACK_INVALID, 0, 0
+    blob = p.rx.blob
+    n = md.RX_SHA256_SIZE
+    buf[off : off + n] = hashlib.sha256(blob).digest()
+    buf[off + n : off + n + len(blob)] = blob
+    return 0, 0, n + len(blob)
+
+
+def _refill(p, now, role, buf, off, v):
+    res, detail = p.refill(v[0], v[1], now, role)
+    return res, detail, 0
+
+
+def _patient_bolus(p, now, role, buf, off, v):
+    reason = p.patient_bolus(now, role)
+    return (0 if reason == OK else md.NACK_LIMIT), reason, 0
+
+
+def _clinician_bolus(p, now, role, buf, off, v):
+    res, detail = p.clinician_bolus(now, v[0], v[1], role)
+    return res, detail, 0
+
+
+def _suspend(p, now, role, buf, off, v):
+    res, detail = p.suspend(now, role)
+    return res, detail, 0
+
+
+def _resume(p, now, role, buf, off, v):
+    res, detail = p.resume(now, role)
+    return res, detail, 0
+
+
+def _ack_alarm(p, now, role, buf, off, v):
+    return 0, p.ack_alarm(now, v[0], role), 0
+
+
+def _set_time(p, now, role, buf, off, v):
+    res, detail = p.set_time(v[0], v[1], now, role)
+    return res, detail, 0
+
+
+def _log_read(p, now, role, buf, off, v):
+    frm, mx = v
+    if mx > LOG_PAGE_MAX or mx == 0:
+        mx = LOG_PAGE_MAX
+    ev = p.events
+    first, cnt = ev.read_into(frm, mx, buf, off + md.LOG_READ_REPLY_HEAD_SIZE)
+    struct.pack_into(md.LOG_READ_REPLY_HEAD_FMT, buf, off, ev.next_seq, first, cnt)
+    return 0, 0, md.LOG_READ_REPLY_HEAD_SIZE + cnt * REC_SIZE
+
+
+def _maintenance(p, now, role, buf, off, v):
+    p.maintenance(now, role)
+    return 0, 0, 0
+
+
+# type -> (body layout: None for a variable body handed over as bytes, "" for none, else
+# the struct format; its size; the handler)
+HANDLERS = {
+    md.T_GET_STATUS: ("", 0, _get_status),
+    md.T_PROGRAM: (None, -1, _program),
+    md.T_READ_RX: ("", 0, _read_rx),
+    md.T_REFILL: (md.REFILL_FMT, md.REFILL_SIZE, _refill),
+    md.T_PATIENT_BOLUS: ("", 0, _patient_bolus),
+    md.T_CLINICIAN_BOLUS: (md.CLINICIAN_BOLUS_FMT, md.CLINICIAN_BOLUS_SIZE, _clinician_bolus),
+    md.T_SUSPEND: ("", 0, _suspend),
+    md.T_RESUME: ("", 0, _resume),
+    md.T_ACK_ALARM: (md.ACK_ALARM_FMT, md.ACK_ALARM_SIZE, _ack_alarm),
+    md.T_SET_TIME: (md.SET_TIME_FMT, md.SET_TIME_SIZE, _set_time),
+    md.T_LOG_READ: (md.LOG_READ_FMT, md.LOG_READ_SIZE, _log_read),
+    md.T_GET_INFO: ("", 0, _get_info),
+    md.T_MAINTENANCE: ("", 0, _maintenance),
+}
+
+
+def _reads(typ):
+    return md.CMD_FIRST <= typ <= md.CMD_LAST and md.CMD_READS[typ - md.CMD_FIRST]
+
+
+def command(p, frame, now):
+    """Handle one CRC-checked frame from the link; returns a REPLY frame or None."""
+    n = len(frame)
+    ver, typ, _seq, _t = struct.unpack_from(md.HDR_FMT, frame, 0)
+    if typ < md.CMD_FIRST or typ >= md.T_REPLY:
+        return None  # not a command (another device's telemetry echoed back)
+    if ver != md.VERSION:
+        return p.reply(now, 0, typ, md.NACK_SCHEMA, md.VERSION, 0)
+    if n < _MIN_CMD:
+        return p.reply(now, 0, typ, md.NACK_BAD_FRAME, n, 0)
+    cmd_id, role, ctr = struct.unpack_from(md.CMD_HEAD_FMT, frame, _CMD_AT)
+    a = p.auth
+    key = a.key(role)
+    if key is None:
+        return p.reply(now, cmd_id, typ, md.NACK_BAD_MAC, 0, 0)
+    wait = a.locked(role, now)
+    if wait:
+        return p.reply(now, cmd_id, typ, md.NACK_BACKOFF, wait, 0)
+    mac_at = n - md.CRC_SIZE - md.MAC_SIZE
+    if not verify_mac(key, frame, n):
+        a.bad_mac(p, role, now)
+        return p.reply(now, cmd_id, typ, md.NACK_BAD_MAC, 0, 0)
+    a.good_mac(p, role, now)
+    if a.is_retry(role, cmd_id, ctr):
+        # A retry of the command already executed: same answer, no second bolus.
+        cached = a.cached[role]
+        if cached is not None:
+            return memoryview(cached)
+        lr = a.last_result[role]
+        reads = _reads(typ)
+        if lr is not None and lr[0] == typ and not reads:
+            # rebooted since: the answer (never a body for a change) was saved
+            return p.reply(now, cmd_id, typ, lr[1], lr[2], 0)
+        if reads:
+            return execute(p, typ, frame[_BODY_AT:mac_at], role, cmd_id, now)
+    if ctr <= a.last_ctr[role]:
+        return p.reply(now, cmd_id, typ, md.NACK_REPLAY, a.last_ctr[role], 0)
+    a.last_ctr[role] = ctr
+    if typ <= md.CMD_LAST and not md.CMD_ROLES[typ - md.CMD_FIRST] & (1 << role):
+        rep = p.reply(now, cmd_id, typ, md.NACK_FORBIDDEN, role, 0)
+    else:
+        rep = execute(p, typ, frame[_BODY_AT:mac_at], role, cmd_id, now)
+    res, detail = rep[_RESULT_AT], struct.unpack_from(md.REPLY_HEAD_FMT, rep, md.HDR_SIZE)[3]
+    a.executed(role, cmd_id, typ, res, detail, bytes(rep))
+    if p.store is not None:
+        # durable before the host hears it: an acknowledged change survives a cut
+        p.save(now)
+        rep = memoryview(a.cached[role])
+    return rep
+
+
+def execute(p, typ, body, role, cmd_id, now):
+    """Run an authenticated command of type `typ`; returns the REPLY frame."""
+    h = HANDLERS.get(typ)
+    if h is None:
+        return p.reply(now, cmd_id, typ, md.NACK_UNKNOWN_COMMAND, 0, 0)
+    layout, size, handler = h
+    nb = len(body)
+    if size >= 0 and nb != size:
+        # PROTOCOL.md 4: a body of the wrong length is bad_frame, never executed
+        return p.reply(now, cmd_id, typ, md.NACK_BAD_FRAME, nb, 0)
+    # Bring therapy up to now first, so the command sees (and the reply reports) the
+    # pump as it is, not as the therapy task last left it.
+    p.tick(now)
+    p.changed = True
+    if layout is None:
+        v = body
+    elif layout:
+        v = struct.unpack_from(layout, body, 0)
+    else:
+        v = None
+    res, detail, blen = handler(p, now, role, p.rtx.buf, _REPLY_AT, v)
+    return p.reply(now, cmd_id, typ, res, detail, 0 if res else blen)

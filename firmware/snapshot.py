@@ -1,0 +1,43 @@
+# The pump's snapshot (state.bin): what a restart needs, each value by name. The head's
+# layout is protocol/theca_protocol/storage.py's SnapshotHead (msgdefs SNAP_*); the bolus
+# gate's start times, the rolling 24 h buckets and the Rx blob follow it.
+import struct
+
+from msgdefs import SNAP_FIELDS, SNAP_FMT, SNAP_SIZE
+
+
+def pack(p, now):
+    """The snapshot of pump `p` at `now`, as bytes. Allocates: never called per stroke."""
+    g = p.gate
+    r = p.rolling
+    rx = p.rx.blob if p.rx is not None else b""
+    v = {
+        "t": now, "mode": p.mode, "offset": p.offset, "wall_delta": p.wall_delta,
+        "conc": p.conc, "bridge_nl": p.bridge_nl, "bridge_conc": p.bridge_conc,
+        "alarm_mask": p.alarms.mask, "alarm_acked": p.alarms.acked,
+        "reservoir_nl": p.reservoir_nl, "delivered_ul": p.delivered_ul,
+        "delivered_nl": p.delivered_nl, "j_seq": p.store.j_seq, "ng_frac": p.ng_frac,
+        "seq": p.seq, "gate_n": g.n, "gate_head": g.head, "rolling_idx": r.idx,
+        "rolling_total": r.total, "rx_len": len(rx),
+    }
+    p.auth.save_into(v)
+    head = struct.pack(SNAP_FMT, *[v[k] for k in SNAP_FIELDS])
+    return head + bytes(g.starts) + bytes(r.b) + rx
+
+
+def unpack(blob, gate_bytes, rolling_bytes):
+    """The snapshot's values by name; "gate", "rolling" and "rx" are the byte strings
+    that follow the head (the gate's and the buckets' sizes are the pump's own)."""
+    v = dict(zip(SNAP_FIELDS, struct.unpack_from(SNAP_FMT, blob, 0)))
+    off = SNAP_SIZE
+    v["gate"] = blob[off : off + gate_bytes]
+    off += gate_bytes
+    v["rolling"] = blob[off : off + rolling_bytes]
+    off += rolling_bytes
+    v["rx"] = blob[off : off + v["rx_len"]]
+    return v
+
+
+def saved_time(blob):
+    """The monotonic device time the snapshot was taken at."""
+    return struct.unpack_from(SNAP_FMT, blob, 0)[0]

@@ -1,0 +1,153 @@
+"""A therapy summary of a telemetry log: what `theca simulate` and `make demo` print.
+
+Drug delivered per day (from the delivered volume and the concentration in successive
+status frames), boluses given and denied, alarms, refills, the reservoir at the end
+and the projected date of the low-reservoir alarm, i.e. when to refill.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from theca.log.records import records
+
+
+@dataclass
+class Day:
+    date: str
+    delivered_ul: float = 0.0
+    drug_mg: float = 0.0
+    boluses: int = 0
+    denied: int = 0
+    timed: int = 0
+
+
+@dataclass
+class Summary:
+    frames: int = 0
+    first: str | None = None
+    last: str | None = None
+    info: dict | None = None
+    drug: str | None = None
+    conc_mg_ml: float | None = None
+    days: list[Day] = field(default_factory=list)
+    alarms: list[tuple[str, str, str]] = field(default_factory=list)  # (t, alarm, raised|cleared)
+    refills: list[tuple[str, float, float]] = field(default_factory=list)
+    reservoir_ul: float | None = None
+    delivered_ul: float | None = None
+    low_eta: str | None = None
+    mode: str | None = None
+    active_alarms: list[str] = field(default_factory=list)
+    denials: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    anomalies: int = 0
+
+
+def summarize(path: str | Path) -> Summary:
+    s = Summary()
+    days: dict[str, Day] = {}
+    prev = None  # (delivered_ul, conc_ng_ml) of the previous status
+    for o in records(path):
+        s.frames += 1
+        kind = o.get("kind")
+        t: str = o.get("t") or ""
+        if t and s.first is None:
+            s.first = t
+        if t:
+            s.last = t
+        day = days.setdefault(t[:10], Day(t[:10])) if t and kind == "event" else None
+        if kind == "device_info":
+            s.info = o
+        elif kind == "status":
+            d = o["delivered_ul"]
+            conc = o.get("conc_ng_ml") or 0
+            if prev is not None:
+                # what was delivered since the previous status belongs to that one's day
+                pday = days.setdefault(prev[2], Day(prev[2]))
+                dv = d - prev[0]
+                pday.delivered_ul += dv
+                pday.drug_mg += dv * prev[1] / 1e9  # uL x ng/mL = 1e-3 ng; mg = ng / 1e6
+            prev = (d, conc, t[:10])
+            s.reservoir_ul = o["reservoir_ul"]
+            s.delivered_ul = d
+            s.low_eta = o.get("low_reservoir_eta")
+            s.mode = o.get("mode")
+            s.active_alarms = list(o.get("alarms", []))
+            if o.get("drug"):
+                s.drug = o["drug"]
+            if conc:
+                s.conc_mg_ml = conc / 1e6
+        elif kind == "event":
+            ev = o.get("event")
+            if ev == "bolus_started" and day is not None:
+                if o.get("bolus") == "timed":
+                    day.timed += 1
+                else:
+                    day.boluses += 1
+            elif ev == "bolus_denied":
+                if day is not None:
+                    day.denied += 1
+                s.denials[str(o.get("reason"))] += 1
+            elif ev in ("alarm_raised", "alarm_cleared"):
+                s.alarms.append((t, str(o.get("alarm")), "raised" if ev == "alarm_raised" else "cleared"))
+            elif ev == "refilled":
+                s.refills.append((t, o.get("added_ul", 0.0), o.get("reservoir_ul", 0.0)))
+        elif kind == "unknown":
+            s.anomalies += 1
+    s.days = [days[k] for k in sorted(days)]
+    return s
+
+
+def _date(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def print_summary(s: Summary, path, seconds: float | None = None, truth: dict | None = None) -> None:
+    """Print the summary as tables (rich) on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(highlight=False)
+    what = f"{s.drug or 'drug ?'}"
+    if s.conc_mg_ml:
+        what += f" {s.conc_mg_ml:g} mg/mL"
+    took = f" in {seconds:.2f} s" if seconds is not None else ""
+    con.print(f"[bold]Theca twin[/bold]: {_date(s.first)} to {_date(s.last)}, {what}{took}")
+    tab = Table(title="Drug delivered per day", title_justify="left")
+    for col in ("day", "date", "volume (uL)", "drug (mg)", "timed", "patient/clinician", "denied"):
+        tab.add_column(col, justify="right" if col not in ("date",) else "left")
+    for i, d in enumerate(s.days, 1):
+        tab.add_row(str(i), d.date, f"{d.delivered_ul:.1f}", f"{d.drug_mg:.3f}", str(d.timed),
+                    str(d.boluses), str(d.denied))
+    con.print(tab)
+    if s.denials:
+        con.print("Denied boluses: " + ", ".join(f"{k} {v}" for k, v in sorted(s.denials.items())))
+    if s.alarms:
+        at = Table(title="Alarms", title_justify="left")
+        at.add_column("time")
+        at.add_column("alarm")
+        at.add_column("")
+        for t, name, what in s.alarms:
+            at.add_row(_date(t), name, what)
+        con.print(at)
+    else:
+        con.print("Alarms: none")
+    for t, added, res in s.refills:
+        con.print(f"Refill {_date(t)}: +{added / 1000:.2f} mL -> {res / 1000:.2f} mL")
+    if s.reservoir_ul is not None:
+        con.print(f"Reservoir at the end: {s.reservoir_ul / 1000:.3f} mL; delivered since therapy "
+                  f"start {(s.delivered_ul or 0) / 1000:.3f} mL; mode {s.mode}"
+                  + (f"; alarms active: {', '.join(s.active_alarms)}" if s.active_alarms else ""))
+    if s.low_eta:
+        con.print(f"Projected refill date (reservoir below 2 mL): [bold]{_date(s.low_eta)}[/bold]")
+    elif s.reservoir_ul is not None and s.reservoir_ul < 2000:
+        con.print("[bold]Refill now[/bold]: the reservoir is below 2 mL")
+    if truth:
+        con.print(f"Mechanism (physical truth): {truth['pumped_nl'] / 1e6:.3f} mL pumped, "
+                  f"{truth['reservoir_nl'] / 1e6:.3f} mL left, {truth['failed_strokes']} strokes failed")
+    con.print(f"Telemetry: {path} ({s.frames} frames"
+              + (f", {s.anomalies} unreadable" if s.anomalies else "") + ")")

@@ -1,0 +1,1 @@
+"""A real board: compiling the firmware and flashing it with mpremote."""

@@ -1,0 +1,282 @@
+"""`theca --device DEV flash --board unix|rp2_pico|esp32 [--new-keys]`.
+
+Puts the firmware on a MicroPython board (or the MicroPython unix port's REPL on a
+pseudo-terminal) with the real `mpremote`, and provisions it:
+
+1. compile the firmware and the board's modules with mpy-cross (build.py);
+2. get the REPL: a board at the REPL answers a raw-REPL request at once; a board
+   running Theca ignores Ctrl-C (frames may hold 0x03), so if this host has its keys
+   it is sent MAINTENANCE, which gives the REPL back;
+3. read the board's provision.json, if any: a board this host knows keeps its serial
+   and keys (a firmware update); any other board gets a new serial and new keys,
+   stored under $THECA_HOME *before* they are written to the board, and its old pump
+   state (the `theca/` folder) is erased, since it belonged to another identity;
+4. copy the .mpy files, provision.json (serial, keys, pump geometry), the drug
+   library and a small main.py that starts the firmware (`import theca_main`), with
+   `mpremote connect DEV resume fs cp ...` (`resume`: no soft reset, which the unix
+   port's REPL cannot do);
+5. start it: on a board a soft reset from the friendly REPL runs main.py; the unix
+   REPL cannot reset, so its firmware modules are dropped from sys.modules and main.py
+   imported with `mpremote ... exec --no-follow`;
+6. check that the firmware answers GET_INFO with the serial just provisioned.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from theca_protocol import names as N
+
+from theca.board import build
+from theca.errors import BadInput
+from theca.inputs.druglib import default_path as druglib_path
+from theca.link import keys as K
+from theca.link.client import Client, LinkFailure, Refused
+from theca.progress import Bar
+
+#: The pump geometry written into provision.json (the boards read these; DESIGN.md).
+GEOMETRY = {"stroke_nl": N.DEFAULT_STROKE_NL, "capacity_nl": N.DEFAULT_CAPACITY_NL,
+            "catheter_nl": N.DEFAULT_CATHETER_NL,
+            "low_reservoir_nl": N.DEFAULT_LOW_RESERVOIR_NL,
+            "max_rate_nl_h": N.DEFAULT_MAX_RATE_NL_H}
+#: The file a board runs at boot. It stays source: a board executes main.py by name.
+MAIN_PY = """\
+# Theca: starts the pump firmware at boot (written by `theca flash`).
+# Back to the REPL, to flash again: `theca --device PORT maintenance`, or hold the
+# board's safe-boot button (README, "The way back to the REPL").
+import theca_main
+theca_main.main()
+"""
+# The firmware's main.py goes to the board as theca_main.mpy: main.py is the board's
+# entry point, and a main.py beside a main.mpy would shadow it. (Not "theca": that is
+# the folder where the firmware keeps its state, and a folder wins an import.)
+_RENAME = {"main": "theca_main"}
+_MPREMOTE_TIMEOUT_S = 120
+
+
+def mpremote() -> str:
+    """The venv's mpremote (or one on PATH)."""
+    cand = Path(sys.executable).parent / "mpremote"
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("mpremote")
+    if not found:
+        raise BadInput("mpremote not found: run `make setup`")
+    return found
+
+
+class Flasher:
+    """One flash of one board; `run()` returns the summary line."""
+
+    def __init__(self, device: str, board: str, new_keys: bool = False):
+        self.device = device
+        self.board = board
+        self.new_keys = new_keys
+        self.serial: str | None = None
+        self.fresh = False
+        self.files: list[tuple[Path, str]] = []
+        self.bytes = 0
+
+    # -- mpremote ---------------------------------------------------------------------
+
+    def mp(self, *args: str, check: bool = True, on_line=None) -> subprocess.CompletedProcess:
+        """Run `mpremote connect DEV resume ARGS`; LinkFailure naming mpremote's complaint."""
+        cmd = [mpremote(), "connect", self.device, "resume", *args]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None and proc.stderr is not None  # both PIPE
+        out = bytearray()
+        try:
+            for line in proc.stdout:
+                out += line
+                if on_line is not None:
+                    on_line(line.decode(errors="replace"))
+            err = proc.stderr.read()
+            rc = proc.wait(timeout=_MPREMOTE_TIMEOUT_S)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        res = subprocess.CompletedProcess(cmd, rc, bytes(out), err)
+        if check and rc != 0:
+            lines = (err or out).decode(errors="replace").strip().splitlines()
+            why = lines[-1] if lines else f"status {rc}"
+            hint = ""
+            if "raw repl" in why.lower() or "failed to access" in why.lower():
+                hint = (f" ({self.device} does not give its REPL: if Theca runs there, stop it "
+                        f"with `theca --device {self.device} maintenance` or hold the board's "
+                        "safe-boot button while it starts)")
+            raise LinkFailure(f"mpremote {args[0]} {args[1] if len(args) > 1 else ''}: "
+                              f"{why}{hint}".replace("  ", " "))
+        return res
+
+    # -- steps ------------------------------------------------------------------------
+
+    def repl_ready(self, timeout: float = 1.5) -> bool:
+        """True if the port answers as a MicroPython REPL (it enters the raw REPL, as
+        mpremote would, but gives up in `timeout` s rather than mpremote's 10)."""
+        import serial
+
+        try:
+            with serial.Serial(self.device, 115200, timeout=0.05) as s:
+                s.reset_input_buffer()
+                s.write(b"\r\x03\x03")  # stop a running program (where Ctrl-C still works)
+                time.sleep(0.1)
+                s.reset_input_buffer()
+                s.write(b"\r\x01")  # raw REPL
+                seen = b""
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    seen += s.read(256)
+                    if b"raw REPL; CTRL-B to exit" in seen:
+                        return True
+        except (serial.SerialException, OSError) as e:
+            raise LinkFailure(f"cannot open {self.device}: {getattr(e, 'strerror', None) or e}") from None
+        return False
+
+    def take_repl(self) -> str:
+        """Get the REPL: at once, or by MAINTENANCE to a Theca this host has keys for
+        (its firmware ignores Ctrl-C). Returns what was done; LinkFailure if neither.
+
+        Frames are sent only to a port that is not at a REPL: to a REPL they would be
+        typed-in garbage (a 0x04 there can end the unix port)."""
+        if self.repl_ready():
+            return "at the REPL"
+        serial_no = K.device_serial(self.device)
+        if serial_no and K.have_keys(serial_no):
+            try:
+                with Client(self.device, serial_no, timeout=1.0, retries=1, quiet=True) as c:
+                    c.request("MAINTENANCE", b"", "clinician")
+                time.sleep(0.3)  # the firmware winds down and the REPL comes back
+                if self.repl_ready(3.0):
+                    return f"stopped {serial_no} (MAINTENANCE)"
+            except (LinkFailure, Refused, BadInput):
+                pass
+        raise LinkFailure(
+            f"{self.device} gives no REPL. If the Theca firmware runs there, stop it with "
+            f"`theca --device {self.device} maintenance` (it needs the device's clinician key) "
+            "or hold the board's safe-boot button (BOOTSEL on a Pico, BOOT on an ESP32) while "
+            "it starts or for 3 s while it runs; then flash again")
+
+    def provision(self) -> dict:
+        """Serial and keys: the board's own if this host knows them, else new ones."""
+        old = None
+        r = self.mp("fs", "cat", ":provision.json", check=False)
+        if r.returncode != 0 and b"No such file" not in r.stderr + r.stdout:
+            self.mp("fs", "cat", ":provision.json")  # not reachable: raises, saying why
+        if r.returncode == 0:
+            try:
+                old = json.loads(r.stdout.decode(errors="replace"))
+            except ValueError:
+                old = None
+        serial = old.get("serial") if isinstance(old, dict) else None
+        if (not self.new_keys and isinstance(serial, str) and _serial_ok(serial)
+                and K.have_keys(serial)):
+            keys = K.load_keys(serial)
+        else:
+            serial = K.new_serial("TH")
+            keys = K.make_keys(serial)  # on the host before they reach the board
+            self.fresh = True
+        self.serial = serial
+        prov = {"serial": serial, "keys": {r: k.hex() for r, k in keys.items()}, **GEOMETRY}
+        if isinstance(old, dict):
+            # settings a deployment made for this board are kept: its link and motor, and
+            # the pump geometry measured on the bench (a calibrated stroke volume must
+            # survive a firmware update: docs/hardware.md, calibration by weighing)
+            for k in ("link", "motor", "reservoir_nl", *GEOMETRY):
+                if k in old:
+                    prov[k] = old[k]
+        return prov
+
+    def stage(self, prov: dict, work: Path) -> None:
+        """Everything that goes to the board, in `work`."""
+        mpy = build.compile_firmware(self.board)
+        for src in build.sources(self.board):
+            if src.name in build.KEEP_SOURCE:  # a module the build leaves as source
+                name, path = _RENAME.get(src.stem, src.stem) + ".py", src
+            else:
+                name, path = _RENAME.get(src.stem, src.stem) + ".mpy", mpy / (src.stem + ".mpy")
+            dst = work / name
+            shutil.copyfile(path, dst)
+            self.files.append((dst, name))
+        extra = [("main.py", MAIN_PY), ("provision.json", json.dumps(prov, indent=1) + "\n"),
+                 ("druglib.json", Path(druglib_path()).read_text())]
+        for name, text in extra:
+            (work / name).write_text(text)
+            self.files.append((work / name, name))
+        self.bytes = sum(p.stat().st_size for p, _ in self.files)
+
+    def copy(self, bar: Bar, base: int) -> None:
+        """One mpremote run copying every file; the bar follows its `cp` lines."""
+        args: list[str] = []
+        if self.fresh:
+            # another identity's therapy state must not carry over to new keys
+            args += ["exec", _WIPE_STATE, "+"]
+        for i, (p, name) in enumerate(self.files):
+            if i:
+                args.append("+")
+            args += ["fs", "cp", str(p), ":" + name]
+        done = [base]
+
+        def line(s: str) -> None:
+            if s.startswith("cp "):
+                done[0] += 1
+                bar.update(done[0])
+
+        self.mp(*args, on_line=line)
+
+    def start(self) -> None:
+        """Run the new firmware."""
+        if self.board == "unix":
+            names = [_RENAME.get(s.stem, s.stem) for s in build.sources(self.board)] + ["main"]
+            code = f"import sys\nfor _m in {names!r}:\n    sys.modules.pop(_m, None)\nimport main\n"
+            self.mp("exec", "--no-follow", code)
+            return
+        # A board: leave the raw REPL and soft-reset from the friendly one, which runs
+        # main.py (a soft reset from the raw REPL would not).
+        import serial
+
+        try:
+            with serial.Serial(self.device, 115200, timeout=0.5) as s:
+                s.write(b"\r\x03\x03")
+                time.sleep(0.2)
+                s.write(b"\r\x02")
+                time.sleep(0.2)
+                s.reset_input_buffer()
+                s.write(b"\x04")
+                s.flush()
+        except (serial.SerialException, OSError) as e:
+            raise LinkFailure(f"cannot restart the board on {self.device}: {e}") from None
+
+    def verify(self) -> dict:
+        """The new firmware answers with the serial just provisioned."""
+        assert self.serial is not None  # provision() chose it
+        K.remember_device(self.device, self.serial)
+        with Client(self.device, self.serial, timeout=1.0, retries=9, quiet=True) as c:
+            info = c.identify("clinician")
+            c.request("GET_STATUS", b"", "clinician")
+        return info
+
+
+_WIPE_STATE = (
+    "import os\n"
+    "try:\n"
+    "    for _f in os.listdir('theca'):\n"
+    "        os.remove('theca/' + _f)\n"
+    "    os.rmdir('theca')\n"
+    "except OSError:\n"
+    "    pass\n"
+)
+
+
+def _serial_ok(s: str) -> bool:
+    try:
+        K.check_serial(s)
+        return True
+    except BadInput:
+        return False

@@ -1,0 +1,437 @@
+"""The programmer: `theca --device DEV [--role clinician|patient] COMMAND`.
+
+status [--json], program RX.toml [--yes] [--override-soft-limit], refill --volume V
+--concentration C, bolus (the patient's), log pull -o FILE.tlog; and, as extensions,
+clinician-bolus --dose D --duration T, suspend, resume, ack-alarm [--alarm NAME],
+set-time [--utc ISO] [--offset +HH:MM], maintenance (back to the REPL for flashing).
+
+Every command identifies the device first (GET_INFO: serial, schema) and then signs
+its command with the role's key (client.py). Exit status: 0 done; 2 bad input (a
+file, a unit, a missing key file: nothing was sent); 3 the device refused (the reason
+in words); 4 link failure; 1 the user did not confirm (nothing sent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import theca_protocol as tp
+from theca_protocol import names as N
+
+from theca.errors import DEVICE_REFUSED, LINK_FAILURE, OK, BadInput
+from theca.inputs import units as U
+from theca.link import keys as K
+from theca.link import logpull
+from theca.link import requests as R
+from theca.link.client import Client, LinkFailure, Refused, Reply
+from theca.log.records import Renderer, iso
+
+NOT_CONFIRMED = 1
+_STATUS = tp.compiled(tp.Status)
+_STATUS_FLAG = {n: N.mask_of(N.STATUS_FLAGS, n) for n in N.STATUS_FLAGS.values()}
+
+
+def _role(args, default: str) -> str:
+    """The role to sign with: --role, else the command's own default."""
+    return args.role or default
+
+
+def _either(args, serial: str) -> str:
+    """For commands either key may send: --role, else the clinician key if this host
+    has it, else the patient key (a patient's handheld has only that one)."""
+    if args.role:
+        return args.role
+    return "clinician" if K.key_path(serial, "clinician").exists() else "patient"
+
+
+def _client(args) -> Client:
+    return Client(args.device)  # timeouts and retries: $THECA_TIMEOUT, $THECA_RETRIES
+
+
+def _guard(fn):
+    """Run a command; turn refusals and link failures into their exit status."""
+
+    def run(args) -> int:
+        name = " ".join(x for x in (args.command, getattr(args, "log_command", None)) if x)
+        try:
+            return fn(args)
+        except Refused as e:
+            print(f"theca {name}: {e}", file=sys.stderr)
+            return DEVICE_REFUSED
+        except LinkFailure as e:
+            print(f"theca {name}: link failure: {e}", file=sys.stderr)
+            return LINK_FAILURE
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+# --- status --------------------------------------------------------------------------
+
+
+def status_record(c: Client, rep: Reply) -> dict:
+    """The `status --json` object: STATUS in interface units, device time, identity."""
+    r = Renderer()
+    st = r.status_fields(_STATUS.unpack(rep.body))
+    flags = st.pop("flags")
+    conc = st.pop("conc_ng_ml")
+    info = c.info or {}
+    out = {
+        "serial": info.get("serial", c.serial),
+        "firmware": f"{info.get('fw_major', 0)}.{info.get('fw_minor', 0)}.{info.get('fw_patch', 0)}",
+        "schema_ok": c.schema_ok(),
+        "device_time": iso(rep.time),
+        "mode": st["mode"],
+        "reservoir_ul": st["reservoir_ul"],
+        "delivered_ul": st["delivered_ul"],
+        "rate_ul_per_day": st["rate_ul_per_day"],
+        "alarms": st["alarms"],
+        "drug": st["drug"],
+        "concentration": U.fmt_conc(conc) if conc else None,
+        "conc_ng_ml": conc,
+        "low_reservoir_eta": st["low_reservoir_eta"],
+        "battery_days": st["battery_days"],
+        "step": st["step"],
+        "boluses_24h": st["boluses_24h"],
+        "rolling_24h_ng": st["rolling_24h_ng"],
+        "bolus_running": bool(flags & _STATUS_FLAG["bolus_running"]),
+        "catheter_bridge": bool(flags & _STATUS_FLAG["bridge"]),
+        "trial": bool(flags & _STATUS_FLAG["trial"]),
+        "rx_crc": st["rx_crc"],
+        "capacity_ul": info.get("capacity_nl", 0) / 1000,
+    }
+    return out
+
+
+def _fmt_status(s: dict) -> str:
+    ml = s["reservoir_ul"] / 1000
+    lines = [
+        f"{s['serial']}  firmware {s['firmware']}  device time {s['device_time']}"
+        + ("" if s["schema_ok"] else "  (SCHEMA MISMATCH)"),
+        f"  mode        {s['mode']}",
+        f"  drug        {s['drug'] or 'none programmed'}"
+        + (f" {s['concentration']}" if s["concentration"] else ""),
+        f"  reservoir   {ml:.3f} mL of {s['capacity_ul'] / 1000:g} mL"
+        + (f" (low-reservoir alarm expected {s['low_reservoir_eta']})"
+           if s["low_reservoir_eta"] else ""),
+        f"  delivered   {s['delivered_ul']:.3f} uL since therapy start",
+        f"  rate now    {s['rate_ul_per_day']:.3f} uL/day (step {s['step'] + 1})"
+        + ("; a bolus is running" if s["bolus_running"] else ""),
+        f"  last 24 h   {U.fmt_amount(s['rolling_24h_ng']) if s['rolling_24h_ng'] else '0'} "
+        f"of drug, {s['boluses_24h']} patient bolus(es)",
+        f"  battery     {s['battery_days']} days",
+        f"  alarms      {', '.join(s['alarms']) if s['alarms'] else 'none'}",
+    ]
+    return "\n".join(lines)
+
+
+@_guard
+def cmd_status(args) -> int:
+    """Read and show the pump's status."""
+    with _client(args) as c:
+        role = _either(args, c.serial)
+        rep = c.request("GET_STATUS", role=role)
+        s = status_record(c, rep)
+    print(json.dumps(s) if args.json else _fmt_status(s))
+    return OK
+
+
+# --- program -------------------------------------------------------------------------
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(question + " [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+@_guard
+def cmd_program(args) -> int:
+    """Validate a prescription file, send it, and verify it by reading it back."""
+    from theca.inputs.druglib import load_druglib
+    from theca.inputs.rxfile import load_prescription
+
+    lib = load_druglib()
+    rx = load_prescription(args.rx, druglib=lib, override_soft=args.override_soft_limit)
+    blob = rx.to_blob()
+    if not args.device:
+        raise BadInput("no device: give --device DEV or set THECA_DEVICE")
+    with _client(args) as c:
+        role = _role(args, "clinician")
+        info = c.identify(role)
+        print(f"Prescription for {info['serial']} ({args.rx}):")
+        print(rx.describe(lib))
+        if not args.yes and not _confirm(f"Program this into {info['serial']}?"):
+            print("theca program: not confirmed; the prescription was not sent (--yes skips the "
+                  "question)", file=sys.stderr)
+            return NOT_CONFIRMED
+        c.request("PROGRAM", blob, role)
+        rep = c.request("READ_RX", b"", role)
+        want = hashlib.sha256(blob).digest()
+        got, held = rep.body[:32], rep.body[32:]
+        if got != want or held != blob or hashlib.sha256(held).digest() != want:
+            raise Refused(f"verification failed: {info['serial']} acknowledged the prescription "
+                          f"but holds another one (sha256 {got.hex()[:16]}..., sent "
+                          f"{want.hex()[:16]}...): check it with the clinic before relying "
+                          "on it", "verify")
+    print(f"programmed {info['serial']}: {rx.drug} {U.fmt_conc(rx.conc_ng_ml)}, "
+          f"{len(rx.steps)} step(s); read back and verified (sha256 {want.hex()[:16]})")
+    return OK
+
+
+# --- refill, boluses, modes, alarms, time ----------------------------------------------
+
+
+@_guard
+def cmd_refill(args) -> int:
+    """Record a refill: volume added and its concentration."""
+    added = U.parse_volume(args.volume, "--volume")
+    conc = U.parse_concentration(args.concentration, "--concentration")
+    with _client(args) as c:
+        role = _role(args, "clinician")
+        before = status_record(c, c.request("GET_STATUS", role=role))
+        try:
+            c.request("REFILL", R.refill(added, conc), role)
+        except Refused as e:
+            if e.reason != "limit":
+                raise
+            room = round((before["capacity_ul"] - before["reservoir_ul"]) * 1000)
+            if added > room:
+                msg = (f"limit: overfill refused: {U.fmt_volume(added)} would not fit; the "
+                       f"reservoir holds {before['reservoir_ul'] / 1000:.3f} mL of "
+                       f"{before['capacity_ul'] / 1000:g} mL (room for {U.fmt_volume(max(room, 0))})")
+            else:
+                # the detail names the limit (max_concentration); its value is the library's
+                from theca.inputs.druglib import load_druglib
+
+                d = load_druglib().find(before["drug"]) if before.get("drug") else None
+                top = f" {U.fmt_conc(d.max_conc_ng_ml)}" if d is not None else ""
+                msg = (f"limit: max_concentration: {U.fmt_conc(conc)} is over the drug's "
+                       f"maximum concentration{top}")
+            raise Refused(msg, "limit", e.detail) from None
+        after = status_record(c, c.request("GET_STATUS", role=role))
+    note = ""
+    if before["conc_ng_ml"] and conc != before["conc_ng_ml"]:
+        note = (f"; mixed concentration now {after['concentration']} (the catheter still "
+                "holds the old one: delivered as a bridge, the drug per day is kept)")
+    print(f"refilled {after['serial']}: +{U.fmt_volume(added)} of {U.fmt_conc(conc)}, "
+          f"reservoir {before['reservoir_ul'] / 1000:.3f} -> {after['reservoir_ul'] / 1000:.3f} mL"
+          + note)
+    return OK
+
+
+@_guard
+def cmd_bolus(args) -> int:
+    """The patient's bolus (patient key by default)."""
+    with _client(args) as c:
+        c.request("PATIENT_BOLUS", b"", _role(args, "patient"))
+    print(f"patient bolus started on {c.serial}")
+    return OK
+
+
+@_guard
+def cmd_clinician_bolus(args) -> int:
+    """A clinician bolus of --dose over --duration."""
+    dose = U.parse_amount(args.dose, "--dose")
+    dur = U.parse_duration(args.duration, "--duration")
+    with _client(args) as c:
+        role = _role(args, "clinician")
+        st = status_record(c, c.request("GET_STATUS", role=role))
+        _bolus_fits(c, st, dose, dur)
+        c.request("CLINICIAN_BOLUS", R.clinician_bolus(dose, dur), role)
+    print(f"clinician bolus started on {c.serial}: {U.fmt_amount(dose)} over {U.fmt_duration(dur)}")
+    return OK
+
+
+def _bolus_fits(c: Client, st: dict, dose: int, dur: int) -> None:
+    """The hard limits the host can judge before it sends a bolus (exit 2, naming the
+    option); the device judges them again, with the rest (the dose guard)."""
+    from theca.inputs.druglib import load_druglib
+
+    d = load_druglib().find(st["drug"]) if st.get("drug") else None
+    if d is not None and dose > d.max_bolus_ng:
+        unit = U.amount_unit(d.max_ng_day)
+        raise BadInput.at("--dose", f"limit: max_bolus: {U.fmt_amount(dose, unit)} exceeds "
+                                    f"{d.name} hard limit {U.fmt_amount(d.max_bolus_ng, unit)}")
+    from theca.inputs.rxfile import too_fast
+
+    conc = st.get("conc_ng_ml")
+    max_rate = (c.info or {}).get("max_rate_nl_h") or tp.DEFAULT_MAX_RATE_NL_H
+    fast = too_fast(dose, dur, conc, max_rate) if conc and dur > 0 else None
+    if fast is not None:
+        raise BadInput.at("--duration", f"limit: max_rate: {U.fmt_amount(dose)} over "
+                                        f"{U.fmt_duration(dur)} is {float(fast) / 1000:.4g} uL/h, faster than "
+                                        f"the pump's {max_rate / 1000:g} uL/h; give a longer "
+                                        "duration")
+
+
+def _simple(name: str, done: str):
+    @_guard
+    def run(args) -> int:
+        with _client(args) as c:
+            c.request(name, b"", _role(args, "clinician"))
+        print(f"{done} ({c.serial})")
+        return OK
+
+    run.__doc__ = done
+    return run
+
+
+cmd_suspend = _simple("SUSPEND", "delivery suspended")
+cmd_resume = _simple("RESUME", "delivery resumed")
+
+
+@_guard
+def cmd_maintenance(args) -> int:
+    """MAINTENANCE: motor off, therapy suspended, the firmware returns to the REPL."""
+    with _client(args) as c:
+        c.request("MAINTENANCE", b"", _role(args, "clinician"))
+    print(f"{c.serial} stopped for maintenance: delivery is suspended and the board is at the "
+          "MicroPython REPL (flash it with `theca flash`; resume delivery after restart with "
+          "`theca resume`)")
+    return OK
+
+
+@_guard
+def cmd_ack_alarm(args) -> int:
+    """Acknowledge alarms (all, or those named with --alarm): silences their tones."""
+    mask = 0
+    if args.alarm:
+        names = {v: k for k, v in N.ALARMS.items()}
+        for a in args.alarm:
+            if a not in names:
+                raise BadInput.at("--alarm", f"unknown alarm {a!r} (known: {', '.join(names)})")
+            mask |= 1 << names[a]
+    else:
+        mask = 0xFFFFFFFF
+    with _client(args) as c:
+        role = _either(args, c.serial)
+        rep = c.request("ACK_ALARM", R.ack_alarm(mask), role)
+    acked = N.alarm_names(rep.detail)
+    print(f"acknowledged on {c.serial}: {', '.join(acked) if acked else 'no active alarm'}")
+    return OK
+
+
+@_guard
+def cmd_set_time(args) -> int:
+    """Set the device clock (UTC) and the local offset its daily schedule follows."""
+    utc = U.parse_datetime(args.utc, "--utc") if args.utc else None
+    if args.offset is not None:
+        offset = U.parse_offset(args.offset, "--offset")
+    else:
+        offset = time.localtime().tm_gmtoff  # the host's own offset
+    with _client(args) as c:
+        if utc is None:
+            utc = int(time.time()) - tp.EPOCH_UNIX
+            if not tp.UTC_MIN <= utc <= tp.UTC_MAX:
+                raise BadInput.at("--utc", f"this host's clock reads {iso(utc)}, outside the "
+                                           "device's 2020-01-01 .. 2049-12-31: give --utc")
+        c.request("SET_TIME", R.set_time(utc, offset), _role(args, "clinician"))
+    sign = "+" if offset >= 0 else "-"
+    print(f"clock of {c.serial} set to {iso(utc)}, local offset {sign}{abs(offset) // 3600:02d}:"
+          f"{abs(offset) % 3600 // 60:02d}")
+    return OK
+
+
+# --- log pull ------------------------------------------------------------------------
+
+
+@_guard
+def cmd_log_pull(args) -> int:
+    """Download the event log into a .tlog, resuming a file already begun."""
+    from theca.progress import Bar
+
+    out = Path(args.output)
+    with _client(args) as c:
+        role = _either(args, c.serial)
+        info = c.identify(role)
+        bar: list = []
+
+        def progress(pulled: int, total: int) -> None:
+            if not bar:
+                bar.append(Bar(total, f"log {info['serial']}", "events").__enter__())
+            bar[0].update(pulled)
+
+        try:
+            res = logpull.pull(c, role, out, args.from_seq, args.pages, progress)
+        finally:
+            if bar:
+                bar[0].__exit__(None, None, None)
+    rng = f"#{res.first_wanted}-#{res.next_from - 1}" if res.pulled else "none new"
+    more = f"; {res.left} more on the device (run again to continue)" if res.left else ""
+    print(f"pulled {res.pulled} events ({rng}) from {info['serial']} in {res.pages} page(s), "
+          f"{res.seconds:.1f} s, {res.line_bytes} bytes on the line"
+          + (f", resumed after #{res.resumed_after}" if res.resumed_after is not None else "")
+          + f" -> {out}{more}")
+    for a, b in res.lost:
+        print(f"theca log pull: events #{a}-#{b} were overwritten on the device before they "
+              "were read (its log keeps the newest)", file=sys.stderr)
+    return OK
+
+
+# --- the parser ----------------------------------------------------------------------
+
+
+def add_parser(sub) -> None:
+    """Register the programmer's commands."""
+    p = sub.add_parser("status", help="show the pump's status")
+    p.add_argument("--json", action="store_true", help="one JSON object (interface fields)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("program", help="program a prescription (read back and verified)")
+    p.add_argument("rx", help="prescription TOML file")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--override-soft-limit", action="store_true",
+                   help="accept a prescription over the drug library's soft limits")
+    p.set_defaults(func=cmd_program)
+
+    p = sub.add_parser("refill", help="record a refill (volume added, its concentration)")
+    p.add_argument("--volume", required=True, help='volume added, e.g. "18 mL"')
+    p.add_argument("--concentration", required=True, help='e.g. "10 mg/mL"')
+    p.set_defaults(func=cmd_refill)
+
+    p = sub.add_parser("bolus", help="the patient's bolus (patient key)")
+    p.set_defaults(func=cmd_bolus)
+
+    p = sub.add_parser("clinician-bolus", help="a clinician bolus")
+    p.add_argument("--dose", required=True, help='e.g. "0.5 mg"')
+    p.add_argument("--duration", required=True, help='e.g. "30 min"')
+    p.set_defaults(func=cmd_clinician_bolus)
+
+    p = sub.add_parser("suspend", help="suspend delivery")
+    p.set_defaults(func=cmd_suspend)
+    p = sub.add_parser("resume", help="resume delivery")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("ack-alarm", help="acknowledge alarms (silence their tones)")
+    p.add_argument("--alarm", action="append", metavar="NAME",
+                   help="an alarm to acknowledge (repeatable; default: all)")
+    p.set_defaults(func=cmd_ack_alarm)
+
+    p = sub.add_parser("set-time", help="set the device clock and local offset")
+    p.add_argument("--utc", help="UTC time, e.g. 2026-01-01T08:00:00Z (default: now)")
+    p.add_argument("--offset", help='local offset, e.g. "+01:00" (default: this host\'s)')
+    p.set_defaults(func=cmd_set_time)
+
+    p = sub.add_parser("maintenance",
+                       help="stop the pump (motor off, suspended) and return to the REPL")
+    p.set_defaults(func=cmd_maintenance)
+
+    p = sub.add_parser("log", help="the event log")
+    lsub = p.add_subparsers(dest="log_command", metavar="pull")
+    lsub.required = True
+    q = lsub.add_parser("pull", help="download the event log into a .tlog (resumable)")
+    q.add_argument("-o", "--output", required=True, help="the .tlog to write or continue")
+    q.add_argument("--from", dest="from_seq", type=int, default=0, metavar="N",
+                   help="start at event N (a new file only)")
+    q.add_argument("--pages", type=int, default=0, metavar="N",
+                   help="stop after N pages of 48 events (a slow link; run again to go on)")
+    q.set_defaults(func=cmd_log_pull)
+

@@ -1,0 +1,67 @@
+"""`theca simulate`: a scenario on the twin, a .tlog and a summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from theca import progress as progress_mod
+from theca.board.build import compile_firmware
+from theca.errors import BAD_INPUT, OK
+from theca.inputs.scenario import load_scenario
+from theca.twin.run import heap_ok
+from theca.twin.simulate import (
+    TWIN_FAILED,
+    simulate,
+)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("simulate", help="run a scenario on the twin at full virtual speed")
+    p.add_argument("scenario", help="scenario TOML file")
+    p.add_argument("-o", "--output", required=True, help="telemetry log to write (.tlog)")
+    p.add_argument("--heapsize", help="MicroPython heap, as for `micropython -X heapsize=` (e.g. 64k)")
+    p.add_argument("--override-soft-limit", action="store_true",
+                   help="accept prescriptions above the drug library's soft limits")
+    p.add_argument("--quiet", action="store_true", help="print only the one-line result")
+    p.add_argument("--source", action="store_true",
+                   help="run the firmware from .py source instead of compiled .mpy")
+    p.add_argument("--flash-image", type=Path,
+                   help="keep the twin's flash (a littlefs2 image) in this file")
+    p.set_defaults(func=run)
+
+
+
+def run(args) -> int:
+    sc = load_scenario(args.scenario, override_soft=args.override_soft_limit)
+    if args.heapsize and not heap_ok(args.heapsize):
+        print(f"theca simulate: --heapsize: {args.heapsize!r} is not a size like 64k, 128k or 1m",
+              file=sys.stderr)
+        return BAD_INPUT
+    out = Path(args.output)
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    mpy = None if args.source else compile_firmware("unix")
+    days = sc.duration_s / 86400
+    with progress_mod.Bar(days, "simulating", "days") as bar:
+        res = simulate(sc, out, args.heapsize, mpy_dir=mpy, flash_image=args.flash_image,
+                       progress=lambda s: bar.update(s / 86400))
+    if res["returncode"] != 0:
+        sys.stderr.write(res["stdout"][-4000:])
+        sys.stderr.write(res["stderr"][-4000:])
+        print(f"theca simulate: the firmware stopped with status {res['returncode']}"
+              + (" (out of memory: raise --heapsize)"
+                 if "MemoryError" in res["stderr"] + res["stdout"] else ""),
+              file=sys.stderr)
+        return TWIN_FAILED
+    from theca.analysis.summary import print_summary, summarize
+
+    summ = summarize(out)
+    if not args.quiet:
+        print_summary(summ, out, seconds=res["seconds"], truth=res["truth"])
+    speed = sc.duration_s / max(res["seconds"], 1e-9)
+    print(f"simulated {days:g} days in {res['seconds']:.2f} s ({speed:,.0f}x real time): "
+          f"{summ.frames} frames -> {out}")
+    return OK
+
+

@@ -1,0 +1,1 @@
+"""What users write: units, the drug library, prescriptions (.toml) and scenarios."""

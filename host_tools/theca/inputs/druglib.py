@@ -1,0 +1,194 @@
+"""The drug library: per-drug hard and soft limits, shared by host and firmware.
+
+The file is `firmware/druglib.json` in the repository (the firmware ships the
+same file, so host and device enforce the same limits). A deployment can
+replace it: set `THECA_DRUGLIB` to another file, or pass a path.
+
+Hard limits can never be exceeded. Soft limits can, but only when the
+clinician confirms (`--override-soft-limit`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from theca.errors import BadInput
+
+#: Environment variable naming a replacement drug library file.
+ENV_VAR = "THECA_DRUGLIB"
+#: Library format this code understands.
+FORMAT_VERSION = 1
+
+_U32 = 2**32 - 1
+_LIMIT_KEYS = ("max_conc_ng_ml", "max_ng_day", "max_ng_hour", "max_bolus_ng",
+               "soft_conc_ng_ml", "soft_ng_day")
+_KEYS = ("id", "name", *_LIMIT_KEYS)
+#: Limits that can never exceed another: (lower, upper).
+_ORDER = (("soft_conc_ng_ml", "max_conc_ng_ml"), ("soft_ng_day", "max_ng_day"),
+          ("max_bolus_ng", "max_ng_hour"), ("max_ng_hour", "max_ng_day"))
+#: Beside each limit, where its number comes from (a label, a guideline): optional text.
+_SOURCE_KEYS = tuple(k + "_source" for k in _LIMIT_KEYS)
+
+
+@dataclass(frozen=True)
+class Drug:
+    """One drug's entry. Units: ng/mL, ng per rolling 24 h, ng per rolling 1 h, ng per
+    single bolus. `sources` maps a limit's key to where its number comes from."""
+
+    id: int
+    name: str
+    max_conc_ng_ml: int
+    max_ng_day: int
+    max_ng_hour: int
+    max_bolus_ng: int
+    soft_conc_ng_ml: int
+    soft_ng_day: int
+    sources: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class DrugLibrary:
+    """A validated drug library: `drugs` in file order, `path` it came from."""
+
+    version: int
+    drugs: tuple[Drug, ...]
+    path: Path | None = None
+    source: str = ""
+
+    def names(self) -> list[str]:
+        """Drug names, in file order."""
+        return [d.name for d in self.drugs]
+
+    def find(self, name: str) -> Drug | None:
+        """The drug called `name` (case and surrounding spaces ignored), or None."""
+        key = name.strip().casefold()
+        for d in self.drugs:
+            if d.name.casefold() == key:
+                return d
+        return None
+
+    def lookup(self, name, field: str = "drug") -> Drug:
+        """The drug called `name`; BadInput naming `field` and listing known drugs if none."""
+        if not isinstance(name, str) or not name.strip():
+            raise BadInput.at(field, f"expected a drug name ({', '.join(self.names())}), got {name!r}")
+        d = self.find(name)
+        if d is None:
+            raise BadInput.at(
+                field, f'unknown drug "{name}" (the drug library has: {", ".join(self.names())})'
+            )
+        return d
+
+    def by_id(self, drug_id: int) -> Drug | None:
+        """The drug with device id `drug_id`, or None."""
+        for d in self.drugs:
+            if d.id == drug_id:
+                return d
+        return None
+
+
+def default_path() -> Path:
+    """`$THECA_DRUGLIB` if set, else the repository's firmware/druglib.json.
+
+    Falls back to a druglib.json installed next to this module when the
+    package is used outside its repository.
+    """
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[3] / "firmware" / "druglib.json"
+    if repo.exists():
+        return repo
+    packaged = Path(__file__).resolve().parent / "druglib.json"
+    return packaged if packaged.exists() else repo
+
+
+def parse_druglib(data, where: str = "drug library") -> DrugLibrary:
+    """Validate an already-decoded library (a dict); BadInput lists every problem."""
+    errs: list[str] = []
+    if not isinstance(data, dict):
+        raise BadInput(f"{where}: expected a JSON object with \"version\" and \"drugs\"")
+    version = data.get("version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        errs.append(f"{where}: version: expected {FORMAT_VERSION}, got {version!r}")
+    raw = data.get("drugs")
+    if not isinstance(raw, list) or not raw:
+        errs.append(f"{where}: drugs: expected a non-empty list of drugs")
+        raw = []
+    drugs: list[Drug] = []
+    ids: set[int] = set()
+    names: set[str] = set()
+    for i, entry in enumerate(raw, 1):
+        f = f"{where}: drugs[{i}]"
+        if not isinstance(entry, dict):
+            errs.append(f"{f}: expected an object")
+            continue
+        bad = False
+        for k in sorted(set(entry) - set(_KEYS) - set(_SOURCE_KEYS)):
+            errs.append(f"{f}: unknown key \"{k}\" (expected {', '.join(_KEYS)}, and a "
+                        "KEY_source text beside a limit)")
+            bad = True
+        for k in _SOURCE_KEYS:
+            if k in entry and not isinstance(entry[k], str):
+                errs.append(f"{f}: {k}: expected a text naming the source, got {entry[k]!r}")
+                bad = True
+        for k in _KEYS:
+            if k not in entry:
+                errs.append(f"{f}: missing \"{k}\"")
+                bad = True
+        if bad:
+            continue
+        name = entry["name"]
+        if not isinstance(name, str) or not name.strip() or not name.isascii():
+            errs.append(f"{f}.name: expected a non-empty ASCII name, got {name!r}")
+            continue
+        f = f"{where}: drugs[{i}] ({name})"
+        did = entry["id"]
+        # Ids go into a u8 of the Rx blob; 0 is kept free to mean "no drug".
+        if isinstance(did, bool) or not isinstance(did, int) or not 1 <= did <= 255:
+            errs.append(f"{f}.id: expected an integer 1..255, got {did!r}")
+            bad = True
+        elif did in ids:
+            errs.append(f"{f}.id: {did} is used by another drug")
+            bad = True
+        if name.casefold() in names:
+            errs.append(f"{f}.name: \"{name}\" appears twice")
+            bad = True
+        for k in _LIMIT_KEYS:
+            v = entry[k]
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _U32:
+                errs.append(f"{f}.{k}: expected an integer 1..{_U32}, got {v!r}")
+                bad = True
+        if bad:
+            continue
+        wrong = [(lo, hi) for lo, hi in _ORDER if entry[lo] > entry[hi]]
+        if wrong:
+            errs.append(f"{f}: {wrong[0][0]} is above {wrong[0][1]}")
+            continue
+        ids.add(did)
+        names.add(name.casefold())
+        srcs = tuple((k[: -len("_source")], entry[k]) for k in _SOURCE_KEYS if k in entry)
+        drugs.append(Drug(**{k: entry[k] for k in _KEYS}, sources=srcs))
+    if errs:
+        raise BadInput(errs)
+    source = data.get("source", "")
+    assert isinstance(version, int)  # checked above: a bad version is in errs
+    return DrugLibrary(version=version, drugs=tuple(drugs),
+                       source=source if isinstance(source, str) else "")
+
+
+def load_druglib(path: str | os.PathLike | None = None) -> DrugLibrary:
+    """Load and validate the drug library from `path` (default: see `default_path`)."""
+    p = Path(path) if path is not None else default_path()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BadInput(f"{p}: cannot read the drug library: {e.strerror or e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{p}:{e.lineno}: drug library is not valid JSON: {e.msg}") from None
+    lib = parse_druglib(data, str(p))
+    return DrugLibrary(version=lib.version, drugs=lib.drugs, path=p, source=lib.source)

@@ -1,0 +1,496 @@
+"""Scenario files (TOML) for `theca simulate` -> a validated `Scenario` in device units.
+
+The format is fixed by interface.md ("Scenario file"). All times become
+device seconds (since 2020-01-01T00:00:00Z), volumes nL, drug ng. Every
+problem in the file is reported at once, as `file:line: field: problem`.
+
+Extensions beyond interface.md (all optional):
+- `capacity_ml` (20 or 40), `stroke_nl`, `catheter_ul`, `battery_days`,
+  `local_offset` ("+01:00"), `override_soft_limit` (bool), `description`;
+- `status_period_s` defaults to 60 and `reservoir_ml` to a full reservoir;
+- event `ack_alarm` takes an optional `alarms` list (default: all alarms);
+- event `set_time` takes `utc` (a UTC datetime, default: the event time)
+  and/or `local_offset` (default: the offset in effect).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from theca_protocol import messages as M
+from theca_protocol import names as N
+
+from theca.errors import BadInput, Problems, checked
+from theca.inputs import units as u
+from theca.inputs.druglib import Drug, DrugLibrary, load_druglib
+from theca.inputs.rxfile import (
+    MAX_RATE_NL_H,
+    Prescription,
+    check_keys,
+    load_prescription,
+    read_toml,
+    table_list,
+    toml_locator,
+    too_fast,
+)
+
+MAX_DAYS = 3660
+DEFAULT_STATUS_PERIOD_S = 60
+DEFAULT_CAPACITY_NL = N.DEFAULT_CAPACITY_NL
+CAPACITIES_NL = N.CAPACITIES_NL
+DEFAULT_STROKE_NL = N.DEFAULT_STROKE_NL
+DEFAULT_CATHETER_NL = N.DEFAULT_CATHETER_NL
+DEFAULT_BATTERY_DAYS = 2555
+#: STATUS.battery_days is a u16.
+MAX_BATTERY_DAYS = 2 ** (8 * M.Status.battery_days.sizeof()) - 1
+#: A clinician bolus longer than a day is not a bolus.
+MAX_CLINICIAN_BOLUS_S = N.MAX_BOLUS_DURATION_S
+_SMALL_INT = 2**30 - 1
+
+#: Alarm names and their bit in the device's alarm mask (the protocol's ALARMS).
+ALARM_BITS = {name: bit for bit, name in N.ALARMS.items()}
+#: `ack_alarm` without `alarms` acknowledges every alarm.
+ALL_ALARMS = (1 << len(ALARM_BITS)) - 1
+
+#: Event action -> (required keys, optional keys).
+ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "patient_bolus": ((), ()),
+    "clinician_bolus": (("dose", "duration"), ()),
+    "refill": (("volume", "concentration"), ()),
+    "program": (("prescription",), ()),
+    "suspend": ((), ()),
+    "resume": ((), ()),
+    "ack_alarm": ((), ("alarms",)),
+    "set_time": ((), ("utc", "local_offset")),
+}
+#: Fault kind -> the key it needs.
+FAULT_KINDS = {"motor_stall": "duration", "occlusion": "duration", "power_loss": "duration",
+               "battery": "remaining"}
+
+_TOP_KEYS = ("start", "days", "status_period_s", "reservoir_ml", "prescription", "events",
+             "faults", "capacity_ml", "stroke_nl", "catheter_ul", "battery_days", "local_offset",
+             "override_soft_limit", "description")
+
+
+@dataclass(frozen=True)
+class Event:
+    """A command sent to the device at `at` (device s). Fields not used by `action` are None.
+
+    - clinician_bolus: dose_ng, duration_s
+    - refill: volume_nl, conc_ng_ml
+    - program: prescription
+    - ack_alarm: alarm_mask
+    - set_time: utc (device s), local_offset_s
+    `index` is the event's 1-based position in the file, for messages.
+    """
+
+    at: int
+    action: str
+    index: int = 0
+    dose_ng: int | None = None
+    duration_s: int | None = None
+    volume_nl: int | None = None
+    conc_ng_ml: int | None = None
+    prescription: Prescription | None = None
+    alarm_mask: int | None = None
+    utc: int | None = None
+    local_offset_s: int | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault the simulated board injects at `at` (device s).
+
+    motor_stall, occlusion, power_loss: `duration_s`; battery: `remaining_days`.
+    """
+
+    at: int
+    kind: str
+    index: int = 0
+    duration_s: int | None = None
+    remaining_days: int | None = None
+
+    def to_config(self) -> dict:
+        """The entry for THECA_SIM's "faults" list (docs/DESIGN.md)."""
+        d: dict = {"at": self.at, "kind": self.kind}
+        if self.duration_s is not None:
+            d["duration_s"] = self.duration_s
+        if self.remaining_days is not None:
+            d["remaining_days"] = self.remaining_days
+        return d
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario. Times in device seconds, volumes nL.
+
+    `events` and `faults` are sorted by time (stably: equal times keep file order).
+    """
+
+    start: int
+    end: int
+    status_period_s: int
+    reservoir_nl: int
+    prescription: Prescription
+    events: tuple[Event, ...] = ()
+    faults: tuple[Fault, ...] = ()
+    capacity_nl: int = DEFAULT_CAPACITY_NL
+    stroke_nl: int = DEFAULT_STROKE_NL
+    catheter_nl: int = DEFAULT_CATHETER_NL
+    battery_days: int = DEFAULT_BATTERY_DAYS
+    local_offset_s: int = 0
+    override_soft_limit: bool = False
+    path: str | None = None
+
+    @property
+    def duration_s(self) -> int:
+        """Length of the run, seconds."""
+        return self.end - self.start
+
+
+def _ml_to_nl(value, field: str, what: str) -> int:
+    """A bare number of mL, or a volume with a unit, -> nL."""
+    if isinstance(value, str):
+        return u.parse_volume(value, field)
+    q = u.parse_number(value, field, what)
+    if q <= 0:
+        raise BadInput.at(field, f"{value!r} must be greater than zero ({what})")
+    n = u.round_half_up(q * u.NL_PER_ML)
+    if n == 0:
+        raise BadInput.at(field, f"{value!r} is below the resolution of 1 nL")
+    return n
+
+
+def _uint(value, field: str, lo: int, hi: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadInput.at(field, f"expected a whole number {lo}..{hi} ({what}), got {value!r}")
+    if not lo <= value <= hi:
+        raise BadInput.at(field, f"{value} is outside {lo}..{hi} ({what})")
+    return value
+
+
+def _days(value, field: str) -> int:
+    """`days` (a number, or a duration string) -> seconds, > 0 and <= MAX_DAYS days."""
+    if isinstance(value, str):
+        s = u.parse_duration(value, field)
+    else:
+        q = u.parse_number(value, field, "days of simulated time")
+        if q <= 0:
+            raise BadInput.at(field, f"{value!r} must be greater than zero")
+        s = u.round_half_up(q * u.S_PER_DAY)
+        if s == 0:
+            raise BadInput.at(field, f"{value!r} is shorter than 1 s")
+    if s > MAX_DAYS * u.S_PER_DAY:
+        raise BadInput.at(field, f"{u.fmt_duration(s)} is longer than the maximum {MAX_DAYS} days")
+    return s
+
+
+def _quoted(v) -> str:
+    return f'"{v}"' if isinstance(v, str) else repr(v)
+
+
+def _did_you_mean(v, choices) -> str:
+    close = difflib.get_close_matches(v, list(choices), n=1) if isinstance(v, str) else []
+    return f'did you mean "{close[0]}"? ' if close else ""
+
+
+def _alarm_mask(value, field: str) -> int:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise BadInput.at(field, f"expected a list of alarm names ({', '.join(ALARM_BITS)})")
+    mask, bad = 0, []
+    for n in names:
+        if n in ALARM_BITS:
+            mask |= 1 << ALARM_BITS[n]
+        else:
+            bad.append(n)
+    if bad:
+        raise BadInput.at(field, f"unknown alarm {', '.join(map(_quoted, bad))} "
+                                 f"(known: {', '.join(ALARM_BITS)})")
+    return mask
+
+
+class _Loader:
+    """One pass over a scenario table, collecting problems."""
+
+    def __init__(self, data: Mapping, base_dir: Path, lib: DrugLibrary, override_soft: bool):
+        self.data = data
+        self.base_dir = base_dir
+        self.lib = lib
+        self.override_soft = override_soft
+        self.probs = Problems()
+
+    def call(self, fn, *args):
+        return self.probs.call(fn, *args)
+
+    def rx(self, value, field: str) -> Prescription | None:
+        """A prescription: a path relative to the scenario file, or an inline table."""
+        try:
+            if isinstance(value, Mapping):
+                return load_prescription(value, druglib=self.lib, override_soft=self.override_soft)
+            if isinstance(value, str) and value.strip():
+                p = Path(value)
+                if not p.is_absolute():
+                    p = self.base_dir / p
+                return load_prescription(p, druglib=self.lib, override_soft=self.override_soft)
+            self.probs.add(field, f'expected a file name such as "rx.toml" or an inline table, got {value!r}')
+        except BadInput as e:
+            self.probs.extend(e, field, nested=isinstance(value, Mapping))
+        return None
+
+    def at(self, value, field: str, start: int | None, end: int | None) -> int | None:
+        t = self.call(u.parse_datetime, value, field)
+        if t is None or start is None or end is None:
+            return t
+        if not start <= t <= end:
+            self.probs.add(field, f"{u.fmt_time(t)} is outside the scenario "
+                                  f"({u.fmt_time(start)} to {u.fmt_time(end)})")
+        return t
+
+    def load(self, path: str | None) -> Scenario | None:
+        d, probs = self.data, self.probs
+        if not isinstance(d, Mapping):
+            probs.add(None, "a scenario must be a table (start, days, prescription, ...)")
+            return None
+        check_keys(d, _TOP_KEYS, ("start", "days", "prescription"), "", probs)
+        self.override_soft = self.override_soft or self._override(d)
+
+        start = self.call(u.parse_datetime, d["start"], "start") if "start" in d else None
+        length = self.call(_days, d["days"], "days") if "days" in d else None
+        end = None
+        if start is not None and length is not None:
+            end = start + length
+            if end > u.DEVICE_TIME_MAX:
+                probs.add("days", f"the run would end after the last supported device time "
+                                  f"{u.fmt_time(u.DEVICE_TIME_MAX)}")
+                end = None
+
+        period: int | None = DEFAULT_STATUS_PERIOD_S
+        if "status_period_s" in d:
+            period = self.call(_uint, d["status_period_s"], "status_period_s", 1, _SMALL_INT,
+                               "seconds between status frames")
+        capacity: int | None = DEFAULT_CAPACITY_NL
+        if "capacity_ml" in d:
+            capacity = self.call(_ml_to_nl, d["capacity_ml"], "capacity_ml", "reservoir capacity in mL")
+            if capacity is not None and capacity not in CAPACITIES_NL:
+                probs.add("capacity_ml", f"{u.fmt_volume(capacity)} is not a pump model (20 or 40 mL)")
+                capacity = None
+        reservoir = capacity
+        if "reservoir_ml" in d:
+            reservoir = self.call(_ml_to_nl, d["reservoir_ml"], "reservoir_ml", "fill at start in mL")
+            if reservoir is not None and capacity is not None and reservoir > capacity:
+                probs.add("reservoir_ml", f"{u.fmt_volume(reservoir)} is more than the reservoir "
+                                          f"capacity {u.fmt_volume(capacity)}")
+        stroke: int | None = DEFAULT_STROKE_NL
+        if "stroke_nl" in d:
+            stroke = self.call(_uint, d["stroke_nl"], "stroke_nl", 1, N.MAX_STROKE_NL,
+                               "nL per pump stroke")
+        catheter: int | None = DEFAULT_CATHETER_NL
+        if "catheter_ul" in d:
+            v = d["catheter_ul"]
+            if isinstance(v, str):
+                catheter = self.call(u.parse_volume, v, "catheter_ul")
+            else:
+                q = self.call(u.parse_number, v, "catheter_ul", "catheter volume in uL")
+                if q is not None and q < 0:
+                    probs.add("catheter_ul", f"{v!r} must not be negative")
+                    q = None
+                catheter = u.round_half_up(q * 1000) if q is not None else None
+            if catheter is not None and catheter > _SMALL_INT:
+                probs.add("catheter_ul", f"{u.fmt_volume(catheter)} is not a catheter volume")
+        battery: int | None = DEFAULT_BATTERY_DAYS
+        if "battery_days" in d:
+            battery = self.call(_uint, d["battery_days"], "battery_days", 0, MAX_BATTERY_DAYS,
+                                "days of battery left")
+        offset = 0
+        if "local_offset" in d:
+            offset = self.call(u.parse_offset, d["local_offset"], "local_offset")
+        if "description" in d and not isinstance(d["description"], str):
+            probs.add("description", "expected a string")
+
+        rx = self.rx(d["prescription"], "prescription") if "prescription" in d else None
+
+        events = self._events(d.get("events", []), start, end, rx, capacity, offset)
+        faults = self._faults(d.get("faults", []), start, end)
+
+        if probs:
+            return None
+        return Scenario(
+            start=checked(start), end=checked(end), status_period_s=checked(period),
+            reservoir_nl=checked(reservoir), prescription=checked(rx), events=events,
+            faults=faults, capacity_nl=checked(capacity), stroke_nl=checked(stroke),
+            catheter_nl=checked(catheter), battery_days=checked(battery),
+            local_offset_s=offset, override_soft_limit=self.override_soft, path=path,
+        )
+
+    def _override(self, d: Mapping) -> bool:
+        v = d.get("override_soft_limit", False)
+        if not isinstance(v, bool):
+            self.probs.add("override_soft_limit", f"expected true or false, got {v!r}")
+            return False
+        return v
+
+    def _events(self, raw, start, end, rx, capacity, offset) -> tuple[Event, ...]:
+        probs = self.probs
+        parsed: list[tuple[int | None, int, Mapping]] = []
+        for i, ev in enumerate(table_list(raw, "events", probs), 1):
+            f = f"events[{i}]"
+            action = ev.get("action")
+            if "action" not in ev:
+                probs.add(f"{f}.action", f"missing (one of {', '.join(ACTIONS)})")
+            elif action not in ACTIONS:
+                probs.add(f"{f}.action", f"unknown action {_quoted(action)} "
+                                         f"({_did_you_mean(action, ACTIONS)}one of {', '.join(ACTIONS)})")
+            if action not in ACTIONS:
+                if "at" in ev:
+                    self.at(ev["at"], f"{f}.at", start, end)
+                else:
+                    probs.add(f"{f}.at", "missing (e.g. at = 2026-01-03T10:00:00Z)")
+                continue
+            req, opt = ACTIONS[action]
+            check_keys(ev, ("at", "action", *req, *opt), ("at", *req), f, probs)
+            t = self.at(ev["at"], f"{f}.at", start, end) if "at" in ev else None
+            parsed.append((t, i, ev))
+
+        # Refills and boluses are checked against the drug in the pump at
+        # that moment, so walk the events in time order.
+        order = sorted(parsed, key=lambda p: (p[0] if p[0] is not None else -1))
+        drug: Drug | None = self.lib.by_id(rx.drug_id) if rx else None
+        conc = rx.conc_ng_ml if rx else None
+        out: list[Event] = []
+        for t, i, ev in order:
+            f = f"events[{i}]"
+            action = ev["action"]
+            kw: dict = {}
+            if action == "clinician_bolus":
+                dose = self.call(u.parse_amount, ev["dose"], f"{f}.dose") if "dose" in ev else None
+                dur = self.call(u.parse_duration, ev["duration"], f"{f}.duration") if "duration" in ev else None
+                if dur is not None and dur > MAX_CLINICIAN_BOLUS_S:
+                    probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is longer than the maximum "
+                                               f"{u.fmt_duration(MAX_CLINICIAN_BOLUS_S)}")
+                if dose is not None and drug is not None and dose > drug.max_bolus_ng:
+                    unit = u.amount_unit(drug.max_ng_day)
+                    probs.add(f"{f}.dose", f"{u.fmt_amount(dose, unit)} exceeds {drug.name} hard "
+                                           f"limit max_bolus {u.fmt_amount(drug.max_bolus_ng, unit)}")
+                nl_h = too_fast(dose, dur, conc) if dose and dur and conc else None
+                if nl_h is not None and dur is not None:
+                    probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is too short: "
+                                               f"{float(nl_h / 1000):.4g} uL/h is faster than "
+                                               f"the pump's hard limit max_rate "
+                                               f"{MAX_RATE_NL_H / 1000:g} uL/h")
+                kw = {"dose_ng": dose, "duration_s": dur}
+            elif action == "refill":
+                vol = self.call(u.parse_volume, ev["volume"], f"{f}.volume") if "volume" in ev else None
+                c = self.call(u.parse_concentration, ev["concentration"], f"{f}.concentration") \
+                    if "concentration" in ev else None
+                if vol is not None and capacity is not None and vol > capacity:
+                    probs.add(f"{f}.volume", f"{u.fmt_volume(vol)} is more than the reservoir "
+                                             f"capacity {u.fmt_volume(capacity)}")
+                if c is not None and drug is not None:
+                    if c > drug.max_conc_ng_ml:
+                        probs.add(f"{f}.concentration", f"{u.fmt_conc(c)} exceeds {drug.name} hard "
+                                                        f"limit {u.fmt_conc(drug.max_conc_ng_ml)}")
+                    elif c > drug.soft_conc_ng_ml and not self.override_soft:
+                        probs.add(f"{f}.concentration", f"{u.fmt_conc(c)} exceeds {drug.name} soft "
+                                                        f"limit {u.fmt_conc(drug.soft_conc_ng_ml)}; "
+                                                        f"set override_soft_limit = true to confirm")
+                if c is not None:
+                    conc = c
+                kw = {"volume_nl": vol, "conc_ng_ml": c}
+            elif action == "program":
+                new = self.rx(ev["prescription"], f"{f}.prescription") if "prescription" in ev else None
+                if new is not None:
+                    drug, conc = self.lib.by_id(new.drug_id), new.conc_ng_ml
+                kw = {"prescription": new}
+            elif action == "ack_alarm":
+                mask = ALL_ALARMS
+                if "alarms" in ev:
+                    mask = self.call(_alarm_mask, ev["alarms"], f"{f}.alarms")
+                kw = {"alarm_mask": mask}
+            elif action == "set_time":
+                if "utc" not in ev and "local_offset" not in ev:
+                    probs.add(f, "set_time needs utc (a UTC date and time) and/or local_offset")
+                utc = self.call(u.parse_datetime, ev["utc"], f"{f}.utc") if "utc" in ev else t
+                if "local_offset" in ev:
+                    off = self.call(u.parse_offset, ev["local_offset"], f"{f}.local_offset")
+                    if off is not None:
+                        offset = off
+                kw = {"utc": utc, "local_offset_s": offset}
+            if t is not None:
+                out.append(Event(at=t, action=action, index=i, **kw))
+        return tuple(out)
+
+    def _faults(self, raw, start, end) -> tuple[Fault, ...]:
+        probs = self.probs
+        out: list[Fault] = []
+        for i, fl in enumerate(table_list(raw, "faults", probs), 1):
+            f = f"faults[{i}]"
+            kind = fl.get("kind")
+            if "kind" not in fl:
+                probs.add(f"{f}.kind", f"missing (one of {', '.join(FAULT_KINDS)})")
+            elif kind not in FAULT_KINDS:
+                probs.add(f"{f}.kind", f"unknown fault {_quoted(kind)} "
+                                       f"({_did_you_mean(kind, FAULT_KINDS)}one of {', '.join(FAULT_KINDS)})")
+            if kind not in FAULT_KINDS:
+                if "at" in fl:
+                    self.at(fl["at"], f"{f}.at", start, end)
+                continue
+            need = FAULT_KINDS[kind]
+            check_keys(fl, ("at", "kind", need), ("at", need), f, probs)
+            t = self.at(fl["at"], f"{f}.at", start, end) if "at" in fl else None
+            dur = days = None
+            if need == "duration" and "duration" in fl:
+                dur = self.call(u.parse_duration, fl["duration"], f"{f}.duration")
+                if dur is not None and dur > _SMALL_INT:
+                    probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is too long")
+            elif need == "remaining" and "remaining" in fl:
+                s = self.probs.call(u.parse_duration, fl["remaining"], f"{f}.remaining", allow_zero=True) \
+                    if isinstance(fl["remaining"], str) else self._bad_remaining(fl["remaining"], f)
+                if s is not None:
+                    # The battery gauge counts whole days: round to nearest, halves up.
+                    days = u.round_half_up(Fraction(s, u.S_PER_DAY))
+                    if days > MAX_BATTERY_DAYS:
+                        probs.add(f"{f}.remaining",
+                                  f"{days} days is outside 0..{MAX_BATTERY_DAYS} days")
+            if t is not None:
+                out.append(Fault(at=t, kind=kind, index=i, duration_s=dur, remaining_days=days))
+        out.sort(key=lambda x: x.at)
+        return tuple(out)
+
+    def _bad_remaining(self, value, f: str) -> int | None:
+        self.probs.add(f"{f}.remaining", f'expected a duration such as "80 days", got {value!r}')
+        return None
+
+
+def load_scenario(source: str | os.PathLike | Mapping, *, druglib: DrugLibrary | None = None,
+                  base_dir: str | os.PathLike | None = None,
+                  override_soft: bool = False) -> Scenario:
+    """Load and validate a scenario from a TOML file or an already-decoded table.
+
+    A prescription given as a path is resolved relative to the scenario
+    file (or `base_dir`, default the current directory, for a table).
+    `override_soft` (or `override_soft_limit = true` in the file) accepts
+    values above the drug library's soft limits. Raises BadInput listing
+    every problem.
+    """
+    lib = druglib or load_druglib()
+    if not isinstance(source, (str, os.PathLike)):
+        loader = _Loader(source, Path(base_dir) if base_dir else Path.cwd(), lib, override_soft)
+        sc = loader.load(None)
+        loader.probs.raise_if_any()
+        return checked(sc)
+    data, text = read_toml(source)
+    p = Path(source)
+    loader = _Loader(data, Path(base_dir) if base_dir else p.parent, lib, override_soft)
+    sc = loader.load(str(source))
+    loader.probs.raise_if_any(str(source), toml_locator(text))
+    return checked(sc)
+
+
+__all__ = ["ACTIONS", "ALARM_BITS", "ALL_ALARMS", "FAULT_KINDS", "Event", "Fault", "Scenario",
+           "load_scenario"]

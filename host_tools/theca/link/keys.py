@@ -1,0 +1,260 @@
+"""Device keys, command counters and known devices, kept on the host under $THECA_HOME.
+
+Layout of `$THECA_HOME` (default `~/.config/theca`, mode 0700):
+
+- `SERIAL-clinician.key`, `SERIAL-patient.key`: one 32-byte key each, as 64 hex digits
+  and a newline, mode 0600. Made by `theca flash` (or `theca twin` on a new flash
+  image); never sent to a device in any frame, never written into a log.
+- `SERIAL-ROLE.counter`: the last command counter used with that key (decimal). A
+  device refuses a counter that does not rise (`replay`), so the next one is taken
+  and written here *before* a command is sent: a new process, or a crash between
+  writing and sending, can only skip numbers, never reuse one.
+- `devices.json`: which serial answers on which device path (written by `theca twin`
+  and `theca flash`), so `theca --device DEV status` knows which keys to use.
+
+Everything is written atomically (a temporary file renamed over the old one) and the
+counter under an exclusive `flock`, so two programmers at once never share a counter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+
+from theca.errors import BadInput
+
+#: Role names and their ids on the wire.
+ROLES = {"clinician": 1, "patient": 2}
+KEY_BYTES = 32
+# A serial is the 12-byte ASCII field of DEVICE_INFO; it is also part of file names.
+_SERIAL_RE = re.compile(r"^[A-Za-z0-9_-]{1,12}$")
+
+
+def home() -> Path:
+    """`$THECA_HOME`, or `~/.config/theca`; created (0700) when first needed."""
+    p = Path(os.environ.get("THECA_HOME") or "~/.config/theca").expanduser()
+    return p
+
+
+def _ensure_home() -> Path:
+    p = home()
+    p.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        p.chmod(0o700)
+    return p
+
+
+def check_serial(serial: str) -> str:
+    """The serial if it is usable (1..12 letters, digits, '-' or '_'); BadInput if not."""
+    if not isinstance(serial, str) or not _SERIAL_RE.match(serial):
+        raise BadInput(f"device serial {serial!r} is not 1 to 12 letters, digits, '-' or '_'")
+    return serial
+
+
+def new_serial(prefix: str) -> str:
+    """A fresh 12-character serial: `prefix` then random digits (TWIN12345678)."""
+    digits = 12 - len(prefix)
+    return prefix + "".join(str(secrets.randbelow(10)) for _ in range(digits))
+
+
+def key_path(serial: str, role: str) -> Path:
+    """Where the key of `role` for device `serial` is kept."""
+    return home() / f"{check_serial(serial)}-{role}.key"
+
+
+def counter_path(serial: str, role: str) -> Path:
+    """Where the last counter used with that key is kept."""
+    return home() / f"{check_serial(serial)}-{role}.counter"
+
+
+def _write_atomic(path: Path, data: str, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def store_keys(serial: str, keys: dict[str, bytes]) -> dict[str, Path]:
+    """Write a device's keys (role -> 32 bytes) and start their counters afresh.
+
+    Returns role -> key file. A counter starts again at 0 only together with a new
+    key: the device, provisioned with the new key, has seen no counter for it yet.
+    """
+    _ensure_home()
+    out = {}
+    for role, key in keys.items():
+        if role not in ROLES or len(key) != KEY_BYTES:
+            raise ValueError(f"bad key for role {role!r}")
+        p = key_path(serial, role)
+        _write_atomic(p, key.hex() + "\n")
+        _write_atomic(counter_path(serial, role), "0\n")
+        out[role] = p
+    return out
+
+
+def make_keys(serial: str) -> dict[str, bytes]:
+    """Fresh random clinician and patient keys for `serial`, stored; returns them."""
+    keys = {role: secrets.token_bytes(KEY_BYTES) for role in ROLES}
+    store_keys(serial, keys)
+    return keys
+
+
+def load_key(serial: str, role: str) -> bytes:
+    """The key of `role` for `serial`; BadInput naming the file if it is missing or bad."""
+    p = key_path(serial, role)
+    try:
+        text = p.read_text().strip()
+    except FileNotFoundError:
+        raise BadInput(f"no {role} key for device {serial}: {p} does not exist "
+                       "(keys are made by `theca flash` or `theca twin` and kept in "
+                       "$THECA_HOME)") from None
+    except OSError as e:
+        raise BadInput(f"cannot read the {role} key {p}: {e.strerror}") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise BadInput(f"{p}: not a Theca key (expected {2 * KEY_BYTES} hex digits)")
+    return key
+
+
+def load_keys(serial: str) -> dict[str, bytes]:
+    """Both keys of `serial` (BadInput naming the first missing file)."""
+    return {role: load_key(serial, role) for role in ROLES}
+
+
+def have_keys(serial: str) -> bool:
+    """True if both key files of `serial` exist."""
+    return all(key_path(serial, r).exists() for r in ROLES)
+
+
+def known_serials() -> list[str]:
+    """Serials with at least one key file under $THECA_HOME, sorted."""
+    h = home()
+    if not h.is_dir():
+        return []
+    out = set()
+    for p in h.glob("*.key"):
+        m = re.match(r"^(.+)-(clinician|patient)\.key$", p.name)
+        if m and _SERIAL_RE.match(m.group(1)):
+            out.add(m.group(1))
+    return sorted(out)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    _ensure_home()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def _read_int(fd: int) -> int:
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 64).decode(errors="replace").strip()
+    try:
+        return int(text) if text else 0
+    except ValueError:
+        return 0
+
+
+def _write_int(fd: int, v: int) -> None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{v}\n".encode())
+    os.fsync(fd)  # on disk before the command that uses it leaves the host
+
+
+def next_counter(serial: str, role: str) -> int:
+    """Take the next counter for this key: stored + 1, written back before returning."""
+    with _locked(counter_path(serial, role)) as fd:
+        v = _read_int(fd) + 1
+        if v > 0xFFFFFFFF:
+            raise BadInput(f"the {role} key of {serial} has used every counter: flash new keys")
+        _write_int(fd, v)
+        return v
+
+
+def raise_counter(serial: str, role: str, at_least: int) -> None:
+    """Make sure the next counter is above `at_least` (a device told us its last one)."""
+    with _locked(counter_path(serial, role)) as fd:
+        if _read_int(fd) < at_least:
+            _write_int(fd, at_least)
+
+
+def last_counter(serial: str, role: str) -> int:
+    """The last counter used with this key (0: none yet)."""
+    p = counter_path(serial, role)
+    if not p.exists():
+        return 0
+    with _locked(p) as fd:
+        return _read_int(fd)
+
+
+# --- which device is where ------------------------------------------------------------
+
+
+def _devices_path() -> Path:
+    return home() / "devices.json"
+
+
+def device_key(device: str) -> str:
+    """How a device path is remembered: absolute, symlinks kept (a twin's PATH is a
+    symlink to a /dev/pts/N that changes from run to run)."""
+    return os.path.abspath(device)
+
+
+def remember_device(device: str, serial: str) -> None:
+    """Record that `serial` answers on `device`."""
+    check_serial(serial)
+    with _locked(home() / ".devices.lock"):
+        p = _devices_path()
+        try:
+            m = json.loads(p.read_text())
+            if not isinstance(m, dict):
+                m = {}
+        except (OSError, ValueError):
+            m = {}
+        m[device_key(device)] = serial
+        _write_atomic(p, json.dumps(m, indent=1, sort_keys=True) + "\n", 0o600)
+
+
+def device_serial(device: str) -> str | None:
+    """The serial last seen on `device`, if any."""
+    try:
+        m = json.loads(_devices_path().read_text())
+    except (OSError, ValueError):
+        return None
+    s = m.get(device_key(device)) if isinstance(m, dict) else None
+    return s if isinstance(s, str) and _SERIAL_RE.match(s) else None
+
+
+def resolve_serial(device: str, serial: str | None = None) -> str:
+    """Which device's keys to use on `device`: `serial` if given, else the one last seen
+    there, else the only device with keys here. BadInput when it cannot be known."""
+    if serial:
+        return check_serial(serial)
+    s = device_serial(device)
+    if s:
+        return s
+    known = known_serials()
+    if len(known) == 1:
+        return known[0]
+    if not known:
+        raise BadInput(f"no device keys in {home()}: flash the device (`theca flash`) or start "
+                       "a twin (`theca twin`) first, or set THECA_HOME")
+    raise BadInput(f"keys of several devices are in {home()} ({', '.join(known)}) and none is "
+                   f"known to be on {device}: say which with THECA_SERIAL=SERIAL")

@@ -1,0 +1,169 @@
+"""`log pull`: the pump's event log, page by page, into a .tlog that a later pull resumes.
+
+Every page is on disk (fsync) before the next is asked for, so an interrupted pull keeps
+what it had; a resumed one checks that the file is this pump's and of this schema, drops
+a torn tail, and goes on from the last event the file holds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import theca_protocol as tp
+from theca_protocol import names as N
+
+from theca.errors import BadInput
+from theca.link import requests as R
+from theca.link.client import Client, Refused
+from theca.log.tlog import Tlog, TlogError, header_bytes, record_bytes
+
+#: Records per LOG_READ page.
+LOG_PAGE = N.LOG_PAGE_MAX
+_LOG_HEAD = tp.compiled(tp.LogReadReplyHead)
+_EVENT = tp.compiled(tp.EventRecord)
+_INFO = tp.compiled(tp.DeviceInfo)
+_HDR = tp.compiled(tp.Header)
+
+
+class Resume:
+    """What an existing .tlog holds: whose log, the last event, where good data ends."""
+
+    def __init__(self, path: Path):
+        self.serial: str | None = None
+        self.last_event = 0
+        self.last_seq = -1
+        self.end = 0
+        self.events = 0
+        try:
+            t = Tlog(path)
+        except TlogError as e:
+            raise BadInput(f"{path} exists and is not a telemetry log ({e}); not touching it: "
+                           "give another -o") from None
+        with t:
+            self.schema = t.header.schema
+            self.end = tp.TlogHeader.sizeof()
+            for off, fr in t.frames():
+                typ = fr[1]
+                payload = fr[tp.HDR_SIZE : len(fr) - tp.CRC_SIZE]
+                if typ == tp.T_DEVICE_INFO and len(payload) == _INFO.size:
+                    self.serial = _INFO.unpack(payload)[0].rstrip(b"\0").decode("ascii", "replace")
+                elif typ == tp.T_EVENT and len(payload) == _EVENT.size:
+                    self.last_event = max(self.last_event, _EVENT.unpack(payload)[1])
+                    self.events += 1
+                self.last_seq = _HDR.unpack_from(fr)[2]
+                self.end = off + len(fr)
+            self.size = t.size
+
+
+@dataclass
+class Pulled:
+    """What a pull did."""
+
+    first_wanted: int
+    next_from: int = 0  # the event the next pull starts at
+    pulled: int = 0
+    pages: int = 0
+    left: int = 0  # events still on the device
+    lost: list[tuple[int, int]] = field(default_factory=list)  # overwritten before read
+    seconds: float = 0.0
+    line_bytes: int = 0
+    resumed_after: int | None = None
+
+
+def _sync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _start(c: Client, out: Path, from_seq: int | None) -> tuple[Resume | None, int, int]:
+    # (what the file already holds, the first event wanted, the next frame seq)
+    info = c.info or {}
+    if not c.schema_ok():
+        raise Refused(f"schema mismatch: {info['serial']} speaks schema 0x{info['schema']:08x}, "
+                      f"these host tools 0x{tp.SCHEMA:08x}: its log would be misread; update "
+                      "the host tools or the firmware", "schema", info["schema"])
+    if not (out.exists() and out.stat().st_size):
+        return None, from_seq or 1, 0
+    if from_seq:
+        raise BadInput(f"{out} exists: --from starts a new log; give another -o")
+    resumed = Resume(out)
+    if resumed.serial is not None and resumed.serial != info["serial"]:
+        raise BadInput(f"{out} holds the log of {resumed.serial}, this is "
+                       f"{info['serial']}: give another -o")
+    if resumed.schema != tp.SCHEMA:
+        raise BadInput(f"{out} was written with schema 0x{resumed.schema:08x}, this pull "
+                       f"is schema 0x{tp.SCHEMA:08x}: give another -o")
+    return resumed, resumed.last_event + 1, (resumed.last_seq + 1) & 0xFFFF
+
+
+def pull(c: Client, role: str, out: Path, from_seq: int | None = None,
+         max_pages: int | None = None,
+         progress: Callable[[int, int], None] | None = None) -> Pulled:
+    """Pull the log of the pump `c` (identified) into `out`; `progress(pulled, total)`
+    after each page."""
+    resumed, frm, seq = _start(c, out, from_seq)
+    ir = c.info_reply
+    assert ir is not None  # identify() keeps it
+    res = Pulled(first_wanted=frm, next_from=frm,
+                 resumed_after=resumed.last_event if resumed else None)
+    with open(out, "r+b" if resumed else "wb") as f:
+        head = b""
+        if resumed:
+            if resumed.end < resumed.size:
+                c.warn(f"note: {out}: {resumed.size - resumed.end} bytes after the last good "
+                       "record (an interrupted pull) were dropped")
+            f.truncate(resumed.end)
+            f.seek(resumed.end)
+        else:
+            head = header_bytes(tp.SCHEMA)
+        # the device info again: who this part of the file came from, and when
+        f.write(head + record_bytes(tp.build_frame(tp.T_DEVICE_INFO, seq, ir.time, ir.body)))
+        seq = (seq + 1) & 0xFFFF
+        _sync(f)
+        t0 = time.monotonic()
+        seq = _pages(c, role, f, seq, res, max_pages, progress)
+        st = c.request("GET_STATUS", b"", role)
+        f.write(record_bytes(tp.build_frame(tp.T_STATUS, seq, st.time, st.body)))
+        _sync(f)
+    res.seconds = time.monotonic() - t0
+    res.line_bytes = c.link.rx_bytes + c.link.tx_bytes
+    return res
+
+
+def _pages(c: Client, role: str, f, seq: int, res: Pulled, max_pages: int | None,
+           progress: Callable[[int, int], None] | None) -> int:
+    # LOG_READ pages until the device has no more (or max_pages); returns the next seq
+    frm = res.next_from
+    total = None
+    while True:
+        rep = c.request("LOG_READ", R.log_read(frm, LOG_PAGE), role)
+        nxt, first, count = _LOG_HEAD.unpack_from(rep.body)
+        if first > frm:
+            res.lost.append((frm, first - 1))
+        if total is None:
+            total = max(nxt - first, 0)
+        recs = rep.body[_LOG_HEAD.size : _LOG_HEAD.size + count * _EVENT.size]
+        chunk = bytearray()
+        for i in range(count):
+            r = recs[i * _EVENT.size : (i + 1) * _EVENT.size]
+            t_ev, ev_seq = _EVENT.unpack(r)[:2]
+            if ev_seq != first + i:
+                raise Refused(f"the device sent event #{ev_seq} where #{first + i} "
+                              "belongs; stopped (the file holds every event before it)", "log")
+            chunk += record_bytes(tp.build_frame(tp.T_EVENT, seq, t_ev, r))
+            seq = (seq + 1) & 0xFFFF
+        f.write(chunk)
+        _sync(f)  # a page is on disk before the next is asked for
+        res.pulled += count
+        res.pages += 1
+        frm = first + count
+        res.next_from = frm
+        res.left = max(nxt - frm, 0)
+        if progress is not None:
+            progress(res.pulled, total)
+        if count == 0 or frm >= nxt or (max_pages and res.pages >= max_pages):
+            return seq

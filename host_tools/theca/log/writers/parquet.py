@@ -1,0 +1,281 @@
+"""`--format parquet`: one typed row per frame, with the device serial on each row."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import numpy as np
+import theca_protocol as tp
+from theca_protocol import names as N
+
+from theca.log.frames import K_INFO, K_STATUS, Selection, frame_kinds, frame_times, status_columns
+from theca.log.records import _EPOCH, _H, _INFO, Renderer, to_json
+from theca.log.stats import Summary
+from theca.log.tlog import Tlog
+from theca.log.writers.base import Writer
+
+# --- Parquet: one typed row per frame, for DuckDB / pandas over many pumps --------------------
+
+
+def parquet_schema():
+    """The Arrow schema of `--format parquet` (one column per field of any record kind).
+
+    `serial` (from the log's DEVICE_INFO) is on every row so that many pumps'
+    logs can be queried together; `t` and other times are UTC timestamps;
+    volumes are uL (float64); codes are their names. Event fields become
+    columns of their own (typed by the event table); what fits no column
+    (a reply's body, a command's body) is JSON text in `body` or `details`.
+    """
+    import pyarrow as pa
+
+    ts = pa.timestamp("s", tz="UTC")
+    s, u8, u16, u32, f64 = pa.string(), pa.uint8(), pa.uint16(), pa.uint32(), pa.float64()
+    cols: list[tuple[str, object]] = [
+        ("serial", s), ("kind", s), ("t", ts), ("seq", u16), ("type", u8), ("version", u8),
+        # status
+        ("mode", s), ("step", u32), ("flags", u8), ("drug", s), ("alarms", pa.list_(s)),
+        ("reservoir_ul", f64), ("delivered_ul", f64), ("rate_ul_per_day", f64),
+        ("low_reservoir_eta", ts), ("battery_days", u16), ("rolling_24h_ng", u32),
+        ("conc_ng_ml", u32), ("boluses_24h", u8), ("acked", u8), ("rx_crc", u32),
+        # event
+        ("event_seq", u32), ("event", s), ("who", s),
+    ]
+    by_kind = {"int": u32, "nl": f64, "time": ts, "i32": pa.int32(), "mask": pa.list_(s)}
+    names = {n for n, _ in cols}
+    for ev in N.EVENTS.values():
+        for arg in (ev.a, ev.b, ev.c):
+            if arg is not None and arg.name not in names:
+                cols.append((arg.name, by_kind.get(arg.kind, s)))
+                names.add(arg.name)
+    for n, ty in [
+        ("a", u32), ("b", u32), ("c", u32),
+        # reply and command
+        ("cmd", s), ("cmd_id", u32), ("result", s), ("detail", u32), ("role", s),
+        ("counter", u32), ("body", s), ("mac", s),
+        # device_info
+        ("runtime", s), ("firmware", s), ("schema", u32), ("schema_ok", pa.bool_()),
+        ("stroke_nl", u32), ("capacity_ul", f64), ("low_reservoir_ul", f64),
+        ("catheter_ul", f64), ("max_rate_ul_h", f64),
+        # unknown
+        ("reason", s), ("payload", s),
+        ("details", s),
+    ]:
+        if n not in names:
+            cols.append((n, ty))
+            names.add(n)
+    return pa.schema(cols)
+
+
+def _fits(ty, v) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_boolean(ty):
+        return type(v) is bool
+    if pa.types.is_integer(ty) or pa.types.is_timestamp(ty):
+        if type(v) is not int:
+            return False
+        if pa.types.is_timestamp(ty):
+            return True
+        lo, hi = (0, (1 << ty.bit_width) - 1) if pa.types.is_unsigned_integer(ty) else (
+            -(1 << (ty.bit_width - 1)), (1 << (ty.bit_width - 1)) - 1)
+        return lo <= v <= hi
+    if pa.types.is_floating(ty):
+        return type(v) in (int, float)
+    if pa.types.is_list(ty):
+        return type(v) is list and all(type(x) is str for x in v)
+    return type(v) is str
+
+
+def _unix(iso_text: str) -> int:
+    return int(_dt.datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp())
+
+
+def _parquet_row(rec: dict, t_unix: int, schema, r: Renderer) -> dict:
+    """A record as a row of the Parquet schema; what fits no column goes to `details`."""
+    import pyarrow as pa
+
+    row: dict = {"t": t_unix}
+    extra = {}
+    for k, v in rec.items():
+        if k == "t" or v is None:
+            continue
+        if k == "drug" and rec.get("kind") == "event" and type(v) is int:
+            v = r._drug(v)  # prescription_changed carries the drug's id: show its name
+            if v is None:
+                continue
+        if k == "body" and type(v) is not str:
+            v = to_json(v)
+        idx = schema.get_field_index(k)
+        if idx < 0:
+            extra[k] = v
+            continue
+        ty = schema.field(idx).type
+        if pa.types.is_timestamp(ty) and type(v) is str:
+            try:
+                v = _unix(v)
+            except ValueError:
+                extra[k] = v
+                continue
+        if _fits(ty, v):
+            row[k] = v
+        else:
+            extra[k] = v
+    if extra:
+        row["details"] = to_json(extra)
+    return row
+
+
+def _alarm_list_array(masks: np.ndarray):
+    """list<string> of alarm names per mask, built from the distinct masks only."""
+    import pyarrow as pa
+
+    uniq, inv = np.unique(masks, return_inverse=True)
+    lists = [N.alarm_names(int(m)) for m in uniq.tolist()]
+    lens_u = np.array([len(x) for x in lists], dtype=np.int64)
+    flat = np.array([n for x in lists for n in x] or [""], dtype=object)
+    start_u = np.concatenate(([0], np.cumsum(lens_u)[:-1]))
+    row_len = lens_u[inv]
+    offsets = np.concatenate(([0], np.cumsum(row_len))).astype(np.int32)
+    total = int(offsets[-1])
+    if total:
+        idx = np.repeat(start_u[inv], row_len) + (
+            np.arange(total) - np.repeat(offsets[:-1].astype(np.int64), row_len))
+        values = pa.array(flat[idx], type=pa.string())
+    else:
+        values = pa.array([], type=pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+
+
+def _status_table(col: dict, serial, schema, r: Renderer):
+    """The STATUS rows as an Arrow table of `schema`, built column-wise."""
+    import pyarrow as pa
+
+    n = len(col["time"])
+    modes = np.array([N.MODES.get(i, f"mode_{i}") for i in range(256)], dtype=object)
+    drugs = np.array([r._drug(i) for i in range(256)], dtype=object)
+    eta = col["low_eta"].astype(np.int64)
+    vals = {
+        "serial": pa.array(serial, type=pa.string()),
+        "kind": pa.array(np.full(n, "status", dtype=object), type=pa.string()),
+        "t": pa.array(col["time"] + _EPOCH, type=schema.field("t").type),
+        "seq": pa.array(col["seq"].astype(np.uint16)),
+        "type": pa.array(np.full(n, tp.T_STATUS, dtype=np.uint8)),
+        "version": pa.array(np.full(n, N.FRAME_VERSION, dtype=np.uint8)),
+        "mode": pa.array(modes[col["mode"]], type=pa.string()),
+        "step": pa.array(col["step"].astype(np.uint32)),
+        "flags": pa.array(col["flags"]),
+        "drug": pa.array(drugs[col["drug"]], type=pa.string()),
+        "alarms": _alarm_list_array(col["alarms"]),
+        "reservoir_ul": pa.array(col["reservoir_nl"] / 1000),
+        "delivered_ul": pa.array(col["delivered_ul"].astype(np.float64)
+                                 + col["delivered_nl"] / 1000),
+        "rate_ul_per_day": pa.array(col["rate_nl_day"] / 1000),
+        "low_reservoir_eta": pa.array(eta + _EPOCH, type=schema.field("t").type, mask=eta == 0),
+        "battery_days": pa.array(col["battery_days"]),
+        "rolling_24h_ng": pa.array(col["rolling_ng"]),
+        "conc_ng_ml": pa.array(col["conc_ng_ml"]),
+        "boluses_24h": pa.array(col["boluses_24h"]),
+        "acked": pa.array(col["acked"]),
+        "rx_crc": pa.array(col["rx_crc"]),
+    }
+    arrays = []
+    for f in schema:
+        v = vals.get(f.name)
+        arrays.append(pa.nulls(n, f.type) if v is None else v.cast(f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_parquet(t: Tlog, path, summary: Summary, sel: Selection | None = None) -> int:
+    """Write every (selected) frame of `t` as one Parquet row; returns the number of rows.
+
+    STATUS frames (nearly all of a log) are converted column-wise; other frames
+    through `Renderer.record`. `serial` comes from the DEVICE_INFO in force at
+    each frame (the first one for frames before it), whatever the filter.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    r = Renderer()
+    a = summary.a
+    data = t.data
+    schema = parquet_schema()
+    sel = sel if sel is not None else Selection()
+    filtering = sel.active
+    st_cols: list[dict] = []
+    st_pos: list[np.ndarray] = []
+    rows: list[dict] = []
+    row_pos: list[int] = []
+    info_pos: list[int] = []
+    info_serial: list[str] = []
+    base = 0
+    for b in t.batches():
+        starts, lens = b.starts, b.lengths
+        kinds = frame_kinds(a, starts, lens)
+        for i in np.flatnonzero(kinds == K_INFO).tolist():
+            s = int(starts[i])
+            info_pos.append(base + i)
+            info_serial.append(r.info_fields(_INFO.unpack_from(data, s + _H))["serial"])
+        if filtering:
+            m, in_time, _ = sel.apply(a, starts, lens)
+            summary.add(starts[m], lens[m], starts[in_time])
+        else:
+            m = np.ones(len(starts), dtype=bool)
+            summary.add(starts, lens)
+        stm = m & (kinds == K_STATUS)
+        if stm.any():
+            st_cols.append(status_columns(a, starts[stm]))
+            st_pos.append(np.flatnonzero(stm) + base)
+        other = np.flatnonzero(m & (kinds != K_STATUS))
+        if len(other):
+            tm = frame_times(a, starts[other], kinds[other]).tolist()
+            for i, tt in zip(other.tolist(), tm, strict=True):
+                s, n = int(starts[i]), int(lens[i])
+                rows.append(_parquet_row(r.record(data[s : s + n]), tt + _EPOCH, schema, r))
+                row_pos.append(base + i)
+        base += len(starts)
+    summary.anomalies = list(t.anomalies)
+
+    ipos = np.asarray(info_pos, dtype=np.int64)
+    iser = np.array(info_serial or [None], dtype=object)  # type: ignore[list-item]
+
+    def serial_at(pos: np.ndarray) -> np.ndarray:
+        if not len(ipos):
+            return np.full(len(pos), None, dtype=object)
+        return iser[np.maximum(np.searchsorted(ipos, pos, side="right") - 1, 0)]
+
+    tables, order = [], []
+    if st_cols:
+        col = {k: np.concatenate([c[k] for c in st_cols]) for k in st_cols[0]}
+        pos = np.concatenate(st_pos)
+        tables.append(_status_table(col, serial_at(pos), schema, r))
+        order.append(pos)
+    if rows:
+        pos = np.asarray(row_pos, dtype=np.int64)
+        for row, sv in zip(rows, serial_at(pos).tolist(), strict=True):
+            if sv is not None:
+                row["serial"] = sv
+        tables.append(pa.Table.from_pylist(rows, schema=schema))
+        order.append(pos)
+    if tables:
+        table = pa.concat_tables(tables)
+        table = table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+    else:
+        table = schema.empty_table()
+    meta = {
+        b"theca.source": str(t.path).encode(),
+        b"theca.log_schema": f"0x{t.header.schema:08x}".encode(),
+        b"theca.decoder_schema": f"0x{tp.SCHEMA:08x}".encode(),
+    }
+    if filtering:
+        meta[b"theca.filter"] = sel.describe().encode()
+    table = table.replace_schema_metadata(meta)
+    pq.write_table(table, path, compression="zstd")
+    return table.num_rows
+
+
+
+
+WRITER = Writer(
+    "parquet", "parquet (one typed row per frame, with the device serial; needs -o)", True,
+    write_parquet,
+)

@@ -1,0 +1,226 @@
+"""`theca simulate SCENARIO.toml -o RUN.tlog [--heapsize SIZE]`.
+
+The scenario's commands become authenticated protocol frames (the same envelope and
+MAC as a live link) that the twin's scheduled link delivers at their device times to
+the firmware's own receive path. Faults go to the simulated board. The firmware runs
+under the MicroPython unix port at full virtual speed and writes the .tlog itself.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import theca_protocol as tp
+from theca_protocol import names as N
+from theca_protocol import storage as S
+
+from theca.errors import BadInput
+from theca.inputs.druglib import default_path as druglib_path
+from theca.inputs.scenario import Scenario
+from theca.link import requests as R
+from theca.twin import proc as twinproc
+from theca.twin import run as progress_mod
+
+# twin exit status 0 is success; anything else is a firmware failure worth showing
+TWIN_FAILED = 1
+# command type by name, from the one protocol definition
+CMD = R.T
+_ROLE = {name: rid for rid, name in N.ROLES.items()}
+_LINK_IN = tp.compiled(S.LinkInRecord)
+
+
+class FrameFactory:
+    """Numbers and signs commands as a programmer would: a rising counter per key and
+    a fresh command id per command."""
+
+    def __init__(self, keys: dict[int, bytes]):
+        self.keys = keys
+        self.counter = dict.fromkeys(N.ROLES, 0)
+        self.cmd_id = 0
+        self.seq = 0
+
+    def command(self, msg_type: int, body: bytes, role: int, t: int) -> bytes:
+        self.counter[role] += 1
+        self.cmd_id += 1
+        self.seq = (self.seq + 1) & 0xFFFF
+        return tp.build_command(msg_type, body, role, self.keys[role], self.cmd_id,
+                                self.counter[role], self.seq, t)
+
+
+# scenario action -> (command, the role that sends it, its body from the scenario and
+# the event). A scenario's ack_alarm is the patient's (the remote's) button.
+_ACTIONS = {
+    "patient_bolus": ("PATIENT_BOLUS", "patient", lambda sc, ev: b""),
+    "clinician_bolus": ("CLINICIAN_BOLUS", "clinician",
+                        lambda sc, ev: R.clinician_bolus(ev.dose_ng, ev.duration_s)),
+    "refill": ("REFILL", "clinician", lambda sc, ev: R.refill(ev.volume_nl, ev.conc_ng_ml)),
+    "program": ("PROGRAM", "clinician", lambda sc, ev: ev.prescription.to_blob()),
+    "suspend": ("SUSPEND", "clinician", lambda sc, ev: b""),
+    "resume": ("RESUME", "clinician", lambda sc, ev: b""),
+    "ack_alarm": ("ACK_ALARM", "patient", lambda sc, ev: R.ack_alarm(
+        0xFFFFFFFF if ev.alarm_mask is None else ev.alarm_mask)),
+    "set_time": ("SET_TIME", "clinician", lambda sc, ev: R.set_time(
+        ev.utc, sc.local_offset_s if ev.local_offset_s is None else ev.local_offset_s)),
+}
+
+
+def scenario_frames(sc: Scenario, keys: dict[int, bytes]) -> list[tuple[int, bytes]]:
+    """(device time, frame) for every command the scenario sends, in order."""
+    f = FrameFactory(keys)
+    out: list[tuple[int, bytes]] = []
+    clin = _ROLE["clinician"]
+    if sc.local_offset_s:
+        out.append((sc.start, f.command(CMD["SET_TIME"], R.set_time(sc.start, sc.local_offset_s),
+                                        clin, sc.start)))
+    out.append((sc.start, f.command(CMD["PROGRAM"], sc.prescription.to_blob(), clin, sc.start)))
+    for ev in sc.events:
+        a, t = ev.action, ev.at
+        if a not in _ACTIONS:  # the scenario loader admits only the actions above
+            raise BadInput.at(f"events[{ev.index}].action", f"unsupported action {a!r}")
+        name, role, body = _ACTIONS[a]
+        out.append((t, f.command(CMD[name], body(sc, ev), _ROLE[role], t)))
+    return out
+
+
+def input_records(frames: list[tuple[int, bytes]]) -> bytes:
+    """The scheduled link's input file: LinkInRecord (t, length) + COBS wire bytes."""
+    out = bytearray()
+    for t, fr in frames:
+        wire = tp.cobs_encode(fr) + b"\x00"
+        out += _LINK_IN.pack(t, len(wire)) + wire
+    return bytes(out)
+
+
+def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
+                truth: Path | None = None, **extra) -> dict:
+    cfg = {
+        "mode": "simulate",
+        "start": sc.start,
+        "end": sc.end,
+        "status_period_s": sc.status_period_s,
+        "serial": "TWIN00000001",
+        "stroke_nl": sc.stroke_nl,
+        "capacity_nl": sc.capacity_nl,
+        "reservoir_nl": sc.reservoir_nl,
+        "catheter_nl": sc.catheter_nl,
+        "low_reservoir_nl": N.DEFAULT_LOW_RESERVOIR_NL,
+        "battery_days": sc.battery_days,
+        "keys": {"clinician": keys[1].hex(), "patient": keys[2].hex()},
+        "inputs": str(inputs),
+        "faults": [f.to_config() for f in sc.faults],
+        "tlog": str(tlog),
+        # the drug a clinician physically injects; the board's mechanism keeps it
+        "refills": [[e.at, e.volume_nl, e.conc_ng_ml] for e in sc.events if e.action == "refill"],
+        # what the reservoir physically holds at the start: the first prescription's drug
+        "reservoir_conc_ng_ml": sc.prescription.conc_ng_ml,
+        "druglib": str(druglib_path()),
+    }
+    if truth is not None:
+        cfg["truth"] = str(truth)
+    cfg.update(extra)
+    return cfg
+
+
+# exit status of the twin's process when its power failed or its watchdog bit
+TWIN_POWER_CUT = S.TWIN_EXIT["power_cut"]
+TWIN_WATCHDOG = S.TWIN_EXIT["watchdog"]
+
+
+def segments(sc: Scenario) -> list[tuple[int, int, bool]]:
+    """(start, end, power fails at end) for each stretch the twin is powered."""
+    out = []
+    t = sc.start
+    for f in sorted((f for f in sc.faults if f.kind == "power_loss"), key=lambda f: f.at):
+        if f.at > t:
+            out.append((t, f.at, True))
+        t = max(t, f.at + (f.duration_s or 0))
+    if t < sc.end:
+        out.append((t, sc.end, False))
+    return out
+
+
+def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path | None = None,
+             mpy_dir: Path | None = None, flash_image: Path | None = None,
+             extra: dict | None = None, progress=None, timeout: float | None = 3600) -> dict:
+    """Run the scenario on the twin; returns {"returncode", "stderr", "stdout", "seconds",
+    "truth", "boots"}.
+
+    `progress(seconds)`, if given, is called with the virtual seconds simulated so far
+    as the twin reports them (its stderr is then streamed rather than captured).
+
+    A scenario with power losses runs in segments on one flash image (a littlefs2 file):
+    the power fails at the loss, and the twin boots again when it comes back, its clock
+    having gone on. `flash_image` keeps the image (and the pump's state) in that file.
+    """
+    keys = {1: secrets.token_bytes(32), 2: secrets.token_bytes(32)}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        d = Path(tmp)
+        inputs = d / "inputs.bin"
+        inputs.write_bytes(input_records(scenario_frames(sc, keys)))
+        segs = segments(sc)
+        image = flash_image
+        if image is None and len(segs) > 1:
+            image = d / "flash.img"
+        truth = d / "truth.json"
+        t0 = time.perf_counter()
+        stdout = stderr = ""
+        rc = 0
+        queue = list(segs)
+        i = 0
+        cause = 0  # BOOT_POWER_ON
+        while queue:
+            a, b, cut = queue.pop(0)
+            cfg = twin_config(sc, keys, inputs, out, truth, start=a, end=b,
+                              cut_at_end=cut, tlog_append=i > 0, battery_t0=sc.start,
+                              boot_cause=cause, **(extra or {}))
+            if image is not None:
+                cfg["flash_image"] = str(image)
+            if progress is not None:
+                cfg["progress"] = max(3600, sc.duration_s // 200)
+            cfgp = twinproc.write_config(d / f"twin{i}.json", cfg)
+            i += 1
+            if progress is None:
+                # never left running: a twin that hangs is a firmware bug to report
+                try:
+                    proc = twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir,
+                                             timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    stderr += f"twin: still running after {timeout:g} s; stopped it\n"
+                    rc = 1
+                    break
+            else:
+                proc = progress_mod.run_twin(cfgp, lambda t: progress(t - sc.start),
+                                             heapsize=heapsize, mpy_dir=mpy_dir)
+            stdout += proc.stdout.decode(errors="replace")
+            stderr += proc.stderr.decode(errors="replace")
+            if proc.returncode == TWIN_WATCHDOG and image is not None and i < 100:
+                # the watchdog reset the pump: it boots again at once and recovers
+                t = json.loads(truth.read_text())["device_time"]
+                queue.insert(0, (t, b, cut))
+                cause = 1  # BOOT_WATCHDOG
+                continue
+            if proc.returncode == TWIN_WATCHDOG:
+                stderr += ("twin: the watchdog reset the pump; without a flash image its state "
+                           "is lost (run with --flash-image to let it recover)\n")
+            expected = TWIN_POWER_CUT if cut else 0
+            if proc.returncode != expected:
+                rc = proc.returncode or 1
+                break
+            cause = 0
+        secs = time.perf_counter() - t0
+        tr = json.loads(truth.read_text()) if truth.exists() else None
+    return {
+        "returncode": rc,
+        "stderr": stderr,
+        "stdout": stdout,
+        "seconds": secs,
+        "truth": tr,
+        "boots": len(segs),
+    }
+
+

@@ -1,0 +1,121 @@
+"""Layouts that never cross the link but that more than one program reads: the pump's
+files on flash (its event ring, stroke journal and snapshot) and the twin's files (the
+scheduled link input and the physical truth stream).
+
+Defined here, with construct, for the same reason as the wire: `gen_firmware.py` derives
+the firmware's struct formats from them and host tools and tests read the same objects,
+so no module keeps a copy of a layout. They are not part of the schema fingerprint: the
+wire does not carry them (a change of the snapshot is a change of STATE_VERSION).
+"""
+
+from __future__ import annotations
+
+from construct import Bytes, Int8ul, Int16ul, Int32sl, Int32ul, Int64sl, Struct
+
+from .messages import EventRecord
+
+u8, u16, u32, i32, i64 = Int8ul, Int16ul, Int32ul, Int32sl, Int64sl
+
+#: Version of the snapshot layout in state.bin (StateHeader.version).
+STATE_VERSION = 1
+#: Slots of the event ring on flash (events.bin): event n is in slot n % EVENT_SLOTS.
+EVENT_SLOTS = 10240
+#: Slots of the stroke journal (journal.bin).
+JOURNAL_SLOTS = 32
+
+#: One slot of events.bin: the EventRecord, the CRC-32 of it, padding to 32 bytes.
+EventSlot = Struct(
+    "record" / Bytes(EventRecord.sizeof()) * "EventRecord",
+    "crc" / u32 * "CRC-32 of the record",
+    "pad" / Bytes(6) * "0",
+)
+
+#: One slot of journal.bin, written before each stroke: the accounting as it will be
+#: once the stroke is done (so a cut can only over-count one stroke, never under-count).
+JournalRecord = Struct(
+    "seq" / u32 * "journal record number, from 1",
+    "t" / u32 * "monotonic device time of the stroke",
+    "reservoir_nl" / u32 * "reservoir after the stroke",
+    "delivered_ul" / u32 * "delivered after the stroke, whole uL",
+    "acc" / u32 * "the engine's stroke accumulator after the stroke",
+    "delivered_nl" / u16 * "0..999: the nL part",
+    "flags" / u16 * "the pump's mode",
+    "spare" / i32 * "0",
+    "crc" / u32 * "CRC-32 of the 28 bytes before",
+)
+
+#: state.bin: this header, then the snapshot.
+StateHeader = Struct(
+    "version" / u16 * "STATE_VERSION",
+    "spare" / u16 * "0",
+    "crc" / u32 * "CRC-32 of the snapshot that follows",
+)
+
+#: The snapshot's head (firmware/snapshot.py); the bolus gate's start times, the rolling
+#: 24 h buckets and the Rx blob (rx_len bytes) follow it.
+SnapshotHead = Struct(
+    "t" / u32 * "monotonic device time of the snapshot",
+    "mode" / u8,
+    "offset" / i32 * "local offset, s",
+    "wall_delta" / i32 * "UTC - monotonic device time, s",
+    "conc" / u32 * "ng/mL in the reservoir",
+    "bridge_nl" / i32 * "catheter volume still of the previous concentration",
+    "bridge_conc" / u32,
+    "alarm_mask" / u32,
+    "alarm_acked" / u32,
+    "reservoir_nl" / u32,
+    "delivered_ul" / u32,
+    "delivered_nl" / u16,
+    "j_seq" / u32 * "journal seq the snapshot includes",
+    "ng_frac" / u32 * "drug accounting remainder, 1e-6 ng",
+    "seq" / u16 * "frame counter",
+    "ctr_clinician" / u32 * "last counter accepted, clinician key",
+    "ctr_patient" / u32,
+    "id_clinician" / u32 * "last cmd_id executed (0xFFFFFFFF: none)",
+    "id_patient" / u32,
+    "last_type_clinician" / u8 * "last command executed: type, result, detail",
+    "last_result_clinician" / u8,
+    "last_detail_clinician" / u32,
+    "last_type_patient" / u8,
+    "last_result_patient" / u8,
+    "last_detail_patient" / u32,
+    "locked_clinician" / u32 * "bad-MAC back-off until",
+    "locked_patient" / u32,
+    "gate_n" / u8 * "patient boluses in the gate",
+    "gate_head" / u8,
+    "rolling_idx" / u32,
+    "rolling_total" / i32,
+    "rx_len" / u16 * "bytes of the Rx blob at the end",
+)
+
+#: The twin's scheduled link input (simulate): this head, then the frame (COBS-free).
+LinkInRecord = Struct(
+    "t" / u32 * "true time the frame arrives",
+    "length" / u16 * "bytes of the frame",
+)
+
+#: The twin's physical truth stream: one record per stroke the mechanism made.
+TruthRecord = Struct(
+    "t" / u32 * "true time of the stroke",
+    "volume_nl" / u32 * "volume the stroke moved",
+    "tip_ung" / i64 * "drug that left the catheter tip with it, 1e-6 ng",
+)
+
+#: Exit statuses of the twin's process (boards/unix), which the host tools read.
+TWIN_EXITS: dict[int, str] = {
+    0: "ok",
+    3: "firmware_failed",  # the firmware raised: it stopped the motor and logged a fault
+    5: "watchdog",  # the watchdog bit (the therapy task hung)
+    7: "power_cut",  # a scheduled power cut ended the run
+}
+TWIN_EXIT: dict[str, int] = {v: k for k, v in TWIN_EXITS.items()}
+
+#: Every layout of this module, by name.
+STORAGE_STRUCTS = {
+    "EventSlot": EventSlot,
+    "JournalRecord": JournalRecord,
+    "StateHeader": StateHeader,
+    "SnapshotHead": SnapshotHead,
+    "LinkInRecord": LinkInRecord,
+    "TruthRecord": TruthRecord,
+}
