@@ -23,8 +23,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-test: setup
-	$(BIN)/ruff check host_tools protocol tests bench
+test: lint
 	$(BIN)/pytest -q
 
 demo: setup
@@ -40,8 +39,12 @@ soak: setup
 	THECA_SOAK_MINUTES=$(SOAK_MINUTES) THECA_STATEFUL_NO_SHRINK=1 $(BIN)/pytest -q -s \
 	  -p no:cacheprovider --timeout=0 tests/test_guard_stateful.py
 
+# ruff on the host code and on the MicroPython code (its own builtins), mypy on the host
+# package; the complexity ceiling is ruff's (C901, PLR0915)
 lint: setup
 	$(BIN)/ruff check host_tools protocol tests bench
+	$(BIN)/ruff check --config mpy.ruff.toml firmware boards tests/mp
+	$(BIN)/mypy
 
 flash: setup
 	$(BIN)/theca --device $(PORT) flash --board $(BOARD)

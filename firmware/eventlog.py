@@ -4,6 +4,7 @@
 # record on flash (see store.py) and this ring is then only a cache of the newest.
 import struct
 
+from engine import NEVER
 from msgdefs import EVENT_FMT as REC, EVENT_SIZE as REC_SIZE
 
 
@@ -61,3 +62,9 @@ class EventLog:
             off += REC_SIZE
             n += 1
         return from_seq, n
+
+
+def wall_u32(t):
+    """A wall time as an event word (u32): a time out of range (a clock never set, before
+    the epoch, past 2**30 - 1) is recorded as 0 rather than wrapped."""
+    return t if 0 <= t < NEVER else 0

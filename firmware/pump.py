@@ -13,7 +13,6 @@ from alarms import (
     BATTERY_ERI,
     EMPTY_RESERVOIR,
     INTERNAL_FAULT,
-    RX_INVALID,
     LOW_RESERVOIR,
     MOTOR_STALL,
     OCCLUSION,
@@ -25,7 +24,7 @@ import commands
 import snapshot
 from codec import FrameWriter
 from engine import KIND_CLINICIAN, KIND_PATIENT, KIND_TIMED, NEVER, Engine
-from eventlog import REC_SIZE, EventLog
+from eventlog import REC_SIZE, EventLog, wall_u32
 from gate import (
     IN_PROGRESS,
     NOT_CONFIGURED,
@@ -120,31 +119,7 @@ class Pump:
         self.changed = False  # the plan changed outside tick(): the therapy task must re-plan
         self.dirty = False  # state worth saving changed
         self.saved_t = now
-        gap = 0
-        bad = False
-        if store is not None:
-            now, gap, bad = boot.restore(self, store, now)
-        self.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
-        if self.clock_moved is not None:
-            d = self.wall_delta
-            self.log(now, md.EV_TIME_CHANGED, 0, _wall_u32(self.clock_moved[0] + d),
-                     _wall_u32(self.clock_moved[1] + d), self.offset)
-        if bad or self.rx_bad:
-            # the stored state failed its CRC or its prescription does not parse: no
-            # delivery until a clinician programs the pump again
-            self.rx = None
-            self.engine.unload(now)
-            self.alarms.raise_(RX_INVALID, now, self.reservoir_nl)
-            if self.mode == RUNNING:
-                self.set_mode(now, HALTED)
-        if gap > 0:
-            self.log(now, md.EV_DELIVERY_GAP, 0, gap, 0, 0)
-        self.emit_info(now)
-        if self.telemetry is not None:
-            # what the pump believes as it boots (after a restart: what it recovered)
-            self.telemetry.emit(self.status_frame(now))
-        if store is not None:
-            self.save(now)
+        boot.start(self, now, boot_cause)
 
     # -- events and telemetry -----------------------------------------------------------
     def log(self, now, code, who, a, b, c):
@@ -651,7 +626,7 @@ class Pump:
             self.engine.set_offset(self.offset + self.wall_delta, now)
             self.log(now, md.EV_TIME_REFUSED, who, reason, utc, 0)
             return md.NACK_LIMIT, reason
-        self.log(now, md.EV_TIME_CHANGED, who, _wall_u32(old_wall), utc, offset)
+        self.log(now, md.EV_TIME_CHANGED, who, wall_u32(old_wall), utc, offset)
         self.eta_dirty = True
         self.changed = True
         return 0, 0
@@ -700,9 +675,3 @@ class Pump:
     def snapshot(self, now):
         """The snapshot (snapshot.py) as bytes."""
         return snapshot.pack(self, now)
-
-
-def _wall_u32(t):
-    # an event word is a u32: a wall time out of range (a clock never set, before the
-    # epoch) is recorded as 0 rather than wrapped
-    return t if 0 <= t < NEVER else 0

@@ -212,6 +212,19 @@ class Mechanism:
             struct.pack_into(md.TRUTH_FMT, self.rec, 0, self.faults.clock.true_now(), v, tip)
             self.stream.write(self.rec)
 
+    def resume(self, phys, start):
+        """The world after a restart of the twin, as `physical()` left it."""
+        self.reservoir_nl = phys["reservoir_nl"]
+        self.pumped_nl = phys["pumped_nl"]
+        self.strokes = phys["strokes"]
+        self.failed = phys["failed_strokes"]
+        self.refills = [r for r in self.refills if r[0] > start]
+        if "mass" in phys:
+            self.mass = phys["mass"]
+            self.left_mass = phys["left_mass"]
+            self.tip_mass = phys["tip_mass"]
+            self.catheter = phys["catheter"]
+
     def off(self):
         self.running = False
 
@@ -326,6 +339,21 @@ class TlogSink:
         self.f.close()
 
 
+def _link(cfg, clock):
+    # the link of the twin's mode; each mode's module is loaded only by a twin in it
+    mode = cfg.get("mode", "simulate")
+    if mode == "simulate":
+        return ScheduledLink(cfg.get("inputs"), clock)
+    if mode == "control":
+        from control import ControlLink  # tests only
+
+        return ControlLink()
+    # live (`theca twin`: a non-blocking pty master) or flashed (the REPL's tty)
+    from stdio_link import StdioLink
+
+    return StdioLink(cfg.get("link_nonblocking", False))
+
+
 def _read_json(path):
     try:
         with open(path) as f:
@@ -373,27 +401,14 @@ class Hardware:
             cfg.get("reservoir_conc_ng_ml", 0), self.info["catheter_nl"], self.stream,
         )
         if phys:
-            m = self.motor
-            m.reservoir_nl = phys["reservoir_nl"]
-            m.pumped_nl = phys["pumped_nl"]
-            m.strokes = phys["strokes"]
-            m.failed = phys["failed_strokes"]
-            m.refills = [r for r in m.refills if r[0] > start]
-            if "mass" in phys:
-                m.mass = phys["mass"]
-                m.left_mass = phys["left_mass"]
-                m.tip_mass = phys["tip_mass"]
-                m.catheter = phys["catheter"]
+            self.motor.resume(phys, start)
         self.occlusion = Occlusion(faults)
         self.battery = Battery(cfg.get("battery_days", 2555), cfg.get("battery_t0", start), faults)
         self.buzzer = Buzzer()
         self.wdt = Watchdog(self.clock, cfg.get("wdt_s", 1200))
         keys = cfg.get("keys", {})
-        self.keys = {}
-        if "clinician" in keys:
-            self.keys[1] = unhexlify(keys["clinician"])
-        if "patient" in keys:
-            self.keys[2] = unhexlify(keys["patient"])
+        self.keys = {rid: unhexlify(keys[name]) for rid, name in
+                     ((md.ROLE_CLINICIAN, "clinician"), (md.ROLE_PATIENT, "patient")) if name in keys}
         if image:
             from simflash import mount  # only a twin with a flash image pays for it
 
@@ -403,18 +418,7 @@ class Hardware:
         self.fs_root = "/flash" if image else None
         self.status_period_s = cfg.get("status_period_s", 0)
         self.telemetry = TlogSink(cfg["tlog"], cfg.get("tlog_append", False)) if cfg.get("tlog") else None
-        mode = cfg.get("mode", "simulate")
-        if mode == "simulate":
-            self.link = ScheduledLink(cfg.get("inputs"), self.clock)
-        elif mode == "control":
-            from control import ControlLink  # tests only
-
-            self.link = ControlLink()
-        else:
-            # live (`theca twin`: a non-blocking pty master) or flashed (the REPL's tty)
-            from stdio_link import StdioLink
-
-            self.link = StdioLink(cfg.get("link_nonblocking", False))
+        self.link = _link(cfg, self.clock)
         self.end = cfg.get("end")
         self.failed = None
         self.druglib_path = cfg.get("druglib") or _find_druglib()

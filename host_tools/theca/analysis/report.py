@@ -22,6 +22,7 @@ import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from theca_protocol import names as N
@@ -175,22 +176,55 @@ def daily(log: LogData) -> list[DayRow]:
     shown apart (from bolus_completed) and left out of the comparison.
     """
     st = log.status
-    n = len(st["time"])
-    if n == 0:
+    if len(st["time"]) == 0:
         return []
+    s = _series(log)
+    days = _Days()
+    _delivered(s, days)
+    res = st["reservoir_nl"][s.order] / 1000.0
+    for d, v in zip(s.dates[len(s.dates) - len(res):].tolist(), res.tolist(), strict=True):
+        r = days[d]
+        r.reservoir_end_ul = v
+        r.reservoir_min_ul = v if r.reservoir_min_ul is None else min(r.reservoir_min_ul, v)
+    _prescribed_basal(log, s, days)
+    _boluses(log, s, days)
+    return [days[d] for d in sorted(days)]
+
+
+class _Days(dict):
+    """DayRows by date, made on first use."""
+
+    def __missing__(self, d: str) -> DayRow:
+        row = self[d] = DayRow(d)
+        return row
+
+
+class _Series(NamedTuple):
+    """The status frames in time order: time, delivered (nL), concentration delivered,
+    prescribed basal (ng/day); with a sample of 0 at therapy start when the log holds it."""
+
+    order: np.ndarray
+    t: np.ndarray
+    delivered_nl: np.ndarray
+    conc: np.ndarray
+    basal: np.ndarray
+    dates: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.t)
+
+    def at(self, t: int) -> int:
+        """Index of the first sample at or after `t`, clipped to the last."""
+        return min(int(np.searchsorted(self.t, t)), self.n - 1)
+
+
+def _series(log: LogData) -> _Series:
+    st = log.status
     times = st["time"].astype(np.int64)
     order = np.argsort(times, kind="stable")
     conc = effective_conc(st)
     basal = _basal_ng_day(log, conc)
-    days: dict[str, DayRow] = {}
-
-    def day(d: str) -> DayRow:
-        row = days.get(d)
-        if row is None:
-            row = days[d] = DayRow(d)
-        return row
-
-    # delivered, per interval between consecutive frames (time order)
     t_o = times[order]
     dl = st["delivered_total_nl"][order].astype(np.int64)
     c_o = conc[order]
@@ -204,30 +238,34 @@ def daily(log: LogData) -> list[DayRow]:
         dl = np.concatenate(([0], dl))
         c_o = np.concatenate(([c_o[0]], c_o))
         b_o = np.concatenate(([b_o[0]], b_o))
-        n += 1
-    dv = np.diff(dl) / 1000.0  # uL
-    dv = np.where(dv < 0, 0.0, dv)  # therapy restarted: the counter began again
     dates = np.array([_date(t) for t in t_o.tolist()])
-    for d, v, c in zip(dates[:-1].tolist(), dv.tolist(), c_o[:-1].tolist(), strict=True):
-        r = day(d)
+    return _Series(order, t_o, dl, c_o, b_o, dates)
+
+
+def _delivered(s: _Series, days: _Days) -> None:
+    # per interval between consecutive samples, on the day of the earlier one
+    dv = np.diff(s.delivered_nl) / 1000.0  # uL
+    dv = np.where(dv < 0, 0.0, dv)  # therapy restarted: the counter began again
+    for d, v, c in zip(s.dates[:-1].tolist(), dv.tolist(), s.conc[:-1].tolist(), strict=True):
+        r = days[d]
         r.delivered_ul += v
         r.delivered_mg += _mg(v, c)
-    res = st["reservoir_nl"][order] / 1000.0
-    for d, v in zip(dates[len(dates) - len(res):].tolist(), res.tolist(), strict=True):
-        r = day(d)
-        r.reservoir_end_ul = v
-        r.reservoir_min_ul = v if r.reservoir_min_ul is None else min(r.reservoir_min_ul, v)
-    # prescribed basal: piecewise constant from change points, events after frames at a tie
-    pts = [(int(t), 0, float(b)) for t, b in zip(t_o.tolist(), b_o.tolist(), strict=True)]
+
+
+def _prescribed_basal(log: LogData, s: _Series, days: _Days) -> None:
+    # piecewise constant from change points (events after frames at a tie), integrated
+    # over the time the log covers and split at midnight
+    t_o, n = s.t, s.n
+    pts = [(int(t), 0, float(b)) for t, b in zip(t_o.tolist(), s.basal.tolist(), strict=True)]
     for e in log.events:
         if e["event"] == "step_changed" and "rate_ul_per_day" in e:
-            k = min(int(np.searchsorted(t_o, e["time"])), n - 1)
-            pts.append((int(e["time"]), 1, e["rate_ul_per_day"] * 1000 * c_o[k] / 1e6))
+            k = s.at(e["time"])
+            pts.append((int(e["time"]), 1, e["rate_ul_per_day"] * 1000 * s.conc[k] / 1e6))
         elif e["event"] in ("therapy_started", "prescription_changed"):
             # a new prescription holds from this moment: its basal is the next frame's
             k = int(np.searchsorted(t_o, e["time"], side="right"))
             if k < n:
-                pts.append((int(e["time"]), 1, float(b_o[k])))
+                pts.append((int(e["time"]), 1, float(s.basal[k])))
     pts.sort(key=lambda p: (p[0], p[1]))
     t_end = int(t_o[-1])
     cur = np.nan
@@ -237,19 +275,21 @@ def daily(log: LogData) -> list[DayRow]:
         a, b = max(t0, int(t_o[0])), min(nxt[0], t_end)
         while a < b:
             seg_end = min(b, (a // DAY + 1) * DAY)  # device days are UTC days (epoch 2020-01-01)
-            r = day(_date(a))
+            r = days[_date(a)]
             r.hours += (seg_end - a) / 3600
             if not np.isnan(cur):
                 r.basal_mg += cur * (seg_end - a) / DAY / 1e6
             a = seg_end
-    # boluses
+
+
+def _boluses(log: LogData, s: _Series, days: _Days) -> None:
     for e in log.events:
         ev = e["event"]
         if ev not in ("bolus_started", "bolus_completed", "bolus_denied"):
             continue
-        k = min(int(np.searchsorted(t_o, e["time"], side="right")) - 1, n - 1)
-        c = c_o[max(k, 0)]
-        r = day(_date(e["time"]))
+        k = min(int(np.searchsorted(s.t, e["time"], side="right")) - 1, s.n - 1)
+        c = s.conc[max(k, 0)]
+        r = days[_date(e["time"])]
         kind = e.get("bolus")
         if ev == "bolus_started":
             if kind == "timed":
@@ -268,7 +308,6 @@ def daily(log: LogData) -> list[DayRow]:
                 r.timed_mg += _mg(e.get("dose_ul", 0.0), c)
             else:
                 r.patient_denied += 1
-    return [days[d] for d in sorted(days)]
 
 
 @dataclass
@@ -526,6 +565,57 @@ _MODE_COLORS = {"halted": "tab:red", "suspended": "tab:orange", "stopped": "tab:
                 "safe": "black"}
 
 
+def _alarm_lanes(ax, rep: Report, y: dict, t_hi: int, span: int) -> None:
+    for sp in rep.spans:
+        a = _unix(sp.raised)
+        b = _unix(sp.cleared if sp.cleared is not None else t_hi)
+        color = "tab:red" if sp.critical else "tab:orange"
+        ax.barh(y[sp.alarm], (b - a), left=a, height=0.5, color=color, alpha=0.85)
+        ax.plot([a], [y[sp.alarm]], "|", color="black", ms=12)
+        end = sp.cleared if sp.cleared is not None else t_hi
+        if (end - sp.raised) < 0.05 * span:  # too short to see: say how long
+            ax.annotate(f" {_dur(end - sp.raised)}", (a, y[sp.alarm]), xytext=(4, -3),
+                        textcoords="offset points", fontsize=8, color=color)
+
+
+def _mode_lane(ax, rep: Report, lane: int, span: int) -> None:
+    for a, b, mode in rep.modes:
+        color = _MODE_COLORS.get(mode, "tab:gray")
+        ax.barh(lane, _unix(b) - _unix(a), left=_unix(a), height=0.5, color=color, alpha=0.8)
+        ax.plot([_unix(a)], [lane], "|", color=color, ms=12)
+        if (b - a) < 0.05 * span:
+            ax.annotate(f" {mode} {_dur(b - a)}", (_unix(a), lane), xytext=(4, -3),
+                        textcoords="offset points", fontsize=8, color=color)
+
+
+#: (event, bolus kind) -> (lane, marker, colour, legend)
+_MARKS = {
+    ("bolus_started", "timed"): ("boluses", "|", "tab:gray", "timed bolus"),
+    ("bolus_started", "patient"): ("boluses", "^", "tab:green", "patient bolus"),
+    ("bolus_started", "clinician"): ("boluses", "D", "tab:blue", "clinician bolus"),
+    ("bolus_denied", None): ("boluses", "x", "tab:red", "bolus denied"),
+    ("refilled", None): ("refills", "v", "tab:purple", "refill"),
+}
+
+
+def _event_marks(ax, rep: Report, y: dict) -> set[str]:
+    # one mark per event in its lane; returns the legends used
+    seen: set[str] = set()
+    for e in rep.log.events:
+        ev = e["event"]
+        key = (ev, e.get("bolus")) if ev == "bolus_started" else (ev, None)
+        spec = _MARKS.get(key)
+        if spec is None:
+            if ev in ("step_changed", "bolus_completed", "alarm_raised", "alarm_cleared"):
+                continue
+            spec = ("other events", "o", "black", "other event")
+        lane, m, c, label = spec
+        ax.plot([_unix(e["time"])], [y[lane]], m, color=c, ms=6 if m != "|" else 9,
+                label=label if label not in seen else None, mfc="none" if m == "o" else c)
+        seen.add(label)
+    return seen
+
+
 def plot_timeline(rep: Report, path: Path) -> None:
     """Lanes: each alarm (raised to cleared), pump not running, boluses, refills, other events."""
     plt = _plt()
@@ -539,44 +629,10 @@ def plot_timeline(rep: Report, path: Path) -> None:
     lanes = alarms + ["pump not running", "boluses", "refills", "other events"]
     y = {name: len(lanes) - 1 - i for i, name in enumerate(lanes)}
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * len(lanes)))
-    for sp in rep.spans:
-        a = _unix(sp.raised)
-        b = _unix(sp.cleared if sp.cleared is not None else t_hi)
-        color = "tab:red" if sp.critical else "tab:orange"
-        ax.barh(y[sp.alarm], (b - a), left=a, height=0.5, color=color, alpha=0.85)
-        ax.plot([a], [y[sp.alarm]], "|", color="black", ms=12)
-        end = sp.cleared if sp.cleared is not None else t_hi
-        if (end - sp.raised) < 0.05 * max(t_hi - t_lo, 1):  # too short to see: say how long
-            ax.annotate(f" {_dur(end - sp.raised)}", (a, y[sp.alarm]), xytext=(4, -3),
-                        textcoords="offset points", fontsize=8, color=color)
-    for a, b, mode in rep.modes:
-        ax.barh(y["pump not running"], _unix(b) - _unix(a), left=_unix(a), height=0.5,
-                color=_MODE_COLORS.get(mode, "tab:gray"), alpha=0.8)
-        ax.plot([_unix(a)], [y["pump not running"]], "|", color=_MODE_COLORS.get(mode, "gray"), ms=12)
-        if (b - a) < 0.05 * max(t_hi - t_lo, 1):
-            ax.annotate(f" {mode} {_dur(b - a)}", (_unix(a), y["pump not running"]), xytext=(4, -3),
-                        textcoords="offset points", fontsize=8,
-                        color=_MODE_COLORS.get(mode, "gray"))
-    marks = {
-        ("bolus_started", "timed"): ("boluses", "|", "tab:gray", "timed bolus"),
-        ("bolus_started", "patient"): ("boluses", "^", "tab:green", "patient bolus"),
-        ("bolus_started", "clinician"): ("boluses", "D", "tab:blue", "clinician bolus"),
-        ("bolus_denied", None): ("boluses", "x", "tab:red", "bolus denied"),
-        ("refilled", None): ("refills", "v", "tab:purple", "refill"),
-    }
-    seen = set()
-    for e in rep.log.events:
-        ev = e["event"]
-        key = (ev, e.get("bolus")) if ev == "bolus_started" else (ev, None)
-        spec = marks.get(key)
-        if spec is None:
-            if ev in ("step_changed", "bolus_completed", "alarm_raised", "alarm_cleared"):
-                continue
-            spec = ("other events", "o", "black", "other event")
-        lane, m, c, label = spec
-        ax.plot([_unix(e["time"])], [y[lane]], m, color=c, ms=6 if m != "|" else 9,
-                label=label if label not in seen else None, mfc="none" if m == "o" else c)
-        seen.add(label)
+    span = max(t_hi - t_lo, 1)
+    _alarm_lanes(ax, rep, y, t_hi, span)
+    _mode_lane(ax, rep, y["pump not running"], span)
+    seen = _event_marks(ax, rep, y)
     ax.set_yticks([y[n] for n in lanes])
     ax.set_yticklabels(lanes, fontsize=8)
     ax.set_ylim(-0.7, len(lanes) - 0.3)

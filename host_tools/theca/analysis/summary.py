@@ -45,6 +45,23 @@ class Summary:
     anomalies: int = 0
 
 
+def _event(s: Summary, day: Day | None, o: dict, t: str) -> None:
+    ev = o.get("event")
+    if ev == "bolus_started" and day is not None:
+        if o.get("bolus") == "timed":
+            day.timed += 1
+        else:
+            day.boluses += 1
+    elif ev == "bolus_denied":
+        if day is not None:
+            day.denied += 1
+        s.denials[str(o.get("reason"))] += 1
+    elif ev in ("alarm_raised", "alarm_cleared"):
+        s.alarms.append((t, str(o.get("alarm")), "raised" if ev == "alarm_raised" else "cleared"))
+    elif ev == "refilled":
+        s.refills.append((t, o.get("added_ul", 0.0), o.get("reservoir_ul", 0.0)))
+
+
 def summarize(path: str | Path) -> Summary:
     s = Summary()
     days: dict[str, Day] = {}
@@ -80,20 +97,7 @@ def summarize(path: str | Path) -> Summary:
             if conc:
                 s.conc_mg_ml = conc / 1e6
         elif kind == "event":
-            ev = o.get("event")
-            if ev == "bolus_started" and day is not None:
-                if o.get("bolus") == "timed":
-                    day.timed += 1
-                else:
-                    day.boluses += 1
-            elif ev == "bolus_denied":
-                if day is not None:
-                    day.denied += 1
-                s.denials[str(o.get("reason"))] += 1
-            elif ev in ("alarm_raised", "alarm_cleared"):
-                s.alarms.append((t, str(o.get("alarm")), "raised" if ev == "alarm_raised" else "cleared"))
-            elif ev == "refilled":
-                s.refills.append((t, o.get("added_ul", 0.0), o.get("reservoir_ul", 0.0)))
+            _event(s, day, o, t)
         elif kind == "unknown":
             s.anomalies += 1
     s.days = [days[k] for k in sorted(days)]

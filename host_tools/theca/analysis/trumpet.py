@@ -62,7 +62,7 @@ class Trumpet:
     rate_nl_day: int  # the set rate
     times: np.ndarray  # 121 device times, 30 s apart
     delivered_nl: np.ndarray  # delivered volume at each time (since therapy start)
-    status_period_s: int  # how far apart the log's status frames are
+    status_period_s: int | None  # how far apart the log's status frames are (None: unknown)
     mean_error: float  # A: % error of the mean flow over the hour
     windows: dict  # P (min) -> (Ep max, Ep min, number of windows)
     stroke_nl: int | None = None
@@ -137,11 +137,8 @@ def _cause(events: list, t0: int, t1: int) -> str:
     return " (" + "; ".join(parts) + ")"
 
 
-def compute(log: LogData, start: int, hint: bool = True) -> Trumpet:
-    """The trumpet curve of the hour from `start` (device time); BadInput naming the problem."""
-    st = log.status
-    times = st["time"]
-    end = start + PERIOD_S
+def _first_frame(times: np.ndarray, start: int, end: int) -> tuple[int, int | None]:
+    # (index of the status frame at `start`, the status period near it), or BadInput
     if not len(times):
         raise BadInput("the log has no status frames, so no delivered volume to sample")
     lo, hi = int(times.min()), int(times.max())
@@ -162,8 +159,11 @@ def compute(log: LogData, start: int, hint: bool = True) -> Trumpet:
             f"--start: no status frame at {iso(start)} (status frames here are every "
             f"{period} s{nxt}); the first sample must be a status frame"
         )
-    i0 = int(first[0])
-    # The frames of the hour, in file order from the first at `start`.
+    return int(first[0]), period
+
+
+def _hour(times: np.ndarray, i0: int, end: int) -> slice:
+    # the frames of the hour, in file order from the first at `start`
     j = i0
     n = len(times)
     while j + 1 < n and times[j + 1] <= end:
@@ -173,10 +173,12 @@ def compute(log: LogData, start: int, hint: bool = True) -> Trumpet:
                 f"{iso(int(times[j + 1]))} (time changed): choose another --start"
             )
         j += 1
-    seg = slice(i0, j + 1)
-    tt = times[seg]
+    return slice(i0, j + 1)
+
+
+def _samples(tt: np.ndarray, start: int, period: int | None) -> tuple[np.ndarray, np.ndarray]:
+    # (the 30 s grid, the position in the hour's frames of the state at each grid second)
     grid = start + SAMPLE_S * np.arange(_N + 1)
-    # the last status frame of each grid second (the state at the end of it)
     pos = np.searchsorted(tt, grid, side="right") - 1
     ok = (pos >= 0) & (tt[np.maximum(pos, 0)] == grid)
     if not ok.all():
@@ -187,17 +189,16 @@ def compute(log: LogData, start: int, hint: bool = True) -> Trumpet:
             f"the log lacks the 30 s sample at {iso(miss)}: no status frame at that time "
             f"(frames lost, or the pump restarted); choose another --start"
         )
-    idx = np.arange(n)[seg][pos]
-    dl = st["delivered_total_nl"][idx]
-    # Steadiness: every status frame in [start, end) running at one set rate.
-    inside = np.arange(n)[seg][tt < end]
+    return grid, pos
+
+
+def _steady_rate(log: LogData, inside: np.ndarray, start: int, end: int,
+                 suggestion: str) -> int:
+    # the one set rate of the hour (every frame running at it, no bolus or change)
+    st = log.status
+    times = st["time"]
     modes = st["mode"][inside]
     rates = st["rate_nl_day"][inside].astype(np.int64)
-    suggestion = ""
-    if hint:
-        later = first_steady_hour(log, after=start + SAMPLE_S)
-        suggestion = (f"; the next steady hour starts at {iso(later)}" if later is not None
-                      else "; the log has no later steady hour")
     bad_mode = np.flatnonzero(modes != _RUNNING)
     if len(bad_mode):
         k = inside[bad_mode[0]]
@@ -227,6 +228,27 @@ def compute(log: LogData, start: int, hint: bool = True) -> Trumpet:
                 f"{e['event']} at {e['t']} within the hour: the set rate is not steady"
                 + suggestion
             )
+    return rate
+
+
+def compute(log: LogData, start: int, hint: bool = True) -> Trumpet:
+    """The trumpet curve of the hour from `start` (device time); BadInput naming the problem."""
+    st = log.status
+    times = st["time"]
+    end = start + PERIOD_S
+    i0, period = _first_frame(times, start, end)
+    seg = _hour(times, i0, end)
+    tt = times[seg]
+    grid, pos = _samples(tt, start, period)
+    n = len(times)
+    dl = st["delivered_total_nl"][np.arange(n)[seg][pos]]
+    suggestion = ""
+    if hint:
+        later = first_steady_hour(log, after=start + SAMPLE_S)
+        suggestion = (f"; the next steady hour starts at {iso(later)}" if later is not None
+                      else "; the log has no later steady hour")
+    # Steadiness: every status frame in [start, end) running at one set rate.
+    rate = _steady_rate(log, np.arange(n)[seg][tt < end], start, end, suggestion)
     if np.any(np.diff(dl) < 0):
         k = int(np.argmax(np.diff(dl) < 0)) + 1
         raise BadInput(f"the delivered volume goes down at {iso(int(grid[k]))} "

@@ -105,6 +105,73 @@ def default_path() -> Path:
     return packaged if packaged.exists() else repo
 
 
+def _keys_ok(entry: dict, f: str, errs: list[str]) -> bool:
+    # every key known, every limit present, every source a text
+    bad = False
+    for k in sorted(set(entry) - set(_KEYS) - set(_SOURCE_KEYS)):
+        errs.append(f"{f}: unknown key \"{k}\" (expected {', '.join(_KEYS)}, and a "
+                    "KEY_source text beside a limit)")
+        bad = True
+    for k in _SOURCE_KEYS:
+        if k in entry and not isinstance(entry[k], str):
+            errs.append(f"{f}: {k}: expected a text naming the source, got {entry[k]!r}")
+            bad = True
+    for k in _KEYS:
+        if k not in entry:
+            errs.append(f"{f}: missing \"{k}\"")
+            bad = True
+    return not bad
+
+
+def _values_ok(entry: dict, f: str, ids: set[int], names: set[str], errs: list[str]) -> bool:
+    # the id free and in range, the name unique, every limit a u32 in order
+    bad = False
+    did, name = entry["id"], entry["name"]
+    # Ids go into a u8 of the Rx blob; 0 is kept free to mean "no drug".
+    if isinstance(did, bool) or not isinstance(did, int) or not 1 <= did <= 255:
+        errs.append(f"{f}.id: expected an integer 1..255, got {did!r}")
+        bad = True
+    elif did in ids:
+        errs.append(f"{f}.id: {did} is used by another drug")
+        bad = True
+    if name.casefold() in names:
+        errs.append(f"{f}.name: \"{name}\" appears twice")
+        bad = True
+    for k in _LIMIT_KEYS:
+        v = entry[k]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _U32:
+            errs.append(f"{f}.{k}: expected an integer 1..{_U32}, got {v!r}")
+            bad = True
+    if bad:
+        return False
+    wrong = [(lo, hi) for lo, hi in _ORDER if entry[lo] > entry[hi]]
+    if wrong:
+        errs.append(f"{f}: {wrong[0][0]} is above {wrong[0][1]}")
+        return False
+    return True
+
+
+def _drug(entry, i: int, where: str, ids: set[int], names: set[str],
+          errs: list[str]) -> Drug | None:
+    # one entry of "drugs", or None with its problems in errs
+    f = f"{where}: drugs[{i}]"
+    if not isinstance(entry, dict):
+        errs.append(f"{f}: expected an object")
+        return None
+    if not _keys_ok(entry, f, errs):
+        return None
+    name = entry["name"]
+    if not isinstance(name, str) or not name.strip() or not name.isascii():
+        errs.append(f"{f}.name: expected a non-empty ASCII name, got {name!r}")
+        return None
+    if not _values_ok(entry, f"{where}: drugs[{i}] ({name})", ids, names, errs):
+        return None
+    ids.add(entry["id"])
+    names.add(name.casefold())
+    srcs = tuple((k[: -len("_source")], entry[k]) for k in _SOURCE_KEYS if k in entry)
+    return Drug(**{k: entry[k] for k in _KEYS}, sources=srcs)
+
+
 def parse_druglib(data, where: str = "drug library") -> DrugLibrary:
     """Validate an already-decoded library (a dict); BadInput lists every problem."""
     errs: list[str] = []
@@ -117,60 +184,9 @@ def parse_druglib(data, where: str = "drug library") -> DrugLibrary:
     if not isinstance(raw, list) or not raw:
         errs.append(f"{where}: drugs: expected a non-empty list of drugs")
         raw = []
-    drugs: list[Drug] = []
     ids: set[int] = set()
     names: set[str] = set()
-    for i, entry in enumerate(raw, 1):
-        f = f"{where}: drugs[{i}]"
-        if not isinstance(entry, dict):
-            errs.append(f"{f}: expected an object")
-            continue
-        bad = False
-        for k in sorted(set(entry) - set(_KEYS) - set(_SOURCE_KEYS)):
-            errs.append(f"{f}: unknown key \"{k}\" (expected {', '.join(_KEYS)}, and a "
-                        "KEY_source text beside a limit)")
-            bad = True
-        for k in _SOURCE_KEYS:
-            if k in entry and not isinstance(entry[k], str):
-                errs.append(f"{f}: {k}: expected a text naming the source, got {entry[k]!r}")
-                bad = True
-        for k in _KEYS:
-            if k not in entry:
-                errs.append(f"{f}: missing \"{k}\"")
-                bad = True
-        if bad:
-            continue
-        name = entry["name"]
-        if not isinstance(name, str) or not name.strip() or not name.isascii():
-            errs.append(f"{f}.name: expected a non-empty ASCII name, got {name!r}")
-            continue
-        f = f"{where}: drugs[{i}] ({name})"
-        did = entry["id"]
-        # Ids go into a u8 of the Rx blob; 0 is kept free to mean "no drug".
-        if isinstance(did, bool) or not isinstance(did, int) or not 1 <= did <= 255:
-            errs.append(f"{f}.id: expected an integer 1..255, got {did!r}")
-            bad = True
-        elif did in ids:
-            errs.append(f"{f}.id: {did} is used by another drug")
-            bad = True
-        if name.casefold() in names:
-            errs.append(f"{f}.name: \"{name}\" appears twice")
-            bad = True
-        for k in _LIMIT_KEYS:
-            v = entry[k]
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _U32:
-                errs.append(f"{f}.{k}: expected an integer 1..{_U32}, got {v!r}")
-                bad = True
-        if bad:
-            continue
-        wrong = [(lo, hi) for lo, hi in _ORDER if entry[lo] > entry[hi]]
-        if wrong:
-            errs.append(f"{f}: {wrong[0][0]} is above {wrong[0][1]}")
-            continue
-        ids.add(did)
-        names.add(name.casefold())
-        srcs = tuple((k[: -len("_source")], entry[k]) for k in _SOURCE_KEYS if k in entry)
-        drugs.append(Drug(**{k: entry[k] for k in _KEYS}, sources=srcs))
+    drugs = [d for i, e in enumerate(raw, 1) if (d := _drug(e, i, where, ids, names, errs))]
     if errs:
         raise BadInput(errs)
     source = data.get("source", "")

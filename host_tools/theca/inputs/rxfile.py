@@ -647,6 +647,50 @@ def table_list(value, fieldname: str, probs: Problems) -> list:
     return []
 
 
+def _parse_steps(data: Mapping, probs: Problems, rate_of) -> list[tuple]:
+    steps: list[tuple] = []
+    for i, st in enumerate(table_list(data.get("steps", []), "steps", probs), 1):
+        f = f"steps[{i}]"
+        check_keys(st, _STEP_KEYS, _STEP_KEYS, f, probs)
+        start = probs.call(u.parse_clock, st["start"], f"{f}.start") if "start" in st else None
+        rate = rate_of(st["rate"], f"{f}.rate") if "rate" in st else None
+        steps.append((start, rate))
+    return steps
+
+
+def _parse_timed(data: Mapping, probs: Problems) -> list[tuple]:
+    timed: list[tuple] = []
+    for i, tb in enumerate(table_list(data.get("timed_boluses", []), "timed_boluses", probs), 1):
+        f = f"timed_boluses[{i}]"
+        check_keys(tb, _TIMED_KEYS, _TIMED_KEYS, f, probs)
+        start = probs.call(u.parse_clock, tb["start"], f"{f}.start") if "start" in tb else None
+        dur = probs.call(u.parse_duration, tb["duration"], f"{f}.duration") if "duration" in tb else None
+        dose = probs.call(u.parse_amount, tb["dose"], f"{f}.dose") if "dose" in tb else None
+        timed.append((start, dur, dose))
+    return timed
+
+
+def _parse_pb(data: Mapping, probs: Problems) -> _PB | None:
+    if "patient_bolus" not in data:
+        return None
+    t = data["patient_bolus"]
+    if not isinstance(t, Mapping):
+        probs.add("patient_bolus", "expected a [patient_bolus] table")
+        return _PB(None, None, None, None)
+    f = "patient_bolus"
+    check_keys(t, _PB_KEYS, _PB_KEYS, f, probs)
+    mpd = t.get("max_per_day")
+    if "max_per_day" in t and (isinstance(mpd, bool) or not isinstance(mpd, int)):
+        probs.add(f"{f}.max_per_day", f"expected a whole number 0..{MAX_PB_PER_DAY}, got {mpd!r}")
+        mpd = None
+    return _PB(
+        probs.call(u.parse_amount, t["dose"], f"{f}.dose") if "dose" in t else None,
+        probs.call(u.parse_duration, t["duration"], f"{f}.duration") if "duration" in t else None,
+        probs.call(u.parse_duration, t["lockout"], f"{f}.lockout") if "lockout" in t else None,
+        mpd,
+    )
+
+
 def parse_prescription(data: Mapping, druglib: DrugLibrary | None = None, *,
                        override_soft: bool = False, probs: Problems) -> Prescription | None:
     """Check a decoded prescription table; record every problem in `probs`.
@@ -684,42 +728,9 @@ def parse_prescription(data: Mapping, druglib: DrugLibrary | None = None, *,
             return probs.call(u.parse_rate, value, f, conc)
         return probs.call(u.parse_rate, value, f)
 
-    steps: list[tuple] = []
-    for i, st in enumerate(table_list(data.get("steps", []), "steps", probs), 1):
-        f = f"steps[{i}]"
-        check_keys(st, _STEP_KEYS, _STEP_KEYS, f, probs)
-        start = probs.call(u.parse_clock, st["start"], f"{f}.start") if "start" in st else None
-        rate = rate_of(st["rate"], f"{f}.rate") if "rate" in st else None
-        steps.append((start, rate))
-
-    timed: list[tuple] = []
-    for i, tb in enumerate(table_list(data.get("timed_boluses", []), "timed_boluses", probs), 1):
-        f = f"timed_boluses[{i}]"
-        check_keys(tb, _TIMED_KEYS, _TIMED_KEYS, f, probs)
-        start = probs.call(u.parse_clock, tb["start"], f"{f}.start") if "start" in tb else None
-        dur = probs.call(u.parse_duration, tb["duration"], f"{f}.duration") if "duration" in tb else None
-        dose = probs.call(u.parse_amount, tb["dose"], f"{f}.dose") if "dose" in tb else None
-        timed.append((start, dur, dose))
-
-    pb = None
-    if "patient_bolus" in data:
-        t = data["patient_bolus"]
-        if not isinstance(t, Mapping):
-            probs.add("patient_bolus", "expected a [patient_bolus] table")
-            pb = _PB(None, None, None, None)
-        else:
-            f = "patient_bolus"
-            check_keys(t, _PB_KEYS, _PB_KEYS, f, probs)
-            mpd = t.get("max_per_day")
-            if "max_per_day" in t and (isinstance(mpd, bool) or not isinstance(mpd, int)):
-                probs.add(f"{f}.max_per_day", f"expected a whole number 0..{MAX_PB_PER_DAY}, got {mpd!r}")
-                mpd = None
-            pb = _PB(
-                probs.call(u.parse_amount, t["dose"], f"{f}.dose") if "dose" in t else None,
-                probs.call(u.parse_duration, t["duration"], f"{f}.duration") if "duration" in t else None,
-                probs.call(u.parse_duration, t["lockout"], f"{f}.lockout") if "lockout" in t else None,
-                mpd,
-            )
+    steps = _parse_steps(data, probs, rate_of)
+    timed = _parse_timed(data, probs)
+    pb = _parse_pb(data, probs)
 
     _rules(drug, conc, steps, timed, pb, override_soft, probs)
     if len(probs) > before:

@@ -215,6 +215,17 @@ def _alarm_mask(value, field: str) -> int:
     return mask
 
 
+@dataclass
+class _InPump:
+    """What is in the pump as the scenario's events go by: the drug, its concentration,
+    the reservoir's capacity, the local offset."""
+
+    drug: Drug | None
+    conc: int | None
+    capacity: int | None
+    offset: int
+
+
 class _Loader:
     """One pass over a scenario table, collecting problems."""
 
@@ -274,6 +285,35 @@ class _Loader:
         if "status_period_s" in d:
             period = self.call(_uint, d["status_period_s"], "status_period_s", 1, _SMALL_INT,
                                "seconds between status frames")
+        capacity, reservoir, stroke, catheter = self._geometry(d)
+        battery: int | None = DEFAULT_BATTERY_DAYS
+        if "battery_days" in d:
+            battery = self.call(_uint, d["battery_days"], "battery_days", 0, MAX_BATTERY_DAYS,
+                                "days of battery left")
+        offset = 0
+        if "local_offset" in d:
+            offset = self.call(u.parse_offset, d["local_offset"], "local_offset")
+        if "description" in d and not isinstance(d["description"], str):
+            probs.add("description", "expected a string")
+
+        rx = self.rx(d["prescription"], "prescription") if "prescription" in d else None
+
+        events = self._events(d.get("events", []), start, end, rx, capacity, offset)
+        faults = self._faults(d.get("faults", []), start, end)
+
+        if probs:
+            return None
+        return Scenario(
+            start=checked(start), end=checked(end), status_period_s=checked(period),
+            reservoir_nl=checked(reservoir), prescription=checked(rx), events=events,
+            faults=faults, capacity_nl=checked(capacity), stroke_nl=checked(stroke),
+            catheter_nl=checked(catheter), battery_days=checked(battery),
+            local_offset_s=offset, override_soft_limit=self.override_soft, path=path,
+        )
+
+    def _geometry(self, d: Mapping) -> tuple[int | None, int | None, int | None, int | None]:
+        # (capacity, fill at start, stroke, catheter), nL; None where a problem was found
+        probs = self.probs
         capacity: int | None = DEFAULT_CAPACITY_NL
         if "capacity_ml" in d:
             capacity = self.call(_ml_to_nl, d["capacity_ml"], "capacity_ml", "reservoir capacity in mL")
@@ -303,30 +343,7 @@ class _Loader:
                 catheter = u.round_half_up(q * 1000) if q is not None else None
             if catheter is not None and catheter > _SMALL_INT:
                 probs.add("catheter_ul", f"{u.fmt_volume(catheter)} is not a catheter volume")
-        battery: int | None = DEFAULT_BATTERY_DAYS
-        if "battery_days" in d:
-            battery = self.call(_uint, d["battery_days"], "battery_days", 0, MAX_BATTERY_DAYS,
-                                "days of battery left")
-        offset = 0
-        if "local_offset" in d:
-            offset = self.call(u.parse_offset, d["local_offset"], "local_offset")
-        if "description" in d and not isinstance(d["description"], str):
-            probs.add("description", "expected a string")
-
-        rx = self.rx(d["prescription"], "prescription") if "prescription" in d else None
-
-        events = self._events(d.get("events", []), start, end, rx, capacity, offset)
-        faults = self._faults(d.get("faults", []), start, end)
-
-        if probs:
-            return None
-        return Scenario(
-            start=checked(start), end=checked(end), status_period_s=checked(period),
-            reservoir_nl=checked(reservoir), prescription=checked(rx), events=events,
-            faults=faults, capacity_nl=checked(capacity), stroke_nl=checked(stroke),
-            catheter_nl=checked(catheter), battery_days=checked(battery),
-            local_offset_s=offset, override_soft_limit=self.override_soft, path=path,
-        )
+        return capacity, reservoir, stroke, catheter
 
     def _override(self, d: Mapping) -> bool:
         v = d.get("override_soft_limit", False)
@@ -335,9 +352,10 @@ class _Loader:
             return False
         return v
 
-    def _events(self, raw, start, end, rx, capacity, offset) -> tuple[Event, ...]:
+    def _event_list(self, raw, start, end) -> list[tuple[int | None, int, Mapping]]:
+        # (time, index, table) of each event with a known action, in time order
         probs = self.probs
-        parsed: list[tuple[int | None, int, Mapping]] = []
+        found: list[tuple[int | None, int, Mapping]] = []
         for i, ev in enumerate(table_list(raw, "events", probs), 1):
             f = f"events[{i}]"
             action = ev.get("action")
@@ -355,75 +373,92 @@ class _Loader:
             req, opt = ACTIONS[action]
             check_keys(ev, ("at", "action", *req, *opt), ("at", *req), f, probs)
             t = self.at(ev["at"], f"{f}.at", start, end) if "at" in ev else None
-            parsed.append((t, i, ev))
+            found.append((t, i, ev))
+        return sorted(found, key=lambda p: (p[0] if p[0] is not None else -1))
 
-        # Refills and boluses are checked against the drug in the pump at
-        # that moment, so walk the events in time order.
-        order = sorted(parsed, key=lambda p: (p[0] if p[0] is not None else -1))
-        drug: Drug | None = self.lib.by_id(rx.drug_id) if rx else None
-        conc = rx.conc_ng_ml if rx else None
+    def _events(self, raw, start, end, rx, capacity, offset) -> tuple[Event, ...]:
+        # Refills and boluses are checked against the drug in the pump at that moment,
+        # so the events are walked in time order, `pump` following what they change.
+        pump = _InPump(self.lib.by_id(rx.drug_id) if rx else None,
+                       rx.conc_ng_ml if rx else None, capacity, offset)
         out: list[Event] = []
-        for t, i, ev in order:
-            f = f"events[{i}]"
+        for t, i, ev in self._event_list(raw, start, end):
             action = ev["action"]
-            kw: dict = {}
-            if action == "clinician_bolus":
-                dose = self.call(u.parse_amount, ev["dose"], f"{f}.dose") if "dose" in ev else None
-                dur = self.call(u.parse_duration, ev["duration"], f"{f}.duration") if "duration" in ev else None
-                if dur is not None and dur > MAX_CLINICIAN_BOLUS_S:
-                    probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is longer than the maximum "
-                                               f"{u.fmt_duration(MAX_CLINICIAN_BOLUS_S)}")
-                if dose is not None and drug is not None and dose > drug.max_bolus_ng:
-                    unit = u.amount_unit(drug.max_ng_day)
-                    probs.add(f"{f}.dose", f"{u.fmt_amount(dose, unit)} exceeds {drug.name} hard "
-                                           f"limit max_bolus {u.fmt_amount(drug.max_bolus_ng, unit)}")
-                nl_h = too_fast(dose, dur, conc) if dose and dur and conc else None
-                if nl_h is not None and dur is not None:
-                    probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is too short: "
-                                               f"{float(nl_h / 1000):.4g} uL/h is faster than "
-                                               f"the pump's hard limit max_rate "
-                                               f"{MAX_RATE_NL_H / 1000:g} uL/h")
-                kw = {"dose_ng": dose, "duration_s": dur}
-            elif action == "refill":
-                vol = self.call(u.parse_volume, ev["volume"], f"{f}.volume") if "volume" in ev else None
-                c = self.call(u.parse_concentration, ev["concentration"], f"{f}.concentration") \
-                    if "concentration" in ev else None
-                if vol is not None and capacity is not None and vol > capacity:
-                    probs.add(f"{f}.volume", f"{u.fmt_volume(vol)} is more than the reservoir "
-                                             f"capacity {u.fmt_volume(capacity)}")
-                if c is not None and drug is not None:
-                    if c > drug.max_conc_ng_ml:
-                        probs.add(f"{f}.concentration", f"{u.fmt_conc(c)} exceeds {drug.name} hard "
-                                                        f"limit {u.fmt_conc(drug.max_conc_ng_ml)}")
-                    elif c > drug.soft_conc_ng_ml and not self.override_soft:
-                        probs.add(f"{f}.concentration", f"{u.fmt_conc(c)} exceeds {drug.name} soft "
-                                                        f"limit {u.fmt_conc(drug.soft_conc_ng_ml)}; "
-                                                        f"set override_soft_limit = true to confirm")
-                if c is not None:
-                    conc = c
-                kw = {"volume_nl": vol, "conc_ng_ml": c}
-            elif action == "program":
-                new = self.rx(ev["prescription"], f"{f}.prescription") if "prescription" in ev else None
-                if new is not None:
-                    drug, conc = self.lib.by_id(new.drug_id), new.conc_ng_ml
-                kw = {"prescription": new}
-            elif action == "ack_alarm":
-                mask = ALL_ALARMS
-                if "alarms" in ev:
-                    mask = self.call(_alarm_mask, ev["alarms"], f"{f}.alarms")
-                kw = {"alarm_mask": mask}
-            elif action == "set_time":
-                if "utc" not in ev and "local_offset" not in ev:
-                    probs.add(f, "set_time needs utc (a UTC date and time) and/or local_offset")
-                utc = self.call(u.parse_datetime, ev["utc"], f"{f}.utc") if "utc" in ev else t
-                if "local_offset" in ev:
-                    off = self.call(u.parse_offset, ev["local_offset"], f"{f}.local_offset")
-                    if off is not None:
-                        offset = off
-                kw = {"utc": utc, "local_offset_s": offset}
+            check = self._EVENT_CHECKS.get(action)
+            kw = check(self, f"events[{i}]", ev, t, pump) if check else {}
             if t is not None:
                 out.append(Event(at=t, action=action, index=i, **kw))
         return tuple(out)
+
+    def _clinician_bolus(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
+        probs, drug, conc = self.probs, pump.drug, pump.conc
+        dose = self.call(u.parse_amount, ev["dose"], f"{f}.dose") if "dose" in ev else None
+        dur = self.call(u.parse_duration, ev["duration"], f"{f}.duration") if "duration" in ev else None
+        if dur is not None and dur > MAX_CLINICIAN_BOLUS_S:
+            probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is longer than the maximum "
+                                       f"{u.fmt_duration(MAX_CLINICIAN_BOLUS_S)}")
+        if dose is not None and drug is not None and dose > drug.max_bolus_ng:
+            unit = u.amount_unit(drug.max_ng_day)
+            probs.add(f"{f}.dose", f"{u.fmt_amount(dose, unit)} exceeds {drug.name} hard "
+                                   f"limit max_bolus {u.fmt_amount(drug.max_bolus_ng, unit)}")
+        nl_h = too_fast(dose, dur, conc) if dose and dur and conc else None
+        if nl_h is not None and dur is not None:
+            probs.add(f"{f}.duration", f"{u.fmt_duration(dur)} is too short: "
+                                       f"{float(nl_h / 1000):.4g} uL/h is faster than "
+                                       f"the pump's hard limit max_rate "
+                                       f"{MAX_RATE_NL_H / 1000:g} uL/h")
+        return {"dose_ng": dose, "duration_s": dur}
+
+    def _refill(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
+        probs, drug = self.probs, pump.drug
+        vol = self.call(u.parse_volume, ev["volume"], f"{f}.volume") if "volume" in ev else None
+        c = self.call(u.parse_concentration, ev["concentration"], f"{f}.concentration") \
+            if "concentration" in ev else None
+        if vol is not None and pump.capacity is not None and vol > pump.capacity:
+            probs.add(f"{f}.volume", f"{u.fmt_volume(vol)} is more than the reservoir "
+                                     f"capacity {u.fmt_volume(pump.capacity)}")
+        if c is not None and drug is not None:
+            if c > drug.max_conc_ng_ml:
+                probs.add(f"{f}.concentration", f"{u.fmt_conc(c)} exceeds {drug.name} hard "
+                                                f"limit {u.fmt_conc(drug.max_conc_ng_ml)}")
+            elif c > drug.soft_conc_ng_ml and not self.override_soft:
+                probs.add(f"{f}.concentration", f"{u.fmt_conc(c)} exceeds {drug.name} soft "
+                                                f"limit {u.fmt_conc(drug.soft_conc_ng_ml)}; "
+                                                f"set override_soft_limit = true to confirm")
+        if c is not None:
+            pump.conc = c
+        return {"volume_nl": vol, "conc_ng_ml": c}
+
+    def _program(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
+        new = self.rx(ev["prescription"], f"{f}.prescription") if "prescription" in ev else None
+        if new is not None:
+            pump.drug, pump.conc = self.lib.by_id(new.drug_id), new.conc_ng_ml
+        return {"prescription": new}
+
+    def _ack_alarm(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
+        mask = ALL_ALARMS
+        if "alarms" in ev:
+            mask = self.call(_alarm_mask, ev["alarms"], f"{f}.alarms")
+        return {"alarm_mask": mask}
+
+    def _set_time(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
+        if "utc" not in ev and "local_offset" not in ev:
+            self.probs.add(f, "set_time needs utc (a UTC date and time) and/or local_offset")
+        utc = self.call(u.parse_datetime, ev["utc"], f"{f}.utc") if "utc" in ev else t
+        if "local_offset" in ev:
+            off = self.call(u.parse_offset, ev["local_offset"], f"{f}.local_offset")
+            if off is not None:
+                pump.offset = off
+        return {"utc": utc, "local_offset_s": pump.offset}
+
+    # action -> the check of its keys (actions without keys of their own have none)
+    _EVENT_CHECKS = {
+        "clinician_bolus": _clinician_bolus,
+        "refill": _refill,
+        "program": _program,
+        "ack_alarm": _ack_alarm,
+        "set_time": _set_time,
+    }
 
     def _faults(self, raw, start, end) -> tuple[Fault, ...]:
         probs = self.probs

@@ -117,8 +117,8 @@ class Summary:
         self.missing += int(d[gap].sum())
         self.prev_seq = int(seq[-1])
 
-    def result(self) -> dict:
-        """The summary as a JSON-ready dict; `problems` lists what --strict fails on."""
+    def _kinds(self) -> tuple[dict[str, int], dict[str, int]]:
+        # frames by kind, and the unknown types by hex type
         kinds: dict[str, int] = {}
         unknown: dict[str, int] = {}
         for t in np.flatnonzero(self.type_counts).tolist():
@@ -130,15 +130,10 @@ class Summary:
             else:
                 kinds["unknown"] = kinds.get("unknown", 0) + c
                 unknown[f"0x{t:02x}"] = c
-        events = {}
-        for code in np.flatnonzero(self.event_counts).tolist():
-            ev = N.EVENTS.get(code)
-            events[ev.name if ev else f"event_{code}"] = int(self.event_counts[code])
-        crc = sum(1 for x in self.anomalies if x.kind in ("crc", "corrupt"))
-        garbage = [x for x in self.anomalies if x.kind == "garbage"]
-        trunc = sum(x.length for x in self.anomalies if x.kind == "truncated")
-        schemas = {self.header.schema} | self.info_schemas
-        mismatch = sorted(s for s in schemas if s != tp.SCHEMA)
+        return kinds, unknown
+
+    def _problems(self, crc: int, garbage: list, trunc: int, unknown: dict,
+                  mismatch: list[int]) -> list[str]:
         problems = []
         if crc:
             problems.append(f"{crc} CRC error(s) (corrupt records skipped)")
@@ -163,6 +158,21 @@ class Summary:
                 + f", this decoder speaks 0x{tp.SCHEMA:08x}; fields may be misread "
                 "(use the theca version that matches the firmware)"
             )
+        return problems
+
+    def result(self) -> dict:
+        """The summary as a JSON-ready dict; `problems` lists what --strict fails on."""
+        kinds, unknown = self._kinds()
+        events = {}
+        for code in np.flatnonzero(self.event_counts).tolist():
+            ev = N.EVENTS.get(code)
+            events[ev.name if ev else f"event_{code}"] = int(self.event_counts[code])
+        crc = sum(1 for x in self.anomalies if x.kind in ("crc", "corrupt"))
+        garbage = [x for x in self.anomalies if x.kind == "garbage"]
+        trunc = sum(x.length for x in self.anomalies if x.kind == "truncated")
+        schemas = {self.header.schema} | self.info_schemas
+        mismatch = sorted(s for s in schemas if s != tp.SCHEMA)
+        problems = self._problems(crc, garbage, trunc, unknown, mismatch)
         return {
             "file": self.name,
             "bytes": self.size,

@@ -140,9 +140,8 @@ def _die_with_parent() -> None:
 _DRAIN_S = 1.0  # how long the pty stays after the firmware left, for its last reply
 
 
-def run_live(args) -> int:
-    """`theca twin`: start the live twin, say "ready" once it answers, run until a
-    signal (or MAINTENANCE ends the firmware), then clean up."""
+def _checked(args) -> tuple[int, int, Path | None, Path]:
+    # (speed, reservoir nL, flash image, pty path) from the command line, or BadInput
     speed = args.speed
     if speed < 1:
         raise BadInput(f"--speed: {speed} is not a whole number >= 1")
@@ -150,11 +149,78 @@ def run_live(args) -> int:
         raise BadInput(f"--heapsize: {args.heapsize!r} is not a size like 64k, 128k or 1m")
     res_nl = round(args.reservoir_ml * 1_000_000)
     if not 0 <= res_nl <= CAPACITY_NL:
-        raise BadInput(f"--reservoir-ml: {args.reservoir_ml:g} mL is outside 0..{CAPACITY_NL / 1e6:g} mL")
+        raise BadInput(f"--reservoir-ml: {args.reservoir_ml:g} mL is outside "
+                       f"0..{CAPACITY_NL / 1e6:g} mL")
     image = Path(args.flash_image).resolve() if args.flash_image else None
     if image is not None and not image.parent.is_dir():
         raise BadInput(f"--flash-image: folder {image.parent} does not exist")
-    pty_path = Path(os.path.abspath(args.pty))
+    return speed, res_nl, image, Path(os.path.abspath(args.pty))
+
+
+def _wait_ready(proc: subprocess.Popen, pty_path: Path, serial: str,
+                stop: list[int]) -> dict | int:
+    # the firmware's DEVICE_INFO once it answers, or the exit status to return
+    deadline = time.monotonic() + _READY_S
+    while True:
+        try:
+            with Client(str(pty_path), serial, timeout=0.5, retries=0, quiet=True) as c:
+                return c.identify("clinician")
+        except (LinkFailure, Refused) as e:
+            if proc.poll() is not None:
+                print(f"theca twin: the firmware stopped with status {proc.returncode}",
+                      file=sys.stderr)
+                return TWIN_FAILED
+            if stop:
+                return OK
+            if time.monotonic() > deadline:
+                print(f"theca twin: the twin does not answer on {pty_path}: {e}",
+                      file=sys.stderr)
+                return LINK_FAILURE
+
+
+def _serve(proc: subprocess.Popen, serial: str, stop: list[int]) -> int:
+    # until a signal or the firmware's end; the exit status
+    while not stop:
+        try:
+            rc = proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue
+        if rc == 0:
+            print(f"twin {serial}: the firmware returned to the REPL (MAINTENANCE); stopped")
+            time.sleep(_DRAIN_S)  # let the host read the MAINTENANCE reply first
+            return OK
+        why = " (a watchdog reset: the therapy task hung)" if rc == TWIN_WATCHDOG else ""
+        print(f"theca twin: the firmware stopped with status {rc}{why}", file=sys.stderr)
+        return TWIN_FAILED
+    print(f"twin {serial}: stopped ({signal.Signals(stop[0]).name})", flush=True)
+    return OK
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()  # for the pump: its supply is cut
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _release_pty(fds: tuple[int, int], pty_path: Path, slave_name: str | None) -> None:
+    for fd_ in fds:
+        if fd_ >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd_)
+    with contextlib.suppress(OSError):
+        # only our own link: another twin may have taken PATH meanwhile
+        if slave_name and pty_path.is_symlink() and os.readlink(pty_path) == slave_name:
+            pty_path.unlink()
+
+
+def run_live(args) -> int:
+    """`theca twin`: start the live twin, say "ready" once it answers, run until a
+    signal (or MAINTENANCE ends the firmware), then clean up."""
+    speed, res_nl, image, pty_path = _checked(args)
     mpy = None if args.source else compile_firmware("unix")
     serial, keys, new = device_keys(image)
 
@@ -186,59 +252,19 @@ def run_live(args) -> int:
         # outlive the firmware for a moment, as a board's USB port outlives its REPL, or
         # the host loses a last reply still in the pty (Linux drops it with EIO).
         K.remember_device(str(pty_path), serial)
-        info = None
-        deadline = time.monotonic() + _READY_S
-        while info is None:  # the firmware answers once it has started
-            try:
-                with Client(str(pty_path), serial, timeout=0.5, retries=0, quiet=True) as c:
-                    info = c.identify("clinician")
-            except (LinkFailure, Refused) as e:
-                if proc.poll() is not None:
-                    print(f"theca twin: the firmware stopped with status {proc.returncode}",
-                          file=sys.stderr)
-                    return TWIN_FAILED
-                if stop:
-                    return OK
-                if time.monotonic() > deadline:
-                    print(f"theca twin: the twin does not answer on {pty_path}: {e}",
-                          file=sys.stderr)
-                    return LINK_FAILURE
+        info = _wait_ready(proc, pty_path, serial, stop)
+        if not isinstance(info, dict):
+            return info
         state = "new pump" if new else "restarted"
         print(f"twin {serial} ({state}) on {pty_path} -> {slave_name}, {speed}x real time, "
               f"firmware {info['fw_major']}.{info['fw_minor']}.{info['fw_patch']}"
               + (f", flash image {image}" if image else ""))
         print(f"keys: {K.key_path(serial, 'clinician')}, {K.key_path(serial, 'patient')}")
         print("ready (Ctrl-C stops the twin)", flush=True)
-        while not stop:
-            try:
-                rc = proc.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                continue
-            if rc == 0:
-                print(f"twin {serial}: the firmware returned to the REPL (MAINTENANCE); stopped")
-                time.sleep(_DRAIN_S)  # let the host read the MAINTENANCE reply first
-                return OK
-            why = " (a watchdog reset: the therapy task hung)" if rc == TWIN_WATCHDOG else ""
-            print(f"theca twin: the firmware stopped with status {rc}{why}", file=sys.stderr)
-            return TWIN_FAILED
-        print(f"twin {serial}: stopped ({signal.Signals(stop[0]).name})", flush=True)
-        return OK
+        return _serve(proc, serial, stop)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()  # for the pump: its supply is cut
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for fd_ in (master, slave):
-            if fd_ >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd_)
-        with contextlib.suppress(OSError):
-            # only our own link: another twin may have taken PATH meanwhile
-            if slave_name and pty_path.is_symlink() and os.readlink(pty_path) == slave_name:
-                pty_path.unlink()
+        _stop(proc)
+        _release_pty((master, slave), pty_path, slave_name)
         shutil.rmtree(work, ignore_errors=True)
         for s, h in old.items():
             signal.signal(s, h)

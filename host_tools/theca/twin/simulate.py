@@ -144,6 +144,66 @@ def segments(sc: Scenario) -> list[tuple[int, int, bool]]:
     return out
 
 
+_BOOT = {name: code for code, name in N.BOOT_CAUSES.items()}
+
+
+def _run_segment(cfgp: Path, heapsize: str | None, mpy_dir: Path | None,
+                 timeout: float | None, progress, start: int):
+    # one boot of the twin; None if it ran past `timeout`
+    if progress is None:
+        # never left running: a twin that hangs is a firmware bug to report
+        try:
+            return twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    return progress_mod.run_twin(cfgp, lambda t: progress(t - start), heapsize=heapsize,
+                                 mpy_dir=mpy_dir)
+
+
+def _boots(sc: Scenario, keys: dict[int, bytes], d: Path, inputs: Path, out: Path, truth: Path,
+           image: Path | None, segs: list, run: dict, extra: dict) -> tuple[int, str, str]:
+    # every boot of the twin, segment by segment: (status, stdout, stderr)
+    stdout = stderr = ""
+    rc = 0
+    queue = list(segs)
+    i = 0
+    cause = _BOOT["power_on"]
+    while queue:
+        a, b, cut = queue.pop(0)
+        cfg = twin_config(sc, keys, inputs, out, truth, start=a, end=b,
+                          cut_at_end=cut, tlog_append=i > 0, battery_t0=sc.start,
+                          boot_cause=cause, **extra)
+        if image is not None:
+            cfg["flash_image"] = str(image)
+        if run["progress"] is not None:
+            cfg["progress"] = max(3600, sc.duration_s // 200)
+        cfgp = twinproc.write_config(d / f"twin{i}.json", cfg)
+        i += 1
+        proc = _run_segment(cfgp, run["heapsize"], run["mpy_dir"], run["timeout"],
+                            run["progress"], sc.start)
+        if proc is None:
+            stderr += f"twin: still running after {run['timeout']:g} s; stopped it\n"
+            rc = 1
+            break
+        stdout += proc.stdout.decode(errors="replace")
+        stderr += proc.stderr.decode(errors="replace")
+        if proc.returncode == TWIN_WATCHDOG and image is not None and i < 100:
+            # the watchdog reset the pump: it boots again at once and recovers
+            t = json.loads(truth.read_text())["device_time"]
+            queue.insert(0, (t, b, cut))
+            cause = _BOOT["watchdog"]
+            continue
+        if proc.returncode == TWIN_WATCHDOG:
+            stderr += ("twin: the watchdog reset the pump; without a flash image its state "
+                       "is lost (run with --flash-image to let it recover)\n")
+        expected = TWIN_POWER_CUT if cut else 0
+        if proc.returncode != expected:
+            rc = proc.returncode or 1
+            break
+        cause = _BOOT["power_on"]
+    return rc, stdout, stderr
+
+
 def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path | None = None,
              mpy_dir: Path | None = None, flash_image: Path | None = None,
              extra: dict | None = None, progress=None, timeout: float | None = 3600) -> dict:
@@ -168,50 +228,10 @@ def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path
             image = d / "flash.img"
         truth = d / "truth.json"
         t0 = time.perf_counter()
-        stdout = stderr = ""
-        rc = 0
-        queue = list(segs)
-        i = 0
-        cause = 0  # BOOT_POWER_ON
-        while queue:
-            a, b, cut = queue.pop(0)
-            cfg = twin_config(sc, keys, inputs, out, truth, start=a, end=b,
-                              cut_at_end=cut, tlog_append=i > 0, battery_t0=sc.start,
-                              boot_cause=cause, **(extra or {}))
-            if image is not None:
-                cfg["flash_image"] = str(image)
-            if progress is not None:
-                cfg["progress"] = max(3600, sc.duration_s // 200)
-            cfgp = twinproc.write_config(d / f"twin{i}.json", cfg)
-            i += 1
-            if progress is None:
-                # never left running: a twin that hangs is a firmware bug to report
-                try:
-                    proc = twinproc.run_twin(cfgp, heapsize=heapsize, mpy_dir=mpy_dir,
-                                             timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    stderr += f"twin: still running after {timeout:g} s; stopped it\n"
-                    rc = 1
-                    break
-            else:
-                proc = progress_mod.run_twin(cfgp, lambda t: progress(t - sc.start),
-                                             heapsize=heapsize, mpy_dir=mpy_dir)
-            stdout += proc.stdout.decode(errors="replace")
-            stderr += proc.stderr.decode(errors="replace")
-            if proc.returncode == TWIN_WATCHDOG and image is not None and i < 100:
-                # the watchdog reset the pump: it boots again at once and recovers
-                t = json.loads(truth.read_text())["device_time"]
-                queue.insert(0, (t, b, cut))
-                cause = 1  # BOOT_WATCHDOG
-                continue
-            if proc.returncode == TWIN_WATCHDOG:
-                stderr += ("twin: the watchdog reset the pump; without a flash image its state "
-                           "is lost (run with --flash-image to let it recover)\n")
-            expected = TWIN_POWER_CUT if cut else 0
-            if proc.returncode != expected:
-                rc = proc.returncode or 1
-                break
-            cause = 0
+        rc, stdout, stderr = _boots(
+            sc, keys, d, inputs, out, truth, image, segs,
+            dict(heapsize=heapsize, mpy_dir=mpy_dir, timeout=timeout, progress=progress),
+            extra or {})
         secs = time.perf_counter() - t0
         tr = json.loads(truth.read_text()) if truth.exists() else None
     return {

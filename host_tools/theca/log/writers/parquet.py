@@ -185,37 +185,39 @@ def _status_table(col: dict, serial, schema, r: Renderer):
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_parquet(t: Tlog, path, summary: Summary, sel: Selection | None = None) -> int:
-    """Write every (selected) frame of `t` as one Parquet row; returns the number of rows.
+class _Gathered:
+    """A log's frames split for Parquet: status columns, other frames' rows, and where
+    each DEVICE_INFO (its serial) begins; positions are frame numbers in the file."""
 
-    STATUS frames (nearly all of a log) are converted column-wise; other frames
-    through `Renderer.record`. `serial` comes from the DEVICE_INFO in force at
-    each frame (the first one for frames before it), whatever the filter.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    def __init__(self) -> None:
+        self.st_cols: list[dict] = []
+        self.st_pos: list[np.ndarray] = []
+        self.rows: list[dict] = []
+        self.row_pos: list[int] = []
+        self.info_pos: list[int] = []
+        self.info_serial: list[str] = []
 
-    r = Renderer()
-    a = summary.a
-    data = t.data
-    schema = parquet_schema()
-    sel = sel if sel is not None else Selection()
-    filtering = sel.active
-    st_cols: list[dict] = []
-    st_pos: list[np.ndarray] = []
-    rows: list[dict] = []
-    row_pos: list[int] = []
-    info_pos: list[int] = []
-    info_serial: list[str] = []
+    def serial_at(self, pos: np.ndarray) -> np.ndarray:
+        """The serial of the DEVICE_INFO in force at each position (the first before it)."""
+        ipos = np.asarray(self.info_pos, dtype=np.int64)
+        if not len(ipos):
+            return np.full(len(pos), None, dtype=object)
+        iser = np.array(self.info_serial, dtype=object)
+        return iser[np.maximum(np.searchsorted(ipos, pos, side="right") - 1, 0)]
+
+
+def _gather(t: Tlog, summary: Summary, sel: Selection, schema, r: Renderer) -> _Gathered:
+    a, data = summary.a, t.data
+    g = _Gathered()
     base = 0
     for b in t.batches():
         starts, lens = b.starts, b.lengths
         kinds = frame_kinds(a, starts, lens)
         for i in np.flatnonzero(kinds == K_INFO).tolist():
-            s = int(starts[i])
-            info_pos.append(base + i)
-            info_serial.append(r.info_fields(_INFO.unpack_from(data, s + _H))["serial"])
-        if filtering:
+            g.info_pos.append(base + i)
+            g.info_serial.append(
+                r.info_fields(_INFO.unpack_from(data, int(starts[i]) + _H))["serial"])
+        if sel.active:
             m, in_time, _ = sel.apply(a, starts, lens)
             summary.add(starts[m], lens[m], starts[in_time])
         else:
@@ -223,50 +225,62 @@ def write_parquet(t: Tlog, path, summary: Summary, sel: Selection | None = None)
             summary.add(starts, lens)
         stm = m & (kinds == K_STATUS)
         if stm.any():
-            st_cols.append(status_columns(a, starts[stm]))
-            st_pos.append(np.flatnonzero(stm) + base)
+            g.st_cols.append(status_columns(a, starts[stm]))
+            g.st_pos.append(np.flatnonzero(stm) + base)
         other = np.flatnonzero(m & (kinds != K_STATUS))
         if len(other):
             tm = frame_times(a, starts[other], kinds[other]).tolist()
             for i, tt in zip(other.tolist(), tm, strict=True):
                 s, n = int(starts[i]), int(lens[i])
-                rows.append(_parquet_row(r.record(data[s : s + n]), tt + _EPOCH, schema, r))
-                row_pos.append(base + i)
+                g.rows.append(_parquet_row(r.record(data[s : s + n]), tt + _EPOCH, schema, r))
+                g.row_pos.append(base + i)
         base += len(starts)
     summary.anomalies = list(t.anomalies)
+    return g
 
-    ipos = np.asarray(info_pos, dtype=np.int64)
-    iser = np.array(info_serial or [None], dtype=object)  # type: ignore[list-item]
 
-    def serial_at(pos: np.ndarray) -> np.ndarray:
-        if not len(ipos):
-            return np.full(len(pos), None, dtype=object)
-        return iser[np.maximum(np.searchsorted(ipos, pos, side="right") - 1, 0)]
+def _table(g: _Gathered, schema, r: Renderer):
+    # one table in file order: the status columns and the other rows, merged
+    import pyarrow as pa
 
     tables, order = [], []
-    if st_cols:
-        col = {k: np.concatenate([c[k] for c in st_cols]) for k in st_cols[0]}
-        pos = np.concatenate(st_pos)
-        tables.append(_status_table(col, serial_at(pos), schema, r))
+    if g.st_cols:
+        col = {k: np.concatenate([c[k] for c in g.st_cols]) for k in g.st_cols[0]}
+        pos = np.concatenate(g.st_pos)
+        tables.append(_status_table(col, g.serial_at(pos), schema, r))
         order.append(pos)
-    if rows:
-        pos = np.asarray(row_pos, dtype=np.int64)
-        for row, sv in zip(rows, serial_at(pos).tolist(), strict=True):
+    if g.rows:
+        pos = np.asarray(g.row_pos, dtype=np.int64)
+        for row, sv in zip(g.rows, g.serial_at(pos).tolist(), strict=True):
             if sv is not None:
                 row["serial"] = sv
-        tables.append(pa.Table.from_pylist(rows, schema=schema))
+        tables.append(pa.Table.from_pylist(g.rows, schema=schema))
         order.append(pos)
-    if tables:
-        table = pa.concat_tables(tables)
-        table = table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
-    else:
-        table = schema.empty_table()
+    if not tables:
+        return schema.empty_table()
+    table = pa.concat_tables(tables)
+    return table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+
+
+def write_parquet(t: Tlog, path, summary: Summary, sel: Selection | None = None) -> int:
+    """Write every (selected) frame of `t` as one Parquet row; returns the number of rows.
+
+    STATUS frames (nearly all of a log) are converted column-wise; other frames
+    through `Renderer.record`. `serial` comes from the DEVICE_INFO in force at
+    each frame (the first one for frames before it), whatever the filter.
+    """
+    import pyarrow.parquet as pq
+
+    r = Renderer()
+    schema = parquet_schema()
+    sel = sel if sel is not None else Selection()
+    table = _table(_gather(t, summary, sel, schema, r), schema, r)
     meta = {
         b"theca.source": str(t.path).encode(),
         b"theca.log_schema": f"0x{t.header.schema:08x}".encode(),
         b"theca.decoder_schema": f"0x{tp.SCHEMA:08x}".encode(),
     }
-    if filtering:
+    if sel.active:
         meta[b"theca.filter"] = sel.describe().encode()
     table = table.replace_schema_metadata(meta)
     pq.write_table(table, path, compression="zstd")
