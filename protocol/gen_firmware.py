@@ -22,14 +22,16 @@ import theca_protocol as P  # noqa: E402
 from theca_protocol import messages as M  # noqa: E402
 from theca_protocol import names as N  # noqa: E402
 from theca_protocol import storage as S  # noqa: E402
-from theca_protocol.schema import field_names, fixed_format  # noqa: E402
+from theca_protocol.schema import field_names, fixed_format, is_fixed  # noqa: E402
 
 OUT = HERE.parent / "firmware" / "msgdefs.py"
 # field names of every layout: only tests need them, so they do not cost the device RAM
 FIELDS_OUT = HERE.parent / "tests" / "mp" / "msgfields.py"
 
-# (prefix in msgdefs, construct Struct, what it is)
-LAYOUTS = [
+# (prefix in msgdefs, construct Struct, what it is): the frame and payload layouts, then
+# every command's fixed body (NAME) and fixed reply body (NAME_REPLY) from the message
+# table, then the heads of variable bodies and the files
+_FRAME_LAYOUTS = [
     ("HDR", M.Header, "frame header"),
     ("DEVICE_INFO", M.DeviceInfo, "DEVICE_INFO payload (also GET_INFO reply body)"),
     ("STATUS", M.Status, "STATUS payload (also GET_STATUS reply body)"),
@@ -39,11 +41,8 @@ LAYOUTS = [
     ("RX_HEAD", M.RxHead, "Rx blob head; n_steps RX_STEP then n_timed RX_TIMED follow"),
     ("RX_STEP", M.RxStep, "Rx blob basal step"),
     ("RX_TIMED", M.RxTimed, "Rx blob timed bolus"),
-    ("REFILL", M.Refill, "REFILL body"),
-    ("CLINICIAN_BOLUS", M.ClinicianBolus, "CLINICIAN_BOLUS body"),
-    ("ACK_ALARM", M.AckAlarm, "ACK_ALARM body"),
-    ("SET_TIME", M.SetTime, "SET_TIME body"),
-    ("LOG_READ", M.LogRead, "LOG_READ body"),
+]
+_OTHER_LAYOUTS = [
     ("LOG_READ_REPLY_HEAD", M.LogReadReplyHead, "LOG_READ reply head; count EVENT records follow"),
     ("TLOG_HDR", M.TlogHeader, ".tlog file header"),
     ("TLOG_REC", M.TlogRecordHead, ".tlog record head; the frame follows"),
@@ -54,6 +53,21 @@ LAYOUTS = [
     ("LINK_IN", S.LinkInRecord, "twin link input record; the frame follows"),
     ("TRUTH", S.TruthRecord, "twin truth stream record"),
 ]
+
+
+def _command_layouts():
+    payloads = {id(m.payload) for m in M.MESSAGE_LIST if m.direction == "device"}
+    out = []
+    for m in sorted(M.COMMANDS.values(), key=lambda m: m.type):
+        if m.body is not M.Empty and is_fixed(m.body):
+            out.append((m.name, m.body, f"{m.name} body"))
+        if (m.reply is not None and m.reply is not M.Empty and id(m.reply) not in payloads
+                and is_fixed(m.reply)):
+            out.append((f"{m.name}_REPLY", m.reply, f"{m.name} reply body"))
+    return out
+
+
+LAYOUTS = _FRAME_LAYOUTS + _command_layouts() + _OTHER_LAYOUTS
 
 # layouts whose field names the firmware itself reads (named, not positional)
 NAMED = {"SNAP"}
