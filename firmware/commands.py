@@ -15,7 +15,6 @@ LOG_PAGE_MAX = md.LOG_PAGE_MAX  # records per LOG_READ reply
 _CMD_AT = md.HDR_SIZE  # the command head in the frame
 _BODY_AT = md.HDR_SIZE + md.CMD_HEAD_SIZE  # the command body in the frame
 _REPLY_AT = md.HDR_SIZE + md.REPLY_HEAD_SIZE  # the reply body in the reply frame
-_RESULT_AT = md.HDR_SIZE + 5  # REPLY_HEAD: cmd_id u32, cmd_type u8, result u8, detail
 _MIN_CMD = md.HDR_SIZE + md.CMD_HEAD_SIZE + md.MAC_SIZE + md.CRC_SIZE
 
 
@@ -156,7 +155,7 @@ def command(p, frame, now):
         rep = p.reply(now, cmd_id, typ, md.NACK_FORBIDDEN, role, 0)
     else:
         rep = execute(p, typ, frame[_BODY_AT:mac_at], role, cmd_id, now)
-    res, detail = rep[_RESULT_AT], struct.unpack_from(md.REPLY_HEAD_FMT, rep, md.HDR_SIZE)[3]
+    _, _, res, detail = struct.unpack_from(md.REPLY_HEAD_FMT, rep, md.HDR_SIZE)
     a.executed(role, cmd_id, typ, res, detail, bytes(rep))
     if p.store is not None:
         # durable before the host hears it: an acknowledged change survives a cut

@@ -49,53 +49,84 @@ class ControlLink:
         self.out += mv
 
 
-async def run(hw, sh):
-    """The twin under test control until the host ends it (tests/twinctl.py)."""
+class _End(Exception):
+    """The host ended the run (op "end")."""
+
+
+async def _run(hw, sh, req, out):
+    # true time moves by req["s"] seconds; the watchdog still bites
     from board import WatchdogReset  # the board is loaded: it imported this module
 
-    # The test-only control channel (tests/twinctl.py): one JSON request a line on
-    # stdin, one answer a line on stdout behind "@@ctl ". Between requests the whole
-    # twin stands still (a blocking read), so a run is deterministic: true time moves
-    # only by "run", and every frame is answered at the true time it was sent.
     clock = hw.clock
+    end = clock.true_now() + req["s"]
+    while clock.true_now() < end and not sh.stop:
+        t = clock.true_now() + hw.wdt.timeout_s // 2
+        await clock.sleep_until_true(t if t < end else end)
+        if hw.wdt.starved():
+            raise WatchdogReset()
+
+
+async def _frame(hw, sh, req, out):
+    # one frame to the firmware, answered at the true time it was sent
     link = hw.link
+    link.give(unhexlify(req["hex"]))
+    while not link.idle():
+        # 1 ms, not 0: a task asyncio stamped with the real tick counter (one created at
+        # boot) must come due on the virtual one
+        await asyncio.sleep_ms(1)
+    out["reply"] = link.take().hex()
+
+
+async def _fault(hw, sh, req, out):
+    hw.faults.add(req["kind"], hw.clock.true_now(), req["duration_s"])
+
+
+async def _fill(hw, sh, req, out):
+    out["ok"] = hw.motor.fill(req["nl"], req["conc"])
+
+
+async def _cut(hw, sh, req, out):
+    from simflash import PowerCut
+
+    raise PowerCut()
+
+
+async def _end(hw, sh, req, out):
+    raise _End()
+
+
+async def _truth(hw, sh, req, out):
+    pass  # every answer carries the truth
+
+
+# request op -> what it does
+_OPS = {"run": _run, "frame": _frame, "fault": _fault, "fill": _fill, "cut": _cut,
+        "end": _end, "truth": _truth}
+
+
+async def run(hw, sh):
+    """The twin under test control until the host ends it (tests/twinctl.py).
+
+    One JSON request a line on stdin, one answer a line on stdout behind "@@ctl ".
+    Between requests the whole twin stands still (a blocking read), so a run is
+    deterministic: true time moves only by "run", and every frame is answered at the
+    true time it was sent."""
     inp = sys.stdin
     while not sh.stop:
         line = inp.readline()
         if not line:
             return  # the test host went away
         req = json.loads(line)
-        op = req["op"]
+        op = _OPS.get(req["op"])
+        if op is None:
+            raise ValueError("control: unknown op " + req["op"])
         out = {}
-        if op == "run":
-            end = clock.true_now() + req["s"]
-            while clock.true_now() < end and not sh.stop:
-                t = clock.true_now() + hw.wdt.timeout_s // 2
-                await clock.sleep_until_true(t if t < end else end)
-                if hw.wdt.starved():
-                    raise WatchdogReset()
-        elif op == "frame":
-            link.give(unhexlify(req["hex"]))
-            while not link.idle():
-                # 1 ms, not 0: a task asyncio stamped with the real tick counter (one
-                # created at boot) must come due on the virtual one
-                await asyncio.sleep_ms(1)
-            out["reply"] = link.take().hex()
-        elif op == "fault":
-            hw.faults.add(req["kind"], clock.true_now(), req["duration_s"])
-        elif op == "fill":
-            out["ok"] = hw.motor.fill(req["nl"], req["conc"])
-        elif op == "cut":
-            from simflash import PowerCut
-
-            raise PowerCut()
-        elif op == "end":
+        try:
+            await op(hw, sh, req, out)
+        except _End:
             return
-        elif op != "truth":
-            raise ValueError("control: unknown op " + op)
         if hw.stream is not None:
             hw.stream.flush()
         out["truth"] = hw.physical()
         out["stopped"] = sh.stop
         sys.stdout.write("@@ctl " + json.dumps(out) + "\n")
-

@@ -110,7 +110,7 @@ def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
         "catheter_nl": sc.catheter_nl,
         "low_reservoir_nl": N.DEFAULT_LOW_RESERVOIR_NL,
         "battery_days": sc.battery_days,
-        "keys": {"clinician": keys[1].hex(), "patient": keys[2].hex()},
+        "keys": {name: keys[rid].hex() for rid, name in N.ROLES.items()},
         "inputs": str(inputs),
         "faults": [f.to_config() for f in sc.faults],
         "tlog": str(tlog),
@@ -217,7 +217,7 @@ def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path
     the power fails at the loss, and the twin boots again when it comes back, its clock
     having gone on. `flash_image` keeps the image (and the pump's state) in that file.
     """
-    keys = {1: secrets.token_bytes(32), 2: secrets.token_bytes(32)}
+    keys = {rid: secrets.token_bytes(32) for rid in N.ROLES}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         d = Path(tmp)
         inputs = d / "inputs.bin"
