@@ -41,7 +41,9 @@ def _inline_attributes(text: str, consts: dict[str, int], still: set[str]) -> st
         a, dot, b = toks[i], toks[i + 1], toks[i + 2]
         if (a.type == tokenize.NAME and a.string in _MODULE_ALIASES and dot.string == "."
                 and b.type == tokenize.NAME and a.start[0] == b.end[0]):
-            if b.string in consts and not (i and toks[i - 1].string == "."):
+            if i and toks[i - 1].string == ".":
+                continue  # x.md.NAME: another object's attribute
+            if b.string in consts:
                 edits.append((a.start[0], a.start[1], b.end[1], str(consts[b.string])))
             else:
                 still.add(b.string)
@@ -75,9 +77,26 @@ def _inline_from_imports(text: str, consts: dict[str, int], still: set[str]) -> 
     return "".join(lines)
 
 
+_ALIAS = re.compile(r"^(_?[A-Z][A-Z0-9_]*) = (?:md|M|msgdefs)\.([A-Z][A-Z0-9_]*)[ \t]*(#.*)?$",
+                    re.M)
+
+
+def _const_aliases(text: str, consts: dict[str, int]) -> str:
+    # `_HDR = M.HDR_SIZE` at module level becomes `_HDR = const(8)`: inlined where the
+    # module uses it (a global lookup on every use otherwise, in hot paths too)
+    def rep(m: re.Match) -> str:
+        v = consts.get(m.group(2))
+        if v is None or not -(1 << 30) <= v < (1 << 30):
+            return m.group(0)
+        return f"{m.group(1)} = const({v})" + (f"  {m.group(3)}" if m.group(3) else "")
+
+    return _ALIAS.sub(rep, text)
+
+
 def inline_module(text: str, consts: dict[str, int], still: set[str]) -> str:
     """A firmware or board module with msgdefs' integers inlined; the names it still
     looks up in msgdefs are added to `still`."""
+    text = _const_aliases(text, consts)
     text = _inline_from_imports(text, consts, still)
     text = _inline_attributes(text, consts, still)
     if "const(" in text and not re.search(r"^from micropython import .*\bconst\b", text, re.M):
