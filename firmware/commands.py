@@ -42,7 +42,7 @@ def _read_rx(p, now, role, buf, off, v):
 
 
 def _refill(p, now, role, buf, off, v):
-    res, detail = p.refill(v[0], v[1], now, role)
+    res, detail = p.refill(v[0], v[1], v[2], v[3], now, role)
     return res, detail, 0
 
 

@@ -35,12 +35,12 @@ class Engine:
         self.loaded = False
         # plan, volume units
         self.n_steps = 0
-        self.step_start = array("i", [0] * 24)
-        self.step_rate = array("i", [0] * 24)  # nL/day
+        self.step_start = array("i", bytes(4 * 24))
+        self.step_rate = array("i", bytes(4 * 24))  # nL/day
         self.n_timed = 0
-        self.timed_start = array("i", [0] * 8)
-        self.timed_dur = array("i", [0] * 8)
-        self.timed_dose = array("i", [0] * 8)  # nL
+        self.timed_start = array("i", bytes(4 * 8))
+        self.timed_dur = array("i", bytes(4 * 8))
+        self.timed_dose = array("i", bytes(4 * 8))  # nL
         # position in the schedule
         self.step = 0
         self.basal = 0
@@ -50,11 +50,11 @@ class Engine:
         # bolus slots: rate (units/s), end time, remainder units added at the end
         self.b_on = bytearray(NB)
         self.b_kind = bytearray(NB)
-        self.b_rate = array("i", [0] * NB)
-        self.b_start = array("i", [0] * NB)
-        self.b_end = array("i", [0] * NB)
-        self.b_rem = array("i", [0] * NB)
-        self.b_dose = array("i", [0] * NB)  # nL
+        self.b_rate = array("i", bytes(4 * NB))
+        self.b_start = array("i", bytes(4 * NB))
+        self.b_end = array("i", bytes(4 * NB))
+        self.b_rem = array("i", bytes(4 * NB))
+        self.b_dose = array("i", bytes(4 * NB))  # nL
         self.b_next_end = NEVER
         self.rate = 0  # basal + active boluses, nL/day == units/s
         # daily profile for projections (built on load; not used per stroke)

@@ -1,4 +1,4 @@
-# The event log: numbered EventRecords (t, event_seq, code, who, a, b, c).
+# The event log: numbered EventRecords (t, event_seq, code, who, a, b, c, d).
 #
 # Kept in a RAM ring here; a board with storage passes a `store` that keeps every
 # record on flash (see store.py) and this ring is then only a cache of the newest.
@@ -24,11 +24,12 @@ class EventLog:
         # the RAM ring holds only what was appended since this boot; older is on flash
         self.ram_first = self.next_seq
 
-    def append(self, t, code, who, a, b, c):
+    def append(self, t, code, who, a, b, c, d=0):
         """Record an event; returns its event_seq."""
         seq = self.next_seq
         off = (seq % self.cap) * REC_SIZE
-        struct.pack_into(REC, self.buf, off, t, seq, code, who, a & 0xFFFFFFFF, b & 0xFFFFFFFF, c & 0xFFFFFFFF)
+        struct.pack_into(REC, self.buf, off, t, seq, code, who, a & 0xFFFFFFFF, b & 0xFFFFFFFF,
+                         c & 0xFFFFFFFF, d & 0xFFFFFFFF)
         self.next_seq = seq + 1
         if self.store is not None:
             first = self.store.log_append(self.mv[off : off + REC_SIZE], seq)
@@ -41,7 +42,7 @@ class EventLog:
         return seq
 
     def record(self, seq):
-        """Memoryview of event `seq`'s 22 bytes, or None if it is gone or not yet made."""
+        """Memoryview of event `seq`'s record, or None if it is gone or not yet made."""
         if seq < self.first_seq or seq >= self.next_seq:
             return None
         if self.store is not None and (seq < self.ram_first or self.next_seq - seq > self.cap):

@@ -32,7 +32,7 @@ class Rolling:
     """
 
     def __init__(self):
-        self.b = array("i", [0] * NBUCKETS)
+        self.b = array("i", bytes(4 * NBUCKETS))
         self.idx = 0  # bucket number (time // BUCKET_S) of the newest bucket
         self.total = 0
 
@@ -52,6 +52,12 @@ class Rolling:
                 self.b[j] = 0
         self.idx = k
 
+    def clear(self):
+        """Forget the history (another drug: one drug's ng say nothing of another's)."""
+        for i in range(NBUCKETS):
+            self.b[i] = 0
+        self.total = 0
+
     def add(self, now, ng):
         self._roll(now)
         self.b[self.idx % NBUCKETS] += ng
@@ -66,7 +72,7 @@ class Gate:
     """Lockout from the last start and a maximum count in any rolling 24 h."""
 
     def __init__(self):
-        self.starts = array("i", [0] * MAX_STARTS)  # ring of recent start times
+        self.starts = array("i", bytes(4 * MAX_STARTS))  # ring of recent start times
         self.n = 0
         self.head = 0
 

@@ -2,6 +2,7 @@
 # One asyncio task per concern (therapy, link, telemetry, watchdog, alarm tones),
 # gathered in main(); the motor is switched off in `finally` whatever happens.
 import asyncio
+import gc
 import sys
 
 import board
@@ -217,7 +218,11 @@ def main():
     try:
         now = hw.clock.now()
         store = Store(hw.fs_root) if hw.fs_root else None
-        app = pumpmod.Pump(hw, now, pumpmod.load_druglib(hw.druglib_path), hw.reset_cause(), store)
+        druglib = pumpmod.load_druglib(hw.druglib_path)
+        # the boot's garbage (imports, the library's JSON) goes before the pump's buffers
+        # are made: they are the biggest blocks, and a fragmented heap has no room for them
+        gc.collect()
+        app = pumpmod.Pump(hw, now, druglib, hw.reset_cause(), store)
         asyncio.run(run(hw, app))
         if hw.telemetry is not None:
             hw.telemetry.emit(app.status_frame(hw.clock.now()))

@@ -4,7 +4,7 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = 1890050370  # 0x70a7e142
+SCHEMA = const(466954252)  # 0x1bd5280c
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1280)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
@@ -31,7 +31,7 @@ DEFAULT_CATHETER_NL = const(150000)
 DEFAULT_LOW_RESERVOIR_NL = const(2000000)
 MAX_LOCAL_OFFSET_S = const(50400)
 MAX_BOLUS_DURATION_S = const(86400)
-STATE_VERSION = const(1)  # state.bin layout
+STATE_VERSION = const(2)  # state.bin layout
 EVENT_SLOTS = const(10240)
 JOURNAL_SLOTS = const(32)
 TLOG_MAGIC = b'THECALOG'
@@ -68,8 +68,8 @@ DEVICE_INFO_SIZE = const(38)
 STATUS_FMT = "<BBBBIIIHHIIIIBBI"
 STATUS_SIZE = const(42)
 # EVENT payload: one EventRecord (also the event log's unit)
-EVENT_FMT = "<IIBBIII"
-EVENT_SIZE = const(22)
+EVENT_FMT = "<IIBBIIII"
+EVENT_SIZE = const(26)
 # REPLY payload head; the reply body follows
 REPLY_HEAD_FMT = "<IBBI"
 REPLY_HEAD_SIZE = const(10)
@@ -86,8 +86,8 @@ RX_STEP_SIZE = const(6)
 RX_TIMED_FMT = "<HHI"
 RX_TIMED_SIZE = const(8)
 # REFILL body
-REFILL_FMT = "<II"
-REFILL_SIZE = const(8)
+REFILL_FMT = "<IIIB"
+REFILL_SIZE = const(13)
 # CLINICIAN_BOLUS body
 CLINICIAN_BOLUS_FMT = "<II"
 CLINICIAN_BOLUS_SIZE = const(8)
@@ -110,7 +110,7 @@ TLOG_HDR_SIZE = const(16)
 TLOG_REC_FMT = "<BH"
 TLOG_REC_SIZE = const(3)
 # events.bin slot: record, crc, padding
-EVENT_SLOT_FMT = "<22sI6s"
+EVENT_SLOT_FMT = "<26sI2s"
 EVENT_SLOT_SIZE = const(32)
 # journal.bin record
 JOURNAL_FMT = "<IIIIIHHiI"
@@ -119,12 +119,12 @@ JOURNAL_SIZE = const(32)
 STATE_HDR_FMT = "<HHI"
 STATE_HDR_SIZE = const(8)
 # snapshot head; gate times, rolling buckets, Rx blob follow
-SNAP_FMT = "<IBiiIiIIIIIHIIHIIIIBBIBBIIIBBIiH"
-SNAP_SIZE = const(101)
-SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'locked_clinician', 'locked_patient', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len')
+SNAP_FMT = "<IBiiIBBiIIIIIHIIHIIIIBBIBBIIIBBIiHH"
+SNAP_SIZE = const(105)
+SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'locked_clinician', 'locked_patient', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len')
 # twin link input record; the frame follows
-LINK_IN_FMT = "<IH"
-LINK_IN_SIZE = const(6)
+LINK_IN_FMT = "<IHB"
+LINK_IN_SIZE = const(7)
 # twin truth stream record
 TRUTH_FMT = "<IIq"
 TRUTH_SIZE = const(16)
@@ -133,7 +133,7 @@ TRUTH_SIZE = const(16)
 # allowed roles as a mask of 1 << role.
 CMD_FIRST = const(64)
 CMD_LAST = const(76)
-CMD_BODY_SIZE = (0, -1, 0, 8, 0, 8, 0, 0, 4, 8, 5, 0, 0)
+CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 0, 0, 4, 8, 5, 0, 0)
 CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02'
 # 1: the command only reads (executing it again changes nothing)
 CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00'
@@ -156,6 +156,7 @@ ALARM_INTERNAL_FAULT = const(6)
 ALARM_RX_INVALID = const(7)
 ALARM_AUTH_BACKOFF = const(8)
 ALARM_WATCHDOG_RESET = const(9)
+ALARM_VOLUME_DISCREPANCY = const(10)
 
 # EventRecord.who
 # (unused) WHO_DEVICE = const(0)
@@ -219,6 +220,9 @@ STATUS_FLAG_BOLUS_RUNNING = const(1)  # bit 0
 STATUS_FLAG_BRIDGE = const(2)  # bit 1
 STATUS_FLAG_TRIAL = const(4)  # bit 2
 
+# the twin's link input flags, as masks
+LINK_IN_MEASURE_RESIDUAL = const(1)  # bit 0
+
 # Rx blob flags bits, as masks
 RX_FLAG_TRIAL = const(1)  # bit 0
 
@@ -255,7 +259,7 @@ EV_BOLUS_COMPLETED = const(6)  # a=volume_nl, b=bolus
 EV_BOLUS_DENIED = const(7)  # a=reason, b=bolus, c=dose_nl
 EV_ALARM_RAISED = const(8)  # a=alarm, b=reservoir_nl, c=detail
 EV_ALARM_CLEARED = const(9)  # a=alarm, b=reservoir_nl, c=detail
-EV_REFILLED = const(10)  # a=added_nl, b=reservoir_nl, c=conc_ng_ml
+EV_REFILLED = const(10)  # a=volume_nl, b=residual_nl, c=conc_ng_ml, d=drug
 EV_SUSPENDED = const(11)
 EV_RESUMED = const(12)
 EV_TIME_CHANGED = const(13)  # a=old_time, b=new_time, c=local_offset_s
@@ -269,3 +273,4 @@ EV_STROKE_FAILED = const(20)  # a=failure
 EV_MOTOR_RECOVERED = const(21)
 EV_PRESCRIPTION_REFUSED = const(22)  # a=reason, b=drug, c=rx_crc32
 EV_TIME_REFUSED = const(23)  # a=reason, b=requested_time
+EV_REFILL_DISCREPANCY = const(24)  # a=expected_nl, b=residual_nl

@@ -2,8 +2,8 @@
 # clocks, no pins: `now` comes in, the hardware object `hw` built by the board is used
 # only through its small interface (docs/DESIGN.md), and every decision is an ordinary
 # method call a test can make. Its neighbours: commands.py (the link's commands),
-# auth.py (who may command), guard.py (the dose limits), snapshot.py and boot.py (what
-# survives a restart).
+# auth.py (who may command), guard.py (the dose limits), snapshot.py, powerup.py and
+# restore.py (the boot, and what survives a restart).
 import json
 import struct
 
@@ -14,12 +14,14 @@ from alarms import (
     EMPTY_RESERVOIR,
     INTERNAL_FAULT,
     LOW_RESERVOIR,
+    RX_INVALID,
+    VOLUME_DISCREPANCY,
     MOTOR_STALL,
     OCCLUSION,
     Alarms,
 )
 import auth as authmod
-import boot
+import powerup
 import commands
 import snapshot
 from codec import FrameWriter
@@ -52,6 +54,7 @@ STALL_RETRY_S = const(60)  # how often a stalled motor is tried again
 SENSE_S = const(600)  # longest sleep: battery and sensors are looked at this often
 SAVE_S = const(3600)  # the snapshot is at most this old (rolling 24 h buckets)
 ERI_DAYS = const(90)
+_DISCREPANCY_NL = const(1_000_000)  # a residual further than 1 mL (or 20 %) is a discrepancy
 BACKOFF_AFTER = authmod.BACKOFF_AFTER
 MAX_FRAME = md.MAX_FRAME
 # the largest telemetry frame: header, DEVICE_INFO (the largest payload), crc
@@ -92,6 +95,7 @@ class Pump:
         self.mode = STOPPED
         self.rx = None
         self.conc = 0  # ng/mL of what is in the reservoir (0: unknown until programmed)
+        self.drug = 0  # the drug in the reservoir (0: unknown until programmed or filled)
         self.reservoir_nl = info.get("reservoir_nl", 0)
         self.delivered_ul = 0
         self.delivered_nl = 0
@@ -108,6 +112,10 @@ class Pump:
         # refill with a new concentration: the catheter still holds the old one
         self.bridge_nl = 0
         self.bridge_conc = 0
+        # a refill with another drug: the catheter still holds the old one, delivered by
+        # the old prescription's volume rate (bridge_rx) until it is pushed out
+        self.bridge_drug = 0
+        self.bridge_rx = None
         self.low_eta = 0
         self.eta_dirty = True
         self.retry_t = NEVER
@@ -119,12 +127,12 @@ class Pump:
         self.changed = False  # the plan changed outside tick(): the therapy task must re-plan
         self.dirty = False  # state worth saving changed
         self.saved_t = now
-        boot.start(self, now, boot_cause)
+        powerup.start(self, now, boot_cause)
 
     # -- events and telemetry -----------------------------------------------------------
-    def log(self, now, code, who, a, b, c):
+    def log(self, now, code, who, a, b, c, d=0):
         """Record an event in the log and, when telemetry is recorded, as an EVENT frame."""
-        seq = self.events.append(now + self.wall_delta, code, who, a, b, c)
+        seq = self.events.append(now + self.wall_delta, code, who, a, b, c, d)
         self.dirty = True
         if self.events.wrapped:
             # the oldest event on flash was overwritten: say so, once per lap of the ring
@@ -421,11 +429,22 @@ class Pump:
         # During a bridge the patient still receives the catheter's old concentration.
         return self.bridge_conc if self.bridge_nl > 0 else self.conc
 
+    def _plan_rx(self):
+        # The prescription whose volume rate runs: during a drug change's bridge the old
+        # drug's, whatever was programmed for the new one since.
+        return self.bridge_rx if self.bridge_drug else self.rx
+
+    def _tip_drug(self):
+        # the drug now leaving the catheter
+        if self.bridge_drug:
+            return self.bridge_drug
+        return self.rx.drug if self.rx is not None else self.drug
+
     def _guard(self, now, dose_ng=0, dose_nl=0, duration_s=0):
         """The dose guard's answer (gate.OK or the limit) for a dose starting now, or with
         dose_ng = 0 for the plan as it stands (guard.py)."""
-        rx = self.rx
-        d = self.druglib.get(rx.drug) if rx is not None else None
+        rx = self._plan_rx()
+        d = self.druglib.get(self._tip_drug()) if rx is not None else None
         if d is None:
             return NOT_CONFIGURED
         return self.guard.check(now, d, self._drug_conc(), dose_ng, dose_nl, duration_s)
@@ -437,7 +456,7 @@ class Pump:
 
     def load_plan(self, now):
         # Volume plan from the drug plan at the concentration now leaving the catheter.
-        rx = self.rx
+        rx = self._plan_rx()
         conc = self._drug_conc()
         rates = [rxmod.ng_to_nl(r, conc) for r in rx.step_rate_ng_day]
         timed = []
@@ -453,6 +472,19 @@ class Pump:
     def _end_bridge(self, now):
         self.bridge_nl = 0
         self.bridge_conc = 0
+        if self.bridge_drug:
+            # the new drug reaches the tip: its own prescription, or none at all
+            self.bridge_drug = 0
+            self.bridge_rx = None
+            # one drug's ng say nothing of another's limits: its history starts here (the
+            # patient's bolus count and lockout stay: they are the patient's)
+            self.rolling.clear()
+            if self.rx is None or self.rx.drug != self.drug:
+                self.rx = None
+                self.engine.unload(now)
+                self.alarms.raise_(RX_INVALID, now, self.reservoir_nl)
+                self._update_mode(now)
+                return
         if self.rx is not None:
             self.load_plan(now)
 
@@ -465,8 +497,10 @@ class Pump:
             if e.field == md.FIELD_VERSION:
                 return md.NACK_SCHEMA, rxmod.VERSION
             return md.NACK_INVALID, e.field
+        # The prescription must describe what is in the reservoir: refill first.
+        if self.drug and rx.drug != self.drug:
+            return md.NACK_INVALID, md.FIELD_DRUG
         if self.conc and rx.conc_ng_ml != self.conc:
-            # The prescription must describe what is in the reservoir: refill first.
             return md.NACK_INVALID, md.FIELD_CONCENTRATION
         d = self.druglib[rx.drug]
         reason = guardmod.check_rx(rx, d, self.max_rate_nl_h)
@@ -490,38 +524,45 @@ class Pump:
             self.log(now, md.EV_PRESCRIPTION_REFUSED, who, reason, rx.drug, rx.crc)
             return md.NACK_LIMIT, reason
         first = old is None
+        self.drug = rx.drug  # a new pump learns its reservoir's drug from its first one
         self.log(now, md.EV_PRESCRIPTION_CHANGED, who, rx.crc, rx.drug, len(blob))
+        if self.alarms.clear(RX_INVALID, now, self.reservoir_nl):
+            self._update_mode(now)  # a prescription is in force again
         if first or self.mode == STOPPED:
             self.set_mode(now, RUNNING)
             self.log(now, md.EV_THERAPY_STARTED, who, rx.crc, 0, 0)
         return 0, 0
 
-    def refill(self, added_nl, conc, now, who):
-        """Add drug; a new concentration keeps the prescribed drug per day."""
-        if added_nl <= 0:
+    def refill(self, volume_nl, conc, residual_nl, drug, now, who):
+        """The clinician emptied the pump (residual_nl aspirated, measured) and filled
+        volume_nl of drug at conc: the reservoir is then volume_nl, nothing is mixed.
+        drug 0: the reservoir's drug. A residual far from what the pump expected is
+        logged and alarmed (a pocket fill, a leak or an underdose may have happened)."""
+        if volume_nl <= 0:
             return md.NACK_INVALID, md.FIELD_VOLUME
-        if self.reservoir_nl + added_nl > self.capacity_nl:
-            self.log(now, md.EV_REFILL_REFUSED, who, added_nl, self.reservoir_nl, self.capacity_nl)
-            return md.NACK_LIMIT, self.capacity_nl - self.reservoir_nl
+        if volume_nl > self.capacity_nl:
+            self.log(now, md.EV_REFILL_REFUSED, who, volume_nl, self.reservoir_nl, self.capacity_nl)
+            return md.NACK_LIMIT, self.capacity_nl
         if conc <= 0:
             return md.NACK_INVALID, md.FIELD_CONCENTRATION
-        if self.rx is not None:
-            d = self.druglib.get(self.rx.drug)
-            if d is not None and guardmod.check_conc(conc, d) != OK:
-                return md.NACK_LIMIT, guardmod.MAX_CONCENTRATION
-        old = self.conc
-        if old and conc != old:
-            # What stays in the reservoir mixes with what is added.
-            total = self.reservoir_nl + added_nl
-            mixed = (self.reservoir_nl * old + added_nl * conc + total // 2) // total
-            if self.bridge_nl <= 0:
-                self.bridge_conc = old
-            self.bridge_nl = self.catheter_nl
-            self.conc = mixed
-        elif not old:
-            self.conc = conc
-        self.reservoir_nl += added_nl
-        self.log(now, md.EV_REFILLED, who, added_nl, self.reservoir_nl, self.conc)
+        if drug == 0:
+            drug = self.drug
+        d = self.druglib.get(drug) if drug else None
+        if drug and d is None:
+            return md.NACK_INVALID, md.FIELD_DRUG
+        if d is not None and guardmod.check_conc(conc, d) != OK:
+            return md.NACK_LIMIT, guardmod.MAX_CONCENTRATION
+        expected = self.reservoir_nl
+        self._start_bridge(now, drug, conc)
+        self.reservoir_nl = volume_nl
+        self.conc = conc
+        self.drug = drug
+        self.log(now, md.EV_REFILLED, who, volume_nl, residual_nl, conc, drug)
+        off = residual_nl - expected if residual_nl > expected else expected - residual_nl
+        tol = expected // 5
+        if off > (tol if tol > _DISCREPANCY_NL else _DISCREPANCY_NL):
+            self.log(now, md.EV_REFILL_DISCREPANCY, who, expected, residual_nl, 0)
+            self.alarms.raise_(VOLUME_DISCREPANCY, now, self.reservoir_nl, residual_nl)
         if self.reservoir_nl >= self.stroke_nl:
             self.alarms.clear(EMPTY_RESERVOIR, now, self.reservoir_nl)
         if self.reservoir_nl >= self.low_nl:
@@ -532,13 +573,31 @@ class Pump:
         self._update_mode(now)
         return 0, 0
 
+    def _start_bridge(self, now, drug, conc):
+        # The catheter still holds the fill before this one: it is delivered first.
+        if not self.catheter_nl or self.rx is None:
+            return
+        if self.drug and drug != self.drug:
+            # another drug: the old prescription's volume rate pushes the old drug out
+            if not self.bridge_drug:
+                self.bridge_drug = self.drug
+                self.bridge_rx = self.rx
+                self.bridge_conc = self.conc if self.bridge_nl <= 0 else self.bridge_conc
+            self.bridge_nl = self.catheter_nl
+        elif self.conc and conc != self.conc:
+            # the same drug, another concentration: the drug per day is kept
+            if self.bridge_nl <= 0:
+                self.bridge_conc = self.conc
+            self.bridge_nl = self.catheter_nl
+
     def patient_bolus(self, now, who):
         """The patient's button. Returns the deny reason (gate.OK when started)."""
         rx = self.rx
         reason = OK
         if self.mode != RUNNING:
             reason = NOT_RUNNING
-        elif rx is None or rx.pb_max_per_day == 0:
+        elif rx is None or rx.pb_max_per_day == 0 or self.bridge_drug:
+            # (during a drug change's bridge the catheter holds a drug no bolus is for)
             reason = NOT_CONFIGURED
         elif self.engine.bolus_active(KIND_PATIENT):
             reason = IN_PROGRESS
@@ -565,6 +624,9 @@ class Pump:
         if self.mode != RUNNING or self.rx is None:
             self.log(now, md.EV_BOLUS_DENIED, who, NOT_RUNNING, KIND_CLINICIAN, 0)
             return md.NACK_INVALID, NOT_RUNNING
+        if self.bridge_drug:
+            self.log(now, md.EV_BOLUS_DENIED, who, NOT_CONFIGURED, KIND_CLINICIAN, 0)
+            return md.NACK_LIMIT, NOT_CONFIGURED
         if dose_ng <= 0 or not 0 < duration_s <= md.MAX_BOLUS_DURATION_S:
             return md.NACK_INVALID, md.FIELD_DOSE
         if self.engine.bolus_active(KIND_CLINICIAN):
@@ -640,9 +702,12 @@ class Pump:
             self.log(now, md.EV_FAULT, 0, code, 0, 0)
 
     def ack_alarm(self, now, mask, who):
-        """Silence the tones of the alarms in `mask`; returns the acknowledged mask."""
+        """Silence the tones of the alarms in `mask`; returns the acknowledged mask. A
+        volume discrepancy lasts until it is acknowledged: the clinician has seen it."""
         acked = self.alarms.ack(mask)
         self.log(now, md.EV_ALARM_ACKNOWLEDGED, who, mask, 0, 0)
+        if mask >> VOLUME_DISCREPANCY & 1:
+            self.alarms.clear(VOLUME_DISCREPANCY, now, self.reservoir_nl)
         return acked
 
     def maintenance(self, now, who):

@@ -11,18 +11,20 @@ def pack(p, now):
     g = p.gate
     r = p.rolling
     rx = p.rx.blob if p.rx is not None else b""
+    brx = p.bridge_rx.blob if p.bridge_drug and p.bridge_rx is not None else b""
     v = {
         "t": now, "mode": p.mode, "offset": p.offset, "wall_delta": p.wall_delta,
-        "conc": p.conc, "bridge_nl": p.bridge_nl, "bridge_conc": p.bridge_conc,
+        "conc": p.conc, "drug": p.drug, "bridge_drug": p.bridge_drug if brx else 0,
+        "bridge_nl": p.bridge_nl, "bridge_conc": p.bridge_conc,
         "alarm_mask": p.alarms.mask, "alarm_acked": p.alarms.acked,
         "reservoir_nl": p.reservoir_nl, "delivered_ul": p.delivered_ul,
         "delivered_nl": p.delivered_nl, "j_seq": p.store.j_seq, "ng_frac": p.ng_frac,
         "seq": p.seq, "gate_n": g.n, "gate_head": g.head, "rolling_idx": r.idx,
-        "rolling_total": r.total, "rx_len": len(rx),
+        "rolling_total": r.total, "rx_len": len(rx), "bridge_rx_len": len(brx),
     }
     p.auth.save_into(v)
     head = struct.pack(SNAP_FMT, *[v[k] for k in SNAP_FIELDS])
-    return head + bytes(g.starts) + bytes(r.b) + rx
+    return head + bytes(g.starts) + bytes(r.b) + rx + brx
 
 
 def unpack(blob, gate_bytes, rolling_bytes):
@@ -35,6 +37,8 @@ def unpack(blob, gate_bytes, rolling_bytes):
     v["rolling"] = blob[off : off + rolling_bytes]
     off += rolling_bytes
     v["rx"] = blob[off : off + v["rx_len"]]
+    off += v["rx_len"]
+    v["bridge_rx"] = blob[off : off + v["bridge_rx_len"]]
     return v
 
 

@@ -87,6 +87,7 @@ CODE_TABLES = [
 # bit tables generated as masks (1 << bit)
 MASK_TABLES = [
     ("STATUS_FLAG", N.STATUS_FLAGS, "STATUS.flags bits, as masks"),
+    ("LINK_IN", S.LINK_IN_FLAGS, "the twin's link input flags, as masks"),
     ("RX_FLAG", N.RX_FLAGS, "Rx blob flags bits, as masks"),
 ]
 
@@ -280,7 +281,7 @@ def _render_all() -> str:
     out += ["", "# event codes"]
     for code, ev in sorted(N.EVENTS.items()):
         args = ", ".join(
-            f"{k}={a.wire_name}" for k, a in zip("abc", (ev.a, ev.b, ev.c), strict=True) if a
+            f"{k}={a.wire_name}" for k, a in zip("abcd", ev.args, strict=True) if a
         )
         out.append(_const(f"EV_{ev.name.upper()}", code, args))
     return "\n".join(out) + "\n"

@@ -107,8 +107,8 @@ RX = dict(
 )
 
 
-def _ev(t, seq, code, who=0, a=0, b=0, c=0):
-    return dict(t=t, event_seq=seq, code=code, who=who, a=a, b=b, c=c)
+def _ev(t, seq, code, who=0, a=0, b=0, c=0, d=0):
+    return dict(t=t, event_seq=seq, code=code, who=who, a=a, b=b, c=c, d=d)
 
 
 def _jsonable(v):
@@ -184,7 +184,7 @@ def vectors() -> list[dict]:
             0x03,
             5,
             T0 + 900,
-            _ev(T0 + 900, 9, 10, who=1, a=18_000_000, b=19_999_750, c=10_000_000),
+            _ev(T0 + 900, 9, 10, who=1, a=18_000_000, b=1_950_000, c=10_000_000, d=1),
         ),
         device_vector(
             "event_time_changed",
@@ -270,7 +270,7 @@ def vectors() -> list[dict]:
             "clinician",
             2004,
             3,
-            dict(added_nl=18_000_000, conc_ng_ml=10_000_000),
+            dict(volume_nl=18_000_000, conc_ng_ml=10_000_000, residual_nl=1_950_000, drug=1),
         ),
         command_vector("cmd_patient_bolus", 0x44, 104, T0 + 2040, "patient", 2005, 2, {}),
         command_vector(

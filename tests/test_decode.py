@@ -49,8 +49,8 @@ class Log:
         f.update(kw)
         return self.add(P.T_STATUS, P.Status.build(f), time)
 
-    def event(self, time: int, code: int, a=0, b=0, c=0, who=0, eseq=1) -> bytes:
-        rec = dict(t=time, event_seq=eseq, code=code, who=who, a=a, b=b, c=c)
+    def event(self, time: int, code: int, a=0, b=0, c=0, who=0, eseq=1, d=0) -> bytes:
+        rec = dict(t=time, event_seq=eseq, code=code, who=who, a=a, b=b, c=c, d=d)
         return self.add(P.T_EVENT, P.EventRecord.build(rec), time)
 
     def info(self, time: int, schema: int = P.SCHEMA) -> bytes:
@@ -170,7 +170,7 @@ def test_jsonl_events_named_fields(tmp_path, capsys):
     lg.event(T0 + 2, 7, a=1, b=1, who=2, eseq=3)
     lg.event(T0 + 3, 8, a=0, b=1_999_750, eseq=4)
     lg.event(T0 + 4, 9, a=2, b=5_000, eseq=5)
-    lg.event(T0 + 5, 10, a=18_000_000, b=19_999_750, c=10_000_000, who=1, eseq=6)
+    lg.event(T0 + 5, 10, a=18_000_000, b=1_950_000, c=10_000_000, d=1, who=1, eseq=6)
     lg.event(T0 + 6, 13, a=T0, b=T0 + 3600, c=(-3600) & 0xFFFFFFFF, who=1, eseq=7)
     lg.event(T0 + 7, 14, a=0b1001, eseq=8)
     lg.event(T0 + 8, 99, a=1, b=2, c=3, eseq=9)
@@ -185,8 +185,9 @@ def test_jsonl_events_named_fields(tmp_path, capsys):
     assert ev[3]["event"] == "alarm_raised" and ev[3]["alarm"] == "low_reservoir"
     assert ev[3]["reservoir_ul"] == 1999.75
     assert ev[4]["event"] == "alarm_cleared" and ev[4]["alarm"] == "motor_stall"
-    assert ev[5]["event"] == "refilled" and ev[5]["added_ul"] == 18000.0
-    assert ev[5]["reservoir_ul"] == 19999.75 and ev[5]["conc_ng_ml"] == 10_000_000
+    assert ev[5]["event"] == "refilled" and ev[5]["volume_ul"] == 18000.0
+    assert ev[5]["residual_ul"] == 1950.0 and ev[5]["conc_ng_ml"] == 10_000_000
+    assert ev[5]["drug"] == 1
     assert ev[6]["event"] == "time_changed" and ev[6]["local_offset_s"] == -3600
     assert ev[6]["old_time"] == "2026-01-01T00:00:00Z"
     assert ev[6]["new_time"] == "2026-01-01T01:00:00Z"
@@ -205,7 +206,7 @@ def test_jsonl_reply_command_unknown(tmp_path, capsys):
         boluses_24h=0, acked=0, rx_crc=0))
     lg.add(0x80, P.Reply.build(dict(cmd_id=6, cmd_type=0x40, result=0, detail=0,
                                     body=st_body)), T0 + 1)
-    cmd = P.build_command(0x43, P.Refill.build(dict(added_nl=1000, conc_ng_ml=2)), "clinician",
+    cmd = P.build_command(0x43, P.Refill.build(dict(volume_nl=1000, conc_ng_ml=2, residual_nl=3, drug=0)), "clinician",
                           bytes(32), 7, 3, 900, T0 + 2)
     lg.frames.append(cmd)
     lg.add(0x33, b"\x01\x02", T0 + 3)
@@ -216,7 +217,8 @@ def test_jsonl_reply_command_unknown(tmp_path, capsys):
     assert recs[0]["reason"] == "lockout"
     assert recs[1]["result"] == "ack" and recs[1]["body"]["reservoir_ul"] == 5.0
     assert recs[2]["cmd"] == "refill" and recs[2]["role"] == "clinician"
-    assert recs[2]["body"] == {"added_nl": 1000, "conc_ng_ml": 2} and recs[2]["counter"] == 3
+    assert recs[2]["body"] == {"volume_nl": 1000, "conc_ng_ml": 2, "residual_nl": 3, "drug": 0}
+    assert recs[2]["counter"] == 3
     assert recs[3]["type"] == 0x33 and recs[3]["payload"] == "0102"
     assert "expected 42" in recs[4]["reason"]
     s = summary(capsys, write(tmp_path, lg.tlog()))

@@ -88,7 +88,7 @@ def mixed_log() -> Log:
     lg.add(P.T_REPLY, P.encode_payload(P.T_REPLY, dict(cmd_id=9, cmd_type=0x44, result=6,
                                                        detail=1, body=b"")), T0 + 500)
     lg.add(0x43, P.encode_payload(0x43, dict(cmd_id=3, role=1, counter=3,
-                                             body=dict(added_nl=1000, conc_ng_ml=2),
+                                             body=dict(volume_nl=1000, conc_ng_ml=2, residual_nl=3, drug=0),
                                              mac=bytes(16))), T0 + 510)
     lg.add(0x33, b"\x01\x02", T0 + 520)
     return lg
@@ -145,8 +145,9 @@ def test_parquet_round_trip(tmp_path, capsys):
     assert reply["cmd"] == "patient_bolus" and reply["result"] == "limit"
     assert reply["reason"] == "lockout"
     cmd = next(r for r in rows if r["kind"] == "command")
-    assert cmd["role"] == "clinician" and json.loads(cmd["body"]) == {"added_nl": 1000,
-                                                                      "conc_ng_ml": 2}
+    assert cmd["role"] == "clinician" and json.loads(cmd["body"]) == {"volume_nl": 1000,
+                                                                      "conc_ng_ml": 2,
+                                                                      "residual_nl": 3, "drug": 0}
     unk = next(r for r in rows if r["kind"] == "unknown")
     assert unk["type"] == 0x33 and unk["payload"] == "0102"
     assert t.schema.metadata[b"theca.source"] == str(p).encode()

@@ -135,16 +135,24 @@ def test_clock_jumps_neither_stop_nor_catch_up_delivery(twin, jump):
     assert twin.boots == 1
 
 
-def test_single_boluses_and_bursts_have_a_ceiling(twin):
+def test_single_boluses_and_bursts_have_a_ceiling(twin, tmp_path):
     # REQ: SR-LIM-03
     assert twin.program(morphine(2_000_000)).result == "ack"
     r = bolus(twin, 12_000_000, 300)  # 12 mg of morphine: far past any single dose
     assert (r.result, r.limit) == ("limit", "max_bolus")
-    # hydromorphone 0.2 mg a press with a 1 min lockout: refused as a prescription
+    # hydromorphone 0.2 mg a press with a 1 min lockout: refused as a prescription (on a
+    # pump filled with hydromorphone: a morphine pump refuses any hydromorphone one)
     hm = Prescription(drug_id=2, drug="hydromorphone", conc_ng_ml=10_000_000, steps=[(0, 2_000_000)],
                       pb=(200_000, 60, 60, 24))
-    r = twin.program(hm)
-    assert (r.result, r.limit) == ("limit", "max_bolus")
+    (tmp_path / "hm").mkdir()
+    tw2 = ControlledTwin(tmp_path / "hm", T0)
+    try:
+        assert tw2.program(Prescription(drug_id=2, drug="hydromorphone", conc_ng_ml=10_000_000,
+                                        steps=[(0, 2_000_000)])).result == "ack"
+        r = tw2.program(hm)
+        assert (r.result, r.limit) == ("limit", "max_bolus")
+    finally:
+        tw2.close()
     burst = morphine(2_000_000, pb=(100_000, 300, 300, 24))  # 0.1 mg, 5 min lockout
     r = twin.program(burst)
     assert (r.result, r.limit) == ("limit", "max_per_hour")

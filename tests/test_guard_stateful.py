@@ -35,7 +35,10 @@ from hypothesis.stateful import (
 )
 from theca.inputs.druglib import load_druglib
 from theca.inputs.rxfile import Prescription
+from theca_protocol import Refill, fixed_format
 from twinctl import PATIENT, ControlledTwin, max_window
+
+_REFILL = fixed_format(Refill)
 
 T0 = 189_388_800
 H, DAY = 3600, 86400
@@ -115,12 +118,13 @@ class DoseGuardMachine(RuleBasedStateMachine):
             assert dose <= self.drug.max_bolus_ng, "a bolus above max_bolus was started"
             assert dose * 1_000_000 * 3600 <= 1_000_000 * dur * self.conc, "faster than max_rate"
 
-    @rule(nl=st.integers(100_000, 10_000_000))
+    @rule(nl=st.integers(100_000, 20_000_000))
     def refill(self, nl):
-        room = 20_000_000 - self.tw.truth["reservoir_nl"]
-        if nl <= room and self.tw.fill(nl, self.conc):
-            self.filled_nl += nl
-            self.tw.command("REFILL", struct.pack("<II", nl, self.conc))
+        # a refill visit: the pump emptied (the residual measured), then filled
+        residual = self.tw.refill(nl, self.conc)
+        if residual is not None:
+            self.filled_nl += nl - residual
+            self.tw.command("REFILL", struct.pack(_REFILL, nl, self.conc, residual, 0))
 
     @rule()
     def suspend(self):

@@ -73,7 +73,7 @@ def status_json(home: Path, dev) -> dict:
 
 
 def device_events(home: Path, dev, role: str = "clinician") -> list[tuple]:
-    """Every event the device still holds, as (t, seq, code, who, a, b, c), via LOG_READ."""
+    """Every event the device still holds, as (t, seq, code, who, a, b, c, d), via LOG_READ."""
     out = []
     frm = 1
     with in_home(home), Client(str(dev)) as c:
@@ -81,7 +81,7 @@ def device_events(home: Path, dev, role: str = "clinician") -> list[tuple]:
             rep = c.request("LOG_READ", struct.pack("<IB", frm, 48), role)
             nxt, first, count = struct.unpack_from("<IIB", rep.body)
             for i in range(count):
-                out.append(struct.unpack_from("<IIBBIII", rep.body, 9 + 22 * i))
+                out.append(struct.unpack_from("<IIBBIIII", rep.body, 9 + 26 * i))
             frm = first + count
             if count == 0 or frm >= nxt:
                 return out
@@ -278,16 +278,26 @@ def test_clinician_bolus_and_busy(twin_a):
 def test_refill_and_overfill(twin_a):
     home, dev = twin_a["home"], twin_a["dev"]
     before = status_json(home, dev)
+    # a refill is a visit: the pump emptied first, the residual measured and given
     r = run_theca(home, "--device", dev, "refill", "--volume", "2 mL", "--concentration", "10 mg/mL")
+    assert r.returncode == 2 and "--residual" in r.stderr and "aspirated" in r.stderr
+    residual = f"{before['reservoir_ul']:.3f} uL"
+    r = run_theca(home, "--device", dev, "refill", "--volume", "2 mL", "--concentration", "10 mg/mL",
+                  "--residual", residual)
     assert r.returncode == 0, r.stderr
+    assert "emptied" in r.stdout and "filled 2 mL" in r.stdout, r.stdout
     after = status_json(home, dev)
-    assert 1990 < after["reservoir_ul"] - before["reservoir_ul"] <= 2000
-    r = run_theca(home, "--device", dev, "refill", "--volume", "18 mL", "--concentration", "10 mg/mL")
+    assert 1990 < after["reservoir_ul"] <= 2000  # the fill, nothing mixed
+    r = run_theca(home, "--device", dev, "refill", "--volume", "21 mL", "--concentration", "10 mg/mL",
+                  "--residual", "2 mL")
     assert r.returncode == 3 and "overfill" in r.stderr
-    r = run_theca(home, "--device", dev, "refill", "--volume", "2 parsecs", "--concentration", "10 mg/mL")
+    r = run_theca(home, "--device", dev, "refill", "--volume", "2 parsecs", "--concentration",
+                  "10 mg/mL", "--residual", "1 mL")
     assert r.returncode == 2 and "--volume" in r.stderr
     ev = device_events(home, dev)
-    assert [e for e in ev if e[2] == ev_code("refilled")][-1][4] == 2_000_000  # added, nL
+    refilled = [e for e in ev if e[2] == ev_code("refilled")][-1]
+    assert refilled[4] == 2_000_000 and refilled[7] == 1  # the fill (nL), the drug (morphine)
+    assert abs(refilled[5] - round(before["reservoir_ul"] * 1000)) <= 1  # the residual
     assert any(e[2] == ev_code("refill_refused") for e in ev)
 
 
@@ -635,7 +645,7 @@ def test_flash_image_state_survives_a_sigkill_of_the_twin(tmp_path, rx_file):
     try:
         assert run_theca(home, "--device", dev, "program", rx_file, "--yes").returncode == 0
         r = run_theca(home, "--device", dev, "refill", "--volume", "1 mL",
-                      "--concentration", "10 mg/mL")
+                      "--concentration", "10 mg/mL", "--residual", "15 mL")
         assert r.returncode == 0, r.stderr
         time.sleep(2)  # 20 minutes of therapy at 600x
         before = status_json(home, dev)
@@ -736,7 +746,7 @@ def test_a_live_twin_survives_clock_changes_and_refuses_what_does_not_fit(tmp_pa
 
 def test_refill_over_the_maximum_concentration_names_the_limit_and_its_value(twin_a):
     r = run_theca(twin_a["home"], "--device", twin_a["dev"], "refill", "--volume", "1 mL",
-                  "--concentration", "30 mg/mL")
+                  "--concentration", "30 mg/mL", "--residual", "1 mL")
     assert r.returncode == 3, r.stderr
     assert "limit: max_concentration: 30 mg/mL is over the drug's maximum concentration " \
            "25 mg/mL" in r.stderr, r.stderr

@@ -46,7 +46,7 @@ def check_log(home, dev, path) -> list[int]:
         data = f.read()
     for e in dev_ev[:5] + dev_ev[-5:]:
         if e[1] <= seqs[-1]:
-            assert struct.pack("<IIBBIII", *e) in data
+            assert struct.pack("<IIBBIIII", *e) in data
     r = run_theca(home, "decode", path, "--summary", "--strict")
     assert r.returncode == 0, r.stdout + r.stderr
     return seqs

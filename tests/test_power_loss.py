@@ -38,11 +38,11 @@ RX = struct.pack("<BBBBBBHIII", 1, 1, 1, 0, 0, 4, 300, 20_000_000, 100_000, 1800
 
 def _inputs(path: Path) -> None:
     f = FrameFactory(KEYS)
-    frames = [(T0, f.command(CMD["PROGRAM"], RX, 1, T0))]
+    frames = [(T0, f.command(CMD["PROGRAM"], RX, 1, T0), 0)]
     # patient boluses now and then: commands change state that must survive too
     for k in range(1, 40):
         t = T0 + k * 5400
-        frames.append((t, f.command(CMD["PATIENT_BOLUS"], b"", 2, t)))
+        frames.append((t, f.command(CMD["PATIENT_BOLUS"], b"", 2, t), 0))
     path.write_bytes(input_records(frames))
 
 
@@ -71,13 +71,13 @@ def _flash_events(image: Path) -> dict[int, tuple]:
         data = f.read()
     out = {}
     for off in range(0, len(data) - 31, 32):
-        rec = data[off : off + 22]
-        (crc,) = struct.unpack_from("<I", data, off + 22)
+        rec = data[off : off + 26]
+        (crc,) = struct.unpack_from("<I", data, off + 26)
         import zlib
 
         if zlib.crc32(rec) != crc:
             continue
-        ev = struct.unpack("<IIBBIII", rec)
+        ev = struct.unpack("<IIBBIIII", rec)
         if ev[1]:
             out[ev[1]] = ev
     return out

@@ -118,7 +118,7 @@ def test_msgdefs_formats_match_construct():
         assert fmt.startswith("<")
         assert struct.calcsize(fmt) == md[f"{prefix}_SIZE"] == con.sizeof(), prefix
         assert md[f"{prefix}_FIELDS"] == tuple(s.name for s in con.subcons)
-    assert md["STATUS_SIZE"] == 42 and md["EVENT_SIZE"] == 22 and md["DEVICE_INFO_SIZE"] == 38
+    assert md["STATUS_SIZE"] == 42 and md["EVENT_SIZE"] == 26 and md["DEVICE_INFO_SIZE"] == 38
 
 
 def test_msgdefs_codes_match_names():
@@ -148,7 +148,9 @@ def test_names_follow_design():
     assert N.CRITICAL_ALARMS == {
         "empty_reservoir", "motor_stall", "occlusion", "battery_eos", "internal_fault", "rx_invalid"
     }
-    assert sorted(N.EVENTS) == list(range(1, 24))
+    assert sorted(N.EVENTS) == list(range(1, 25))
+    assert N.EVENTS[24].name == "refill_discrepancy"
+    assert N.ALARMS[10] == "volume_discrepancy" and "volume_discrepancy" not in N.CRITICAL_ALARMS
     assert N.EVENTS[22].name == "prescription_refused" and N.EVENTS[23].name == "time_refused"
     assert N.EVENTS[6].name == "bolus_completed" and N.EVENTS[6].a.name == "volume_ul"
     assert N.DENY_REASONS[1] == "lockout" and N.DENY_REASONS[3] == "daily_limit"
@@ -269,13 +271,13 @@ def test_parse_frame_rejects_damage():
 
 def test_build_command_layout():
     key = bytes(range(32))
-    f = P.build_command(0x43, P.Refill.build(dict(added_nl=5, conc_ng_ml=6)), "clinician",
+    f = P.build_command(0x43, P.Refill.build(dict(volume_nl=5, conc_ng_ml=6, residual_nl=7, drug=1)), "clinician",
                         key, 77, 9, 65537, 1234)
     hdr, payload = P.parse_frame(f)
     assert hdr.type == 0x43 and hdr.seq == 1 and hdr.time == 1234
     d = P.decode_payload(0x43, payload)
     assert (d["cmd_id"], d["role"], d["counter"]) == (77, 1, 9)
-    assert d["body"] == {"added_nl": 5, "conc_ng_ml": 6}
+    assert d["body"] == {"volume_nl": 5, "conc_ng_ml": 6, "residual_nl": 7, "drug": 1}
     tampered = bytearray(f)
     tampered[P.HDR_SIZE] ^= 1
     assert P.verify_command(f, key) and not P.verify_command(bytes(tampered), key)

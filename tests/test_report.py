@@ -125,7 +125,7 @@ def test_reservoir_numbers_are_the_logs(demo):
     assert next(r for r in days if r[0] == "2026-01-10")[1] == f"{jan10[-1]['reservoir_ul']:.3f}"
     refill = next(r for r in recs if r.get("event") == "refilled")
     row = t.table("refill")[1]
-    assert row[:3] == [refill["t"], f"{refill['added_ul']:.3f}", f"{refill['reservoir_ul']:.3f}"]
+    assert row[:3] == [refill["t"], f"{refill['residual_ul']:.3f}", f"{refill['volume_ul']:.3f}"]
 
 
 def test_drug_per_day_against_prescription(demo):

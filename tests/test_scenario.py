@@ -82,10 +82,10 @@ def test_demo_scenario():
 
     (refill,) = [e for e in sc.events if e.action == "refill"]
     assert 18 * DAY <= refill.at - T0 <= 21 * DAY
-    assert refill.volume_nl == 3_000_000 and refill.conc_ng_ml == 10_000_000
-    # The top-up fits: what is left after ~19.4 days of basal plus it stays under capacity.
-    used = (refill.at - T0) * sc.prescription.daily_ng() // DAY * 10**6 // sc.prescription.conc_ng_ml
-    assert sc.reservoir_nl - used + refill.volume_nl <= sc.capacity_nl
+    # a refill visit: emptied (the residual measured by the twin), then filled with 18 mL
+    assert refill.volume_nl == 18_000_000 and refill.conc_ng_ml == 10_000_000
+    assert refill.residual_nl is None and refill.drug_id is None
+    assert refill.volume_nl <= sc.capacity_nl
 
     stall, battery = sc.faults
     assert stall == Fault(at=T0 + 4 * DAY + 6 * H, kind="motor_stall", index=1, duration_s=2400)
@@ -330,7 +330,7 @@ def test_events_sorted_stably():
     sc = load_scenario(d)
     assert [(e.index, e.action) for e in sc.events] == [
         (2, "patient_bolus"), (4, "ack_alarm"), (1, "resume"), (3, "suspend")]
-    assert sc.events[1].alarm_mask == ALL_ALARMS == 0x3FF
+    assert sc.events[1].alarm_mask == ALL_ALARMS == 0x7FF
 
 
 def test_event_time_range():
@@ -466,7 +466,7 @@ def test_faults():
      "faults[1].remaining: 70000 days is outside 0..65535 days"),
     ({"at": "2026-01-02T00:00:00Z", "kind": "batery", "remaining": "1 day"},
      'faults[1].kind: unknown fault "batery" (did you mean "battery"?'),
-    ({"at": "2026-01-02T00:00:00Z"}, "faults[1].kind: missing (one of motor_stall, occlusion, power_loss, battery)"),
+    ({"at": "2026-01-02T00:00:00Z"}, "faults[1].kind: missing (one of motor_stall, occlusion, power_loss, battery, pocket_fill)"),
     ({"at": "2027-01-02T00:00:00Z", "kind": "occlusion", "duration": "1 h"},
      "faults[1].at: 2027-01-02T00:00:00Z is outside the scenario"),
     ({"kind": "occlusion", "duration": "1 h"}, "faults[1].at: missing"),
@@ -507,7 +507,7 @@ def test_file_errors_collected_with_lines(tmp_path):
     assert errors(p) == [
         f"{p}:3: reservoir_ml: 25 mL is more than the reservoir capacity 20 mL",
         f'{p}:14: events[2].concentraton: unknown key (did you mean "concentration"? expected at, '
-        "action, volume, concentration)",
+        "action, volume, concentration, drug, residual)",
         f'{p}:10: events[2].concentration: missing (e.g. concentration = "10 mg/mL")',
         f"{p}:17: faults[1].at: 2026-01-05T06:00:00Z is outside the scenario "
         "(2026-01-01T00:00:00Z to 2026-01-03T00:00:00Z)",

@@ -164,6 +164,11 @@ class ControlledTwin:
         """The clinician injects nl of conc through the septum (physical only)."""
         return self.ctl("fill", nl=nl, conc=conc)["ok"]
 
+    def refill(self, nl: int, conc: int, pocket_nl: int = 0) -> int | None:
+        """A refill visit (physical only): the reservoir emptied, then nl of conc injected
+        (pocket_nl of it beside the pump). Returns what was aspirated (None: overfill)."""
+        return self.ctl("refill", nl=nl, conc=conc, pocket=pocket_nl)["residual"]
+
     def power_cut(self, down_s: int) -> None:
         """The supply fails now and comes back after down_s (the pump boots again)."""
         assert self.proc is not None and self.proc.stdin

@@ -140,6 +140,7 @@ class Mechanism:
         self.tip_mass = 0  # drug that left the catheter tip (reached the patient)
         self.strokes = 0
         self.failed = 0
+        self.pocket_nl = 0  # drug injected beside the pump (pocket fills)
         self.faults = faults
         self.running = False
         # the catheter, primed with the first fill: [[nL, mass], ...], oldest first
@@ -147,14 +148,19 @@ class Mechanism:
         self.stream = stream
         self.rec = bytearray(md.TRUTH_SIZE)
 
-    def _refill(self):
+    def _refill(self, before=None):
+        # the scenario's refills due now (or, with `before`, those before that time)
         now = self.faults.clock.true_now()
-        while self.refills and self.refills[0][0] <= now:
-            _, nl, conc = self.refills.pop(0)
-            self.fill(nl, conc)
+        while self.refills and (self.refills[0][0] < before if before is not None
+                                else self.refills[0][0] <= now):
+            r = self.refills.pop(0)
+            import visit  # only a twin with refills pays for it
+
+            visit.refill(self, r[1], r[2], r[3] if len(r) > 3 else 0)
 
     def fill(self, nl, conc):
-        """The clinician injects nl of conc through the septum (refused if it overfills)."""
+        """The clinician injects nl of conc through the septum without emptying (refused
+        if it overfills)."""
         if self.reservoir_nl + nl <= self.capacity_nl:
             self.reservoir_nl += nl
             self.mass += nl * conc
@@ -219,6 +225,7 @@ class Mechanism:
         self.strokes = phys["strokes"]
         self.failed = phys["failed_strokes"]
         self.refills = [r for r in self.refills if r[0] > start]
+        self.pocket_nl = phys.get("pocket_nl", 0)
         if "mass" in phys:
             self.mass = phys["mass"]
             self.left_mass = phys["left_mass"]
@@ -287,8 +294,9 @@ class Watchdog:
 class ScheduledLink:
     """Simulate: the scenario's commands arrive as wire bytes at their device times."""
 
-    def __init__(self, path, clock):
+    def __init__(self, path, clock, hw=None):
         self.clock = clock
+        self.hw = hw  # a refill's residual is measured from its mechanism
         self.recs = []
         if path:
             with open(path, "rb") as f:
@@ -296,8 +304,8 @@ class ScheduledLink:
             off = 0
             h = md.LINK_IN_SIZE
             while off + h <= len(data):
-                t, n = struct.unpack_from(md.LINK_IN_FMT, data, off)
-                self.recs.append((t, data[off + h : off + h + n]))
+                t, n, flags = struct.unpack_from(md.LINK_IN_FMT, data, off)
+                self.recs.append((t, data[off + h : off + h + n], flags))
                 off += h + n
         # after a restart, what was sent before it was already delivered (or was lost
         # while the power was off: a command to a pump that is off gets no answer)
@@ -311,8 +319,13 @@ class ScheduledLink:
     async def readinto(self, buf):
         if self.i >= len(self.recs):
             await asyncio.Event().wait()  # no more input: wait for the end of the run
-        t, data = self.recs[self.i]
+        t, data, flags = self.recs[self.i]
         await self.clock.sleep_until_true(t)
+        if flags & md.LINK_IN_MEASURE_RESIDUAL and self.pos == 0:
+            import visit
+
+            data = visit.measured(self.hw, t, data)
+            self.recs[self.i] = (t, data, 0)
         n = min(len(buf), len(data) - self.pos)
         buf[:n] = data[self.pos : self.pos + n]
         self.pos += n
@@ -323,7 +336,6 @@ class ScheduledLink:
 
     def write(self, mv):
         self.written += len(mv)
-
 
 class TlogSink:
     def __init__(self, path, append=False):
@@ -339,11 +351,11 @@ class TlogSink:
         self.f.close()
 
 
-def _link(cfg, clock):
+def _link(cfg, clock, hw):
     # the link of the twin's mode; each mode's module is loaded only by a twin in it
     mode = cfg.get("mode", "simulate")
     if mode == "simulate":
-        return ScheduledLink(cfg.get("inputs"), clock)
+        return ScheduledLink(cfg.get("inputs"), clock, hw)
     if mode == "control":
         from control import ControlLink  # tests only
 
@@ -402,6 +414,8 @@ class Hardware:
         )
         if phys:
             self.motor.resume(phys, start)
+        if self.motor.refills:
+            import visit  # noqa: F401  (loaded at boot: a refill then allocates nothing new)
         self.occlusion = Occlusion(faults)
         self.battery = Battery(cfg.get("battery_days", 2555), cfg.get("battery_t0", start), faults)
         self.buzzer = Buzzer()
@@ -418,7 +432,7 @@ class Hardware:
         self.fs_root = "/flash" if image else None
         self.status_period_s = cfg.get("status_period_s", 0)
         self.telemetry = TlogSink(cfg["tlog"], cfg.get("tlog_append", False)) if cfg.get("tlog") else None
-        self.link = _link(cfg, self.clock)
+        self.link = _link(cfg, self.clock, self)
         self.end = cfg.get("end")
         self.failed = None
         self.druglib_path = cfg.get("druglib") or _find_druglib()
@@ -428,24 +442,9 @@ class Hardware:
 
     def physical(self):
         """The mechanism's truth, for the host's checks (never read by the firmware)."""
-        if self.motor.refills:
-            self.motor._refill()
-        return {
-            "pumped_nl": self.motor.pumped_nl,
-            "reservoir_nl": self.motor.reservoir_nl,
-            "strokes": self.motor.strokes,
-            "failed_strokes": self.motor.failed,
-            "device_time": self.clock.true_now(),  # the world's time
-            "rtc_offset": self.clock.now() - self.clock.true_now(),
-            # drug (1e-6 ng): in the reservoir, out of the pump, out of the catheter tip
-            "mass": self.motor.mass,
-            "left_mass": self.motor.left_mass,
-            "tip_mass": self.motor.tip_mass,
-            "catheter": self.motor.catheter,
-            "tones": self.buzzer.tones,
-            "block_writes": self.bdev.writes if self.bdev else 0,
-            "block_erases": self.bdev.erases if self.bdev else 0,
-        }
+        import truth  # only at the end of a run and for the tests' control: not resident
+
+        return truth.physical(self)
 
     async def until_done(self, sh):
         """Runs until the scenario's end, a MAINTENANCE command, or a watchdog bite."""

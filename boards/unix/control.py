@@ -85,6 +85,13 @@ async def _fill(hw, sh, req, out):
     out["ok"] = hw.motor.fill(req["nl"], req["conc"])
 
 
+async def _refill(hw, sh, req, out):
+    # a refill visit: empty (what is aspirated comes back), then fill
+    import visit
+
+    out["residual"] = visit.refill(hw.motor, req["nl"], req["conc"], req.get("pocket", 0))
+
+
 async def _cut(hw, sh, req, out):
     from simflash import PowerCut
 
@@ -100,7 +107,8 @@ async def _truth(hw, sh, req, out):
 
 
 # request op -> what it does
-_OPS = {"run": _run, "frame": _frame, "fault": _fault, "fill": _fill, "cut": _cut,
+_OPS = {"run": _run, "frame": _frame, "fault": _fault, "fill": _fill, "refill": _refill,
+        "cut": _cut,
         "end": _end, "truth": _truth}
 
 

@@ -14,6 +14,7 @@ from construct import (
     Array,
     Bytes,
     Const,
+    Default,
     GreedyBytes,
     Int8ul,
     Int16ul,
@@ -96,6 +97,7 @@ EventRecord = Struct(
     "a" / u32 * "per event code",
     "b" / u32 * "per event code",
     "c" / u32 * "per event code",
+    "d" / Default(u32, 0) * "per event code",
 )
 
 ReplyHead = Struct(
@@ -171,7 +173,12 @@ RX_MAX_PB_PER_DAY = 24
 #: The longest patient-bolus lockout, s.
 RX_MAX_LOCKOUT_S = 86_400
 
-Refill = Struct("added_nl" / u32 * "nL added", "conc_ng_ml" / u32 * "ng/mL")
+Refill = Struct(
+    "volume_nl" / u32 * "the fill after emptying, nL",
+    "conc_ng_ml" / u32 * "ng/mL of the fill",
+    "residual_nl" / u32 * "what was aspirated (measured) before filling, nL",
+    "drug" / u8 * "drug library id of the fill (0: the reservoir's drug)",
+)
 ClinicianBolus = Struct("dose_ng" / u32 * "ng", "duration_s" / u32 * "s")
 AckAlarm = Struct("mask" / u32 * "alarm mask")
 SetTime = Struct("utc" / u32 * "new device time", "local_offset_s" / i32 * "signed: local time = device time + this")

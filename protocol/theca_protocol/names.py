@@ -76,6 +76,7 @@ ALARMS: dict[int, str] = {
     7: "rx_invalid",
     8: "auth_backoff",
     9: "watchdog_reset",
+    10: "volume_discrepancy",
 }
 
 #: Critical alarms (repeating two-tone, delivery stops).
@@ -172,13 +173,19 @@ class Arg(NamedTuple):
 
 
 class EventDef(NamedTuple):
-    """An event code: its name and the meaning of a, b, c (None: unused, 0)."""
+    """An event code: its name and the meaning of a, b, c, d (None: unused, 0)."""
 
     code: int
     name: str
     a: Arg | None = None
     b: Arg | None = None
     c: Arg | None = None
+    d: Arg | None = None
+
+    @property
+    def args(self) -> tuple[Arg | None, ...]:
+        """a, b, c, d."""
+        return (self.a, self.b, self.c, self.d)
 
 
 _EVENT_LIST = [
@@ -206,9 +213,10 @@ _EVENT_LIST = [
     EventDef(
         10,
         "refilled",
-        Arg("added_ul", "nl"),
-        Arg("reservoir_ul", "nl"),
+        Arg("volume_ul", "nl"),
+        Arg("residual_ul", "nl"),
         Arg("conc_ng_ml"),
+        Arg("drug"),
     ),
     EventDef(11, "suspended"),
     EventDef(12, "resumed"),
@@ -234,6 +242,7 @@ _EVENT_LIST = [
         22, "prescription_refused", Arg("reason", "DENY_REASONS"), Arg("drug"), Arg("rx_crc32"),
     ),
     EventDef(23, "time_refused", Arg("reason", "DENY_REASONS"), Arg("requested_time", "time")),
+    EventDef(24, "refill_discrepancy", Arg("expected_ul", "nl"), Arg("residual_ul", "nl")),
 ]
 
 #: Event codes -> definitions.

@@ -17,6 +17,7 @@ from construct import (
     Array,
     Bytes,
     Const,
+    Default,
     FixedSized,
     FormatField,
     GreedyBytes,
@@ -77,7 +78,7 @@ def describe(sc) -> str:
         return f"bytes[{sc.length}]"
     if sc is GreedyBytes:
         return "bytes[*]"
-    if isinstance(sc, Rebuild):
+    if isinstance(sc, (Rebuild, Default)):
         return describe(sc.subcon)
     if isinstance(sc, Array):
         # str(this.n) is "this['n']"; keep only the field name.
@@ -89,7 +90,7 @@ def describe(sc) -> str:
 def _field_code(sc) -> str:
     if isinstance(sc, FormatField):
         return _fmt_char(sc)
-    if isinstance(sc, Rebuild):
+    if isinstance(sc, (Rebuild, Default)):
         return _field_code(sc.subcon)
     if isinstance(sc, Const):
         return _field_code(sc.subcon)

@@ -17,7 +17,7 @@ from .messages import EventRecord
 u8, u16, u32, i32, i64 = Int8ul, Int16ul, Int32ul, Int32sl, Int64sl
 
 #: Version of the snapshot layout in state.bin (StateHeader.version).
-STATE_VERSION = 1
+STATE_VERSION = 2
 #: Slots of the event ring on flash (events.bin): event n is in slot n % EVENT_SLOTS.
 EVENT_SLOTS = 10240
 #: Slots of the stroke journal (journal.bin).
@@ -27,7 +27,7 @@ JOURNAL_SLOTS = 32
 EventSlot = Struct(
     "record" / Bytes(EventRecord.sizeof()) * "EventRecord",
     "crc" / u32 * "CRC-32 of the record",
-    "pad" / Bytes(6) * "0",
+    "pad" / Bytes(32 - EventRecord.sizeof() - 4) * "0",
 )
 
 #: One slot of journal.bin, written before each stroke: the accounting as it will be
@@ -52,13 +52,15 @@ StateHeader = Struct(
 )
 
 #: The snapshot's head (firmware/snapshot.py); the bolus gate's start times, the rolling
-#: 24 h buckets and the Rx blob (rx_len bytes) follow it.
+#: 24 h buckets, the Rx blob and the bridge's Rx blob follow it.
 SnapshotHead = Struct(
     "t" / u32 * "monotonic device time of the snapshot",
     "mode" / u8,
     "offset" / i32 * "local offset, s",
     "wall_delta" / i32 * "UTC - monotonic device time, s",
     "conc" / u32 * "ng/mL in the reservoir",
+    "drug" / u8 * "drug library id in the reservoir (0: unknown)",
+    "bridge_drug" / u8 * "during a drug change's bridge: the drug in the catheter",
     "bridge_nl" / i32 * "catheter volume still of the previous concentration",
     "bridge_conc" / u32,
     "alarm_mask" / u32,
@@ -85,14 +87,20 @@ SnapshotHead = Struct(
     "gate_head" / u8,
     "rolling_idx" / u32,
     "rolling_total" / i32,
-    "rx_len" / u16 * "bytes of the Rx blob at the end",
+    "rx_len" / u16 * "bytes of the Rx blob after the buckets",
+    "bridge_rx_len" / u16 * "bytes of the bridge's Rx blob after it (a drug change)",
 )
 
-#: The twin's scheduled link input (simulate): this head, then the frame (COBS-free).
+#: The twin's scheduled link input (simulate): this head, then the frame.
 LinkInRecord = Struct(
     "t" / u32 * "true time the frame arrives",
-    "length" / u16 * "bytes of the frame",
+    "length" / u16 * "bytes that follow",
+    "flags" / u8 * "LINK_IN_FLAGS",
 )
+#: LinkInRecord.flags bits. measure_residual: the bytes are a REFILL frame, not yet COBS
+#: encoded, whose residual_nl the twin sets at delivery to what its reservoir really holds
+#: (a clinician aspirating and measuring), then signs with the role's key and encodes.
+LINK_IN_FLAGS: dict[int, str] = {0: "measure_residual"}
 
 #: The twin's physical truth stream: one record per stroke the mechanism made.
 TruthRecord = Struct(

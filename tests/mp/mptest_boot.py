@@ -1,5 +1,5 @@
 # heapsize: 16m
-# Boot and restore (firmware/boot.py, snapshot.py) on littlefs2 (a RAM block device),
+# Power-up and restore (firmware/powerup.py, restore.py, snapshot.py) on littlefs2 (a RAM block device),
 # under MicroPython.
 import msgdefs as md
 from fakehw import HW, Host, reply, rx_blob

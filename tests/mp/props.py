@@ -31,9 +31,14 @@ def _cb(p, h, tq, q, out):
 
 
 def _refill(p, h, tq, q, out):
-    rr = reply(p.command(h.cmd(md.T_REFILL, struct.pack(md.REFILL_FMT, q[2], q[3]), t=tq), tq))
+    # a refill visit: emptied (the pump's reservoir aspirated), then q[2] filled; the
+    # pump is brought up to tq first, so the residual is what it holds at the refill
+    p.tick(tq)
+    residual = p.reservoir_nl
+    body = struct.pack(md.REFILL_FMT, q[2], q[3], residual, 0)
+    rr = reply(p.command(h.cmd(md.T_REFILL, body, t=tq), tq))
     if rr[2] == 0:
-        out["fills_nl"] += q[2]
+        out["fills_nl"] += q[2] - residual
 
 
 # request kind -> what it does to the pump (and records in the case's result)

@@ -506,7 +506,7 @@ def plot_reservoir(rep: Report, path: Path) -> None:
         x = _unix(e["time"])
         ax.axvline(x, color="tab:green", lw=1, alpha=0.7,
                    label="refill" if i == 0 else None)
-        ax.annotate(f"refill +{e.get('added_ul', 0) / 1000:.2f} mL", (x, e.get("reservoir_ul", 0) / 1000),
+        ax.annotate(f"refill {e.get('volume_ul', 0) / 1000:.2f} mL", (x, e.get("volume_ul", 0) / 1000),
                     textcoords="offset points", xytext=(5, -14), fontsize=8, color="tab:green")
     for sp in rep.spans:
         if sp.alarm in ("low_reservoir", "empty_reservoir"):
@@ -764,8 +764,8 @@ def _reservoir_section(rep: Report, pictures: dict[str, str]) -> list[str]:
                      + (_e(iso(eta)) if eta else "none projected") + "</b>.</p>")
     if rep.refills:
         parts.append(_table(
-            ["refill", "added (uL)", "reservoir after (uL)", "concentration (ng/mL)", "by"],
-            [[e["t"], f"{e.get('added_ul', 0):.3f}", f"{e.get('reservoir_ul', 0):.3f}",
+            ["refill", "emptied (uL)", "filled (uL)", "concentration (ng/mL)", "by"],
+            [[e["t"], f"{e.get('residual_ul', 0):.3f}", f"{e.get('volume_ul', 0):.3f}",
               e.get("conc_ng_ml", "-"), e.get("who", "-")] for e in rep.refills], {1, 2, 3}))
     else:
         parts.append("<p>No refills in this log.</p>")

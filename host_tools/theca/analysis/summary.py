@@ -35,7 +35,8 @@ class Summary:
     conc_mg_ml: float | None = None
     days: list[Day] = field(default_factory=list)
     alarms: list[tuple[str, str, str]] = field(default_factory=list)  # (t, alarm, raised|cleared)
-    refills: list[tuple[str, float, float]] = field(default_factory=list)
+    refills: list[tuple[str, float, float]] = field(default_factory=list)  # t, emptied, filled
+    discrepancies: list[tuple[str, float, float]] = field(default_factory=list)  # t, expected, found
     reservoir_ul: float | None = None
     delivered_ul: float | None = None
     low_eta: str | None = None
@@ -59,7 +60,9 @@ def _event(s: Summary, day: Day | None, o: dict, t: str) -> None:
     elif ev in ("alarm_raised", "alarm_cleared"):
         s.alarms.append((t, str(o.get("alarm")), "raised" if ev == "alarm_raised" else "cleared"))
     elif ev == "refilled":
-        s.refills.append((t, o.get("added_ul", 0.0), o.get("reservoir_ul", 0.0)))
+        s.refills.append((t, o.get("residual_ul", 0.0), o.get("volume_ul", 0.0)))
+    elif ev == "refill_discrepancy":
+        s.discrepancies.append((t, o.get("expected_ul", 0.0), o.get("residual_ul", 0.0)))
 
 
 def summarize(path: str | Path) -> Summary:
@@ -140,8 +143,12 @@ def print_summary(s: Summary, path, seconds: float | None = None, truth: dict | 
         con.print(at)
     else:
         con.print("Alarms: none")
-    for t, added, res in s.refills:
-        con.print(f"Refill {_date(t)}: +{added / 1000:.2f} mL -> {res / 1000:.2f} mL")
+    for t, emptied, filled in s.refills:
+        con.print(f"Refill {_date(t)}: emptied {emptied / 1000:.2f} mL, filled {filled / 1000:.2f} mL")
+    for t, expected, found in s.discrepancies:
+        con.print(f"[bold red]Refill {_date(t)}: {found / 1000:.2f} mL aspirated where the pump "
+                  f"expected {expected / 1000:.2f} mL (volume_discrepancy: a pocket fill, a leak "
+                  "or an underdose may have happened)[/bold red]")
     if s.reservoir_ul is not None:
         con.print(f"Reservoir at the end: {s.reservoir_ul / 1000:.3f} mL; delivered since therapy "
                   f"start {(s.delivered_ul or 0) / 1000:.3f} mL; mode {s.mode}"

@@ -191,40 +191,57 @@ def cmd_program(args) -> int:
 
 @_guard
 def cmd_refill(args) -> int:
-    """Record a refill: volume added and its concentration."""
-    added = U.parse_volume(args.volume, "--volume")
+    """Record a refill visit: the pump emptied (the residual measured), then filled."""
+    vol = U.parse_volume(args.volume, "--volume")
     conc = U.parse_concentration(args.concentration, "--concentration")
+    if args.residual is None:
+        raise BadInput("--residual: required: empty the pump first and give the volume "
+                       "aspirated (e.g. --residual \"1.8 mL\"); it is checked against what "
+                       "the pump expected")
+    residual = U.parse_volume(args.residual, "--residual", allow_zero=True)
+    drug = None
+    if args.drug is not None:
+        from theca.inputs.druglib import load_druglib
+
+        drug = load_druglib().lookup(args.drug, "--drug")
     with _client(args) as c:
         role = _role(args, "clinician")
         before = status_record(c, c.request("GET_STATUS", role=role))
         try:
-            c.request("REFILL", R.refill(added, conc), role)
+            c.request("REFILL", R.refill(vol, conc, residual, drug.id if drug else 0), role)
         except Refused as e:
-            if e.reason != "limit":
-                raise
-            room = round((before["capacity_ul"] - before["reservoir_ul"]) * 1000)
-            if added > room:
-                msg = (f"limit: overfill refused: {U.fmt_volume(added)} would not fit; the "
-                       f"reservoir holds {before['reservoir_ul'] / 1000:.3f} mL of "
-                       f"{before['capacity_ul'] / 1000:g} mL (room for {U.fmt_volume(max(room, 0))})")
-            else:
-                # the detail names the limit (max_concentration); its value is the library's
-                from theca.inputs.druglib import load_druglib
-
-                d = load_druglib().find(before["drug"]) if before.get("drug") else None
-                top = f" {U.fmt_conc(d.max_conc_ng_ml)}" if d is not None else ""
-                msg = (f"limit: max_concentration: {U.fmt_conc(conc)} is over the drug's "
-                       f"maximum concentration{top}")
-            raise Refused(msg, "limit", e.detail) from None
+            raise _refill_refused(e, vol, conc, before) from None
         after = status_record(c, c.request("GET_STATUS", role=role))
-    note = ""
-    if before["conc_ng_ml"] and conc != before["conc_ng_ml"]:
-        note = (f"; mixed concentration now {after['concentration']} (the catheter still "
-                "holds the old one: delivered as a bridge, the drug per day is kept)")
-    print(f"refilled {after['serial']}: +{U.fmt_volume(added)} of {U.fmt_conc(conc)}, "
-          f"reservoir {before['reservoir_ul'] / 1000:.3f} -> {after['reservoir_ul'] / 1000:.3f} mL"
-          + note)
+    expected = before["reservoir_ul"] * 1000
+    print(f"refilled {after['serial']}: emptied {U.fmt_volume(residual)} (the pump expected "
+          f"{U.fmt_volume(round(expected))}), filled {U.fmt_volume(vol)} of "
+          f"{after.get('drug') or (drug.name if drug else '?')} {U.fmt_conc(conc)}")
+    if "volume_discrepancy" in after["alarms"]:
+        print("theca refill: volume_discrepancy: the residual differs from what the pump "
+              "expected by more than 1 mL or 20 %: a pocket fill, a leak or an underdose "
+              "may have happened; acknowledge with `theca ack-alarm --alarm "
+              "volume_discrepancy` once assessed", file=sys.stderr)
+    if after.get("catheter_bridge"):
+        print("the catheter still holds the previous fill: it is delivered first (the bridge)")
     return OK
+
+
+def _refill_refused(e: Refused, vol: int, conc: int, before: dict) -> Refused:
+    if e.reason != "limit":
+        return e
+    cap = round(before["capacity_ul"] * 1000)
+    if vol > cap:
+        msg = (f"limit: overfill refused: {U.fmt_volume(vol)} is more than the reservoir's "
+               f"{U.fmt_volume(cap)}")
+    else:
+        # the detail names the limit (max_concentration); its value is the library's
+        from theca.inputs.druglib import load_druglib
+
+        d = load_druglib().find(before["drug"]) if before.get("drug") else None
+        top = f" {U.fmt_conc(d.max_conc_ng_ml)}" if d is not None else ""
+        msg = (f"limit: max_concentration: {U.fmt_conc(conc)} is over the drug's "
+               f"maximum concentration{top}")
+    return Refused(msg, "limit", e.detail)
 
 
 @_guard
@@ -392,9 +409,13 @@ def add_parser(sub) -> None:
                    help="accept a prescription over the drug library's soft limits")
     p.set_defaults(func=cmd_program)
 
-    p = sub.add_parser("refill", help="record a refill (volume added, its concentration)")
-    p.add_argument("--volume", required=True, help='volume added, e.g. "18 mL"')
+    p = sub.add_parser("refill", help="record a refill visit: emptied (residual measured), "
+                                      "then filled")
+    p.add_argument("--volume", required=True, help='the fill after emptying, e.g. "18 mL"')
     p.add_argument("--concentration", required=True, help='e.g. "10 mg/mL"')
+    p.add_argument("--residual", help='the volume aspirated before filling, measured, e.g. '
+                                      '"1.8 mL" (required)')
+    p.add_argument("--drug", help="the drug filled (default: the reservoir's drug)")
     p.set_defaults(func=cmd_refill)
 
     p = sub.add_parser("bolus", help="the patient's bolus (patient key)")

@@ -61,7 +61,7 @@ ALL_ALARMS = (1 << len(ALARM_BITS)) - 1
 ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "patient_bolus": ((), ()),
     "clinician_bolus": (("dose", "duration"), ()),
-    "refill": (("volume", "concentration"), ()),
+    "refill": (("volume", "concentration"), ("drug", "residual")),
     "program": (("prescription",), ()),
     "suspend": ((), ()),
     "resume": ((), ()),
@@ -70,7 +70,7 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 #: Fault kind -> the key it needs.
 FAULT_KINDS = {"motor_stall": "duration", "occlusion": "duration", "power_loss": "duration",
-               "battery": "remaining"}
+               "battery": "remaining", "pocket_fill": "volume"}
 
 _TOP_KEYS = ("start", "days", "status_period_s", "reservoir_ml", "prescription", "events",
              "faults", "capacity_ml", "stroke_nl", "catheter_ul", "battery_days", "local_offset",
@@ -82,7 +82,8 @@ class Event:
     """A command sent to the device at `at` (device s). Fields not used by `action` are None.
 
     - clinician_bolus: dose_ng, duration_s
-    - refill: volume_nl, conc_ng_ml
+    - refill: volume_nl (the fill after emptying), conc_ng_ml, drug_id (None: the
+      reservoir's drug), residual_nl (None: what the twin's reservoir really holds)
     - program: prescription
     - ack_alarm: alarm_mask
     - set_time: utc (device s), local_offset_s
@@ -98,6 +99,8 @@ class Event:
     conc_ng_ml: int | None = None
     prescription: Prescription | None = None
     alarm_mask: int | None = None
+    drug_id: int | None = None
+    residual_nl: int | None = None
     utc: int | None = None
     local_offset_s: int | None = None
 
@@ -106,7 +109,9 @@ class Event:
 class Fault:
     """A fault the simulated board injects at `at` (device s).
 
-    motor_stall, occlusion, power_loss: `duration_s`; battery: `remaining_days`.
+    motor_stall, occlusion, power_loss: `duration_s`; battery: `remaining_days`;
+    pocket_fill: `volume_nl` of the next refill goes into the pocket beside the pump
+    instead of the reservoir (the physical truth only: the pump cannot tell).
     """
 
     at: int
@@ -114,6 +119,7 @@ class Fault:
     index: int = 0
     duration_s: int | None = None
     remaining_days: int | None = None
+    volume_nl: int | None = None
 
     def to_config(self) -> dict:
         """The entry for THECA_SIM's "faults" list (docs/DESIGN.md)."""
@@ -410,7 +416,16 @@ class _Loader:
         return {"dose_ng": dose, "duration_s": dur}
 
     def _refill(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
-        probs, drug = self.probs, pump.drug
+        probs = self.probs
+        new_drug = False
+        if "drug" in ev:
+            d = self.call(self.lib.lookup, ev["drug"], f"{f}.drug")
+            if d is not None:
+                new_drug = True
+                if pump.drug is None or d.id != pump.drug.id:
+                    pump.conc = None  # another drug: its concentration is the fill's
+                pump.drug = d
+        drug = pump.drug
         vol = self.call(u.parse_volume, ev["volume"], f"{f}.volume") if "volume" in ev else None
         c = self.call(u.parse_concentration, ev["concentration"], f"{f}.concentration") \
             if "concentration" in ev else None
@@ -427,7 +442,11 @@ class _Loader:
                                                 f"set override_soft_limit = true to confirm")
         if c is not None:
             pump.conc = c
-        return {"volume_nl": vol, "conc_ng_ml": c}
+        res = None
+        if "residual" in ev:
+            res = self.probs.call(u.parse_volume, ev["residual"], f"{f}.residual", allow_zero=True)
+        return {"volume_nl": vol, "conc_ng_ml": c,
+                "drug_id": drug.id if new_drug and drug is not None else None, "residual_nl": res}
 
     def _program(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
         new = self.rx(ev["prescription"], f"{f}.prescription") if "prescription" in ev else None
@@ -478,7 +497,9 @@ class _Loader:
             need = FAULT_KINDS[kind]
             check_keys(fl, ("at", "kind", need), ("at", need), f, probs)
             t = self.at(fl["at"], f"{f}.at", start, end) if "at" in fl else None
-            dur = days = None
+            dur = days = vol = None
+            if need == "volume" and "volume" in fl:
+                vol = self.call(u.parse_volume, fl["volume"], f"{f}.volume")
             if need == "duration" and "duration" in fl:
                 dur = self.call(u.parse_duration, fl["duration"], f"{f}.duration")
                 if dur is not None and dur > _SMALL_INT:
@@ -493,7 +514,8 @@ class _Loader:
                         probs.add(f"{f}.remaining",
                                   f"{days} days is outside 0..{MAX_BATTERY_DAYS} days")
             if t is not None:
-                out.append(Fault(at=t, kind=kind, index=i, duration_s=dur, remaining_days=days))
+                out.append(Fault(at=t, kind=kind, index=i, duration_s=dur, remaining_days=days,
+                                 volume_nl=vol))
         out.sort(key=lambda x: x.at)
         return tuple(out)
 

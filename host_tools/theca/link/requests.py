@@ -16,9 +16,11 @@ def body(name: str, **fields: int) -> bytes:
     return tp.COMMANDS[T[name]].body.build(fields)
 
 
-def refill(added_nl: int, conc_ng_ml: int) -> bytes:
-    """REFILL body."""
-    return body("REFILL", added_nl=added_nl, conc_ng_ml=conc_ng_ml)
+def refill(volume_nl: int, conc_ng_ml: int, residual_nl: int, drug: int = 0) -> bytes:
+    """REFILL body: the fill after emptying, its concentration, what was aspirated, the
+    drug (0: the reservoir's)."""
+    return body("REFILL", volume_nl=volume_nl, conc_ng_ml=conc_ng_ml, residual_nl=residual_nl,
+                drug=drug)
 
 
 def clinician_bolus(dose_ng: int, duration_s: int) -> bytes:

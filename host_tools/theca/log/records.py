@@ -163,8 +163,8 @@ class Renderer:
         }
 
     def event_fields(self, v: tuple) -> dict:
-        """The named fields of an EventRecord (t, event_seq, event, who, a/b/c by name)."""
-        t, eseq, code, who, a, b, c = v
+        """The named fields of an EventRecord (t, event_seq, event, who, a/b/c/d by name)."""
+        t, eseq, code, who, a, b, c, d = v
         ev = N.EVENTS.get(code)
         out = {
             "t": iso(t),
@@ -173,9 +173,9 @@ class Renderer:
             "who": N.WHO.get(who, f"who_{who}"),
         }
         if ev is None:
-            out.update(a=a, b=b, c=c)
+            out.update(a=a, b=b, c=c, d=d)
             return out
-        for slot, arg, raw in (("a", ev.a, a), ("b", ev.b, b), ("c", ev.c, c)):
+        for slot, arg, raw in zip("abcd", ev.args, (a, b, c, d), strict=True):
             if arg is None:
                 if raw:  # not in the table, but never hide a value the device sent
                     out[slot] = raw

@@ -32,6 +32,7 @@ TWIN_FAILED = 1
 CMD = R.T
 _ROLE = {name: rid for rid, name in N.ROLES.items()}
 _LINK_IN = tp.compiled(S.LinkInRecord)
+_MEASURE = N.mask_of(S.LINK_IN_FLAGS, "measure_residual")
 
 
 class FrameFactory:
@@ -58,7 +59,8 @@ _ACTIONS = {
     "patient_bolus": ("PATIENT_BOLUS", "patient", lambda sc, ev: b""),
     "clinician_bolus": ("CLINICIAN_BOLUS", "clinician",
                         lambda sc, ev: R.clinician_bolus(ev.dose_ng, ev.duration_s)),
-    "refill": ("REFILL", "clinician", lambda sc, ev: R.refill(ev.volume_nl, ev.conc_ng_ml)),
+    "refill": ("REFILL", "clinician", lambda sc, ev: R.refill(
+        ev.volume_nl, ev.conc_ng_ml, ev.residual_nl or 0, ev.drug_id or 0)),
     "program": ("PROGRAM", "clinician", lambda sc, ev: ev.prescription.to_blob()),
     "suspend": ("SUSPEND", "clinician", lambda sc, ev: b""),
     "resume": ("RESUME", "clinician", lambda sc, ev: b""),
@@ -69,31 +71,49 @@ _ACTIONS = {
 }
 
 
-def scenario_frames(sc: Scenario, keys: dict[int, bytes]) -> list[tuple[int, bytes]]:
-    """(device time, frame) for every command the scenario sends, in order."""
+def scenario_frames(sc: Scenario, keys: dict[int, bytes]) -> list[tuple[int, bytes, int]]:
+    """(device time, frame, LinkInRecord flags) for every command the scenario sends, in
+    order. A refill without `residual` is measured by the twin when it arrives."""
     f = FrameFactory(keys)
-    out: list[tuple[int, bytes]] = []
+    out: list[tuple[int, bytes, int]] = []
     clin = _ROLE["clinician"]
     if sc.local_offset_s:
         out.append((sc.start, f.command(CMD["SET_TIME"], R.set_time(sc.start, sc.local_offset_s),
-                                        clin, sc.start)))
-    out.append((sc.start, f.command(CMD["PROGRAM"], sc.prescription.to_blob(), clin, sc.start)))
+                                        clin, sc.start), 0))
+    out.append((sc.start, f.command(CMD["PROGRAM"], sc.prescription.to_blob(), clin, sc.start), 0))
     for ev in sc.events:
         a, t = ev.action, ev.at
         if a not in _ACTIONS:  # the scenario loader admits only the actions above
             raise BadInput.at(f"events[{ev.index}].action", f"unsupported action {a!r}")
         name, role, body = _ACTIONS[a]
-        out.append((t, f.command(CMD[name], body(sc, ev), _ROLE[role], t)))
+        measure = a == "refill" and ev.residual_nl is None
+        out.append((t, f.command(CMD[name], body(sc, ev), _ROLE[role], t),
+                    _MEASURE if measure else 0))
     return out
 
 
-def input_records(frames: list[tuple[int, bytes]]) -> bytes:
-    """The scheduled link's input file: LinkInRecord (t, length) + COBS wire bytes."""
+def input_records(frames: list[tuple[int, bytes, int]]) -> bytes:
+    """The scheduled link's input file: LinkInRecord (t, length, flags), then the COBS
+    wire bytes (or, to be measured by the twin, the frame itself)."""
     out = bytearray()
-    for t, fr in frames:
-        wire = tp.cobs_encode(fr) + b"\x00"
-        out += _LINK_IN.pack(t, len(wire)) + wire
+    for t, fr, flags in frames:
+        wire = fr if flags & _MEASURE else tp.cobs_encode(fr) + b"\x00"
+        out += _LINK_IN.pack(t, len(wire), flags) + wire
     return bytes(out)
+
+
+def _physical_refills(sc: Scenario) -> list[list]:
+    # [t, volume, conc, into the pocket]: a pocket_fill fault takes from the next refill
+    pockets = [f for f in sc.faults if f.kind == "pocket_fill"]
+    out = []
+    for e in sc.events:
+        if e.action != "refill":
+            continue
+        pocket = 0
+        while pockets and pockets[0].at <= e.at:
+            pocket += pockets.pop(0).volume_nl or 0
+        out.append([e.at, e.volume_nl, e.conc_ng_ml, min(pocket, e.volume_nl or 0)])
+    return out
 
 
 def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
@@ -112,10 +132,11 @@ def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
         "battery_days": sc.battery_days,
         "keys": {name: keys[rid].hex() for rid, name in N.ROLES.items()},
         "inputs": str(inputs),
-        "faults": [f.to_config() for f in sc.faults],
+        "faults": [f.to_config() for f in sc.faults if f.kind != "pocket_fill"],
         "tlog": str(tlog),
-        # the drug a clinician physically injects; the board's mechanism keeps it
-        "refills": [[e.at, e.volume_nl, e.conc_ng_ml] for e in sc.events if e.action == "refill"],
+        # the drug a clinician physically injects (after emptying the pump); the board's
+        # mechanism keeps it, less what a pocket fill put beside the pump
+        "refills": _physical_refills(sc),
         # what the reservoir physically holds at the start: the first prescription's drug
         "reservoir_conc_ng_ml": sc.prescription.conc_ng_ml,
         "druglib": str(druglib_path()),

@@ -43,12 +43,12 @@ def parquet_schema():
     by_kind = {"int": u32, "nl": f64, "time": ts, "i32": pa.int32(), "mask": pa.list_(s)}
     names = {n for n, _ in cols}
     for ev in N.EVENTS.values():
-        for arg in (ev.a, ev.b, ev.c):
+        for arg in ev.args:
             if arg is not None and arg.name not in names:
                 cols.append((arg.name, by_kind.get(arg.kind, s)))
                 names.add(arg.name)
     for n, ty in [
-        ("a", u32), ("b", u32), ("c", u32),
+        ("a", u32), ("b", u32), ("c", u32), ("d", u32),
         # reply and command
         ("cmd", s), ("cmd_id", u32), ("result", s), ("detail", u32), ("role", s),
         ("counter", u32), ("body", s), ("mac", s),

@@ -1,43 +1,10 @@
-# Boot: the pump takes up its stored state (store.py) after a restart. Nothing missed
-# while it was off is caught up: the schedule resumes at the boot time.
+# Restore: the pump takes up its stored state (store.py) after a restart. Nothing missed
+# while it was off is caught up: the schedule resumes at the boot time. Only a pump
+# with a store loads this module.
 from array import array
 
-import msgdefs as md
 import rx as rxmod
 import snapshot
-from alarms import RX_INVALID
-from eventlog import wall_u32
-
-
-def start(p, now, boot_cause):
-    """Boot pump `p` at monotonic time `now`: take up the stored state, log the boot and
-    what it found, say who the pump is and what it believes, save."""
-    store = p.store
-    gap = 0
-    bad = False
-    if store is not None:
-        now, gap, bad = restore(p, store, now)
-    p.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
-    if p.clock_moved is not None:
-        d = p.wall_delta
-        p.log(now, md.EV_TIME_CHANGED, 0, wall_u32(p.clock_moved[0] + d),
-              wall_u32(p.clock_moved[1] + d), p.offset)
-    if bad or p.rx_bad:
-        # the stored state failed its CRC or its prescription does not parse: no
-        # delivery until a clinician programs the pump again
-        p.rx = None
-        p.engine.unload(now)
-        p.alarms.raise_(RX_INVALID, now, p.reservoir_nl)
-        if p.mode == md.MODE_RUNNING:
-            p.set_mode(now, md.MODE_HALTED)
-    if gap > 0:
-        p.log(now, md.EV_DELIVERY_GAP, 0, gap, 0, 0)
-    p.emit_info(now)
-    if p.telemetry is not None:
-        # what the pump believes as it boots (after a restart: what it recovered)
-        p.telemetry.emit(p.status_frame(now))
-    if store is not None:
-        p.save(now)
 
 
 def restore(p, store, now):
@@ -77,6 +44,7 @@ def _take_up(p, blob, jrec, now):
     p.offset = v["offset"]
     p.wall_delta = v["wall_delta"]
     p.conc = v["conc"]
+    p.drug = v["drug"]
     p.bridge_nl = v["bridge_nl"]
     p.bridge_conc = v["bridge_conc"]
     p.ng_frac = v["ng_frac"]
@@ -111,7 +79,13 @@ def _take_up(p, blob, jrec, now):
         except rxmod.RxError:
             p.rx = None
             p.rx_bad = True
-    if p.rx is not None:
+    if v["bridge_drug"]:
+        try:
+            p.bridge_rx = rxmod.parse(v["bridge_rx"])
+            p.bridge_drug = v["bridge_drug"]
+        except rxmod.RxError:
+            p.rx_bad = True
+    if p._plan_rx() is not None:
         p.drug_per_stroke()
         p.load_plan(now)
     p.set_mode(now, v["mode"])

@@ -1,0 +1,41 @@
+# Power-up: the pump boots, takes up its stored state if it has one (restore.py), logs
+# what it found, says who it is and what it believes. (Not named boot.py: a MicroPython
+# board runs a boot.py at every reset, frozen or on its filesystem.)
+import msgdefs as md
+from alarms import RX_INVALID
+from eventlog import wall_u32
+
+
+def start(p, now, boot_cause):
+    """Boot pump `p` at monotonic time `now`: take up the stored state, log the boot and
+    what it found, say who the pump is and what it believes, save."""
+    store = p.store
+    gap = 0
+    bad = False
+    if store is not None:
+        import restore  # a pump without a store never pays for it
+
+        now, gap, bad = restore.restore(p, store, now)
+    p.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
+    if p.clock_moved is not None:
+        d = p.wall_delta
+        p.log(now, md.EV_TIME_CHANGED, 0, wall_u32(p.clock_moved[0] + d),
+              wall_u32(p.clock_moved[1] + d), p.offset)
+    if bad or p.rx_bad:
+        # the stored state failed its CRC or its prescription does not parse: no
+        # delivery until a clinician programs the pump again
+        p.rx = None
+        p.engine.unload(now)
+        p.alarms.raise_(RX_INVALID, now, p.reservoir_nl)
+        if p.mode == md.MODE_RUNNING:
+            p.set_mode(now, md.MODE_HALTED)
+    if gap > 0:
+        p.log(now, md.EV_DELIVERY_GAP, 0, gap, 0, 0)
+    p.emit_info(now)
+    if p.telemetry is not None:
+        # what the pump believes as it boots (after a restart: what it recovered)
+        p.telemetry.emit(p.status_frame(now))
+    if store is not None:
+        p.save(now)
+
+

@@ -1,0 +1,196 @@
+"""The clinic's workflows on the real firmware in the twin, judged from its physical
+truth (what the mechanism holds and pumps, and the drug at the catheter tip): the
+reservoir knows its drug, a refill empties before it fills, a residual far from what the
+pump expected is caught, and a change of drug is bridged through the catheter."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from theca.inputs.rxfile import Prescription
+from theca_protocol import Refill, fixed_format
+from theca_protocol import names as N
+from twinctl import ControlledTwin
+
+T0 = 189_388_800  # 2026-01-01T00:00:00Z
+H, DAY = 3600, 86400
+E6 = 1_000_000  # the truth's drug unit is 1e-6 ng
+_REFILL = fixed_format(Refill)
+MORPHINE, HYDROMORPHONE = 1, 2
+
+
+def rx(drug_id: int, conc: int, rate_ng_day: int) -> Prescription:
+    name = {MORPHINE: "morphine", HYDROMORPHONE: "hydromorphone"}[drug_id]
+    return Prescription(drug_id=drug_id, drug=name, conc_ng_ml=conc, steps=[(0, rate_ng_day)])
+
+
+def refill(tw: ControlledTwin, volume: int, conc: int, residual: int, drug: int = 0):
+    return tw.command("REFILL", struct.pack(_REFILL, volume, conc, residual, drug))
+
+
+def events(tw: ControlledTwin, name: str) -> list[tuple]:
+    """The pump's events called `name`, as (t, seq, code, who, a, b, c, d), via LOG_READ."""
+    code = N.EVENT_CODES[name]
+    out, frm = [], 1
+    while True:
+        rep = tw.command("LOG_READ", struct.pack("<IB", frm, 48))
+        nxt, first, count = struct.unpack_from("<IIB", rep.body)
+        for i in range(count):
+            ev = struct.unpack_from("<IIBBIIII", rep.body, 9 + i * 26)
+            if ev[2] == code:
+                out.append(ev)
+        frm = first + count
+        if count == 0 or frm >= nxt:
+            return out
+
+
+def tip_ng(tw: ControlledTwin, t0: int, t1: int) -> float:
+    """Drug (ng) that left the catheter tip in true time [t0, t1)."""
+    return sum(m for t, _, m in tw.strokes() if t0 <= t < t1) / E6
+
+
+@pytest.fixture
+def hydromorphone_pump(tmp_path):
+    # a pump filled with hydromorphone 15 mg/mL at 3 mg/day
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=18_000_000, conc_ng_ml=15_000_000)
+    assert tw.program(rx(HYDROMORPHONE, 15_000_000, 3_000_000)).result == "ack"
+    yield tw
+    tw.close()
+
+
+def test_a_prescription_for_another_drug_than_the_reservoir_s_is_refused(hydromorphone_pump):
+    # REQ: SR-DRUG-01
+    tw = hydromorphone_pump
+    tw.run(DAY)
+    # the issue's case: morphine 15 mg/mL at 9.9 mg/day on a hydromorphone pump
+    r = tw.program(rx(MORPHINE, 15_000_000, 9_900_000))
+    assert (r.result, N.INVALID_FIELDS[r.detail - 1]) == ("invalid", "drug")
+    st = tw.status()
+    assert st["drug"] == HYDROMORPHONE
+    t1 = tw.now
+    tw.run(DAY)
+    # the patient still gets the hydromorphone dose, not 3.3 times it
+    got = tip_ng(tw, t1, tw.now)
+    assert abs(got - 3_000_000) <= 15_000 * 250 / 1000 * 2, got  # within two strokes
+
+
+def test_a_refill_empties_the_pump_before_it_fills(hydromorphone_pump):
+    # REQ: SR-DRUG-02
+    tw = hydromorphone_pump
+    tw.run(10 * DAY)
+    st = tw.status()
+    residual = tw.refill(18_000_000, 10_000_000)  # physical: aspirated, then filled
+    assert residual is not None
+    expected = st["reservoir_nl"]
+    assert abs(residual - expected) <= 250  # the pump knew what it held (a stroke in flight)
+    r = refill(tw, 18_000_000, 10_000_000, residual)
+    assert r.result == "ack"
+    st = tw.status()
+    # nothing mixed: the reservoir is the fill, at the fill's concentration
+    assert st["reservoir_nl"] == tw.truth["reservoir_nl"] == 18_000_000
+    assert st["conc_ng_ml"] == 10_000_000 and st["alarms"] == 0
+    ev = events(tw, "refilled")[-1]
+    assert ev[4:8] == (18_000_000, residual, 10_000_000, HYDROMORPHONE)
+    # the catheter's old fill goes first (the bridge), then the drug per day is kept at
+    # the new concentration: 3 mg/day of hydromorphone, exactly as prescribed
+    tw.run(3 * DAY)
+    t1 = tw.now
+    tw.run(DAY)
+    got = tip_ng(tw, t1, tw.now)
+    assert abs(got - 3_000_000) <= 2 * 250 * 10, got
+
+
+def test_a_pocket_fill_is_caught_at_the_next_refill(hydromorphone_pump):
+    # REQ: SR-DRUG-03
+    tw = hydromorphone_pump
+    tw.run(DAY)
+    # the needle misses the septum: 10 of the 18 mL go into the pocket beside the pump
+    residual = tw.refill(18_000_000, 15_000_000, pocket_nl=10_000_000)
+    assert refill(tw, 18_000_000, 15_000_000, residual).result == "ack"
+    assert 0 <= 8_000_000 - tw.truth["reservoir_nl"] <= 250 and tw.truth["pocket_nl"] == 10_000_000
+    assert not events(tw, "refill_discrepancy")  # the pump cannot know yet
+    tw.run(20 * DAY)
+    pump_thinks = tw.status()["reservoir_nl"]
+    residual = tw.refill(18_000_000, 15_000_000)
+    assert pump_thinks - residual > 9_000_000  # 10 mL missing
+    assert refill(tw, 18_000_000, 15_000_000, residual).result == "ack"
+    ev = events(tw, "refill_discrepancy")
+    assert len(ev) == 1 and ev[0][4:6] == (pump_thinks, residual)
+    st = tw.status()
+    assert st["alarms"] >> N.mask_of(N.ALARMS, "volume_discrepancy").bit_length() - 1 & 1
+    assert st["mode"] == 1  # not critical: delivery goes on
+    # it stays until the clinician acknowledges it
+    tw.run(H)
+    assert tw.status()["alarms"] & N.mask_of(N.ALARMS, "volume_discrepancy")
+    mask = N.mask_of(N.ALARMS, "volume_discrepancy")
+    assert tw.command("ACK_ALARM", struct.pack("<I", mask)).result == "ack"
+    assert not tw.status()["alarms"] & mask
+
+
+def test_a_small_residual_difference_is_no_discrepancy(hydromorphone_pump):
+    # REQ: SR-DRUG-03
+    tw = hydromorphone_pump
+    tw.run(5 * DAY)
+    residual = tw.refill(18_000_000, 15_000_000)
+    # measured 0.9 mL less than the pump expects: within 1 mL
+    assert refill(tw, 18_000_000, 15_000_000, residual - 900_000).result == "ack"
+    assert not events(tw, "refill_discrepancy")
+    assert not tw.status()["alarms"] & N.mask_of(N.ALARMS, "volume_discrepancy")
+
+
+def test_a_change_of_drug_bridges_the_catheter_then_needs_its_prescription(hydromorphone_pump):
+    # REQ: SR-DRUG-04
+    tw = hydromorphone_pump
+    tw.run(DAY)
+    residual = tw.refill(18_000_000, 10_000_000)
+    r = refill(tw, 18_000_000, 10_000_000, residual, drug=MORPHINE)
+    assert r.result == "ack"
+    st = tw.status()
+    assert st["flags"] & N.mask_of(N.STATUS_FLAGS, "bridge")
+    # during the bridge the old volume rate pushes the catheter's hydromorphone out:
+    # 3 mg/day at 15 mg/mL is 200 uL/day, the catheter 150 uL: about 18 h
+    t1 = tw.now
+    tw.run(12 * H)
+    strokes = [s for s in tw.strokes() if t1 <= s[0] < tw.now]
+    assert strokes and all(m == 250 * 15_000_000 for _, _, m in strokes)  # hydromorphone
+    # no prescription for morphine: delivery stops when the morphine reaches the tip
+    tw.run(DAY)
+    st = tw.status()
+    assert st["alarms"] & N.mask_of(N.ALARMS, "rx_invalid") and st["mode"] == 3
+    n = len(tw.strokes())
+    tw.run(DAY)
+    assert len(tw.strokes()) == n, "the pump delivered without a prescription for its drug"
+    # the clinician programs morphine: delivery goes on with it
+    assert tw.program(rx(MORPHINE, 10_000_000, 5_000_000)).result == "ack"
+    st = tw.status()
+    assert st["mode"] == 1 and not st["alarms"] & N.mask_of(N.ALARMS, "rx_invalid")
+    t2 = tw.now
+    tw.run(DAY)
+    got = tip_ng(tw, t2, tw.now)
+    assert abs(got - 5_000_000) <= 2 * 250 * 10, got
+
+
+def test_the_new_drug_s_prescription_can_be_programmed_during_the_bridge(hydromorphone_pump):
+    # REQ: SR-DRUG-04
+    tw = hydromorphone_pump
+    tw.run(DAY)
+    residual = tw.refill(18_000_000, 10_000_000)
+    assert refill(tw, 18_000_000, 10_000_000, residual, drug=MORPHINE).result == "ack"
+    # refused while it describes the old drug, accepted for the drug now in the reservoir
+    r = tw.program(rx(HYDROMORPHONE, 15_000_000, 3_000_000))
+    assert (r.result, N.INVALID_FIELDS[r.detail - 1]) == ("invalid", "drug")
+    assert tw.program(rx(MORPHINE, 10_000_000, 6_000_000)).result == "ack"
+    t1 = tw.now
+    tw.run(12 * H)
+    # still the old volume rate and the old drug while the catheter empties
+    strokes = [s for s in tw.strokes() if t1 <= s[0] < tw.now]
+    assert all(m == 250 * 15_000_000 for _, _, m in strokes)
+    assert len(strokes) <= 200_000 * 12 // 24 // 250 + 2
+    tw.run(DAY)
+    t2 = tw.now
+    tw.run(DAY)
+    # then morphine at its own prescription, without a stop
+    assert tw.status()["mode"] == 1
+    got = tip_ng(tw, t2, tw.now)
+    assert abs(got - 6_000_000) <= 2 * 250 * 10, got
