@@ -11,6 +11,8 @@ from msgdefs import (  # noqa: F401  (re-exported for the pump and the tests)
     ALARM_OCCLUSION as OCCLUSION,
     ALARM_RX_INVALID as RX_INVALID,
     ALARM_VOLUME_DISCREPANCY as VOLUME_DISCREPANCY,
+    ALARM_SUSPENDED_TOO_LONG as SUSPENDED_TOO_LONG,
+    ALARMS_UNSILENCEABLE as UNSILENCEABLE,
     ALARM_WATCHDOG_RESET as WATCHDOG_RESET,
     ALARMS_CRITICAL as CRITICAL,
     EV_ALARM_CLEARED,
@@ -50,8 +52,9 @@ class Alarms:
         return True
 
     def ack(self, mask):
-        """Silence the tones of these alarms; they stay raised until their cause is gone."""
-        self.acked |= mask & self.mask
+        """Silence the tones of these alarms; they stay raised until their cause is gone.
+        Some sound until then (UNSILENCEABLE)."""
+        self.acked |= mask & self.mask & ~UNSILENCEABLE
         return self.acked
 
     def sounding(self):

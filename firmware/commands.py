@@ -8,6 +8,7 @@ import struct
 
 import msgdefs as md
 from codec import verify_mac
+from micropython import const
 from eventlog import REC_SIZE
 from gate import OK
 
@@ -26,11 +27,6 @@ def _get_info(p, now, role, buf, off, v):
     return 0, 0, p.info_into(buf, off)
 
 
-def _program(p, now, role, buf, off, blob):
-    res, detail = p.program(blob, now, role)
-    return res, detail, 0
-
-
 def _read_rx(p, now, role, buf, off, v):
     if p.rx is None:
         return md.NACK_INVALID, 0, 0
@@ -41,38 +37,13 @@ def _read_rx(p, now, role, buf, off, v):
     return 0, 0, n + len(blob)
 
 
-def _refill(p, now, role, buf, off, v):
-    res, detail = p.refill(v[0], v[1], v[2], v[3], now, role)
-    return res, detail, 0
-
-
 def _patient_bolus(p, now, role, buf, off, v):
     reason = p.patient_bolus(now, role)
     return (0 if reason == OK else md.NACK_LIMIT), reason, 0
 
 
-def _clinician_bolus(p, now, role, buf, off, v):
-    res, detail = p.clinician_bolus(now, v[0], v[1], role)
-    return res, detail, 0
-
-
-def _suspend(p, now, role, buf, off, v):
-    res, detail = p.suspend(now, role)
-    return res, detail, 0
-
-
-def _resume(p, now, role, buf, off, v):
-    res, detail = p.resume(now, role)
-    return res, detail, 0
-
-
 def _ack_alarm(p, now, role, buf, off, v):
     return 0, p.ack_alarm(now, v[0], role), 0
-
-
-def _set_time(p, now, role, buf, off, v):
-    res, detail = p.set_time(v[0], v[1], now, role)
-    return res, detail, 0
 
 
 def _log_read(p, now, role, buf, off, v):
@@ -90,22 +61,27 @@ def _maintenance(p, now, role, buf, off, v):
     return 0, 0, 0
 
 
+_CHANGE = const(0)  # the handler names a Pump method (now, who, *body) -> (result, detail)
+_ANSWER = const(1)  # the handler packs a reply body: (pump, now, role, buf, off, body) ->
+#                     (result, detail, body length)
+
 # type -> (body layout: None for a variable body handed over as bytes, "" for none, else
-# the struct format; its size; the handler)
+# the struct format; its size; the kind of handler; the handler)
 HANDLERS = {
-    md.T_GET_STATUS: ("", 0, _get_status),
-    md.T_PROGRAM: (None, -1, _program),
-    md.T_READ_RX: ("", 0, _read_rx),
-    md.T_REFILL: (md.REFILL_FMT, md.REFILL_SIZE, _refill),
-    md.T_PATIENT_BOLUS: ("", 0, _patient_bolus),
-    md.T_CLINICIAN_BOLUS: (md.CLINICIAN_BOLUS_FMT, md.CLINICIAN_BOLUS_SIZE, _clinician_bolus),
-    md.T_SUSPEND: ("", 0, _suspend),
-    md.T_RESUME: ("", 0, _resume),
-    md.T_ACK_ALARM: (md.ACK_ALARM_FMT, md.ACK_ALARM_SIZE, _ack_alarm),
-    md.T_SET_TIME: (md.SET_TIME_FMT, md.SET_TIME_SIZE, _set_time),
-    md.T_LOG_READ: (md.LOG_READ_FMT, md.LOG_READ_SIZE, _log_read),
-    md.T_GET_INFO: ("", 0, _get_info),
-    md.T_MAINTENANCE: ("", 0, _maintenance),
+    md.T_GET_STATUS: ("", 0, _ANSWER, _get_status),
+    md.T_PROGRAM: (None, -1, _CHANGE, "program"),
+    md.T_READ_RX: ("", 0, _ANSWER, _read_rx),
+    md.T_REFILL: (md.REFILL_FMT, md.REFILL_SIZE, _CHANGE, "refill"),
+    md.T_PATIENT_BOLUS: ("", 0, _ANSWER, _patient_bolus),
+    md.T_CLINICIAN_BOLUS: (md.CLINICIAN_BOLUS_FMT, md.CLINICIAN_BOLUS_SIZE, _CHANGE,
+                           "clinician_bolus"),
+    md.T_SUSPEND: (md.SUSPEND_FMT, md.SUSPEND_SIZE, _CHANGE, "suspend"),
+    md.T_RESUME: ("", 0, _CHANGE, "resume"),
+    md.T_ACK_ALARM: (md.ACK_ALARM_FMT, md.ACK_ALARM_SIZE, _ANSWER, _ack_alarm),
+    md.T_SET_TIME: (md.SET_TIME_FMT, md.SET_TIME_SIZE, _CHANGE, "set_time"),
+    md.T_LOG_READ: (md.LOG_READ_FMT, md.LOG_READ_SIZE, _ANSWER, _log_read),
+    md.T_GET_INFO: ("", 0, _ANSWER, _get_info),
+    md.T_MAINTENANCE: ("", 0, _ANSWER, _maintenance),
 }
 
 
@@ -169,7 +145,7 @@ def execute(p, typ, body, role, cmd_id, now):
     h = HANDLERS.get(typ)
     if h is None:
         return p.reply(now, cmd_id, typ, md.NACK_UNKNOWN_COMMAND, 0, 0)
-    layout, size, handler = h
+    layout, size, kind, handler = h
     nb = len(body)
     if size >= 0 and nb != size:
         # PROTOCOL.md 4: a body of the wrong length is bad_frame, never executed
@@ -179,10 +155,14 @@ def execute(p, typ, body, role, cmd_id, now):
     p.tick(now)
     p.changed = True
     if layout is None:
-        v = body
+        v = (body,)
     elif layout:
         v = struct.unpack_from(layout, body, 0)
     else:
-        v = None
-    res, detail, blen = handler(p, now, role, p.rtx.buf, _REPLY_AT, v)
+        v = ()
+    if kind == _CHANGE:
+        res, detail = getattr(p, handler)(now, role, *v)
+        blen = 0
+    else:
+        res, detail, blen = handler(p, now, role, p.rtx.buf, _REPLY_AT, v)
     return p.reply(now, cmd_id, typ, res, detail, 0 if res else blen)

@@ -8,7 +8,7 @@ import sys
 import board
 import micropython
 from codec import Deframer, cobs_frame_into, cobs_max
-from msgdefs import ALARMS_CRITICAL
+from msgdefs import ALARMS_CRITICAL, ALARMS_UNSILENCEABLE
 from store import Store
 
 import pump as pumpmod
@@ -92,7 +92,7 @@ async def tone_task(app, hw, sh):
         now = clock.now()
         nxt = now + OTHER_TONE_S
         try:
-            if snd & ALARMS_CRITICAL:
+            if snd & (ALARMS_CRITICAL | ALARMS_UNSILENCEABLE):
                 bz.tone(880, 200)
                 await asyncio.sleep_ms(300)
                 bz.tone(660, 200)

@@ -4,7 +4,7 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = const(466954252)  # 0x1bd5280c
+SCHEMA = 3092536205  # 0xb8545b8d
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1280)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
@@ -31,6 +31,7 @@ DEFAULT_CATHETER_NL = const(150000)
 DEFAULT_LOW_RESERVOIR_NL = const(2000000)
 MAX_LOCAL_OFFSET_S = const(50400)
 MAX_BOLUS_DURATION_S = const(86400)
+# (unused) DEFAULT_SUSPEND_MAX_S = const(7200)
 STATE_VERSION = const(2)  # state.bin layout
 EVENT_SLOTS = const(10240)
 JOURNAL_SLOTS = const(32)
@@ -91,6 +92,9 @@ REFILL_SIZE = const(13)
 # CLINICIAN_BOLUS body
 CLINICIAN_BOLUS_FMT = "<II"
 CLINICIAN_BOLUS_SIZE = const(8)
+# SUSPEND body
+SUSPEND_FMT = "<I"
+SUSPEND_SIZE = const(4)
 # ACK_ALARM body
 ACK_ALARM_FMT = "<I"
 ACK_ALARM_SIZE = const(4)
@@ -119,9 +123,9 @@ JOURNAL_SIZE = const(32)
 STATE_HDR_FMT = "<HHI"
 STATE_HDR_SIZE = const(8)
 # snapshot head; gate times, rolling buckets, Rx blob follow
-SNAP_FMT = "<IBiiIBBiIIIIIHIIHIIIIBBIBBIIIBBIiHH"
-SNAP_SIZE = const(105)
-SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'locked_clinician', 'locked_patient', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len')
+SNAP_FMT = "<IBiiIBBiIIIIIHIIHIIIIBBIBBIIIBBIiHHI"
+SNAP_SIZE = const(109)
+SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'locked_clinician', 'locked_patient', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len', 'suspend_alarm_t')
 # twin link input record; the frame follows
 LINK_IN_FMT = "<IHB"
 LINK_IN_SIZE = const(7)
@@ -133,7 +137,7 @@ TRUTH_SIZE = const(16)
 # allowed roles as a mask of 1 << role.
 CMD_FIRST = const(64)
 CMD_LAST = const(76)
-CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 0, 0, 4, 8, 5, 0, 0)
+CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 4, 0, 4, 8, 5, 0, 0)
 CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02'
 # 1: the command only reads (executing it again changes nothing)
 CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00'
@@ -157,6 +161,7 @@ ALARM_RX_INVALID = const(7)
 ALARM_AUTH_BACKOFF = const(8)
 ALARM_WATCHDOG_RESET = const(9)
 ALARM_VOLUME_DISCREPANCY = const(10)
+ALARM_SUSPENDED_TOO_LONG = const(11)
 
 # EventRecord.who
 # (unused) WHO_DEVICE = const(0)
@@ -246,6 +251,9 @@ FIELD_DOSE = const(16)  # dose
 FIELD_OFFSET = const(17)  # offset
 FIELD_UTC = const(18)  # utc
 
+# alarm bits an acknowledgement does not silence
+ALARMS_UNSILENCEABLE = const(2048)  # 0x0800
+
 # alarm bits that are critical (two-tone, delivery stops)
 ALARMS_CRITICAL = const(238)  # 0x00ee
 
@@ -260,7 +268,7 @@ EV_BOLUS_DENIED = const(7)  # a=reason, b=bolus, c=dose_nl
 EV_ALARM_RAISED = const(8)  # a=alarm, b=reservoir_nl, c=detail
 EV_ALARM_CLEARED = const(9)  # a=alarm, b=reservoir_nl, c=detail
 EV_REFILLED = const(10)  # a=volume_nl, b=residual_nl, c=conc_ng_ml, d=drug
-EV_SUSPENDED = const(11)
+EV_SUSPENDED = const(11)  # a=max_s
 EV_RESUMED = const(12)
 EV_TIME_CHANGED = const(13)  # a=old_time, b=new_time, c=local_offset_s
 EV_ALARM_ACKNOWLEDGED = const(14)  # a=alarms

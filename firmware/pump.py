@@ -16,6 +16,7 @@ from alarms import (
     LOW_RESERVOIR,
     RX_INVALID,
     VOLUME_DISCREPANCY,
+    SUSPENDED_TOO_LONG,
     MOTOR_STALL,
     OCCLUSION,
     Alarms,
@@ -116,6 +117,7 @@ class Pump:
         # the old prescription's volume rate (bridge_rx) until it is pushed out
         self.bridge_drug = 0
         self.bridge_rx = None
+        self.suspend_alarm_t = 0  # suspended: when suspended_too_long is raised (0: never)
         self.low_eta = 0
         self.eta_dirty = True
         self.retry_t = NEVER
@@ -200,6 +202,8 @@ class Pump:
         """Do everything due at `now`; return the device time to be called again."""
         if self.mode == SAFE:
             return now + SENSE_S  # after an internal fault nothing runs but the link
+        if self.suspend_alarm_t and now >= self.suspend_alarm_t:
+            self.alarms.raise_(SUSPENDED_TOO_LONG, now, self.reservoir_nl)
         if now - self.last_tick > 3600 and self.mode == RUNNING:
             # The pump was not scheduled for over an hour (a hang the watchdog did not
             # catch, a clock jump): never catch that up in one go.
@@ -231,6 +235,9 @@ class Pump:
             # stateful test: the therapy task spun at one instant)
             if self._probing() and self.retry_t < nxt:
                 nxt = self.retry_t
+            a = self.suspend_alarm_t
+            if a and now < a < nxt:
+                nxt = a  # the suspension's maximum: its alarm comes on time
         lim = now + SENSE_S
         if nxt > lim:
             nxt = lim
@@ -365,6 +372,9 @@ class Pump:
         old = self.mode
         if mode == old:
             return
+        if old == SUSPENDED:
+            self.suspend_alarm_t = 0
+            self.alarms.clear(SUSPENDED_TOO_LONG, now, self.reservoir_nl)
         if old == RUNNING:
             self.engine.cancel_boluses(now)
             self.engine.drop_owed()
@@ -488,7 +498,7 @@ class Pump:
         if self.rx is not None:
             self.load_plan(now)
 
-    def program(self, blob, now, who):
+    def program(self, now, who, blob):
         """Accept a prescription (Rx blob). Returns (result, detail)."""
         try:
             rx = rxmod.parse(blob)
@@ -533,7 +543,7 @@ class Pump:
             self.log(now, md.EV_THERAPY_STARTED, who, rx.crc, 0, 0)
         return 0, 0
 
-    def refill(self, volume_nl, conc, residual_nl, drug, now, who):
+    def refill(self, now, who, volume_nl, conc, residual_nl, drug):
         """The clinician emptied the pump (residual_nl aspirated, measured) and filled
         volume_nl of drug at conc: the reservoir is then volume_nl, nothing is mixed.
         drug 0: the reservoir's drug. A residual far from what the pump expected is
@@ -620,7 +630,7 @@ class Pump:
         self.changed = True
         return OK
 
-    def clinician_bolus(self, now, dose_ng, duration_s, who):
+    def clinician_bolus(self, now, who, dose_ng, duration_s):
         if self.mode != RUNNING or self.rx is None:
             self.log(now, md.EV_BOLUS_DENIED, who, NOT_RUNNING, KIND_CLINICIAN, 0)
             return md.NACK_INVALID, NOT_RUNNING
@@ -645,12 +655,15 @@ class Pump:
         self.changed = True
         return 0, 0
 
-    def suspend(self, now, who):
+    def suspend(self, now, who, max_s=0):
+        """Stop delivery; past max_s (0: no maximum) the alarm suspended_too_long sounds
+        until delivery resumes."""
         if self.mode not in (RUNNING, HALTED):
             return md.NACK_INVALID, self.mode
         self.engine.advance(now, self.mode == RUNNING)
         self.set_mode(now, SUSPENDED)
-        self.log(now, md.EV_SUSPENDED, who, 0, 0, 0)
+        self.suspend_alarm_t = now + max_s if max_s else 0
+        self.log(now, md.EV_SUSPENDED, who, max_s, 0, 0)
         return 0, 0
 
     def resume(self, now, who):
@@ -667,7 +680,7 @@ class Pump:
         self.changed = True
         return 0, 0
 
-    def set_time(self, utc, offset, now, who):
+    def set_time(self, now, who, utc, offset):
         """Set the wall clock (UTC) and local offset. Only the daily schedule moves: the
         monotonic clock, the dose history and the lockouts do not, so a clock change
         never frees a dose, and nothing is delivered or missed for the jump. Refused if

@@ -45,6 +45,7 @@ def _take_up(p, blob, jrec, now):
     p.wall_delta = v["wall_delta"]
     p.conc = v["conc"]
     p.drug = v["drug"]
+    p.suspend_alarm_t = v["suspend_alarm_t"]
     p.bridge_nl = v["bridge_nl"]
     p.bridge_conc = v["bridge_conc"]
     p.ng_frac = v["ng_frac"]

@@ -215,6 +215,7 @@ def _render_all() -> str:
         _const("DEFAULT_LOW_RESERVOIR_NL", N.DEFAULT_LOW_RESERVOIR_NL),
         _const("MAX_LOCAL_OFFSET_S", N.MAX_LOCAL_OFFSET_S),
         _const("MAX_BOLUS_DURATION_S", N.MAX_BOLUS_DURATION_S),
+        _const("DEFAULT_SUSPEND_MAX_S", N.DEFAULT_SUSPEND_MAX_S),
         _const("STATE_VERSION", S.STATE_VERSION, "state.bin layout"),
         _const("EVENT_SLOTS", S.EVENT_SLOTS),
         _const("JOURNAL_SLOTS", S.JOURNAL_SLOTS),
@@ -276,6 +277,8 @@ def _render_all() -> str:
     out += ["", "# fields a NACK `invalid` names (REPLY.detail)"]
     for i, name in enumerate(N.INVALID_FIELDS):
         out.append(_const(f"FIELD_{name.upper().replace('.', '_')}", i + 1, name))
+    out += ["", "# alarm bits an acknowledgement does not silence"]
+    out.append(_const("ALARMS_UNSILENCEABLE", N.UNSILENCEABLE_MASK, f"0x{N.UNSILENCEABLE_MASK:04x}"))
     out += ["", "# alarm bits that are critical (two-tone, delivery stops)"]
     out.append(_const("ALARMS_CRITICAL", N.CRITICAL_MASK, f"0x{N.CRITICAL_MASK:04x}"))
     out += ["", "# event codes"]

@@ -283,7 +283,8 @@ def vectors() -> list[dict]:
             4,
             dict(dose_ng=200_000, duration_s=600),
         ),
-        command_vector("cmd_suspend", 0x46, 106, T0 + 2060, "clinician", 2007, 5, {}),
+        command_vector("cmd_suspend", 0x46, 106, T0 + 2060, "clinician", 2007, 5,
+                       dict(max_s=7200)),
         command_vector("cmd_resume", 0x47, 107, T0 + 2070, "clinician", 2008, 6, {}),
         command_vector("cmd_ack_alarm", 0x48, 108, T0 + 2080, "patient", 2009, 3, dict(mask=1)),
         command_vector(

@@ -194,3 +194,77 @@ def test_the_new_drug_s_prescription_can_be_programmed_during_the_bridge(hydromo
     assert tw.status()["mode"] == 1
     got = tip_ng(tw, t2, tw.now)
     assert abs(got - 6_000_000) <= 2 * 250 * 10, got
+
+
+def test_a_scenario_pocket_fill_is_caught_by_the_next_refill_the_twin_measures(tmp_path):
+    # REQ: SR-DRUG-03
+    # two refill visits without `residual`: the twin measures what its reservoir really
+    # holds when each happens; a pocket fill at the first leaves the second short
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "rx.toml").write_text(
+        'drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\n'
+        'rate = "2 mg/day"\n')
+    sc = tmp_path / "s.toml"
+    sc.write_text(
+        'start = 2026-01-01T00:00:00Z\ndays = 30\nstatus_period_s = 3600\n'
+        'prescription = "rx.toml"\nreservoir_ml = 18.0\n'
+        '[[events]]\nat = 2026-01-05T09:00:00Z\naction = "refill"\nvolume = "18 mL"\n'
+        'concentration = "10 mg/mL"\n'
+        '[[events]]\nat = 2026-01-25T09:00:00Z\naction = "refill"\nvolume = "18 mL"\n'
+        'concentration = "10 mg/mL"\n'
+        '[[faults]]\nat = 2026-01-05T08:00:00Z\nkind = "pocket_fill"\nvolume = "6 mL"\n')
+    out = tmp_path / "r.tlog"
+    theca = [sys.executable, "-m", "theca.cli"]
+    r = subprocess.run([*theca, "simulate", sc, "-o", out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "aspirated where the pump expected" in r.stdout and "volume_discrepancy" in r.stdout
+    d = subprocess.run([*theca, "decode", out, "--format", "jsonl", "--type", "event"],
+                       capture_output=True, text=True, check=True)
+    ev = [json.loads(x) for x in d.stdout.splitlines()]
+    refills = [e for e in ev if e["event"] == "refilled"]
+    disc = [e for e in ev if e["event"] == "refill_discrepancy"]
+    assert len(refills) == 2 and len(disc) == 1
+    # the first visit: what 4 days of 200 uL/day left of 18 mL, as the twin measured it
+    assert abs(refills[0]["residual_ul"] - (18_000 - 4.375 * 200)) < 1
+    # the second: 6 mL short of what the pump believed it held
+    assert abs(disc[0]["expected_ul"] - disc[0]["residual_ul"] - 6000) < 1
+    assert disc[0]["t"].startswith("2026-01-25")
+    raised = [e for e in ev if e["event"] == "alarm_raised" and e["alarm"] == "volume_discrepancy"]
+    assert raised and raised[0]["t"].startswith("2026-01-25")
+
+
+def test_a_suspension_past_its_maximum_alarms_and_sounds_until_resumed(tmp_path):
+    # REQ: SR-SUSP-01
+    # a baclofen pump: stopping intrathecal baclofen abruptly can kill
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=18_000_000, conc_ng_ml=2_000_000)
+    try:
+        baclofen = Prescription(drug_id=8, drug="baclofen", conc_ng_ml=2_000_000,
+                                steps=[(0, 400_000)])
+        assert tw.program(baclofen).result == "ack"
+        tw.run(H)
+        assert tw.command("SUSPEND", struct.pack("<I", 2 * H)).result == "ack"
+        bit = N.mask_of(N.ALARMS, "suspended_too_long")
+        tw.run(2 * H - 60)
+        assert not tw.status()["alarms"] & bit  # within the maximum: no alarm
+        tones = tw.truth["tones"]
+        tw.run(2 * 60)
+        st = tw.status()
+        assert st["mode"] == 2 and st["alarms"] & bit
+        assert tw.truth["tones"] > tones  # it sounds at once
+        # an acknowledgement does not silence it: it sounds until delivery resumes
+        assert tw.command("ACK_ALARM", struct.pack("<I", bit)).result == "ack"
+        tones = tw.truth["tones"]
+        tw.run(H)
+        assert tw.truth["tones"] >= tones + 30  # the two-tone, every minute
+        n = len(tw.strokes())
+        assert tw.command("RESUME").result == "ack"
+        st = tw.status()
+        assert st["mode"] == 1 and not st["alarms"] & bit
+        tones = tw.truth["tones"]
+        tw.run(2 * H)
+        assert tw.truth["tones"] == tones and len(tw.strokes()) > n  # quiet, delivering
+    finally:
+        tw.close()

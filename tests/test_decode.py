@@ -174,7 +174,7 @@ def test_jsonl_events_named_fields(tmp_path, capsys):
     lg.event(T0 + 6, 13, a=T0, b=T0 + 3600, c=(-3600) & 0xFFFFFFFF, who=1, eseq=7)
     lg.event(T0 + 7, 14, a=0b1001, eseq=8)
     lg.event(T0 + 8, 99, a=1, b=2, c=3, eseq=9)
-    lg.event(T0 + 9, 11, a=7, eseq=10)  # a not in the table: kept raw
+    lg.event(T0 + 9, 12, a=7, eseq=10)  # a not in the table: kept raw
     ev = jsonl(capsys, write(tmp_path, lg.tlog()))
     assert all(e["kind"] == "event" for e in ev)
     assert ev[0] == {"kind": "event", "t": "2026-01-01T00:00:00Z", "seq": 0, "event_seq": 1,
@@ -193,7 +193,7 @@ def test_jsonl_events_named_fields(tmp_path, capsys):
     assert ev[6]["new_time"] == "2026-01-01T01:00:00Z"
     assert ev[7]["alarms"] == ["low_reservoir", "occlusion"]
     assert ev[8]["event"] == "event_99" and (ev[8]["a"], ev[8]["b"], ev[8]["c"]) == (1, 2, 3)
-    assert ev[9]["event"] == "suspended" and ev[9]["a"] == 7
+    assert ev[9]["event"] == "resumed" and ev[9]["a"] == 7
 
 
 def test_jsonl_reply_command_unknown(tmp_path, capsys):

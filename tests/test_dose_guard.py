@@ -198,7 +198,7 @@ def test_a_stall_then_a_suspension_does_not_hang_the_pump(twin):
     assert twin.program(morphine(900_000)).result == "ack"
     twin.fault("motor_stall", 560)
     twin.run(446)
-    assert twin.command("SUSPEND").result == "ack"
+    assert twin.command("SUSPEND", struct.pack("<I", 0)).result == "ack"
     twin.fault("occlusion", 2369)
     twin.run(3 * H)  # past the stall's retry time, suspended: must not spin
     p0 = twin.truth["pumped_nl"]

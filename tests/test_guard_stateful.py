@@ -128,7 +128,7 @@ class DoseGuardMachine(RuleBasedStateMachine):
 
     @rule()
     def suspend(self):
-        self.tw.command("SUSPEND")
+        self.tw.command("SUSPEND", struct.pack("<I", 0))
 
     @rule()
     def resume(self):

@@ -330,7 +330,7 @@ def test_events_sorted_stably():
     sc = load_scenario(d)
     assert [(e.index, e.action) for e in sc.events] == [
         (2, "patient_bolus"), (4, "ack_alarm"), (1, "resume"), (3, "suspend")]
-    assert sc.events[1].alarm_mask == ALL_ALARMS == 0x7FF
+    assert sc.events[1].alarm_mask == ALL_ALARMS == 0xFFF
 
 
 def test_event_time_range():
@@ -354,7 +354,7 @@ def test_event_time_range():
     ({"at": "2026-01-02T00:00:00Z"}, "events[1].action: missing (one of patient_bolus,"),
     (ev("2026-01-02T00:00:00Z", "bolus"), 'events[1].action: unknown action "bolus"'),
     (ev("2026-01-02T00:00:00Z", "refil"), 'events[1].action: unknown action "refil" (did you mean "refill"?'),
-    (ev("2026-01-02T00:00:00Z", "suspend", volume="1 mL"), "events[1].volume: unknown key (expected at, action)"),
+    (ev("2026-01-02T00:00:00Z", "resume", volume="1 mL"), "events[1].volume: unknown key (expected at, action)"),
     (ev("2026-01-02T00:00:00Z", "clinician_bolus", dose="0.4 mg"), 'events[1].duration: missing'),
     (ev("2026-01-02T00:00:00Z", "clinician_bolus", dose="1 mg/h", duration="1 h"),
      'events[1].dose: unknown unit "mg/h"'),

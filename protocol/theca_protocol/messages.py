@@ -181,6 +181,7 @@ Refill = Struct(
 )
 ClinicianBolus = Struct("dose_ng" / u32 * "ng", "duration_s" / u32 * "s")
 AckAlarm = Struct("mask" / u32 * "alarm mask")
+Suspend = Struct("max_s" / u32 * "the alarm suspended_too_long after this long suspended (0: none)")
 SetTime = Struct("utc" / u32 * "new device time", "local_offset_s" / i32 * "signed: local time = device time + this")
 LogRead = Struct("from_seq" / u32 * "first event_seq wanted", "max_count" / u8 * "at most this many records")
 
@@ -253,7 +254,7 @@ MESSAGE_LIST = [
     _cmd(0x43, "REFILL", _CLIN, Refill, Empty),
     _cmd(0x44, "PATIENT_BOLUS", _EITHER, Empty, Empty),
     _cmd(0x45, "CLINICIAN_BOLUS", _CLIN, ClinicianBolus, Empty),
-    _cmd(0x46, "SUSPEND", _CLIN, Empty, Empty),
+    _cmd(0x46, "SUSPEND", _CLIN, Suspend, Empty),
     _cmd(0x47, "RESUME", _CLIN, Empty, Empty),
     _cmd(0x48, "ACK_ALARM", _EITHER, AckAlarm, Empty),
     _cmd(0x49, "SET_TIME", _CLIN, SetTime, Empty),

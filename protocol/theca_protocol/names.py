@@ -77,7 +77,16 @@ ALARMS: dict[int, str] = {
     8: "auth_backoff",
     9: "watchdog_reset",
     10: "volume_discrepancy",
+    11: "suspended_too_long",
 }
+#: Alarms an acknowledgement does not silence: they sound until their cause is gone
+#: (a suspension past its maximum: stopping intrathecal baclofen abruptly can kill).
+UNSILENCEABLE_ALARMS: frozenset[str] = frozenset({"suspended_too_long"})
+#: The same as a bit mask.
+UNSILENCEABLE_MASK: int = sum(1 << b for b, n in ALARMS.items() if n in UNSILENCEABLE_ALARMS)
+#: The longest suspension without an alarm unless the command says otherwise (SUSPEND
+#: max_s 0 means none: MAINTENANCE).
+DEFAULT_SUSPEND_MAX_S = 2 * 3600
 
 #: Critical alarms (repeating two-tone, delivery stops).
 CRITICAL_ALARMS: frozenset[str] = frozenset(
@@ -218,7 +227,7 @@ _EVENT_LIST = [
         Arg("conc_ng_ml"),
         Arg("drug"),
     ),
-    EventDef(11, "suspended"),
+    EventDef(11, "suspended", Arg("max_s")),
     EventDef(12, "resumed"),
     EventDef(
         13,

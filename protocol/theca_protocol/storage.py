@@ -89,6 +89,7 @@ SnapshotHead = Struct(
     "rolling_total" / i32,
     "rx_len" / u16 * "bytes of the Rx blob after the buckets",
     "bridge_rx_len" / u16 * "bytes of the bridge's Rx blob after it (a drug change)",
+    "suspend_alarm_t" / u32 * "monotonic time suspended_too_long is raised (0: none)",
 )
 
 #: The twin's scheduled link input (simulate): this head, then the frame.

@@ -1,6 +1,8 @@
 # heapsize: 16m
 # Power-up and restore (firmware/powerup.py, restore.py, snapshot.py) on littlefs2 (a RAM block device),
 # under MicroPython.
+import struct
+
 import msgdefs as md
 from fakehw import HW, Host, reply, rx_blob
 from ramflash import mounted
@@ -49,7 +51,7 @@ def test_replayed_command_refused_after_reboot():
     p = P.Pump(hw, T0, LIB, 0, Store(root))
     h = Host()
     f1 = h.cmd(md.T_PROGRAM, rx_blob())
-    f2 = h.cmd(md.T_SUSPEND)
+    f2 = h.cmd(md.T_SUSPEND, struct.pack(md.SUSPEND_FMT, 0))
     assert reply(p.command(f1, T0))[2] == 0
     assert reply(p.command(f2, T0 + 5))[2] == 0
     p2 = P.Pump(HW(T0 + 100), T0 + 100, LIB, 0, Store(root))

@@ -71,6 +71,7 @@ def pack_reply_body(cmd_type, body, buf, off):
 
 _CMD_BODY = {
     M.T_REFILL: "REFILL",
+    M.T_SUSPEND: "SUSPEND",
     M.T_CLINICIAN_BOLUS: "CLINICIAN_BOLUS",
     M.T_ACK_ALARM: "ACK_ALARM",
     M.T_SET_TIME: "SET_TIME",

@@ -25,7 +25,7 @@ def test_a_body_on_a_command_without_one_is_bad_frame():
         assert r[2] == md.NACK_BAD_FRAME and r[3] == 3, (typ, r)
     assert p.mode == P.RUNNING and not p.exit_requested
     assert not hw.telemetry.events(md.EV_BOLUS_STARTED)
-    assert reply(p.command(h.cmd(md.T_SUSPEND), T0))[2] == 0  # without the junk: done
+    assert reply(p.command(h.cmd(md.T_SUSPEND, struct.pack(md.SUSPEND_FMT, 0)), T0))[2] == 0  # right: done
     assert p.mode == P.SUSPENDED
 
 

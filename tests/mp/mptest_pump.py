@@ -160,7 +160,7 @@ def test_a_suspended_stalled_pump_sleeps_instead_of_spinning():
     hw.motor.fail = 1
     run_until(p, hw, T0 + 3900)  # a stroke is due in there (one every 144 s)
     assert p.mode == P.HALTED and T0 + 3600 < p.retry_t < T0 + 4000
-    assert reply(p.command(h.cmd(md.T_SUSPEND), T0 + 3900))[2] == 0
+    assert reply(p.command(h.cmd(md.T_SUSPEND, struct.pack(md.SUSPEND_FMT, 0)), T0 + 3900))[2] == 0
     t = p.retry_t + 5
     assert p.tick(t) > t  # it sleeps: nothing is due while suspended
     hw.motor.fail = 0
@@ -220,7 +220,7 @@ def test_suspend_resume_no_catch_up():
     hw, p, h = started()
     run_until(p, hw, T0 + 3600)
     s0 = hw.motor.strokes
-    assert reply(p.command(h.cmd(md.T_SUSPEND), T0 + 3600))[2] == 0
+    assert reply(p.command(h.cmd(md.T_SUSPEND, struct.pack(md.SUSPEND_FMT, 0)), T0 + 3600))[2] == 0
     run_until(p, hw, T0 + 5 * 3600)
     assert hw.motor.strokes == s0
     assert reply(p.command(h.cmd(md.T_RESUME), T0 + 5 * 3600))[2] == 0

@@ -46,7 +46,7 @@ _REQUESTS = {
     "pb": _pb,
     "cb": _cb,
     "refill": _refill,
-    "suspend": lambda p, h, tq, q, out: p.command(h.cmd(md.T_SUSPEND, t=tq), tq),
+    "suspend": lambda p, h, tq, q, out: p.command(h.cmd(md.T_SUSPEND, struct.pack(md.SUSPEND_FMT, 0), t=tq), tq),
     "resume": lambda p, h, tq, q, out: p.command(h.cmd(md.T_RESUME, t=tq), tq),
 }
 

@@ -301,7 +301,15 @@ def _simple(name: str, done: str):
     return run
 
 
-cmd_suspend = _simple("SUSPEND", "delivery suspended")
+@_guard
+def cmd_suspend(args) -> int:
+    """Suspend delivery; past --max the pump sounds suspended_too_long until resumed."""
+    max_s = U.parse_duration(args.max, "--max") if args.max else N.DEFAULT_SUSPEND_MAX_S
+    with _client(args) as c:
+        c.request("SUSPEND", R.suspend(max_s), _role(args, "clinician"))
+    print(f"delivery suspended ({c.serial}); the pump alarms after {U.fmt_duration(max_s)} "
+          "suspended (stopping some drugs, baclofen above all, is dangerous)")
+    return OK
 cmd_resume = _simple("RESUME", "delivery resumed")
 
 
@@ -427,6 +435,8 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_clinician_bolus)
 
     p = sub.add_parser("suspend", help="suspend delivery")
+    p.add_argument("--max", help='alarm suspended_too_long after this long, e.g. "2 h" '
+                                 '(default 2 h)')
     p.set_defaults(func=cmd_suspend)
     p = sub.add_parser("resume", help="resume delivery")
     p.set_defaults(func=cmd_resume)

@@ -63,7 +63,7 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "clinician_bolus": (("dose", "duration"), ()),
     "refill": (("volume", "concentration"), ("drug", "residual")),
     "program": (("prescription",), ()),
-    "suspend": ((), ()),
+    "suspend": ((), ("max",)),
     "resume": ((), ()),
     "ack_alarm": ((), ("alarms",)),
     "set_time": ((), ("utc", "local_offset")),
@@ -99,6 +99,7 @@ class Event:
     conc_ng_ml: int | None = None
     prescription: Prescription | None = None
     alarm_mask: int | None = None
+    max_s: int | None = None  # suspend: the alarm after this long (None: the default)
     drug_id: int | None = None
     residual_nl: int | None = None
     utc: int | None = None
@@ -470,8 +471,13 @@ class _Loader:
                 pump.offset = off
         return {"utc": utc, "local_offset_s": pump.offset}
 
+    def _suspend(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
+        mx = self.call(u.parse_duration, ev["max"], f"{f}.max") if "max" in ev else None
+        return {"max_s": mx}
+
     # action -> the check of its keys (actions without keys of their own have none)
     _EVENT_CHECKS = {
+        "suspend": _suspend,
         "clinician_bolus": _clinician_bolus,
         "refill": _refill,
         "program": _program,

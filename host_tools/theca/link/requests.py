@@ -28,6 +28,11 @@ def clinician_bolus(dose_ng: int, duration_s: int) -> bytes:
     return body("CLINICIAN_BOLUS", dose_ng=dose_ng, duration_s=duration_s)
 
 
+def suspend(max_s: int) -> bytes:
+    """SUSPEND body: past max_s suspended (0: no maximum) the pump alarms."""
+    return body("SUSPEND", max_s=max_s)
+
+
 def ack_alarm(mask: int) -> bytes:
     """ACK_ALARM body."""
     return body("ACK_ALARM", mask=mask)

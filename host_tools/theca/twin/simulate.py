@@ -62,7 +62,8 @@ _ACTIONS = {
     "refill": ("REFILL", "clinician", lambda sc, ev: R.refill(
         ev.volume_nl, ev.conc_ng_ml, ev.residual_nl or 0, ev.drug_id or 0)),
     "program": ("PROGRAM", "clinician", lambda sc, ev: ev.prescription.to_blob()),
-    "suspend": ("SUSPEND", "clinician", lambda sc, ev: b""),
+    "suspend": ("SUSPEND", "clinician", lambda sc, ev: R.suspend(
+        N.DEFAULT_SUSPEND_MAX_S if ev.max_s is None else ev.max_s)),
     "resume": ("RESUME", "clinician", lambda sc, ev: b""),
     "ack_alarm": ("ACK_ALARM", "patient", lambda sc, ev: R.ack_alarm(
         0xFFFFFFFF if ev.alarm_mask is None else ev.alarm_mask)),
