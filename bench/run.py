@@ -41,7 +41,7 @@ action = "patient_bolus"
 [[events]]
 at = 2026-01-20T09:00:00Z
 action = "refill"
-volume = "3 mL"
+volume = "18 mL"
 concentration = "10 mg/mL"
 """
 

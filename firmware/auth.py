@@ -8,7 +8,6 @@ from micropython import const
 
 BACKOFF_AFTER = const(5)  # consecutive bad MACs before the device slows down
 BACKOFF_MAX_S = const(300)
-_NONE_ID = const(0xFFFFFFFF)  # no command executed yet (snapshot)
 
 
 class Auth:
@@ -57,27 +56,3 @@ class Auth:
         self.last_id[role] = cmd_id
         self.last_result[role] = (typ, result, detail)
         self.cached[role] = reply
-
-    def save_into(self, v):
-        """Put the state a reboot must keep into the snapshot's values `v`."""
-        ids = [_NONE_ID if i is None else i for i in self.last_id]
-        lr = [x if x is not None else (0, 0, 0) for x in self.last_result]
-        v["ctr_clinician"], v["ctr_patient"] = self.last_ctr[1], self.last_ctr[2]
-        v["id_clinician"], v["id_patient"] = ids[1], ids[2]
-        (v["last_type_clinician"], v["last_result_clinician"],
-         v["last_detail_clinician"]) = lr[1]
-        v["last_type_patient"], v["last_result_patient"], v["last_detail_patient"] = lr[2]
-        v["locked_clinician"], v["locked_patient"] = self.locked_until[1], self.locked_until[2]
-
-    def load(self, v):
-        """Take up the state saved by save_into."""
-        self.last_ctr = [0, v["ctr_clinician"], v["ctr_patient"]]
-        i1, i2 = v["id_clinician"], v["id_patient"]
-        self.last_id = [None, None if i1 == _NONE_ID else i1, None if i2 == _NONE_ID else i2]
-        t1, t2 = v["last_type_clinician"], v["last_type_patient"]
-        self.last_result = [
-            None,
-            (t1, v["last_result_clinician"], v["last_detail_clinician"]) if t1 else None,
-            (t2, v["last_result_patient"], v["last_detail_patient"]) if t2 else None,
-        ]
-        self.locked_until = [0, v["locked_clinician"], v["locked_patient"]]

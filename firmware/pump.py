@@ -24,7 +24,6 @@ from alarms import (
 import auth as authmod
 import powerup
 import commands
-import snapshot
 from codec import FrameWriter
 from engine import KIND_CLINICIAN, KIND_PATIENT, KIND_TIMED, NEVER, Engine
 from eventlog import REC_SIZE, EventLog, wall_u32
@@ -748,8 +747,12 @@ class Pump:
         """Write the snapshot (atomic). Allocates: never called per stroke."""
         self.dirty = False
         self.saved_t = now
+        import snapshot  # only a pump with a store saves one
+
         self.store.save_state(snapshot.pack(self, now))
 
     def snapshot(self, now):
         """The snapshot (snapshot.py) as bytes."""
+        import snapshot
+
         return snapshot.pack(self, now)

@@ -58,7 +58,7 @@ def _take_up(p, blob, jrec, now):
     p.alarms.mask = v["alarm_mask"]
     p.alarms.acked = v["alarm_acked"]
     # the frame counter starts again at 0 after a boot (decoders read that as a restart)
-    p.auth.load(v)
+    snapshot.auth_from(p.auth, v)
     res, dul, dnl = v["reservoir_nl"], v["delivered_ul"], v["delivered_nl"]
     t_last = v["t"]
     acc = 0

@@ -1,9 +1,12 @@
-# The pump's snapshot (state.bin): what a restart needs, each value by name. The head's
+# The pump's snapshot (state.bin): what a restart needs, each value by name. Only a pump
+# with a store loads this module. The head's
 # layout is protocol/theca_protocol/storage.py's SnapshotHead (msgdefs SNAP_*); the bolus
 # gate's start times, the rolling 24 h buckets and the Rx blob follow it.
 import struct
 
 from msgdefs import SNAP_FIELDS, SNAP_FMT, SNAP_SIZE
+
+_NONE_ID = 0xFFFFFFFF  # no command executed yet
 
 
 def pack(p, now):
@@ -23,7 +26,7 @@ def pack(p, now):
         "rolling_total": r.total, "rx_len": len(rx), "bridge_rx_len": len(brx),
         "suspend_alarm_t": p.suspend_alarm_t,
     }
-    p.auth.save_into(v)
+    auth_into(p.auth, v)
     head = struct.pack(SNAP_FMT, *[v[k] for k in SNAP_FIELDS])
     return head + bytes(g.starts) + bytes(r.b) + rx + brx
 
@@ -46,3 +49,28 @@ def unpack(blob, gate_bytes, rolling_bytes):
 def saved_time(blob):
     """The monotonic device time the snapshot was taken at."""
     return struct.unpack_from(SNAP_FMT, blob, 0)[0]
+
+
+def auth_into(a, v):
+    """Put the state a reboot must keep into the snapshot's values `v`."""
+    ids = [_NONE_ID if i is None else i for i in a.last_id]
+    lr = [x if x is not None else (0, 0, 0) for x in a.last_result]
+    v["ctr_clinician"], v["ctr_patient"] = a.last_ctr[1], a.last_ctr[2]
+    v["id_clinician"], v["id_patient"] = ids[1], ids[2]
+    (v["last_type_clinician"], v["last_result_clinician"],
+     v["last_detail_clinician"]) = lr[1]
+    v["last_type_patient"], v["last_result_patient"], v["last_detail_patient"] = lr[2]
+    v["locked_clinician"], v["locked_patient"] = a.locked_until[1], a.locked_until[2]
+
+def auth_from(a, v):
+    """Take up the state saved by save_into."""
+    a.last_ctr = [0, v["ctr_clinician"], v["ctr_patient"]]
+    i1, i2 = v["id_clinician"], v["id_patient"]
+    a.last_id = [None, None if i1 == _NONE_ID else i1, None if i2 == _NONE_ID else i2]
+    t1, t2 = v["last_type_clinician"], v["last_type_patient"]
+    a.last_result = [
+        None,
+        (t1, v["last_result_clinician"], v["last_detail_clinician"]) if t1 else None,
+        (t2, v["last_result_patient"], v["last_detail_patient"]) if t2 else None,
+    ]
+    a.locked_until = [0, v["locked_clinician"], v["locked_patient"]]
