@@ -354,7 +354,7 @@ def test_event_time_range():
     ({"at": "2026-01-02T00:00:00Z"}, "events[1].action: missing (one of patient_bolus,"),
     (ev("2026-01-02T00:00:00Z", "bolus"), 'events[1].action: unknown action "bolus"'),
     (ev("2026-01-02T00:00:00Z", "refil"), 'events[1].action: unknown action "refil" (did you mean "refill"?'),
-    (ev("2026-01-02T00:00:00Z", "resume", volume="1 mL"), "events[1].volume: unknown key (expected at, action)"),
+    (ev("2026-01-02T00:00:00Z", "resume", volume="1 mL"), "events[1].volume: unknown key (expected at, action, expect)"),
     (ev("2026-01-02T00:00:00Z", "clinician_bolus", dose="0.4 mg"), 'events[1].duration: missing'),
     (ev("2026-01-02T00:00:00Z", "clinician_bolus", dose="1 mg/h", duration="1 h"),
      'events[1].dose: unknown unit "mg/h"'),
@@ -507,7 +507,7 @@ def test_file_errors_collected_with_lines(tmp_path):
     assert errors(p) == [
         f"{p}:3: reservoir_ml: 25 mL is more than the reservoir capacity 20 mL",
         f'{p}:14: events[2].concentraton: unknown key (did you mean "concentration"? expected at, '
-        "action, volume, concentration, drug, residual)",
+        "action, volume, concentration, drug, residual, expect)",
         f'{p}:10: events[2].concentration: missing (e.g. concentration = "10 mg/mL")',
         f"{p}:17: faults[1].at: 2026-01-05T06:00:00Z is outside the scenario "
         "(2026-01-01T00:00:00Z to 2026-01-03T00:00:00Z)",

@@ -152,3 +152,37 @@ utc = {utc}
     # 4 uL/h for two days of true time, to a stroke (250 nL)
     last = [e for e in jsonl(out) if e.get("kind") == "status"][-1]
     assert abs(last["delivered_ul"] - 192.0) <= 0.25
+
+
+def test_a_refused_scenario_command_fails_the_run_unless_expected(tmp_path):
+    # a refill over the drug's maximum concentration is refused by the pump: exit 3, the
+    # summary says which and why; with expect = "refused" it is the point: exit 0. A
+    # patient bolus denied by the lockout is an outcome either way.
+    base = ('start = 2026-01-01T00:00:00Z\ndays = 2\nprescription = "rx.toml"\n'
+            '[[events]]\nat = 2026-01-01T10:00:00Z\naction = "patient_bolus"\n'
+            '[[events]]\nat = 2026-01-01T10:30:00Z\naction = "patient_bolus"\n'
+            '[[events]]\nat = 2026-01-01T12:00:00Z\naction = "clinician_bolus"\n'
+            'dose = "0.1 mg"\nduration = "10 min"\n')
+    suspend_twice = ('[[events]]\nat = 2026-01-01T13:00:00Z\naction = "suspend"\n'
+                     '[[events]]\nat = 2026-01-01T14:00:00Z\naction = "suspend"\n')
+    sc = _scenario(tmp_path, base + suspend_twice)
+    r = theca("simulate", sc, "-o", tmp_path / "a.tlog")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "events[5] suspend: invalid value: the pump is suspended" in r.stderr, r.stderr
+    assert "events[2] patient_bolus: limit: bolus denied: lockout" in r.stdout
+    assert "(an outcome)" in r.stdout and "events[2]" not in r.stderr
+    sc = _scenario(tmp_path, base + suspend_twice + 'expect = "refused"\n')
+    r = theca("simulate", sc, "-o", tmp_path / "b.tlog")
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(x for x in r.stdout.splitlines() if "events[5] suspend" in x)
+    assert "the pump is suspended; only a running or halted pump can be suspended" in line
+    assert line.endswith("(expected)"), line
+    # expected refused, but accepted: that fails too
+    sc = _scenario(tmp_path, base + '[[events]]\nat = 2026-01-01T13:00:00Z\naction = "suspend"\n'
+                   'expect = "refused"\n')
+    r = theca("simulate", sc, "-o", tmp_path / "c.tlog")
+    assert r.returncode == 3 and "accepted, but the scenario expected it refused" in r.stderr
+    sc = _scenario(tmp_path, base + '[[events]]\nat = 2026-01-01T13:00:00Z\naction = "suspend"\n'
+                   'expect = "maybe"\n')
+    r = theca("simulate", sc, "-o", tmp_path / "d.tlog")
+    assert r.returncode == 2 and 'events[4].expect: expected "refused"' in r.stderr, r.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from theca import progress as progress_mod
 from theca.board.build import compile_firmware
-from theca.errors import BAD_INPUT, OK
+from theca.errors import BAD_INPUT, DEVICE_REFUSED, OK
 from theca.inputs.scenario import load_scenario
 from theca.twin.run import heap_ok
 from theca.twin.simulate import (
@@ -59,9 +59,23 @@ def run(args) -> int:
     summ = summarize(out)
     if not args.quiet:
         print_summary(summ, out, seconds=res["seconds"], truth=res["truth"])
+    from theca.twin.outcomes import describe, outcomes
+
+    oc = outcomes(sc, out)
+    failed = [o for o in oc if o.fails]
+    if oc and not args.quiet:
+        print("Scenario commands the pump refused or did not answer:")
+        for o in oc:
+            print("  " + describe(o))
     speed = sc.duration_s / max(res["seconds"], 1e-9)
     print(f"simulated {days:g} days in {res['seconds']:.2f} s ({speed:,.0f}x real time): "
           f"{summ.frames} frames -> {out}")
+    if failed:
+        for o in failed:
+            print(f"theca simulate: refused: {describe(o)}", file=sys.stderr)
+        print(f"theca simulate: {len(failed)} scenario command(s) not carried out (give the "
+              'event expect = "refused" if that is the point)', file=sys.stderr)
+        return DEVICE_REFUSED
     return OK
 
 

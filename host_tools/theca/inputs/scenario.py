@@ -100,6 +100,7 @@ class Event:
     prescription: Prescription | None = None
     alarm_mask: int | None = None
     max_s: int | None = None  # suspend: the alarm after this long (None: the default)
+    expect_refused: bool = False  # the scenario says the pump is to refuse it
     drug_id: int | None = None
     residual_nl: int | None = None
     utc: int | None = None
@@ -378,7 +379,10 @@ class _Loader:
                     probs.add(f"{f}.at", "missing (e.g. at = 2026-01-03T10:00:00Z)")
                 continue
             req, opt = ACTIONS[action]
-            check_keys(ev, ("at", "action", *req, *opt), ("at", *req), f, probs)
+            check_keys(ev, ("at", "action", *req, *opt, "expect"), ("at", *req), f, probs)
+            if "expect" in ev and ev["expect"] != "refused":
+                probs.add(f"{f}.expect", f'expected "refused" (the pump is to refuse it), '
+                                         f"got {ev['expect']!r}")
             t = self.at(ev["at"], f"{f}.at", start, end) if "at" in ev else None
             found.append((t, i, ev))
         return sorted(found, key=lambda p: (p[0] if p[0] is not None else -1))
@@ -394,7 +398,8 @@ class _Loader:
             check = self._EVENT_CHECKS.get(action)
             kw = check(self, f"events[{i}]", ev, t, pump) if check else {}
             if t is not None:
-                out.append(Event(at=t, action=action, index=i, **kw))
+                out.append(Event(at=t, action=action, index=i,
+                                 expect_refused=ev.get("expect") == "refused", **kw))
         return tuple(out)
 
     def _clinician_bolus(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:

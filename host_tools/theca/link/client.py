@@ -445,11 +445,15 @@ def _invalid_words(name: str, detail: int) -> str:
     if name in ("SUSPEND", "RESUME"):
         mode = N.name_of(N.MODES, detail, "mode")
         need = "running or halted" if name == "SUSPEND" else "suspended"
-        return f"the pump is {mode}; only a {need} pump can be {name.lower()}d"
+        done = {"SUSPEND": "suspended", "RESUME": "resumed"}[name]
+        return f"the pump is {mode}; only a {need} pump can be {done}"
     if name == "READ_RX":
         return "no prescription is stored on the device"
     if name == "CLINICIAN_BOLUS" and detail == 4:
         return "the pump is not running (program it or resume it first)"
+    if name == "PROGRAM" and detail and FIELDS[detail - 1:detail] == ("drug",):
+        return ("drug: the prescription is for another drug than the one in the reservoir "
+                "(refill with that drug first: theca refill ... --drug NAME)")
     if name == "PROGRAM" and detail and FIELDS[detail - 1:detail] == ("concentration",):
         return ("concentration: the prescription's concentration differs from the drug in "
                 "the reservoir (record a refill with the new concentration first)")

@@ -21,7 +21,7 @@ from theca_protocol import storage as S
 
 from theca.errors import BadInput
 from theca.inputs.druglib import default_path as druglib_path
-from theca.inputs.scenario import Scenario
+from theca.inputs.scenario import Event, Scenario
 from theca.link import requests as R
 from theca.twin import proc as twinproc
 from theca.twin import run as progress_mod
@@ -72,23 +72,35 @@ _ACTIONS = {
 }
 
 
+def scenario_commands(sc: Scenario) -> list[tuple[str, Event | None]]:
+    """Every command the scenario sends, in order, with its event (None for the set-up:
+    the local offset, the first prescription). The k-th has cmd_id k."""
+    out: list[tuple[str, Event | None]] = []
+    if sc.local_offset_s:
+        out.append(("SET_TIME", None))
+    out.append(("PROGRAM", None))
+    for ev in sc.events:
+        if ev.action not in _ACTIONS:  # the scenario loader admits only the actions above
+            raise BadInput.at(f"events[{ev.index}].action", f"unsupported action {ev.action!r}")
+        out.append((_ACTIONS[ev.action][0], ev))
+    return out
+
+
 def scenario_frames(sc: Scenario, keys: dict[int, bytes]) -> list[tuple[int, bytes, int]]:
     """(device time, frame, LinkInRecord flags) for every command the scenario sends, in
     order. A refill without `residual` is measured by the twin when it arrives."""
     f = FrameFactory(keys)
     out: list[tuple[int, bytes, int]] = []
     clin = _ROLE["clinician"]
-    if sc.local_offset_s:
-        out.append((sc.start, f.command(CMD["SET_TIME"], R.set_time(sc.start, sc.local_offset_s),
-                                        clin, sc.start), 0))
-    out.append((sc.start, f.command(CMD["PROGRAM"], sc.prescription.to_blob(), clin, sc.start), 0))
-    for ev in sc.events:
-        a, t = ev.action, ev.at
-        if a not in _ACTIONS:  # the scenario loader admits only the actions above
-            raise BadInput.at(f"events[{ev.index}].action", f"unsupported action {a!r}")
-        name, role, body = _ACTIONS[a]
-        measure = a == "refill" and ev.residual_nl is None
-        out.append((t, f.command(CMD[name], body(sc, ev), _ROLE[role], t),
+    for name, ev in scenario_commands(sc):
+        if ev is None:
+            body = (R.set_time(sc.start, sc.local_offset_s) if name == "SET_TIME"
+                    else sc.prescription.to_blob())
+            out.append((sc.start, f.command(CMD[name], body, clin, sc.start), 0))
+            continue
+        _, role, make = _ACTIONS[ev.action]
+        measure = ev.action == "refill" and ev.residual_nl is None
+        out.append((ev.at, f.command(CMD[name], make(sc, ev), _ROLE[role], ev.at),
                     _MEASURE if measure else 0))
     return out
 
