@@ -230,6 +230,10 @@ LINK_IN_MEASURE_RESIDUAL = const(1)  # bit 0
 
 # Rx blob flags bits, as masks
 RX_FLAG_TRIAL = const(1)  # bit 0
+# (unused) RX_FLAG_OVERRIDE_DAILY_LIMIT = const(2)  # bit 1
+# (unused) RX_FLAG_OVERRIDE_MAX_CONCENTRATION = const(4)  # bit 2
+# (unused) RX_FLAG_OVERRIDE_MIN_PER_DAY = const(8)  # bit 3
+# (unused) RX_FLAG_OVERRIDE_TITRATION = const(16)  # bit 4
 
 # fields a NACK `invalid` names (REPLY.detail)
 FIELD_LENGTH = const(1)  # length
@@ -260,7 +264,7 @@ ALARMS_CRITICAL = const(238)  # 0x00ee
 # event codes
 EV_BOOT = const(1)  # a=cause
 EV_THERAPY_STARTED = const(2)  # a=rx_crc32
-EV_PRESCRIPTION_CHANGED = const(3)  # a=rx_crc32, b=drug, c=rx_bytes
+EV_PRESCRIPTION_CHANGED = const(3)  # a=rx_crc32, b=drug, c=rx_bytes, d=overrides
 EV_STEP_CHANGED = const(4)  # a=step, b=rate_nl_per_day
 EV_BOLUS_STARTED = const(5)  # a=dose_nl, b=bolus, c=duration_s
 EV_BOLUS_COMPLETED = const(6)  # a=volume_nl, b=bolus

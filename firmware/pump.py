@@ -534,7 +534,8 @@ class Pump:
             return md.NACK_LIMIT, reason
         first = old is None
         self.drug = rx.drug  # a new pump learns its reservoir's drug from its first one
-        self.log(now, md.EV_PRESCRIPTION_CHANGED, who, rx.crc, rx.drug, len(blob))
+        # d: the soft limits the clinician overrode (Rx flags bits 1..)
+        self.log(now, md.EV_PRESCRIPTION_CHANGED, who, rx.crc, rx.drug, len(blob), rx.flags >> 1)
         if self.alarms.clear(RX_INVALID, now, self.reservoir_nl):
             self._update_mode(now)  # a prescription is in force again
         if first or self.mode == STOPPED:

@@ -750,3 +750,37 @@ def test_refill_over_the_maximum_concentration_names_the_limit_and_its_value(twi
     assert r.returncode == 3, r.stderr
     assert "limit: max_concentration: 30 mg/mL is over the drug's maximum concentration " \
            "25 mg/mL" in r.stderr, r.stderr
+
+
+def _morphine(path: Path, mg_day: str) -> Path:
+    path.write_text(f'drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\n'
+                    f'rate = "{mg_day} mg/day"\n')
+    return path
+
+
+def test_program_shows_the_pump_s_prescription_and_guards_the_titration(tmp_path):
+    # REQ: SR-TITR-01
+    home, dev = tmp_path / "home", tmp_path / "pump"
+    with LiveTwin(dev, speed=600, env=env_for(home), args=["--flash-image", tmp_path / "f.img"]):
+        assert run_theca(home, "--device", dev, "program", _morphine(tmp_path / "a.toml", "2"),
+                         "--yes").returncode == 0
+        # +25 % is within morphine's 50 % a change, but not 24 h after the last change
+        r = run_theca(home, "--device", dev, "program", _morphine(tmp_path / "b.toml", "2.5"),
+                      "--yes")
+        assert r.returncode == 2 and "soft limit: titration: the prescription in force was " \
+            "programmed" in r.stderr, r.stderr
+        # the issue's case: 2 -> 9.5 mg/day in one change
+        high = _morphine(tmp_path / "c.toml", "9.5")
+        r = run_theca(home, "--device", dev, "program", high, "--yes")
+        assert r.returncode == 2 and "an increase of 7.5 mg/day (+375 %)" in r.stderr, r.stderr
+        assert status_json(home, dev)["rate_ul_per_day"] == 200.0  # nothing was sent
+        r = run_theca(home, "--device", dev, "program", high, "--yes", "--override-soft-limit")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert any(ln.split()[:1] == ["daily"] and "2 mg/day" in ln and "9.5 mg/day" in ln
+                   and ln.rstrip().endswith("+375 %") for ln in lines), r.stdout
+        assert any("on the pump" in ln and "new" in ln for ln in lines)
+        ev = [e for e in device_events(home, dev) if e[2] == ev_code("prescription_changed")]
+        assert N.flag_names(N.SOFT_LIMITS, ev[-1][7]) == ["titration"]
+        assert ev[0][7] == 0  # the first was within every soft limit
+        assert status_json(home, dev)["rate_ul_per_day"] == 950.0

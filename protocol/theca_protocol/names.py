@@ -160,7 +160,12 @@ INVALID_FIELDS: tuple[str, ...] = (
 STROKE_FAILURES: dict[int, str] = {1: "stall", 2: "occlusion"}
 
 #: Rx blob flags bits.
-RX_FLAGS: dict[int, str] = {0: "trial"}
+#: The host-checked (soft) limits a clinician may override; an override is recorded in
+#: the prescription (Rx flags bits 1..) and in `prescription_changed` (d: `overrides`).
+SOFT_LIMITS: dict[int, str] = {0: "daily_limit", 1: "max_concentration", 2: "min_per_day",
+                               3: "titration"}
+#: Rx blob flags bits: the trial phase, then one bit per soft limit overridden.
+RX_FLAGS: dict[int, str] = {0: "trial", **{b + 1: f"override_{n}" for b, n in SOFT_LIMITS.items()}}
 
 
 class Arg(NamedTuple):
@@ -168,8 +173,9 @@ class Arg(NamedTuple):
 
     kind: "int" (as is), "i32" (two's complement), "nl" (nanolitres, shown as
     uL under `name`), "time" (device time, shown as ISO-8601 UTC), "mask"
-    (alarm mask, shown as a list of alarm names), or the name of a table in
-    this module (shown as the name for the code).
+    (alarm mask, shown as a list of alarm names), "SOFT_LIMITS_MASK" (a mask of
+    SOFT_LIMITS, shown as their names), or the name of a table in this module
+    (shown as the name for the code).
     """
 
     name: str
@@ -200,7 +206,8 @@ class EventDef(NamedTuple):
 _EVENT_LIST = [
     EventDef(1, "boot", Arg("cause", "BOOT_CAUSES")),
     EventDef(2, "therapy_started", Arg("rx_crc32")),
-    EventDef(3, "prescription_changed", Arg("rx_crc32"), Arg("drug"), Arg("rx_bytes")),
+    EventDef(3, "prescription_changed", Arg("rx_crc32"), Arg("drug"), Arg("rx_bytes"),
+             Arg("overrides", "SOFT_LIMITS_MASK")),
     EventDef(4, "step_changed", Arg("step"), Arg("rate_ul_per_day", "nl")),
     EventDef(
         5,
@@ -271,6 +278,7 @@ TABLES: dict[str, dict[int, str]] = {
     "RESULTS": RESULTS,
     "STATUS_FLAGS": STATUS_FLAGS,
     "RX_FLAGS": RX_FLAGS,
+    "SOFT_LIMITS": SOFT_LIMITS,
     "STROKE_FAILURES": STROKE_FAILURES,
 }
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import theca_protocol as tp
@@ -154,20 +155,28 @@ def _confirm(question: str) -> bool:
 
 @_guard
 def cmd_program(args) -> int:
-    """Validate a prescription file, send it, and verify it by reading it back."""
+    """Validate a prescription file, show it beside the one on the pump, send it, and
+    verify it by reading it back."""
+    from theca.inputs import titration
     from theca.inputs.druglib import load_druglib
     from theca.inputs.rxfile import load_prescription
 
     lib = load_druglib()
     rx = load_prescription(args.rx, druglib=lib, override_soft=args.override_soft_limit)
-    blob = rx.to_blob()
     if not args.device:
         raise BadInput("no device: give --device DEV or set THECA_DEVICE")
     with _client(args) as c:
         role = _role(args, "clinician")
         info = c.identify(role)
+        old, since = _on_pump(c, role, lib)
+        drug = lib.by_id(rx.drug_id)
+        if drug is not None:
+            extra = titration.check(old, rx, drug, since, args.override_soft_limit)
+            if extra:
+                rx = replace(rx, flags=rx.flags | extra)
+        blob = rx.to_blob()
         print(f"Prescription for {info['serial']} ({args.rx}):")
-        print(rx.describe(lib))
+        print(_side_by_side(old, rx, lib) if old is not None else rx.describe(lib))
         if not args.yes and not _confirm(f"Program this into {info['serial']}?"):
             print("theca program: not confirmed; the prescription was not sent (--yes skips the "
                   "question)", file=sys.stderr)
@@ -184,6 +193,78 @@ def cmd_program(args) -> int:
     print(f"programmed {info['serial']}: {rx.drug} {U.fmt_conc(rx.conc_ng_ml)}, "
           f"{len(rx.steps)} step(s); read back and verified (sha256 {want.hex()[:16]})")
     return OK
+
+
+def _on_pump(c: Client, role: str, lib):
+    # (the prescription in force or None, seconds since it was programmed or None)
+    from theca.inputs.rxfile import Prescription
+
+    try:
+        rep = c.request("READ_RX", b"", role)
+    except Refused as e:
+        if e.reason != "invalid":
+            raise
+        return None, None  # none programmed yet
+    old = Prescription.from_blob(rep.body[32:], lib)
+    return old, _since_programmed(c, role, rep.time)
+
+
+def _since_programmed(c: Client, role: str, now: int) -> int | None:
+    # the newest prescription_changed on the pump's log, a few pages back at most
+    head = tp.compiled(tp.LogReadReplyHead)
+    ev = tp.compiled(tp.EventRecord)
+    rep = c.request("LOG_READ", R.log_read(1, 1), role)  # next_seq and the oldest kept
+    nxt, first, _ = head.unpack_from(rep.body)
+    code = N.EVENT_CODES["prescription_changed"]
+    frm = nxt
+    for _ in range(8):
+        if frm <= first:
+            return None
+        frm = max(first, frm - N.LOG_PAGE_MAX)
+        rep = c.request("LOG_READ", R.log_read(frm, N.LOG_PAGE_MAX), role)
+        count = head.unpack_from(rep.body)[2]
+        recs = [ev.unpack_from(rep.body, head.size + i * ev.size) for i in range(count)]
+        hits = [r for r in recs if r[2] == code]
+        if hits:
+            return max(0, now - hits[-1][0])
+    return None
+
+
+def _side_by_side(old, new, lib) -> str:
+    """The prescription on the pump and the new one, field by field, with the change."""
+    from theca.inputs import titration
+
+    drug = lib.by_id(new.drug_id)
+    unit = U.amount_unit(drug.max_ng_day if drug else max(new.daily_ng(), 1))
+
+    def amt(ng):
+        return U.fmt_amount(ng, unit)
+
+    def steps(rx):
+        return [f"{U.fmt_clock(s.start_min)} {U.fmt_rate(s.rate_ng_day, unit)}" for s in rx.steps]
+
+    def pb(rx):
+        if not rx.pb:
+            return "none"
+        return (f"{amt(rx.pb.dose_ng)} over {U.fmt_duration(rx.pb.duration_s)}, lockout "
+                f"{U.fmt_duration(rx.pb.lockout_s)}, {rx.pb.max_per_day}/day")
+
+    rows = [("", "on the pump", "new", "change"),
+            ("drug", f"{old.drug} {U.fmt_conc(old.conc_ng_ml)}",
+             f"{new.drug} {U.fmt_conc(new.conc_ng_ml)}", "" if old.drug_id == new.drug_id
+             else "another drug")]
+    so, sn = steps(old), steps(new)
+    for i in range(max(len(so), len(sn))):
+        rows.append((f"step {i + 1}", so[i] if i < len(so) else "-",
+                     sn[i] if i < len(sn) else "-", ""))
+    rows.append(("timed boluses", f"{len(old.timed)} ({amt(old.timed_ng())}/day)",
+                 f"{len(new.timed)} ({amt(new.timed_ng())}/day)", ""))
+    rows.append(("daily dose", f"{amt(old.daily_ng())}/day", f"{amt(new.daily_ng())}/day",
+                 titration.pct(old.daily_ng(), new.daily_ng())))
+    rows.append(("patient bolus", pb(old), pb(new), ""))
+    rows.append(("phase", old.phase, new.phase, ""))
+    w = [max(len(r[k]) for r in rows) for k in range(4)]
+    return "\n".join("  ".join(r[k].ljust(w[k]) for k in range(4)).rstrip() for r in rows)
 
 
 # --- refill, boluses, modes, alarms, time ----------------------------------------------

@@ -25,12 +25,16 @@ FORMAT_VERSION = 1
 _U32 = 2**32 - 1
 _LIMIT_KEYS = ("max_conc_ng_ml", "max_ng_day", "max_ng_hour", "max_bolus_ng",
                "soft_conc_ng_ml", "soft_ng_day")
-_KEYS = ("id", "name", *_LIMIT_KEYS)
+#: The titration soft limit (host-checked): the largest increase of the daily dose (basal
+#: plus timed boluses) per change, as a percentage of the dose in force or, when
+#: titration_ng_day is not 0, as that amount; and the shortest interval between increases.
+_TITRATION_KEYS = ("titration_pct", "titration_ng_day", "titration_interval_h")
+_KEYS = ("id", "name", *_LIMIT_KEYS, *_TITRATION_KEYS)
 #: Limits that can never exceed another: (lower, upper).
 _ORDER = (("soft_conc_ng_ml", "max_conc_ng_ml"), ("soft_ng_day", "max_ng_day"),
           ("max_bolus_ng", "max_ng_hour"), ("max_ng_hour", "max_ng_day"))
 #: Beside each limit, where its number comes from (a label, a guideline): optional text.
-_SOURCE_KEYS = tuple(k + "_source" for k in _LIMIT_KEYS)
+_SOURCE_KEYS = tuple(k + "_source" for k in (*_LIMIT_KEYS, *_TITRATION_KEYS))
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,16 @@ class Drug:
     max_bolus_ng: int
     soft_conc_ng_ml: int
     soft_ng_day: int
+    titration_pct: int = 0
+    titration_ng_day: int = 0
+    titration_interval_h: int = 0
     sources: tuple[tuple[str, str], ...] = ()
+
+    def titration_step_ng(self, old_ng_day: int) -> int:
+        """The largest increase of the daily dose one change may make from old_ng_day."""
+        if self.titration_ng_day:
+            return self.titration_ng_day
+        return old_ng_day * self.titration_pct // 100
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,12 @@ def _values_ok(entry: dict, f: str, ids: set[int], names: set[str], errs: list[s
         v = entry[k]
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _U32:
             errs.append(f"{f}.{k}: expected an integer 1..{_U32}, got {v!r}")
+            bad = True
+    for k in _TITRATION_KEYS:
+        v = entry[k]
+        lo = 1 if k == "titration_pct" else 0
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= _U32:
+            errs.append(f"{f}.{k}: expected an integer {lo}..{_U32}, got {v!r}")
             bad = True
     if bad:
         return False

@@ -198,8 +198,9 @@ class Prescription:
             pb = _PB(*self.pb)
         _rules(drug, self.conc_ng_ml, [tuple(s) for s in self.steps],
                [tuple(t) for t in self.timed], pb, override_soft, probs)
-        if self.flags & ~FLAG_TRIAL:
-            probs.add("phase", f"unknown flag bits 0x{self.flags & ~FLAG_TRIAL:02x}")
+        known = sum(1 << b for b in N.RX_FLAGS)
+        if self.flags & ~known:
+            probs.add("phase", f"unknown flag bits 0x{self.flags & ~known:02x}")
         return [m for _, m in probs.entries]
 
     # -- the Rx blob (docs/DESIGN.md)
@@ -309,6 +310,7 @@ class _Rules:
     def __init__(self, drug: Drug | None, conc: int | None, override_soft: bool,
                  probs: Problems):
         self.drug, self.conc, self.override_soft, self.probs = drug, conc, override_soft, probs
+        self.overridden = 0  # Rx flags of the soft limits passed by the override
         self.unit = u.amount_unit(drug.max_ng_day) if drug else "mg"
         self.complete = drug is not None and conc is not None
         self.max_ul_h = f"{MAX_RATE_NL_H / 1000:g} uL/h"
@@ -320,9 +322,13 @@ class _Rules:
         if conc > drug.max_conc_ng_ml:
             self.probs.add("concentration", f"{u.fmt_conc(conc)} exceeds {drug.name} hard limit "
                                             f"{u.fmt_conc(drug.max_conc_ng_ml)}")
-        elif conc > drug.soft_conc_ng_ml and not self.override_soft:
-            self.probs.add("concentration", f"{u.fmt_conc(conc)} exceeds {drug.name} soft limit "
-                                            f"{u.fmt_conc(drug.soft_conc_ng_ml)}; {_OVERRIDE_HINT}")
+        elif conc > drug.soft_conc_ng_ml:
+            if self.override_soft:
+                self.overridden |= override_flag("max_concentration")
+            else:
+                self.probs.add("concentration", f"{u.fmt_conc(conc)} exceeds {drug.name} soft "
+                                                f"limit {u.fmt_conc(drug.soft_conc_ng_ml)}; "
+                                                f"{_OVERRIDE_HINT}")
 
     def steps(self, steps: list[tuple]) -> None:
         probs = self.probs
@@ -479,6 +485,8 @@ class _Rules:
         elif worst > drug.soft_ng_day and not self.override_soft:
             kind, limit, hint = "soft", drug.soft_ng_day, f"; {_OVERRIDE_HINT}"
         else:
+            if worst > drug.soft_ng_day:
+                self.overridden |= override_flag("daily_limit")
             return
         parts = (f"basal {u.fmt_amount(rx.basal_ng(), unit)} + timed "
                  f"{u.fmt_amount(rx.timed_ng(), unit)}")
@@ -509,8 +517,14 @@ def _build(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[
                         timed=tuple(TimedBolus(*x) for x in timed), pb=pbv, flags=flags)
 
 
+def override_flag(limit: str) -> int:
+    """The Rx flags bit that records an override of the soft limit `limit`."""
+    return N.mask_of(N.RX_FLAGS, f"override_{limit}")
+
+
 def _rules(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[tuple],
-           pb: _PB | None, override_soft: bool, probs: Problems) -> None:
+           pb: _PB | None, override_soft: bool, probs: Problems) -> int:
+    # every problem into probs; returns the Rx flags of the soft limits overridden
     r = _Rules(drug, conc, override_soft, probs)
     r.concentration()
     r.steps(steps)
@@ -518,6 +532,7 @@ def _rules(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[
     r.patient_bolus(pb)
     if r.complete:
         r.worst_case(_build(drug, conc, steps, timed, pb))
+    return r.overridden
 
 
 def _fmt_ml(nl: Fraction) -> str:
@@ -732,7 +747,7 @@ def parse_prescription(data: Mapping, druglib: DrugLibrary | None = None, *,
     timed = _parse_timed(data, probs)
     pb = _parse_pb(data, probs)
 
-    _rules(drug, conc, steps, timed, pb, override_soft, probs)
+    flags |= _rules(drug, conc, steps, timed, pb, override_soft, probs)
     if len(probs) > before:
         return None
     return _build(drug, conc, steps, timed, pb, flags)

@@ -191,6 +191,8 @@ class Renderer:
                 out[arg.name] = raw - (1 << 32) if raw & 0x80000000 else raw
             elif k == "mask":
                 out[arg.name] = N.alarm_names(raw)
+            elif k == "SOFT_LIMITS_MASK":
+                out[arg.name] = N.flag_names(N.SOFT_LIMITS, raw)
             else:
                 out[arg.name] = N.name_of(N.TABLES[k], raw, arg.name)
         return out

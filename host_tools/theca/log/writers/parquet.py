@@ -40,7 +40,8 @@ def parquet_schema():
         # event
         ("event_seq", u32), ("event", s), ("who", s),
     ]
-    by_kind = {"int": u32, "nl": f64, "time": ts, "i32": pa.int32(), "mask": pa.list_(s)}
+    by_kind = {"int": u32, "nl": f64, "time": ts, "i32": pa.int32(), "mask": pa.list_(s),
+               "SOFT_LIMITS_MASK": pa.list_(s)}
     names = {n for n, _ in cols}
     for ev in N.EVENTS.values():
         for arg in ev.args:
