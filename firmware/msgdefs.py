@@ -4,7 +4,7 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = 3092536205  # 0xb8545b8d
+SCHEMA = 4161384541  # 0xf809b05d
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1280)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
@@ -12,11 +12,13 @@ MAC_SIZE = const(16)
 RX_SHA256_SIZE = const(32)  # READ_RX reply: sha256 of the blob, then the blob
 RUNTIME_MICROPYTHON = const(1)  # DEVICE_INFO.runtime
 LOG_PAGE_MAX = const(48)  # records per LOG_READ reply
-RX_VERSION = const(1)
+RX_VERSION = const(2)
 RX_MAX_STEPS = const(24)
 RX_MAX_TIMED = const(8)
 RX_MAX_PB_PER_DAY = const(24)
 RX_MAX_LOCKOUT_S = const(86400)
+RX_LOW_RESERVOIR_MIN_UL = const(1000)
+RX_LOW_RESERVOIR_MAX_UL = const(5000)
 EPOCH_UNIX = 1577836800  # device time 0 in Unix seconds
 # (unused) RESULT_ACK = const(0)
 UTC_MIN = const(0)  # SET_TIME bounds (device seconds)
@@ -78,8 +80,8 @@ REPLY_HEAD_SIZE = const(10)
 CMD_HEAD_FMT = "<IBI"
 CMD_HEAD_SIZE = const(9)
 # Rx blob head; n_steps RX_STEP then n_timed RX_TIMED follow
-RX_HEAD_FMT = "<BBBBBBHIII"
-RX_HEAD_SIZE = const(20)
+RX_HEAD_FMT = "<BBBBBBHIIIH"
+RX_HEAD_SIZE = const(22)
 # Rx blob basal step
 RX_STEP_FMT = "<HI"
 RX_STEP_SIZE = const(6)
@@ -254,6 +256,7 @@ FIELD_VOLUME = const(15)  # volume
 FIELD_DOSE = const(16)  # dose
 FIELD_OFFSET = const(17)  # offset
 FIELD_UTC = const(18)  # utc
+FIELD_LOW_RESERVOIR = const(19)  # low_reservoir
 
 # alarm bits an acknowledgement does not silence
 ALARMS_UNSILENCEABLE = const(2048)  # 0x0800

@@ -76,7 +76,8 @@ class Pump:
         self.druglib = druglib
         self.stroke_nl = info["stroke_nl"]
         self.capacity_nl = info["capacity_nl"]
-        self.low_nl = info["low_reservoir_nl"]
+        self.board_low_nl = info["low_reservoir_nl"]
+        self.low_nl = self.board_low_nl  # the prescription's, while one says so
         self.catheter_nl = info["catheter_nl"]
         self.max_rate_nl_h = info["max_rate_nl_h"]
         self.serial = info["serial"]
@@ -458,6 +459,19 @@ class Pump:
             return NOT_CONFIGURED
         return self.guard.check(now, d, self._drug_conc(), dose_ng, dose_nl, duration_s)
 
+    def use_threshold(self, now):
+        """The low-reservoir threshold of the prescription in force (the board's without
+        one), and the alarm as it now stands against it. True if the threshold moved."""
+        rx = self.rx
+        old = self.low_nl
+        self.low_nl = rx.low_nl if rx is not None and rx.low_nl else self.board_low_nl
+        if self.reservoir_nl < self.low_nl:
+            self.alarms.raise_(LOW_RESERVOIR, now, self.reservoir_nl)
+        else:
+            self.alarms.clear(LOW_RESERVOIR, now, self.reservoir_nl)
+        self.eta_dirty = True
+        return self.low_nl != old
+
     def drug_per_stroke(self):
         """ng_q + ng_r / 1e6: the drug one stroke delivers at the concentration now
         leaving the catheter."""
@@ -491,6 +505,7 @@ class Pump:
             if self.rx is None or self.rx.drug != self.drug:
                 self.rx = None
                 self.engine.unload(now)
+                self.use_threshold(now)
                 self.alarms.raise_(RX_INVALID, now, self.reservoir_nl)
                 self._update_mode(now)
                 return
@@ -538,6 +553,8 @@ class Pump:
         self.log(now, md.EV_PRESCRIPTION_CHANGED, who, rx.crc, rx.drug, len(blob), rx.flags >> 1)
         if self.alarms.clear(RX_INVALID, now, self.reservoir_nl):
             self._update_mode(now)  # a prescription is in force again
+        if self.use_threshold(now):
+            self.emit_info(now)  # DEVICE_INFO says the threshold in force
         if first or self.mode == STOPPED:
             self.set_mode(now, RUNNING)
             self.log(now, md.EV_THERAPY_STARTED, who, rx.crc, 0, 0)

@@ -86,6 +86,8 @@ def _take_up(p, blob, jrec, now):
             p.bridge_drug = v["bridge_drug"]
         except rxmod.RxError:
             p.rx_bad = True
+    if p.rx is not None and p.rx.low_nl:
+        p.low_nl = p.rx.low_nl
     if p._plan_rx() is not None:
         p.drug_per_stroke()
         p.load_plan(now)

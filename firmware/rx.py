@@ -35,6 +35,7 @@ class Rx:
         self.crc = 0
         self.drug = 0
         self.flags = 0
+        self.low_nl = 0
         self.conc_ng_ml = 0
         self.step_start_s = []  # local seconds of day
         self.step_rate_ng_day = []
@@ -70,7 +71,7 @@ def parse(blob):
     n = len(blob)
     if n < _HDR_SIZE:
         raise RxError(md.FIELD_LENGTH)
-    (ver, drug, ns, nt, flags, pbmax, pbdur, conc, pbdose, pblock) = struct.unpack_from(
+    (ver, drug, ns, nt, flags, pbmax, pbdur, conc, pbdose, pblock, low_ul) = struct.unpack_from(
         _HDR, blob, 0
     )
     if ver != VERSION:
@@ -86,6 +87,7 @@ def parse(blob):
     rx.crc = crc32(rx.blob)
     rx.drug = drug
     rx.flags = flags
+    rx.low_nl = low_ul * 1000  # 0: the device's threshold
     rx.conc_ng_ml = conc
     rx.pb_max_per_day = pbmax
     rx.pb_duration_s = pbdur
@@ -111,14 +113,21 @@ def parse(blob):
         rx.timed_start_s.append(start * 60)
         rx.timed_duration_s.append(dur)
         rx.timed_dose_ng.append(dose)
+    if low_ul and not md.RX_LOW_RESERVOIR_MIN_UL <= low_ul <= md.RX_LOW_RESERVOIR_MAX_UL:
+        raise RxError(md.FIELD_LOW_RESERVOIR)
     if pbmax:
-        if pbdose == 0 or pbdur == 0:
-            raise RxError(md.FIELD_PATIENT_BOLUS_DOSE)
-        if pblock < pbdur or pblock > md.RX_MAX_LOCKOUT_S:
-            raise RxError(md.FIELD_PATIENT_BOLUS_LOCKOUT, md.RX_MAX_LOCKOUT_S)
-        if pbmax > md.RX_MAX_PB_PER_DAY:
-            raise RxError(md.FIELD_PATIENT_BOLUS_MAX_PER_DAY, md.RX_MAX_PB_PER_DAY)
+        _check_pb(pbdose, pbdur, pblock, pbmax)
     return rx
+
+
+def _check_pb(pbdose, pbdur, pblock, pbmax):
+    # the patient bolus of a blob that allows one
+    if pbdose == 0 or pbdur == 0:
+        raise RxError(md.FIELD_PATIENT_BOLUS_DOSE)
+    if pblock < pbdur or pblock > md.RX_MAX_LOCKOUT_S:
+        raise RxError(md.FIELD_PATIENT_BOLUS_LOCKOUT, md.RX_MAX_LOCKOUT_S)
+    if pbmax > md.RX_MAX_PB_PER_DAY:
+        raise RxError(md.FIELD_PATIENT_BOLUS_MAX_PER_DAY, md.RX_MAX_PB_PER_DAY)
 
 
 def check_fields(rx, drug):

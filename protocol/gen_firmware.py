@@ -201,6 +201,8 @@ def _render_all() -> str:
         _const("RX_MAX_TIMED", M.RX_MAX_TIMED),
         _const("RX_MAX_PB_PER_DAY", M.RX_MAX_PB_PER_DAY),
         _const("RX_MAX_LOCKOUT_S", M.RX_MAX_LOCKOUT_S),
+        _const("RX_LOW_RESERVOIR_MIN_UL", M.RX_LOW_RESERVOIR_UL[0]),
+        _const("RX_LOW_RESERVOIR_MAX_UL", M.RX_LOW_RESERVOIR_UL[1]),
         f"EPOCH_UNIX = {N.EPOCH_UNIX}  # device time 0 in Unix seconds",
         _const("RESULT_ACK", 0),
         _const("UTC_MIN", N.UTC_MIN, "SET_TIME bounds (device seconds)"),

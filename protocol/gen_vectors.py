@@ -91,7 +91,7 @@ STATUS_BOLUS_TRIAL_ACKED = dict(
 #: After a refill with a new concentration: the catheter still holds the old one.
 STATUS_BRIDGE = dict(STATUS_RUNNING, alarms=0, flags=N.mask_of(N.STATUS_FLAGS, "bridge"))
 RX = dict(
-    version=1,
+    version=P.RX_VERSION,
     drug=1,
     flags=0,
     pb_max_per_day=4,
@@ -99,6 +99,7 @@ RX = dict(
     conc_ng_ml=10_000_000,
     pb_dose_ng=100_000,
     pb_lockout_s=3600,
+    low_reservoir_ul=3000,
     steps=[
         dict(start_min=0, rate_ng_day=1_500_000),
         dict(start_min=480, rate_ng_day=2_000_000),

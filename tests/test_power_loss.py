@@ -25,15 +25,17 @@ from theca.board.build import compile_firmware
 from theca.log.records import records
 from theca.twin import proc as twinproc
 from theca.twin.simulate import CMD, FrameFactory, input_records
+from theca_protocol import messages as M
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 189_388_800  # 2026-01-01T00:00:00Z
 STROKE = 250
 KEYS = {1: b"\x11" * 32, 2: b"\x22" * 32}
 # morphine 14 mg/day at 20 mg/mL: 0.7 mL/day, a stroke every ~31 s
-RX = struct.pack("<BBBBBBHIII", 1, 1, 1, 0, 0, 4, 300, 20_000_000, 100_000, 1800) + struct.pack(
-    "<HI", 0, 14_000_000
-)
+RX = M.RxBlob.build(dict(
+    version=M.RX_VERSION, drug=1, flags=0, pb_max_per_day=4, pb_duration_s=300,
+    conc_ng_ml=20_000_000, pb_dose_ng=100_000, pb_lockout_s=1800,
+    steps=[dict(start_min=0, rate_ng_day=14_000_000)], timed=[]))
 
 
 def _inputs(path: Path) -> None:

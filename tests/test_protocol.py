@@ -225,9 +225,10 @@ def test_program_vector_rx_blob():
     payload = bytes.fromhex(v["payload_hex"])
     blob = payload[9:-16]
     rx = P.RxBlob.parse(blob)
-    assert rx.version == 1 and rx.n_steps == 2 and rx.n_timed == 1
+    assert rx.version == 2 and rx.n_steps == 2 and rx.n_timed == 1
+    assert rx.low_reservoir_ul == 3000
     assert [s.start_min for s in rx.steps] == [0, 480]
-    assert len(blob) == 20 + 2 * 6 + 8
+    assert len(blob) == 22 + 2 * 6 + 8
     reply = next(x for x in DOC["vectors"] if x["name"] == "reply_read_rx")
     rpay = bytes.fromhex(reply["payload_hex"])
     assert rpay[10:42] == P.rx_hash(blob) == hashlib.sha256(blob).digest()
@@ -411,19 +412,19 @@ def test_fast_path_equals_construct(con):
 )
 def test_rx_blob_roundtrip(steps, timed, drug, conc):
     rx = dict(
-        version=1, drug=drug, flags=1, pb_max_per_day=3, pb_duration_s=600, conc_ng_ml=conc,
-        pb_dose_ng=5, pb_lockout_s=3600,
+        version=P.RX_VERSION, drug=drug, flags=1, pb_max_per_day=3, pb_duration_s=600,
+        conc_ng_ml=conc, pb_dose_ng=5, pb_lockout_s=3600, low_reservoir_ul=2500,
         steps=[dict(start_min=a, rate_ng_day=b) for a, b in steps],
         timed=[dict(start_min=a, duration_s=b, dose_ng=c) for a, b, c in timed],
     )
     blob = P.RxBlob.build(rx)
-    assert len(blob) == 20 + 6 * len(steps) + 8 * len(timed)
+    assert len(blob) == 22 + 6 * len(steps) + 8 * len(timed)
     head = P.compiled(P.RxHead).unpack_from(blob)
-    assert head[2] == len(steps) and head[3] == len(timed)
+    assert head[2] == len(steps) and head[3] == len(timed) and head[10] == 2500
     back = P.plain(P.RxBlob.parse(blob))
     assert back["steps"] == rx["steps"] and back["timed"] == rx["timed"]
     step = P.compiled(P.RxStep)
-    assert [step.unpack_from(blob, 20 + 6 * i) for i in range(len(steps))] == steps
+    assert [step.unpack_from(blob, 22 + 6 * i) for i in range(len(steps))] == steps
 
 
 @settings(max_examples=150, deadline=None)

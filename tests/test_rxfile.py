@@ -22,6 +22,7 @@ from theca.inputs.rxfile import (
     load_prescription,
     toml_locator,
 )
+from theca_protocol import messages as M
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -439,7 +440,7 @@ def test_unknown_keys_everywhere():
     msgs = errors(d)
     assert msgs == [
         'concentraton: unknown key (did you mean "concentration"? expected drug, concentration, '
-        "steps, timed_boluses, patient_bolus, phase, description)",
+        "steps, timed_boluses, patient_bolus, phase, description, low_reservoir)",
         'steps[1].rat: unknown key (did you mean "rate"? expected start, rate)',
         "timed_boluses[1].colour: unknown key (expected start, dose, duration)",
         'patient_bolus.lockut: unknown key (did you mean "lockout"? expected dose, duration, '
@@ -523,11 +524,12 @@ def test_blob_layout():
     rx = load_prescription(EXAMPLES / "rx_morphine.toml")
     blob = rx.to_blob()
     assert blob.hex() == (
-        "01" "01" "02" "01" "00" "04" "5802"       # version, drug, n_steps, n_timed, flags, pb max, pb dur 600
+        "02" "01" "02" "01" "00" "04" "5802"       # version, drug, n_steps, n_timed, flags, pb max, pb dur 600
         "80969800" "a0860100" "100e0000"           # conc 10e6, pb dose 100000, lockout 3600
+        "0000"                                     # low_reservoir_ul 0: the device's threshold
         "0000" "60e31600" "e001" "80841e00"        # steps (0, 1.5e6), (480, 2e6)
         "d002" "0807" "400d0300")                  # timed (720, 1800, 200000)
-    assert len(blob) == 20 + 2 * 6 + 1 * 8
+    assert len(blob) == 22 + 2 * 6 + 1 * 8
     bac = load_prescription(EXAMPLES / "rx_baclofen_trial.toml").to_blob()
     assert bac[4] == FLAG_TRIAL and bac[5] == 0 and bac[6:8] == b"\0\0"
 
@@ -549,7 +551,7 @@ def test_blob_matches_protocol_rxblob():
         rx = load_prescription(EXAMPLES / f"{name}.toml")
         pb = rx.pb or PatientBolus(0, 0, 0, 0)
         built = RxBlob.build({
-            "version": 1, "drug": rx.drug_id, "n_steps": len(rx.steps), "n_timed": len(rx.timed),
+            "version": M.RX_VERSION, "drug": rx.drug_id, "n_steps": len(rx.steps), "n_timed": len(rx.timed),
             "flags": rx.flags, "pb_max_per_day": pb.max_per_day, "pb_duration_s": pb.duration_s,
             "conc_ng_ml": rx.conc_ng_ml, "pb_dose_ng": pb.dose_ng, "pb_lockout_s": pb.lockout_s,
             "steps": [{"start_min": s.start_min, "rate_ng_day": s.rate_ng_day} for s in rx.steps],
@@ -561,7 +563,7 @@ def test_blob_matches_protocol_rxblob():
 
 @pytest.mark.parametrize("mutate, expect", [
     (lambda b: b[:10], "too short"),
-    (lambda b: b"\x02" + b[1:], "version 2"),
+    (lambda b: b"\x01" + b[1:], "version 1"),
     (lambda b: b[:2] + b"\x00" + b[3:], "steps"),
     (lambda b: b[:3] + b"\x09" + b[4:], "timed"),
     (lambda b: b + b"\0", "expected"),
@@ -744,14 +746,15 @@ def device_rx(draw) -> Prescription:
                                     st.integers(1, 255)))
     drug = draw(st.sampled_from(LIB.drugs))
     return Prescription(drug_id=drug.id, drug=drug.name, conc_ng_ml=draw(u32), steps=steps,
-                        timed=timed, pb=pb, flags=draw(st.integers(0, 255)))
+                        timed=timed, pb=pb, flags=draw(st.integers(0, 255)),
+                        low_reservoir_nl=1000 * draw(st.integers(0, 65535)))
 
 
 @given(device_rx())
 def test_blob_roundtrip(rx):
     blob = rx.to_blob()
-    assert len(blob) == 20 + 6 * len(rx.steps) + 8 * len(rx.timed)
-    assert struct.unpack_from("<BBBB", blob) == (1, rx.drug_id, len(rx.steps), len(rx.timed))
+    assert len(blob) == 22 + 6 * len(rx.steps) + 8 * len(rx.timed)
+    assert struct.unpack_from("<BBBB", blob) == (2, rx.drug_id, len(rx.steps), len(rx.timed))
     assert Prescription.from_blob(blob, LIB) == rx
 
 
@@ -795,10 +798,43 @@ def test_blob_matches_protocol_rxblob_any(rx):
     parsed = RxBlob.parse(rx.to_blob())
     pb = rx.pb or PatientBolus(0, 0, 0, 0)
     assert (parsed.version, parsed.drug, parsed.n_steps, parsed.n_timed, parsed.flags) == \
-        (1, rx.drug_id, len(rx.steps), len(rx.timed), rx.flags)
+        (M.RX_VERSION, rx.drug_id, len(rx.steps), len(rx.timed), rx.flags)
     assert (parsed.pb_max_per_day, parsed.pb_duration_s, parsed.pb_dose_ng, parsed.pb_lockout_s) == \
         (pb.max_per_day, pb.duration_s, pb.dose_ng, pb.lockout_s)
     assert parsed.conc_ng_ml == rx.conc_ng_ml
     assert [(s.start_min, s.rate_ng_day) for s in parsed.steps] == list(rx.steps)
     assert [(t.start_min, t.duration_s, t.dose_ng) for t in parsed.timed] == list(rx.timed)
     assert RxBlob.build(parsed) == rx.to_blob()
+
+
+# -- the prescription's low-reservoir threshold ------------------------------------------
+
+
+def test_low_reservoir_round_trips_through_the_blob():
+    d = base()
+    d["low_reservoir"] = "3.5 mL"
+    rx = load_prescription(d)
+    assert rx.low_reservoir_nl == 3_500_000
+    head = M.RxHead.parse(rx.to_blob())
+    assert head.low_reservoir_ul == 3500
+    assert Prescription.from_blob(rx.to_blob()) == rx
+    assert "Low reservoir alarm below 3.5 mL" in rx.describe()
+
+
+def test_low_reservoir_absent_is_the_devices():
+    rx = load_prescription(base())
+    assert rx.low_reservoir_nl == 0
+    assert M.RxHead.parse(rx.to_blob()).low_reservoir_ul == 0
+
+
+@pytest.mark.parametrize("value, words", [
+    ("0.5 mL", "500 uL is outside 1 mL .. 5 mL"),
+    ("6 mL", "6 mL is outside 1 mL .. 5 mL"),
+    ("2000.5 uL", "not a whole number of uL"),
+    ("2 mg", "low_reservoir"),
+])
+def test_low_reservoir_out_of_range_is_named(value, words):
+    d = base()
+    d["low_reservoir"] = value
+    m = one_error(d)
+    assert m.startswith("low_reservoir") and words in m, m

@@ -140,13 +140,17 @@ RxTimed = Struct(
 )
 
 
+#: The range of a prescription's low-reservoir threshold, uL (1 to 5 mL).
+RX_LOW_RESERVOIR_UL = (1000, 5000)
+
+
 def _rx_head_fields(counted: bool):
     # n_steps/n_timed rebuild from the lists when a whole blob is built;
     # the fixed head alone (firmware fast path) carries them as plain bytes.
     n_steps = Rebuild(u8, len_(this.steps)) if counted else u8
     n_timed = Rebuild(u8, len_(this.timed)) if counted else u8
     return (
-        "version" / u8 * "1",
+        "version" / u8 * "the blob format, RX_VERSION",
         "drug" / u8 * "drug library id (0 = none)",
         "n_steps" / n_steps * "1..24",
         "n_timed" / n_timed * "0..8",
@@ -156,6 +160,9 @@ def _rx_head_fields(counted: bool):
         "conc_ng_ml" / u32 * "ng/mL",
         "pb_dose_ng" / u32 * "patient bolus dose, ng",
         "pb_lockout_s" / u32 * "s from one patient bolus start to the next",
+        "low_reservoir_ul" / Default(u16, 0) * (
+            "the low-reservoir alarm threshold while this prescription is in force, uL "
+            f"({RX_LOW_RESERVOIR_UL[0]}..{RX_LOW_RESERVOIR_UL[1]}; 0: the device's)"),
     )
 
 
@@ -165,7 +172,7 @@ RxBlob = Struct(
     "steps" / Array(this.n_steps, RxStep),
     "timed" / Array(this.n_timed, RxTimed),
 )
-RX_VERSION = 1
+RX_VERSION = 2
 RX_MAX_STEPS = 24
 RX_MAX_TIMED = 8
 #: Patient boluses a prescription may allow per day at most.

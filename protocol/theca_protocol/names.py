@@ -153,7 +153,7 @@ INVALID_FIELDS: tuple[str, ...] = (
     "length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
     "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",
     "patient_bolus.max_per_day", "drug", "concentration", "max_ng_day", "steps.rate",
-    "volume", "dose", "offset", "utc",
+    "volume", "dose", "offset", "utc", "low_reservoir",
 )
 
 #: stroke_failed a.

@@ -137,12 +137,12 @@ def reply(frame):
 
 
 def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None, flags=0,
-            version=md.RX_VERSION):
+            version=md.RX_VERSION, low_ul=0):
     """An Rx blob: steps (start_min, ng/day), timed (start_min, dur_s, dose_ng),
-    pb (dose_ng, dur_s, lockout_s, max_per_day)."""
+    pb (dose_ng, dur_s, lockout_s, max_per_day), low_ul (the low-reservoir threshold)."""
     pbd, pbdur, pblock, pbmax = pb if pb else (0, 0, 0, 0)
     b = struct.pack(md.RX_HEAD_FMT, version, drug, len(steps), len(timed), flags, pbmax, pbdur,
-                    conc, pbd, pblock)
+                    conc, pbd, pblock, low_ul)
     for s in steps:
         b += struct.pack(md.RX_STEP_FMT, s[0], s[1])
     for s in timed:

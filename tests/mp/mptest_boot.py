@@ -4,6 +4,7 @@
 import struct
 
 import msgdefs as md
+from msgfields import DEVICE_INFO_FIELDS
 from fakehw import HW, Host, reply, rx_blob
 from ramflash import mounted
 from store import Store
@@ -97,3 +98,20 @@ def test_clock_never_goes_back_behind_the_stored_state():
     # the lockout still holds: no second bolus for an hour after the first
     r = reply(p2.command(Host().cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT, ctr=2), hw2.clock.now()))
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_LOCKOUT
+
+
+def test_prescription_threshold_survives_a_reboot():
+    # REQ: SR-RES-04
+    root, _ = mounted()
+    hw = HW(T0, 4_000_000)
+    p = P.Pump(hw, T0, LIB, 0, Store(root))
+    h = Host()
+    assert reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(low_ul=4500)), T0))[2] == 0
+    assert p.alarms.active(P.LOW_RESERVOIR)  # 4 mL left, below the prescription's 4.5 mL
+    hw2 = HW(T0 + 3600, 4_000_000)
+    p2 = P.Pump(hw2, T0 + 3600, LIB, md.BOOT_WATCHDOG, Store(root))
+    assert p2.low_nl == 4_500_000 and p2.alarms.active(P.LOW_RESERVOIR)
+    buf = bytearray(md.DEVICE_INFO_SIZE)
+    p2.info_into(buf, 0)
+    info = struct.unpack(md.DEVICE_INFO_FMT, buf)
+    assert info[DEVICE_INFO_FIELDS.index("low_reservoir_nl")] == 4_500_000

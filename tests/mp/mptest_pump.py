@@ -3,6 +3,7 @@ import struct
 
 import micropython
 import msgdefs as md
+from msgfields import DEVICE_INFO_FIELDS
 from fakehw import HW, Host, reply, rx_blob
 
 import pump as P
@@ -284,3 +285,45 @@ def test_status_bridge_flag_is_what_the_spec_says():
     assert head["flags"] == want["flags"] == md.STATUS_FLAG_BRIDGE
 
 
+
+
+def _infos(hw):
+    # the low-reservoir threshold of every DEVICE_INFO frame the pump sent, in order
+    i = DEVICE_INFO_FIELDS.index("low_reservoir_nl")
+    return [struct.unpack(md.DEVICE_INFO_FMT, f)[i] for t, f in hw.telemetry.frames
+            if t == md.T_DEVICE_INFO]
+
+
+def test_prescription_low_reservoir_threshold_moves_the_alarm():
+    # REQ: SR-RES-04
+    hw, p, h = started(reservoir_nl=3_100_000, low_ul=3000)  # 150 uL/day, 600 strokes a day
+    assert _infos(hw)[-1] == 3_000_000
+    # judged on the strokes the motor made: the alarm comes with the stroke that takes the
+    # reservoir below 3 mL, not before and not later
+    t = T0
+    while not p.alarms.active(P.LOW_RESERVOIR) and t < T0 + DAY:
+        hw.clock.t = t
+        t = p.tick(t)
+    truth = 3_100_000 - hw.motor.strokes * 250
+    assert truth < 3_000_000 <= truth + 250, truth
+    low = [e for e in hw.telemetry.events(md.EV_ALARM_RAISED) if e[4] == md.ALARM_LOW_RESERVOIR]
+    assert len(low) == 1
+    run_until(p, hw, T0 + DAY)
+    # a prescription without a threshold: the board's 2 mL again, and the alarm clears
+    t = T0 + DAY
+    r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(), t=t), t))
+    assert r[2] == 0, r
+    assert not p.alarms.active(P.LOW_RESERVOIR) and _infos(hw)[-1] == 2_000_000
+    cleared = [e for e in hw.telemetry.events(md.EV_ALARM_CLEARED)
+               if e[4] == md.ALARM_LOW_RESERVOIR]
+    assert len(cleared) == 1
+
+
+def test_prescription_low_reservoir_out_of_range_refused():
+    hw = HW(T0)
+    p = P.Pump(hw, T0, LIB)
+    h = Host()
+    for low_ul in (999, 5001):
+        r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(low_ul=low_ul)), T0))
+        assert r[2] == md.NACK_INVALID and r[3] == md.FIELD_LOW_RESERVOIR, r
+    assert p.rx is None and p.low_nl == 2_000_000

@@ -112,6 +112,9 @@ class Prescription:
     timed: tuple[TimedBolus, ...] = ()
     pb: PatientBolus | None = None
     flags: int = 0
+    #: The low-reservoir alarm threshold while this prescription is in force, nL
+    #: (whole uL, 1..5 mL); 0: the device's own.
+    low_reservoir_nl: int = 0
     #: Where it was loaded from (for messages); not part of the prescription.
     source: str | None = field(default=None, compare=False)
 
@@ -198,6 +201,8 @@ class Prescription:
             pb = _PB(*self.pb)
         _rules(drug, self.conc_ng_ml, [tuple(s) for s in self.steps],
                [tuple(t) for t in self.timed], pb, override_soft, probs)
+        if self.low_reservoir_nl:
+            _parse_low({"low_reservoir": f"{self.low_reservoir_nl} nL"}, probs)
         known = sum(1 << b for b in N.RX_FLAGS)
         if self.flags & ~known:
             probs.add("phase", f"unknown flag bits 0x{self.flags & ~known:02x}")
@@ -211,7 +216,7 @@ class Prescription:
         try:
             out = [_HEADER.pack(RX_VERSION, self.drug_id, len(self.steps), len(self.timed),
                                 self.flags, pb.max_per_day, pb.duration_s, self.conc_ng_ml,
-                                pb.dose_ng, pb.lockout_s)]
+                                pb.dose_ng, pb.lockout_s, self.low_reservoir_nl // 1000)]
             out += [_STEP.pack(*s) for s in self.steps]
             out += [_TIMED.pack(*t) for t in self.timed]
         except struct.error as e:
@@ -229,7 +234,7 @@ class Prescription:
         if len(blob) < _HEADER.size:
             raise ValueError(f"Rx blob too short: {len(blob)} bytes, header is {_HEADER.size}")
         (ver, drug_id, n_steps, n_timed, flags, pb_max, pb_dur, conc, pb_dose,
-         pb_lock) = _HEADER.unpack_from(blob, 0)
+         pb_lock, low_ul) = _HEADER.unpack_from(blob, 0)
         if ver != RX_VERSION:
             raise ValueError(f"Rx blob version {ver}, expected {RX_VERSION}")
         if not 1 <= n_steps <= MAX_STEPS or n_timed > MAX_TIMED:
@@ -251,7 +256,8 @@ class Prescription:
         d = lib.by_id(drug_id)
         pb = PatientBolus(pb_dose, pb_dur, pb_lock, pb_max) if pb_max else None
         return cls(drug_id=drug_id, drug=d.name if d else f"#{drug_id}", conc_ng_ml=conc,
-                   steps=tuple(steps), timed=tuple(timed), pb=pb, flags=flags)
+                   steps=tuple(steps), timed=tuple(timed), pb=pb, flags=flags,
+                   low_reservoir_nl=low_ul * 1000)
 
     # -- for people
 
@@ -280,6 +286,8 @@ class Prescription:
                          f"in any 24 h")
         else:
             lines.append("Patient bolus: none")
+        if self.low_reservoir_nl:
+            lines.append(f"Low reservoir alarm below {u.fmt_volume(self.low_reservoir_nl)}")
         total = (f"Per day: basal {u.fmt_amount(self.basal_ng(), unit)} + timed "
                  f"{u.fmt_amount(self.timed_ng(), unit)} = {u.fmt_amount(self.daily_ng(), unit)}; "
                  f"worst case in 24 h {u.fmt_amount(self.worst_case_ng(), unit)}")
@@ -505,7 +513,7 @@ def rx_drug(drug: Drug | None) -> Drug:
 
 
 def _build(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[tuple],
-           pb: _PB | None, flags: int = 0) -> Prescription:
+           pb: _PB | None, flags: int = 0, low_nl: int = 0) -> Prescription:
     # A Prescription from values the rules found complete (none of them None).
     d = rx_drug(drug)
     assert conc is not None, "complete implies a concentration"
@@ -514,7 +522,8 @@ def _build(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[
         pbv = PatientBolus(*(int(x) for x in pb))  # type: ignore[arg-type]
     return Prescription(drug_id=d.id, drug=d.name, conc_ng_ml=conc,
                         steps=tuple(Step(*s) for s in steps),
-                        timed=tuple(TimedBolus(*x) for x in timed), pb=pbv, flags=flags)
+                        timed=tuple(TimedBolus(*x) for x in timed), pb=pbv, flags=flags,
+                        low_reservoir_nl=low_nl)
 
 
 def override_flag(limit: str) -> int:
@@ -623,7 +632,9 @@ def toml_locator(text: str) -> Callable[[str | None], int | None]:
 # Parsing a decoded TOML table.
 
 _TOP_KEYS = ("drug", "concentration", "steps", "timed_boluses", "patient_bolus", "phase",
-             "description")
+             "description", "low_reservoir")
+#: The range of `low_reservoir`, nL (the blob's, in whole uL).
+LOW_RESERVOIR_NL = (M.RX_LOW_RESERVOIR_UL[0] * 1000, M.RX_LOW_RESERVOIR_UL[1] * 1000)
 _STEP_KEYS = ("start", "rate")
 _TIMED_KEYS = ("start", "dose", "duration")
 _PB_KEYS = ("dose", "duration", "lockout", "max_per_day")
@@ -746,11 +757,28 @@ def parse_prescription(data: Mapping, druglib: DrugLibrary | None = None, *,
     steps = _parse_steps(data, probs, rate_of)
     timed = _parse_timed(data, probs)
     pb = _parse_pb(data, probs)
+    low_nl = _parse_low(data, probs)
 
     flags |= _rules(drug, conc, steps, timed, pb, override_soft, probs)
     if len(probs) > before:
         return None
-    return _build(drug, conc, steps, timed, pb, flags)
+    return _build(drug, conc, steps, timed, pb, flags, low_nl)
+
+
+def _parse_low(data: Mapping, probs: Problems) -> int:
+    # low_reservoir = "2 mL": 1..5 mL in whole uL; 0 (absent): the device's threshold
+    if "low_reservoir" not in data:
+        return 0
+    nl = probs.call(u.parse_volume, data["low_reservoir"], "low_reservoir")
+    if nl is None:
+        return 0
+    lo, hi = LOW_RESERVOIR_NL
+    if not lo <= nl <= hi:
+        probs.add("low_reservoir", f"{u.fmt_volume(nl)} is outside {u.fmt_volume(lo)} .. "
+                                   f"{u.fmt_volume(hi)}")
+    elif nl % 1000:
+        probs.add("low_reservoir", f"{u.fmt_volume(nl)} is not a whole number of uL")
+    return nl
 
 
 def load_prescription(source: str | os.PathLike | Mapping, *, druglib: DrugLibrary | None = None,

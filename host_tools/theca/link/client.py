@@ -76,6 +76,8 @@ _FIELD_WORDS = {
     "dose": "the dose or its duration",
     "offset": f"the local time offset (at most {N.MAX_LOCAL_OFFSET_S // 3600} h either way)",
     "utc": f"the time ({_iso(N.UTC_MIN)} to {_iso(N.UTC_MAX)})",
+    "low_reservoir": (f"the low-reservoir threshold ({M.RX_LOW_RESERVOIR_UL[0] // 1000} to "
+                      f"{M.RX_LOW_RESERVOIR_UL[1] // 1000} mL)"),
 }
 
 #: Why a bolus was denied (NACK `limit` detail of PATIENT_BOLUS / CLINICIAN_BOLUS).
