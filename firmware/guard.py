@@ -16,6 +16,7 @@ from msgdefs import (
     DENY_MAX_CONCENTRATION as MAX_CONCENTRATION,
     DENY_MAX_PER_HOUR as MAX_PER_HOUR,
     DENY_MAX_RATE as MAX_RATE,
+    DENY_MIN_RATE as MIN_RATE,
 )
 import rx as rxmod
 
@@ -49,8 +50,11 @@ def check_conc(conc, d):
     return MAX_CONCENTRATION if conc > d["max_conc_ng_ml"] else OK
 
 
-def check_rx(rx, d, max_rate_nl_h):
+def check_rx(rx, d, max_rate_nl_h, min_rate_nl_day):
     """The prescription on its own: OK or the limit it breaks (a DENY_* code).
+
+    A basal step slower than the mechanism keeps up (min_rate, 0 included) is refused: a
+    pump that cannot move the catheter's fluid is an unnoticed underdose.
 
     Worst cases: every allowed patient bolus taken, every timed bolus given; the basal
     at its fastest step for the hourly limit (a clock change can keep it there)."""
@@ -67,6 +71,8 @@ def check_rx(rx, d, max_rate_nl_h):
     for r in rx.step_rate_ng_day:
         if r > top:
             top = r
+        if rxmod.ng_to_nl(r, conc) < min_rate_nl_day:
+            return MIN_RATE
     if rxmod.ng_to_nl(top, conc) > max_rate_nl_h * 24:
         return MAX_RATE
     for i in range(len(rx.timed_dose_ng)):

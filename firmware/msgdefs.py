@@ -4,7 +4,7 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = 4161384541  # 0xf809b05d
+SCHEMA = 1528973851  # 0x5b224a1b
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1280)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
@@ -24,6 +24,7 @@ EPOCH_UNIX = 1577836800  # device time 0 in Unix seconds
 UTC_MIN = const(0)  # SET_TIME bounds (device seconds)
 UTC_MAX = const(946771199)  # 2049-12-31T23:59:59Z
 DEFAULT_MAX_RATE_NL_H = const(1000000)  # 1000 uL/h
+DEFAULT_MIN_RATE_NL_DAY = const(48000)  # 48 uL/day
 MAX_RATE_BOUND_NL_H = const(24000000)
 DEFAULT_STROKE_NL = const(250)
 MAX_STROKE_NL = const(65535)
@@ -65,8 +66,8 @@ T_REPLY = const(128)  # 0x80 device -> host
 HDR_FMT = "<BBHI"
 HDR_SIZE = const(8)
 # DEVICE_INFO payload (also GET_INFO reply body)
-DEVICE_INFO_FMT = "<12sBBBBIHIIII"
-DEVICE_INFO_SIZE = const(38)
+DEVICE_INFO_FMT = "<12sBBBBIHIIIII"
+DEVICE_INFO_SIZE = const(42)
 # STATUS payload (also GET_STATUS reply body)
 STATUS_FMT = "<BBBBIIIHHIIIIBBI"
 STATUS_SIZE = const(42)
@@ -199,6 +200,7 @@ DENY_MAX_PER_HOUR = const(8)
 DENY_MAX_BOLUS = const(9)
 DENY_MAX_CONCENTRATION = const(10)
 DENY_MAX_RATE = const(11)
+DENY_MIN_RATE = const(12)
 
 # REPLY.result when not ACK
 NACK_BAD_FRAME = const(1)

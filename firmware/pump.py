@@ -80,6 +80,7 @@ class Pump:
         self.low_nl = self.board_low_nl  # the prescription's, while one says so
         self.catheter_nl = info["catheter_nl"]
         self.max_rate_nl_h = info["max_rate_nl_h"]
+        self.min_rate_nl_day = info["min_rate_nl_day"]
         self.serial = info["serial"]
         self.telemetry = hw.telemetry
         self.tx = FrameWriter(_TX_MAX)  # telemetry frames (status, events, info)
@@ -163,7 +164,7 @@ class Pump:
         struct.pack_into(
             md.DEVICE_INFO_FMT, buf, off, self.serial, FW_VERSION[0], FW_VERSION[1],
             FW_VERSION[2], md.RUNTIME_MICROPYTHON, md.SCHEMA, self.stroke_nl, self.capacity_nl, self.low_nl,
-            self.catheter_nl, self.max_rate_nl_h,
+            self.catheter_nl, self.max_rate_nl_h, self.min_rate_nl_day,
         )
         return md.DEVICE_INFO_SIZE
 
@@ -527,7 +528,7 @@ class Pump:
         if self.conc and rx.conc_ng_ml != self.conc:
             return md.NACK_INVALID, md.FIELD_CONCENTRATION
         d = self.druglib[rx.drug]
-        reason = guardmod.check_rx(rx, d, self.max_rate_nl_h)
+        reason = guardmod.check_rx(rx, d, self.max_rate_nl_h, self.min_rate_nl_day)
         old = self.rx
         old_conc = self.conc
         if reason == OK:

@@ -208,6 +208,7 @@ def _render_all() -> str:
         _const("UTC_MIN", N.UTC_MIN, "SET_TIME bounds (device seconds)"),
         _const("UTC_MAX", N.UTC_MAX, "2049-12-31T23:59:59Z"),
         _const("DEFAULT_MAX_RATE_NL_H", N.DEFAULT_MAX_RATE_NL_H, "1000 uL/h"),
+        _const("DEFAULT_MIN_RATE_NL_DAY", N.DEFAULT_MIN_RATE_NL_DAY, "48 uL/day"),
         _const("MAX_RATE_BOUND_NL_H", N.MAX_RATE_BOUND_NL_H),
         _const("DEFAULT_STROKE_NL", N.DEFAULT_STROKE_NL),
         _const("MAX_STROKE_NL", N.MAX_STROKE_NL),

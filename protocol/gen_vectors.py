@@ -44,6 +44,7 @@ DEVICE_INFO = dict(
     low_reservoir_nl=2_000_000,
     catheter_nl=150_000,
     max_rate_nl_h=1_000_000,
+    min_rate_nl_day=48_000,
 )
 STATUS_RUNNING = dict(
     mode=1,

@@ -57,6 +57,7 @@ class Log:
         f = dict(
             serial="TWIN00000001", fw_major=0, fw_minor=1, fw_patch=2, runtime=1, schema=schema,
             stroke_nl=250, capacity_nl=20_000_000, low_reservoir_nl=2_000_000, catheter_nl=150_000, max_rate_nl_h=1_000_000,
+            min_rate_nl_day=48_000,
         )
         return self.add(P.T_DEVICE_INFO, P.DeviceInfo.build(f), time)
 

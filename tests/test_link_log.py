@@ -133,7 +133,8 @@ def test_pull_refuses_another_devices_file_and_non_logs(twin, tmp_path):
     home, dev = twin["home"], twin["dev"]
     info = tp.encode_payload(tp.T_DEVICE_INFO, dict(
         serial="TWIN99999999", fw_major=0, fw_minor=1, fw_patch=0, runtime=1, schema=tp.SCHEMA,
-        stroke_nl=250, capacity_nl=20_000_000, low_reservoir_nl=2_000_000, catheter_nl=150_000, max_rate_nl_h=1_000_000))
+        stroke_nl=250, capacity_nl=20_000_000, low_reservoir_nl=2_000_000, catheter_nl=150_000, max_rate_nl_h=1_000_000,
+        min_rate_nl_day=48_000))
     other = tmp_path / "other.tlog"
     other.write_bytes(build_tlog([tp.build_frame(tp.T_DEVICE_INFO, 0, 0, info)]))
     before = other.read_bytes()

@@ -9,7 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mphost import MPWorker
 from theca.inputs import units as u
-from theca.inputs.rxfile import MAX_RATE_NL_H, too_fast
+from theca.inputs.rxfile import MAX_RATE_NL_H, MIN_RATE_NL_DAY, Prescription, too_fast
+from theca_protocol import names as N
+
+DENY_MIN_RATE = next(k for k, v in N.DENY_REASONS.items() if v == "min_rate")
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +45,19 @@ def test_basal_rate_limit_is_the_devices(mp, conc, off):
     device = mp.call("rx.ng_to_nl", rate, conc) > MAX_RATE_NL_H * 24
     host = u.ng_to_nl(rate, conc) > MAX_RATE_NL_H * 24
     assert host == device
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(conc=st.integers(100_000, 25_000_000), off=st.integers(-3, 3))
+def test_slowest_basal_is_the_devices(mp, conc, off):
+    # REQ: SR-LIM-08
+    # REQ: SR-LIM-09
+    # the basal (ng/day) whose volume is the mechanism's min_rate, give or take: the host's
+    # verdict on the whole prescription against the device's on the same blob
+    line = MIN_RATE_NL_DAY * conc // u.NL_PER_ML
+    rate = max(0, line + off * max(1, conc // 20_000))  # steps of about 50 nL/day
+    rx = Prescription(drug_id=1, drug="morphine", conc_ng_ml=conc, steps=[(0, rate)])
+    host = any("min_rate" in m for m in rx.problems(override_soft=True))
+    device = mp.call("mp_helpers.rx_verdict", rx.to_blob().hex(), MAX_RATE_NL_H,
+                     MIN_RATE_NL_DAY) == DENY_MIN_RATE
+    assert host == device, (rate, conc)

@@ -118,7 +118,7 @@ def test_msgdefs_formats_match_construct():
         assert fmt.startswith("<")
         assert struct.calcsize(fmt) == md[f"{prefix}_SIZE"] == con.sizeof(), prefix
         assert md[f"{prefix}_FIELDS"] == tuple(s.name for s in con.subcons)
-    assert md["STATUS_SIZE"] == 42 and md["EVENT_SIZE"] == 26 and md["DEVICE_INFO_SIZE"] == 38
+    assert md["STATUS_SIZE"] == 42 and md["EVENT_SIZE"] == 26 and md["DEVICE_INFO_SIZE"] == 42
 
 
 def test_msgdefs_codes_match_names():

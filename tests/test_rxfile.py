@@ -23,6 +23,7 @@ from theca.inputs.rxfile import (
     toml_locator,
 )
 from theca_protocol import messages as M
+from theca_protocol import names as N
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -223,9 +224,15 @@ def test_steps_rules():
     d["steps"][1]["rate"] = "-1 mg/day"
     assert one_error(d) == 'steps[2].rate: "-1 mg/day" is negative (expected a rate >= 0)'
 
+    # the mechanism's slowest rate, 48 uL/day on the twin, is a hard limit: 0 included
     d = base()
-    d["steps"][1]["rate"] = "0 mg/day"      # zero basal is allowed
-    assert load_prescription(d).steps[1] == (480, 0)
+    d["steps"][1]["rate"] = "0 mg/day"
+    assert one_error(d) == ("steps[2].rate: 0 mg/day at 10 mg/mL is 0 uL/day, slower than the "
+                            "pump's hard limit min_rate 48 uL/day")
+    d["steps"][1]["rate"] = "0.479 mg/day"   # 47.9 uL/day
+    assert "min_rate 48 uL/day" in one_error(d)
+    d["steps"][1]["rate"] = "0.48 mg/day"    # 48 uL/day: the slowest it keeps up
+    assert load_prescription(d).steps[1] == (480, 480_000)
 
     d = base()
     d["steps"] = {"start": "00:00", "rate": "1 mg/day"}
@@ -234,9 +241,9 @@ def test_steps_rules():
 
 def test_step_count_limit():
     d = base()
-    d["steps"] = [{"start": f"{h:02d}:00", "rate": "0.1 mg/day"} for h in range(24)]
+    d["steps"] = [{"start": f"{h:02d}:00", "rate": "0.5 mg/day"} for h in range(24)]
     assert len(load_prescription(d).steps) == 24
-    d["steps"].append({"start": "23:30", "rate": "0.1 mg/day"})
+    d["steps"].append({"start": "23:30", "rate": "0.5 mg/day"})
     assert one_error(d) == "steps: 25 steps given, at most 24 allowed"
 
 
@@ -416,9 +423,10 @@ def test_worst_case_is_exact_not_rounded():
 def test_step_lengths_weight_the_basal():
     d = base()
     del d["timed_boluses"], d["patient_bolus"]
-    d["steps"] = [{"start": "00:00", "rate": "0 mg/day"}, {"start": "23:00", "rate": "24 mg/day"}]
-    rx = load_prescription(d)       # 24 mg/day for one hour is 1 mg
-    assert rx.basal_ng() == 1_000_000
+    d["steps"] = [{"start": "00:00", "rate": "1 mg/day"}, {"start": "23:00", "rate": "24 mg/day"}]
+    rx = load_prescription(d)       # 1 mg/day for 23 h and 24 mg/day for one hour is 1.958 mg
+    assert rx.basal_exact() == Fraction(23, 24) * 1_000_000 + 1_000_000
+    assert rx.basal_ng() == 1_958_334
 
 
 def test_druglib_env_override(tmp_path, monkeypatch):
@@ -594,12 +602,12 @@ def test_problems_on_hand_made_prescriptions():
         "(basal 20 mg + timed 0 mg + patient 4 x 0.1 mg)",
     ]
     assert isinstance(rx.steps[0], Step) and isinstance(rx.pb, PatientBolus)
-    unknown = Prescription(drug_id=99, drug="#99", conc_ng_ml=1, steps=[(0, 0)], flags=0x80)
+    unknown = Prescription(drug_id=99, drug="#99", conc_ng_ml=1, steps=[(0, 1)], flags=0x80)
     probs = unknown.problems(LIB)
     assert probs[0].startswith("drug: drug id 99 is not in the drug library")
     assert probs[1] == "phase: unknown flag bits 0x80"
     late = Prescription(drug_id=1, drug="morphine", conc_ng_ml=1_000_000,
-                        steps=[(0, 0), (1440, 0)], timed=[TimedBolus(0, 60, 1000)])
+                        steps=[(0, 100_000), (1440, 100_000)], timed=[TimedBolus(0, 60, 1000)])
     assert late.problems(LIB) == ["steps[2].start: 1440 min is not a time of day (0..1439)"]
     assert Prescription.from_blob(late.to_blob(), LIB).drug == "morphine"
     assert Prescription.from_blob(unknown.to_blob(), LIB).drug == "#99"
@@ -779,12 +787,13 @@ def test_limit_decision_matches_arithmetic(rate, max_per_day, dose):
     hour = -(-rate // 24) + min(2, max_per_day) * dose  # (1 h + 1 min) // 1 h + 1 boluses
     # 10 mg/mL over 1 min: 1000 uL/h is 166,666.7 ng
     bolus_ok = max_per_day == 0 or (dose <= 500_000 and dose * 360 <= 60_000_000)
+    slow_ok = rate >= 480_000  # 48 uL/day at 10 mg/mL, the mechanism's min_rate
     try:
         load_prescription(d, druglib=LIB, override_soft=True)
         accepted = True
     except BadInput:
         accepted = False
-    assert accepted == (worst <= 15_000_000 and hour <= 1_125_000 and bolus_ok)
+    assert accepted == (worst <= 15_000_000 and hour <= 1_125_000 and bolus_ok and slow_ok)
 
 
 @settings(max_examples=50)
@@ -838,3 +847,61 @@ def test_low_reservoir_out_of_range_is_named(value, words):
     d["low_reservoir"] = value
     m = one_error(d)
     assert m.startswith("low_reservoir") and words in m, m
+
+
+# -- the lower limits: the mechanism's min_rate (hard) and the drug's min_per_day (soft) ---
+
+
+def test_a_mg_mcg_slip_is_caught_twice():
+    # the case: morphine 2 mcg/day where 2 mg/day was meant
+    d = base()
+    del d["timed_boluses"]
+    d["steps"] = [{"start": "00:00", "rate": "2 mcg/day"}]
+    msgs = errors(d)
+    assert any(m.startswith("steps[1].rate:") and "min_rate 48 uL/day" in m for m in msgs), msgs
+    assert any("soft limit min_per_day" in m for m in msgs), msgs
+
+
+def test_min_per_day_is_soft_and_recorded_when_overridden():
+    d = base()
+    del d["timed_boluses"], d["patient_bolus"]
+    d["concentration"] = "0.1 mg/mL"
+    d["steps"] = [{"start": "00:00", "rate": "5 mcg/day"}]   # 50 uL/day: the pump can
+    m = one_error(d)
+    assert m == ("steps: daily dose 0.005 mg is below morphine soft limit min_per_day "
+                 "0.01 mg/day (a mg/mcg slip?); confirm with --override-soft-limit"), m
+    rx = load_prescription(d, override_soft=True)
+    assert rx.flags & N.mask_of(N.RX_FLAGS, "override_min_per_day")
+    d["steps"] = [{"start": "00:00", "rate": "10 mcg/day"}]  # at the limit: fine
+    assert load_prescription(d).flags == 0
+
+
+def test_every_example_passes_the_lower_limits():
+    for p in sorted(EXAMPLES.glob("rx_*.toml")):
+        rx = load_prescription(p)
+        d = LIB.by_id(rx.drug_id)
+        assert d is not None and rx.daily_ng() >= d.min_ng_day, p
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"min_ng_day": -1}, "min_ng_day: expected an integer 0.."),
+    ({"min_ng_day": 20_000_000}, "min_ng_day is above soft_ng_day"),
+    ({"stability_days": 0}, "stability_days: expected an integer 1..3650"),
+    ({"first_fill_stability_days": 100}, "first_fill_stability_days is above stability_days"),
+])
+def test_druglib_lower_limit_and_stability_keys_checked(tmp_path, changes, words):
+    with pytest.raises(BadInput) as e:
+        dl.load_druglib(lib_file(tmp_path, **changes))
+    assert any(words in m for m in e.value.messages), e.value.messages
+
+
+def test_device_library_is_what_the_device_reads():
+    # the hard limits and the stability of every drug, without the sources: a board's
+    # heap holds it (the whole file runs the 128 KiB twin out of memory at boot)
+    dev = json.loads(dl.device_json(LIB))
+    assert [d["id"] for d in dev["drugs"]] == [d.id for d in LIB.drugs]
+    for d, full in zip(dev["drugs"], LIB.drugs, strict=True):
+        assert tuple(d) == dl.DEVICE_KEYS
+        assert all(d[k] == getattr(full, k) for k in dl.DEVICE_KEYS)
+    whole = (ROOT / "firmware" / "druglib.json").stat().st_size
+    assert len(dl.device_json(LIB)) * 4 < whole

@@ -107,6 +107,9 @@ def load_provision(root, board_name):
         "low_reservoir_nl": _int_field(p, "low_reservoir_nl", 0, cap, md.DEFAULT_LOW_RESERVOIR_NL),
         # the mechanism's fastest rate (1000 uL/h); a day at it stays a small int in nL
         "max_rate_nl_h": _int_field(p, "max_rate_nl_h", 1, md.MAX_RATE_BOUND_NL_H, md.DEFAULT_MAX_RATE_NL_H),
+        # the slowest basal rate it keeps up (48 uL/day); a day at the fastest bounds it
+        "min_rate_nl_day": _int_field(p, "min_rate_nl_day", 0, md.MAX_RATE_BOUND_NL_H * 24,
+                                      md.DEFAULT_MIN_RATE_NL_DAY),
         # the fill at first boot: a board is provisioned as a pump just filled (as the twin)
         "reservoir_nl": _int_field(p, "reservoir_nl", 0, cap, cap),
     }

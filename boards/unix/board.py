@@ -403,6 +403,7 @@ class Hardware:
             "catheter_nl": cfg.get("catheter_nl", md.DEFAULT_CATHETER_NL),
             "low_reservoir_nl": cfg.get("low_reservoir_nl", md.DEFAULT_LOW_RESERVOIR_NL),
             "max_rate_nl_h": cfg.get("max_rate_nl_h", md.DEFAULT_MAX_RATE_NL_H),
+            "min_rate_nl_day": cfg.get("min_rate_nl_day", md.DEFAULT_MIN_RATE_NL_DAY),
             "reservoir_nl": cfg.get("reservoir_nl", md.DEFAULT_CAPACITY_NL),
         }
         stream = cfg.get("truth_stream")
@@ -530,7 +531,7 @@ def _flashed_config():
         return None
     cfg = {"mode": "flashed", "speed": 1, "serial": prov["serial"], "keys": prov["keys"]}
     for k in ("stroke_nl", "capacity_nl", "catheter_nl", "low_reservoir_nl", "reservoir_nl",
-              "max_rate_nl_h"):
+              "max_rate_nl_h", "min_rate_nl_day"):
         if k in prov:
             cfg[k] = prov[k]
     return cfg

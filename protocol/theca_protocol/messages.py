@@ -67,6 +67,7 @@ DeviceInfo = Struct(
     "low_reservoir_nl" / u32 * "low-reservoir alarm threshold, nL",
     "catheter_nl" / u32 * "catheter dead volume, nL",
     "max_rate_nl_h" / u32 * "fastest rate the mechanism delivers (basal or bolus), nL/h",
+    "min_rate_nl_day" / u32 * "slowest basal rate the mechanism delivers, nL/day",
 )
 
 Status = Struct(

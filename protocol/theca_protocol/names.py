@@ -22,6 +22,9 @@ UTC_MAX = 946_771_199
 #: The twin's mechanism (and a board's unless its provision.json says otherwise): the
 #: fastest rate it delivers, basal or bolus (1000 uL/h); DEVICE_INFO.max_rate_nl_h.
 DEFAULT_MAX_RATE_NL_H = 1_000_000
+#: ... and the slowest basal rate it keeps up (48 uL/day); DEVICE_INFO.min_rate_nl_day. A
+#: basal step below it (0 included) is refused: the limit `min_rate`.
+DEFAULT_MIN_RATE_NL_DAY = 48_000
 
 #: Device geometry (DEVICE_INFO): what the twin and a board get unless their configuration
 #: or provision.json says otherwise, and the bounds a configuration must keep.
@@ -129,6 +132,7 @@ DENY_REASONS: dict[int, str] = {
     9: "max_bolus",
     10: "max_concentration",
     11: "max_rate",
+    12: "min_rate",
 }
 
 #: REPLY.result: 0 is ACK, anything else is the NACK reason.

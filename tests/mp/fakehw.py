@@ -84,6 +84,7 @@ class HW:
             "capacity_nl": 20_000_000,
             "catheter_nl": 150_000,
             "max_rate_nl_h": 1_000_000,
+            "min_rate_nl_day": md.DEFAULT_MIN_RATE_NL_DAY,
             "low_reservoir_nl": 2_000_000,
             "reservoir_nl": reservoir_nl,
         }

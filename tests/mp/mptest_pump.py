@@ -327,3 +327,21 @@ def test_prescription_low_reservoir_out_of_range_refused():
         r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(low_ul=low_ul)), T0))
         assert r[2] == md.NACK_INVALID and r[3] == md.FIELD_LOW_RESERVOIR, r
     assert p.rx is None and p.low_nl == 2_000_000
+
+
+def test_basal_below_the_mechanisms_min_rate_refused():
+    # REQ: SR-LIM-09
+    hw = HW(T0)
+    p = P.Pump(hw, T0, LIB)
+    h = Host()
+    # 0.479 mg/day at 10 mg/mL is 47.9 uL/day, 0 is 0: below the twin's 48 uL/day
+    for rate in (0, 479_000):
+        blob = rx_blob(steps=((0, 1_500_000), (480, rate)))
+        r = reply(p.command(h.cmd(md.T_PROGRAM, blob), T0))
+        assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_MIN_RATE, (rate, r)
+    assert p.rx is None and hw.motor.strokes == 0
+    ev = hw.telemetry.events(md.EV_PRESCRIPTION_REFUSED)
+    assert [e[4] for e in ev] == [md.DENY_MIN_RATE, md.DENY_MIN_RATE]
+    # 48 uL/day is the slowest it keeps up
+    r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(steps=((0, 1_500_000), (480, 480_000)))), T0))
+    assert r[2] == 0, r

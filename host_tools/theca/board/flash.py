@@ -34,7 +34,7 @@ from theca_protocol import names as N
 
 from theca.board import build
 from theca.errors import BadInput
-from theca.inputs.druglib import default_path as druglib_path
+from theca.inputs.druglib import device_json, load_druglib
 from theca.link import keys as K
 from theca.link.client import Client, LinkFailure, Refused
 from theca.progress import Bar
@@ -43,7 +43,8 @@ from theca.progress import Bar
 GEOMETRY = {"stroke_nl": N.DEFAULT_STROKE_NL, "capacity_nl": N.DEFAULT_CAPACITY_NL,
             "catheter_nl": N.DEFAULT_CATHETER_NL,
             "low_reservoir_nl": N.DEFAULT_LOW_RESERVOIR_NL,
-            "max_rate_nl_h": N.DEFAULT_MAX_RATE_NL_H}
+            "max_rate_nl_h": N.DEFAULT_MAX_RATE_NL_H,
+            "min_rate_nl_day": N.DEFAULT_MIN_RATE_NL_DAY}
 #: The file a board runs at boot. It stays source: a board executes main.py by name.
 MAIN_PY = """\
 # Theca: starts the pump firmware at boot (written by `theca flash`).
@@ -205,7 +206,7 @@ class Flasher:
             shutil.copyfile(path, dst)
             self.files.append((dst, name))
         extra = [("main.py", MAIN_PY), ("provision.json", json.dumps(prov, indent=1) + "\n"),
-                 ("druglib.json", Path(druglib_path()).read_text())]
+                 ("druglib.json", device_json(load_druglib()))]
         for name, text in extra:
             (work / name).write_text(text)
             self.files.append((work / name, name))

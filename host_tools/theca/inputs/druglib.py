@@ -29,12 +29,19 @@ _LIMIT_KEYS = ("max_conc_ng_ml", "max_ng_day", "max_ng_hour", "max_bolus_ng",
 #: plus timed boluses) per change, as a percentage of the dose in force or, when
 #: titration_ng_day is not 0, as that amount; and the shortest interval between increases.
 _TITRATION_KEYS = ("titration_pct", "titration_ng_day", "titration_interval_h")
-_KEYS = ("id", "name", *_LIMIT_KEYS, *_TITRATION_KEYS)
+#: The soft lower limit `min_per_day` (a daily dose below it is a likely unit slip; 0: none)
+#: and the fill's stability: the longest time a fill may stay in the pump, and the first
+#: fill's where the label asks for an earlier first refill (0: none), in days.
+_CLINIC_KEYS = ("min_ng_day", "stability_days", "first_fill_stability_days")
+_KEYS = ("id", "name", *_LIMIT_KEYS, *_TITRATION_KEYS, *_CLINIC_KEYS)
 #: Limits that can never exceed another: (lower, upper).
 _ORDER = (("soft_conc_ng_ml", "max_conc_ng_ml"), ("soft_ng_day", "max_ng_day"),
-          ("max_bolus_ng", "max_ng_hour"), ("max_ng_hour", "max_ng_day"))
+          ("max_bolus_ng", "max_ng_hour"), ("max_ng_hour", "max_ng_day"),
+          ("min_ng_day", "soft_ng_day"), ("first_fill_stability_days", "stability_days"))
+#: The longest stability a library may give a fill, days (ten years: a pump's life).
+MAX_STABILITY_DAYS = 3650
 #: Beside each limit, where its number comes from (a label, a guideline): optional text.
-_SOURCE_KEYS = tuple(k + "_source" for k in (*_LIMIT_KEYS, *_TITRATION_KEYS))
+_SOURCE_KEYS = tuple(k + "_source" for k in (*_LIMIT_KEYS, *_TITRATION_KEYS, *_CLINIC_KEYS))
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,9 @@ class Drug:
     titration_pct: int = 0
     titration_ng_day: int = 0
     titration_interval_h: int = 0
+    min_ng_day: int = 0
+    stability_days: int = 0
+    first_fill_stability_days: int = 0
     sources: tuple[tuple[str, str], ...] = ()
 
     def titration_step_ng(self, old_ng_day: int) -> int:
@@ -100,6 +110,26 @@ class DrugLibrary:
             if d.id == drug_id:
                 return d
         return None
+
+
+#: What the device reads of the library (firmware/guard.py): the hard limits and the fill's
+#: stability. The host checks the soft limits; the sources are for people. A board's heap
+#: has no room for the whole file.
+DEVICE_KEYS = ("id", "max_conc_ng_ml", "max_ng_day", "max_ng_hour", "max_bolus_ng",
+               "stability_days", "first_fill_stability_days")
+
+
+def device_json(lib: DrugLibrary) -> str:
+    """The library as the device reads it (DEVICE_KEYS of every drug), as JSON text."""
+    drugs = [{k: getattr(d, k) for k in DEVICE_KEYS} for d in lib.drugs]
+    return json.dumps({"version": lib.version, "drugs": drugs}, separators=(",", ":")) + "\n"
+
+
+def write_device_library(folder: Path, lib: DrugLibrary | None = None) -> Path:
+    """Write the device's library (`device_json`) as folder/druglib.json; returns its path."""
+    path = Path(folder) / "druglib.json"
+    path.write_text(device_json(lib or load_druglib()))
+    return path
 
 
 def default_path() -> Path:
@@ -160,6 +190,13 @@ def _values_ok(entry: dict, f: str, ids: set[int], names: set[str], errs: list[s
         lo = 1 if k == "titration_pct" else 0
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= _U32:
             errs.append(f"{f}.{k}: expected an integer {lo}..{_U32}, got {v!r}")
+            bad = True
+    for k in _CLINIC_KEYS:
+        v = entry[k]
+        top = _U32 if k == "min_ng_day" else MAX_STABILITY_DAYS
+        lo = 1 if k == "stability_days" else 0
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= top:
+            errs.append(f"{f}.{k}: expected an integer {lo}..{top}, got {v!r}")
             bad = True
     if bad:
         return False

@@ -53,6 +53,8 @@ MAX_LOCKOUT_S = M.RX_MAX_LOCKOUT_S
 #: The mechanism's fastest rate (the twin's, a board's unless provisioned otherwise): a
 #: basal step or a bolus faster than this is refused, here and by the device (max_rate).
 MAX_RATE_NL_H = tp.DEFAULT_MAX_RATE_NL_H
+#: ... and its slowest basal rate: a step below it (0 included) is refused (min_rate).
+MIN_RATE_NL_DAY = tp.DEFAULT_MIN_RATE_NL_DAY
 MINUTES_PER_DAY = 1440
 
 _HEADER = tp.compiled(M.RxHead)
@@ -382,7 +384,12 @@ class _Rules:
             if rate is None or rate < 0:
                 continue
             nl = u.ng_to_nl(rate, conc)  # nL/day, rounded as the device rounds it
-            if nl > MAX_RATE_NL_H * 24:
+            if nl < MIN_RATE_NL_DAY:
+                self.probs.add(f"steps[{i}].rate",
+                               f"{u.fmt_rate(rate, self.unit)} at {u.fmt_conc(conc)} is "
+                               f"{nl / 1000:.6g} uL/day, slower than the pump's hard limit "
+                               f"min_rate {MIN_RATE_NL_DAY / 1000:g} uL/day")
+            elif nl > MAX_RATE_NL_H * 24:
                 self.probs.add(f"steps[{i}].rate",
                                f"{u.fmt_rate(rate, self.unit)} at {u.fmt_conc(conc)} is "
                                f"{nl / 24000:.6g} uL/h, faster than the pump's hard limit "
@@ -479,6 +486,20 @@ class _Rules:
             self.complete = False
         self.bolus(f, pb.dose_ng, pb.duration_s)
 
+    def min_per_day(self, rx: Prescription) -> None:
+        # the soft lower limit: a daily dose (basal + timed) below it is a likely unit slip
+        drug = rx_drug(self.drug)
+        daily = rx.daily_ng()
+        if daily >= drug.min_ng_day:
+            return
+        if self.override_soft:
+            self.overridden |= override_flag("min_per_day")
+            return
+        self.probs.add("steps", f"daily dose {u.fmt_amount(daily, self.unit)} is below "
+                                f"{drug.name} soft limit min_per_day "
+                                f"{u.fmt_rate(drug.min_ng_day, self.unit)} (a mg/mcg slip?); "
+                                f"{_OVERRIDE_HINT}")
+
     def worst_case(self, rx: Prescription) -> None:
         drug, unit, probs = rx_drug(self.drug), self.unit, self.probs
         hour = rx.worst_hour_ng()
@@ -540,7 +561,9 @@ def _rules(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[
     r.timed(timed)
     r.patient_bolus(pb)
     if r.complete:
-        r.worst_case(_build(drug, conc, steps, timed, pb))
+        built = _build(drug, conc, steps, timed, pb)
+        r.worst_case(built)
+        r.min_per_day(built)
     return r.overridden
 
 

@@ -93,6 +93,7 @@ DENY_WORDS = {
     "max_bolus": "a single bolus is over the drug's hard maximum bolus",
     "max_concentration": "the concentration is over the drug's hard maximum",
     "max_rate": "it is faster than the pump's mechanism delivers (max_rate)",
+    "min_rate": "a basal step is slower than the pump's mechanism keeps up (min_rate)",
 }
 
 _VERBS = {

@@ -148,7 +148,7 @@ class Renderer:
 
     def info_fields(self, v: tuple) -> dict:
         """The named fields of a DEVICE_INFO payload."""
-        serial, fmaj, fmin, fpat, rt, schema, stroke, cap, low, cath, max_rate = v
+        serial, fmaj, fmin, fpat, rt, schema, stroke, cap, low, cath, max_rate, min_rate = v
         return {
             "runtime": _RUNTIMES.get(rt, f"runtime_{rt}"),
             "serial": serial.rstrip(b"\x00").decode("ascii", "replace"),
@@ -160,6 +160,7 @@ class Renderer:
             "low_reservoir_ul": low / 1000,
             "catheter_ul": cath / 1000,
             "max_rate_ul_h": max_rate / 1000,
+            "min_rate_ul_day": min_rate / 1000,
         }
 
     def event_fields(self, v: tuple) -> dict:

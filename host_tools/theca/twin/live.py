@@ -38,7 +38,7 @@ from theca_protocol import storage as S
 
 from theca.board.build import compile_firmware
 from theca.errors import LINK_FAILURE, OK, BadInput
-from theca.inputs.druglib import default_path as druglib_path
+from theca.inputs.druglib import write_device_library
 from theca.link import keys as K
 from theca.link.client import Client, LinkFailure, Refused
 from theca.twin import proc as twinproc
@@ -81,8 +81,9 @@ def device_keys(image: Path | None) -> tuple[str, dict[str, bytes], bool]:
 
 
 def twin_config(serial: str, keys: dict[str, bytes], speed: int, reservoir_nl: int,
-                image: Path | None) -> dict:
-    """The live twin's configuration (docs/DESIGN.md "Twin configuration")."""
+                image: Path | None, work: Path) -> dict:
+    """The live twin's configuration (docs/DESIGN.md "Twin configuration"); the device's
+    drug library goes into `work`."""
     hexkeys = {r: k.hex() for r, k in keys.items()}
     return {
         "mode": "live",
@@ -98,7 +99,7 @@ def twin_config(serial: str, keys: dict[str, bytes], speed: int, reservoir_nl: i
         "reservoir_nl": reservoir_nl,
         "battery_days": 2555,
         "status_period_s": 0,
-        "druglib": str(druglib_path()),
+        "druglib": str(write_device_library(work)),
         "flash_image": str(image) if image is not None else None,
         # The twin's watchdog bites after wdt_s device seconds. At --speed N that is
         # wdt_s / N real seconds: keep it at least 5, so that a busy host pausing the
@@ -238,7 +239,7 @@ def run_live(args) -> int:
         cfgp = work / "twin.json"
         fd = os.open(cfgp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds keys
         with os.fdopen(fd, "w") as f:
-            json.dump(twin_config(serial, keys, speed, res_nl, image), f)
+            json.dump(twin_config(serial, keys, speed, res_nl, image, work), f)
         master, slave, slave_name = open_pty(pty_path)
         proc = subprocess.Popen(
             twinproc.twin_command(args.heapsize, mpy is not None),

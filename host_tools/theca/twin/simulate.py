@@ -20,7 +20,7 @@ from theca_protocol import names as N
 from theca_protocol import storage as S
 
 from theca.errors import BadInput
-from theca.inputs.druglib import default_path as druglib_path
+from theca.inputs.druglib import write_device_library
 from theca.inputs.scenario import Event, Scenario
 from theca.link import requests as R
 from theca.twin import proc as twinproc
@@ -152,7 +152,8 @@ def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
         "refills": _physical_refills(sc),
         # what the reservoir physically holds at the start: the first prescription's drug
         "reservoir_conc_ng_ml": sc.prescription.conc_ng_ml,
-        "druglib": str(druglib_path()),
+        # what the device reads of the library, beside the inputs
+        "druglib": str(write_device_library(inputs.parent)),
     }
     if truth is not None:
         cfg["truth"] = str(truth)

@@ -56,7 +56,7 @@ def parquet_schema():
         # device_info
         ("runtime", s), ("firmware", s), ("schema", u32), ("schema_ok", pa.bool_()),
         ("stroke_nl", u32), ("capacity_ul", f64), ("low_reservoir_ul", f64),
-        ("catheter_ul", f64), ("max_rate_ul_h", f64),
+        ("catheter_ul", f64), ("max_rate_ul_h", f64), ("min_rate_ul_day", f64),
         # unknown
         ("reason", s), ("payload", s),
         ("details", s),
