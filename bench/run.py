@@ -178,6 +178,16 @@ def _ratio(a, b) -> str:
     return f"{a / b:.1f}x" if isinstance(a, int | float) and isinstance(b, int | float) and b else "-"
 
 
+#: The twin's heap requirement for the bench's 30 days (docs: README "Figures").
+HEAP_REQUIREMENT_KIB = 128
+
+
+def _heap_verdict(hp: dict) -> str:
+    # said beside the figure: a requirement the figure misses is never reported as met
+    k = hp.get("min_heap_kib")
+    return "" if not isinstance(k, int) or k <= HEAP_REQUIREMENT_KIB else " (NOT MET)"
+
+
 def benchmarks_md(r: dict) -> str:
     """BENCHMARKS.md from the results of main()."""
     m = r["machine"]
@@ -201,7 +211,8 @@ def benchmarks_md(r: dict) -> str:
     else:
         out.append(f"| twin speed | not measured: {tw.get('error', '?')} | - | < 15 s |")
     out.append(f"| smallest `micropython -X heapsize` running {hp.get('days', 30)} days (.mpy) | "
-               f"{hp.get('min_heap_kib', 'not measured')} KiB | - | <= 128 KiB |")
+               f"{hp.get('min_heap_kib', 'not measured')} KiB{_heap_verdict(hp)} | - | "
+               f"<= {HEAP_REQUIREMENT_KIB} KiB |")
     peer = None if "pymavlink_error" in mv else mv
     pv = f"pymavlink {mv.get('pymavlink_version', '?')}"
     size = (f"{mv.get('theca_frame_bytes', 54)}-byte STATUS frames vs "
@@ -300,7 +311,7 @@ def main() -> int:
     print(f"\ntwin: {tw['days']} days with 1-minute status in {tw['seconds']} s "
           f"({tw['x_real_time']:,}x real time; requirement < 15 s)")
     print(f"heap: smallest -X heapsize for {hp['days']} days: {hp['min_heap_kib']} KiB "
-          "(requirement <= 128 KiB)")
+          f"(requirement <= {HEAP_REQUIREMENT_KIB} KiB{_heap_verdict(hp)})")
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "bench.json").write_text(json.dumps(results, indent=2))
     (ROOT / "BENCHMARKS.md").write_text(benchmarks_md(results))

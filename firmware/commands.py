@@ -64,24 +64,29 @@ def _maintenance(p, now, role, buf, off, v):
 _CHANGE = const(0)  # the handler names a Pump method (now, who, *body) -> (result, detail)
 _ANSWER = const(1)  # the handler packs a reply body: (pump, now, role, buf, off, body) ->
 #                     (result, detail, body length)
+_ROOM = const(2)  # like _CHANGE, by a function of a module of its own (module, function):
+#                   (pump, now, who, *body) -> (result, detail); powerup.py imports the
+#                   rooms after the pump's buffers are made
 
 # type -> (body layout: None for a variable body handed over as bytes, "" for none, else
 # the struct format; its size; the kind of handler; the handler)
 HANDLERS = {
     md.T_GET_STATUS: ("", 0, _ANSWER, _get_status),
-    md.T_PROGRAM: (None, -1, _CHANGE, "program"),
+    md.T_PROGRAM: (None, -1, _ROOM, ("clinic", "program")),
     md.T_READ_RX: ("", 0, _ANSWER, _read_rx),
-    md.T_REFILL: (md.REFILL_FMT, md.REFILL_SIZE, _CHANGE, "refill"),
+    md.T_REFILL: (md.REFILL_FMT, md.REFILL_SIZE, _ROOM, ("clinic", "refill")),
     md.T_PATIENT_BOLUS: ("", 0, _ANSWER, _patient_bolus),
     md.T_CLINICIAN_BOLUS: (md.CLINICIAN_BOLUS_FMT, md.CLINICIAN_BOLUS_SIZE, _CHANGE,
                            "clinician_bolus"),
     md.T_SUSPEND: (md.SUSPEND_FMT, md.SUSPEND_SIZE, _CHANGE, "suspend"),
     md.T_RESUME: ("", 0, _CHANGE, "resume"),
     md.T_ACK_ALARM: (md.ACK_ALARM_FMT, md.ACK_ALARM_SIZE, _ANSWER, _ack_alarm),
-    md.T_SET_TIME: (md.SET_TIME_FMT, md.SET_TIME_SIZE, _CHANGE, "set_time"),
+    md.T_SET_TIME: (md.SET_TIME_FMT, md.SET_TIME_SIZE, _ROOM, ("clinic", "set_time")),
     md.T_LOG_READ: (md.LOG_READ_FMT, md.LOG_READ_SIZE, _ANSWER, _log_read),
     md.T_GET_INFO: ("", 0, _ANSWER, _get_info),
     md.T_MAINTENANCE: ("", 0, _ANSWER, _maintenance),
+    md.T_CATHETER: (md.CATHETER_FMT, md.CATHETER_SIZE, _ROOM, ("clinic", "catheter")),
+    md.T_PRIME: ("", 0, _ROOM, ("clinic", "prime")),
 }
 
 
@@ -162,6 +167,9 @@ def execute(p, typ, body, role, cmd_id, now):
         v = ()
     if kind == _CHANGE:
         res, detail = getattr(p, handler)(now, role, *v)
+        blen = 0
+    elif kind == _ROOM:
+        res, detail = getattr(__import__(handler[0]), handler[1])(p, now, role, *v)
         blen = 0
     else:
         res, detail, blen = handler(p, now, role, p.rtx.buf, _REPLY_AT, v)

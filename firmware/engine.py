@@ -17,6 +17,7 @@ NEVER = const(0x3FFFFFFF)  # "no such event": a time no schedule reaches (< 2**3
 NB = const(10)  # bolus slots: 8 timed + patient + clinician may overlap
 from msgdefs import BOLUS_CLINICIAN as KIND_CLINICIAN  # noqa: E402, F401 (for the pump)
 from msgdefs import BOLUS_PATIENT as KIND_PATIENT  # noqa: E402, F401
+from msgdefs import BOLUS_PRIME as KIND_PRIME  # noqa: E402, F401
 from msgdefs import BOLUS_TIMED as KIND_TIMED  # noqa: E402
 DAY = const(86400)
 _SMALL = const(0x40000000)  # 2**30: a 32-bit board's small ints stay below it

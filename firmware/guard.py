@@ -36,6 +36,9 @@ def load_limits(lib):
             "max_ng_day": d["max_ng_day"],
             "max_ng_hour": d["max_ng_hour"],
             "max_bolus_ng": d["max_bolus_ng"],
+            # the fill's stability (STATUS.refill_due), days; 0: none
+            "stability_days": d.get("stability_days", 0),
+            "first_fill_stability_days": d.get("first_fill_stability_days", 0),
         }
     return out
 

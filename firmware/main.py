@@ -36,6 +36,7 @@ class _Shared:
         self.expect_by = 0
         self.stop = False
         self.until = None  # the board's until_done task, woken by MAINTENANCE
+        self.died = None  # the exception a task ended with (none may end so, silently)
 
 
 def _poke(sh):
@@ -111,13 +112,22 @@ async def tone_task(app, hw, sh):
         sh.tones_waiting = False
 
 
-async def link_task(app, hw, sh):
+class _LinkBuffers:
+    # Made before the tasks start: a board without room for them fails at boot, loudly,
+    # not later in a task nobody watches.
+    def __init__(self):
+        self.rx = bytearray(_LINK_CHUNK)
+        self.rxmv = memoryview(self.rx)
+        self.outmv = memoryview(bytearray(cobs_max(pumpmod.MAX_FRAME) + 1))  # + the 0x00
+        self.deframer = Deframer(pumpmod.MAX_FRAME)
+
+
+async def link_task(app, hw, sh, bufs):
     """Frames in from the link, replies out. Garbage never reaches the pump."""
-    rx = bytearray(_LINK_CHUNK)
-    rxmv = memoryview(rx)
-    out = bytearray(cobs_max(pumpmod.MAX_FRAME) + 1)  # + the 0x00 that ends a frame
-    outmv = memoryview(out)
-    d = Deframer(pumpmod.MAX_FRAME)
+    rx = bufs.rx
+    rxmv = bufs.rxmv
+    outmv = bufs.outmv
+    d = bufs.deframer
     clock = hw.clock
     tel = hw.telemetry
     while True:
@@ -178,11 +188,27 @@ async def watchdog_task(hw, clock, sh):
         await clock.sleep_until(clock.now() + period)
 
 
-async def run(hw, app):
+def _supervise(sh):
+    # A task that ends by an exception stops the run with it (main: safe state, fault,
+    # the board's fatal): a pump whose link or alarms silently died must not go on as
+    # if nothing happened.
+    def died(loop, ctx):
+        if sh.died is None:
+            sh.died = ctx["exception"]
+        if sh.until is not None:
+            sh.until.cancel()
+
+    asyncio.get_event_loop().set_exception_handler(died)
+
+
+async def run(hw, app, bufs=None):
     sh = _Shared()
     clock = hw.clock
+    if bufs is None:
+        bufs = _LinkBuffers()
+    _supervise(sh)
     sh.therapy = asyncio.create_task(therapy_task(app, clock, sh))
-    tasks = [sh.therapy, asyncio.create_task(link_task(app, hw, sh))]
+    tasks = [sh.therapy, asyncio.create_task(link_task(app, hw, sh, bufs))]
     if hw.telemetry is not None and hw.status_period_s:
         tasks.append(asyncio.create_task(telemetry_task(app, clock, hw.status_period_s)))
     if hw.wdt is not None:
@@ -195,6 +221,8 @@ async def run(hw, app):
         try:
             await sh.until
         except asyncio.CancelledError:
+            if sh.died is not None:
+                raise sh.died
             if not sh.stop:
                 raise
     finally:
@@ -222,8 +250,9 @@ def main():
         # the boot's garbage (imports, the library's JSON) goes before the pump's buffers
         # are made: they are the biggest blocks, and a fragmented heap has no room for them
         gc.collect()
+        bufs = _LinkBuffers()  # the big blocks first, while the heap has its largest holes
         app = pumpmod.Pump(hw, now, druglib, hw.reset_cause(), store)
-        asyncio.run(run(hw, app))
+        asyncio.run(run(hw, app, bufs))
         if hw.telemetry is not None:
             hw.telemetry.emit(app.status_frame(hw.clock.now()))
     except Exception as e:  # any unexpected error: safe state, logged, then reported

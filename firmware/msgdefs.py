@@ -4,7 +4,7 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = 1528973851  # 0x5b224a1b
+SCHEMA = 3313545659  # 0xc580b1bb
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1280)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
@@ -31,6 +31,7 @@ MAX_STROKE_NL = const(65535)
 DEFAULT_CAPACITY_NL = const(20000000)
 MAX_CAPACITY_NL = const(40000000)
 DEFAULT_CATHETER_NL = const(150000)
+MAX_CATHETER_NL = const(1000000)
 DEFAULT_LOW_RESERVOIR_NL = const(2000000)
 MAX_LOCAL_OFFSET_S = const(50400)
 MAX_BOLUS_DURATION_S = const(86400)
@@ -59,6 +60,8 @@ T_SET_TIME = const(73)  # 0x49 host -> device
 T_LOG_READ = const(74)  # 0x4a host -> device
 T_GET_INFO = const(75)  # 0x4b host -> device
 T_MAINTENANCE = const(76)  # 0x4c host -> device
+T_CATHETER = const(77)  # 0x4d host -> device
+T_PRIME = const(78)  # 0x4e host -> device
 T_REPLY = const(128)  # 0x80 device -> host
 
 # Layouts: struct format, size, field names (wire order).
@@ -69,8 +72,8 @@ HDR_SIZE = const(8)
 DEVICE_INFO_FMT = "<12sBBBBIHIIIII"
 DEVICE_INFO_SIZE = const(42)
 # STATUS payload (also GET_STATUS reply body)
-STATUS_FMT = "<BBBBIIIHHIIIIBBI"
-STATUS_SIZE = const(42)
+STATUS_FMT = "<BBBBIIIHHIIIIBBIIII"
+STATUS_SIZE = const(54)
 # EVENT payload: one EventRecord (also the event log's unit)
 EVENT_FMT = "<IIBBIIII"
 EVENT_SIZE = const(26)
@@ -107,6 +110,9 @@ SET_TIME_SIZE = const(8)
 # LOG_READ body
 LOG_READ_FMT = "<IB"
 LOG_READ_SIZE = const(5)
+# CATHETER body
+CATHETER_FMT = "<I"
+CATHETER_SIZE = const(4)
 # LOG_READ reply head; count EVENT records follow
 LOG_READ_REPLY_HEAD_FMT = "<IIB"
 LOG_READ_REPLY_HEAD_SIZE = const(9)
@@ -126,9 +132,9 @@ JOURNAL_SIZE = const(32)
 STATE_HDR_FMT = "<HHI"
 STATE_HDR_SIZE = const(8)
 # snapshot head; gate times, rolling buckets, Rx blob follow
-SNAP_FMT = "<IBiiIBBiIIIIIHIIHIIIIBBIBBIIIBBIiHHI"
-SNAP_SIZE = const(109)
-SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'locked_clinician', 'locked_patient', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len', 'suspend_alarm_t')
+SNAP_FMT = "<IBiiIBBiIIIIIHIIHIIIIBBIBBIIIBBIiHHIIIIB"
+SNAP_SIZE = const(122)
+SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'locked_clinician', 'locked_patient', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len', 'suspend_alarm_t', 'catheter_nl', 'unprimed_nl', 'fill_t', 'fill_first')
 # twin link input record; the frame follows
 LINK_IN_FMT = "<IHB"
 LINK_IN_SIZE = const(7)
@@ -139,11 +145,11 @@ TRUTH_SIZE = const(16)
 # Command table, indexed by type - CMD_FIRST: body size (-1 variable),
 # allowed roles as a mask of 1 << role.
 CMD_FIRST = const(64)
-CMD_LAST = const(76)
-CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 4, 0, 4, 8, 5, 0, 0)
-CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02'
+CMD_LAST = const(78)
+CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 4, 0, 4, 8, 5, 0, 0, 4, 0)
+CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02\x02\x02'
 # 1: the command only reads (executing it again changes nothing)
-CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00'
+CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x00\x00'
 
 # pump modes (STATUS.mode)
 MODE_STOPPED = const(0)
@@ -187,6 +193,7 @@ BOOT_HARD_RESET = const(4)
 BOLUS_TIMED = const(0)
 BOLUS_PATIENT = const(1)
 BOLUS_CLINICIAN = const(2)
+BOLUS_PRIME = const(3)
 
 # patient bolus deny reasons (bolus_denied a, limit NACK detail)
 DENY_LOCKOUT = const(1)
@@ -228,6 +235,8 @@ TWIN_EXIT_POWER_CUT = const(7)
 STATUS_FLAG_BOLUS_RUNNING = const(1)  # bit 0
 STATUS_FLAG_BRIDGE = const(2)  # bit 1
 STATUS_FLAG_TRIAL = const(4)  # bit 2
+STATUS_FLAG_CATHETER_UNPRIMED = const(8)  # bit 3
+STATUS_FLAG_REFILL_DUE_STABILITY = const(16)  # bit 4
 
 # the twin's link input flags, as masks
 LINK_IN_MEASURE_RESIDUAL = const(1)  # bit 0
@@ -259,6 +268,7 @@ FIELD_DOSE = const(16)  # dose
 FIELD_OFFSET = const(17)  # offset
 FIELD_UTC = const(18)  # utc
 FIELD_LOW_RESERVOIR = const(19)  # low_reservoir
+FIELD_PRIMED = const(20)  # primed
 
 # alarm bits an acknowledgement does not silence
 ALARMS_UNSILENCEABLE = const(2048)  # 0x0800
@@ -291,3 +301,6 @@ EV_MOTOR_RECOVERED = const(21)
 EV_PRESCRIPTION_REFUSED = const(22)  # a=reason, b=drug, c=rx_crc32
 EV_TIME_REFUSED = const(23)  # a=reason, b=requested_time
 EV_REFILL_DISCREPANCY = const(24)  # a=expected_nl, b=residual_nl
+EV_CATHETER_CHANGED = const(25)  # a=volume_nl
+EV_PRIME_STARTED = const(26)  # a=volume_nl, b=duration_s
+EV_PRIME_COMPLETED = const(27)  # a=volume_nl

@@ -37,5 +37,10 @@ def start(p, now, boot_cause):
         p.telemetry.emit(p.status_frame(now))
     if store is not None:
         p.save(now)
+    # the rooms of commands and projections, after the pump's buffers and the boot's
+    # garbage: their code goes where the heap has room, and a command later allocates
+    # nothing for it (commands.py, _ROOM)
+    import clinic  # noqa: F401
+    import refilldue  # noqa: F401
 
 

@@ -2,8 +2,10 @@
 # clocks, no pins: `now` comes in, the hardware object `hw` built by the board is used
 # only through its small interface (docs/DESIGN.md), and every decision is an ordinary
 # method call a test can make. Its neighbours: commands.py (the link's commands),
-# auth.py (who may command), guard.py (the dose limits), snapshot.py, powerup.py and
+# auth.py (who may command), guard.py (the dose limits), clinic.py (the clinician's
+# changes to the plan), refilldue.py, snapshot.py, powerup.py and
 # restore.py (the boot, and what survives a restart).
+import gc
 import json
 import struct
 
@@ -25,8 +27,8 @@ import auth as authmod
 import powerup
 import commands
 from codec import FrameWriter
-from engine import KIND_CLINICIAN, KIND_PATIENT, KIND_TIMED, NEVER, Engine
-from eventlog import REC_SIZE, EventLog, wall_u32
+from engine import KIND_CLINICIAN, KIND_PATIENT, KIND_PRIME, KIND_TIMED, NEVER, Engine
+from eventlog import REC_SIZE, EventLog
 from gate import (
     IN_PROGRESS,
     NOT_CONFIGURED,
@@ -54,7 +56,6 @@ STALL_RETRY_S = const(60)  # how often a stalled motor is tried again
 SENSE_S = const(600)  # longest sleep: battery and sensors are looked at this often
 SAVE_S = const(3600)  # the snapshot is at most this old (rolling 24 h buckets)
 ERI_DAYS = const(90)
-_DISCREPANCY_NL = const(1_000_000)  # a residual further than 1 mL (or 20 %) is a discrepancy
 BACKOFF_AFTER = authmod.BACKOFF_AFTER
 MAX_FRAME = md.MAX_FRAME
 # the largest telemetry frame: header, DEVICE_INFO (the largest payload), crc
@@ -78,7 +79,8 @@ class Pump:
         self.capacity_nl = info["capacity_nl"]
         self.board_low_nl = info["low_reservoir_nl"]
         self.low_nl = self.board_low_nl  # the prescription's, while one says so
-        self.catheter_nl = info["catheter_nl"]
+        self.catheter_nl = info["catheter_nl"]  # CATHETER sets it (catheter.py)
+        self.unprimed_nl = 0  # catheter volume not yet pushed since the last CATHETER
         self.max_rate_nl_h = info["max_rate_nl_h"]
         self.min_rate_nl_day = info["min_rate_nl_day"]
         self.serial = info["serial"]
@@ -120,6 +122,11 @@ class Pump:
         self.bridge_rx = None
         self.suspend_alarm_t = 0  # suspended: when suspended_too_long is raised (0: never)
         self.low_eta = 0
+        # refill by this monotonic time (0: none); True if the fill's stability says so
+        self.refill_due = 0
+        self.refill_stab = False
+        self.fill_t = 0  # when the fill in the reservoir went in (0: not known)
+        self.fill_first = 0  # 1: the reservoir's first fill of its drug
         self.eta_dirty = True
         self.retry_t = NEVER
         self.last_tick = now
@@ -183,13 +190,24 @@ class Pump:
         rx = self.rx
         if rx is not None and rx.flags & md.RX_FLAG_TRIAL:
             flags |= md.STATUS_FLAG_TRIAL
+        if self.unprimed_nl > 0:
+            flags |= md.STATUS_FLAG_CATHETER_UNPRIMED
+        due = self.refill_due
+        if due:
+            due += self.wall_delta
+            if not 0 < due < NEVER:
+                due = 0
+            elif self.refill_stab:
+                flags |= md.STATUS_FLAG_REFILL_DUE_STABILITY
+        free = gc.mem_free()
         struct.pack_into(
             md.STATUS_FMT, buf, off, self.mode, self.engine.step, flags,
             rx.drug if rx is not None else 0, self.alarms.mask, self.reservoir_nl,
             self.delivered_ul, self.delivered_nl, self.battery_days,
             self.engine.rate if self.mode == RUNNING else 0, eta,
             self.rolling.sum(now), self.conc, self.gate.count_24h(now),
-            self.alarms.acked & 0xFF, rx.crc if rx is not None else 0,
+            self.alarms.acked & 0xFF, rx.crc if rx is not None else 0, due, free,
+            free + gc.mem_alloc(),
         )
         return md.STATUS_SIZE
 
@@ -308,11 +326,22 @@ class Pump:
             f -= 1_000_000
             ng += 1
         self.ng_frac = f
+        u = self.unprimed_nl
+        if u > 0:
+            # a new catheter filling: this drug does not reach the patient (SR-CATH-01)
+            if u >= s:
+                self.unprimed_nl = u - s
+                ng = 0
+            else:
+                self.unprimed_nl = 0
+                ng = (ng * (s - u) + s - 1) // s  # the part that does, rounded up
+            if self.unprimed_nl == 0:
+                self.changed = True
         self.rolling.add(now, ng)
         if self.bridge_nl > 0:
             self.bridge_nl -= s
             if self.bridge_nl <= 0:
-                self._end_bridge(now)
+                self.end_bridge(now)
         if self.reservoir_nl < self.low_nl:
             if self.alarms.raise_(LOW_RESERVOIR, now, self.reservoir_nl):
                 self.low_eta = 0
@@ -396,6 +425,9 @@ class Pump:
 
     def _update_eta(self, now):
         self.eta_dirty = False
+        import refilldue  # after the boot: its code is not in the boot's peak
+
+        self.refill_due, self.refill_stab = refilldue.due(self, now)
         self.low_eta = 0
         if self.mode != RUNNING or self.rx is None:
             return
@@ -431,6 +463,10 @@ class Pump:
         self.log(t, md.EV_BOLUS_DENIED, 0, NOT_RUNNING, KIND_TIMED, dose_nl)
 
     def on_bolus_end(self, t, kind, volume_nl):
+        if kind == KIND_PRIME:
+            self.log(t, md.EV_PRIME_COMPLETED, 0, volume_nl, 0, 0)
+            self.eta_dirty = True
+            return
         self.log(t, md.EV_BOLUS_COMPLETED, 0, volume_nl, kind, 0)
         if kind != KIND_TIMED:
             self.eta_dirty = True
@@ -493,7 +529,8 @@ class Pump:
         self.eta_dirty = True
         self.changed = True
 
-    def _end_bridge(self, now):
+    def end_bridge(self, now):
+        """The old fill is out of the catheter (pushed, or gone with a new catheter)."""
         self.bridge_nl = 0
         self.bridge_conc = 0
         if self.bridge_drug:
@@ -512,111 +549,6 @@ class Pump:
                 return
         if self.rx is not None:
             self.load_plan(now)
-
-    def program(self, now, who, blob):
-        """Accept a prescription (Rx blob). Returns (result, detail)."""
-        try:
-            rx = rxmod.parse(blob)
-            rxmod.check_fields(rx, self.druglib.get(rx.drug))
-        except rxmod.RxError as e:
-            if e.field == md.FIELD_VERSION:
-                return md.NACK_SCHEMA, rxmod.VERSION
-            return md.NACK_INVALID, e.field
-        # The prescription must describe what is in the reservoir: refill first.
-        if self.drug and rx.drug != self.drug:
-            return md.NACK_INVALID, md.FIELD_DRUG
-        if self.conc and rx.conc_ng_ml != self.conc:
-            return md.NACK_INVALID, md.FIELD_CONCENTRATION
-        d = self.druglib[rx.drug]
-        reason = guardmod.check_rx(rx, d, self.max_rate_nl_h, self.min_rate_nl_day)
-        old = self.rx
-        old_conc = self.conc
-        if reason == OK:
-            # The new plan together with what was already delivered and what is running:
-            # tried in the engine, put back if the guard says no.
-            self.rx = rx
-            self.conc = rx.conc_ng_ml
-            self.load_plan(now)
-            reason = self._guard(now)
-            if reason != OK:
-                self.rx = old
-                self.conc = old_conc
-                if old is not None:
-                    self.load_plan(now)
-                else:
-                    self.engine.unload(now)
-        if reason != OK:
-            self.log(now, md.EV_PRESCRIPTION_REFUSED, who, reason, rx.drug, rx.crc)
-            return md.NACK_LIMIT, reason
-        first = old is None
-        self.drug = rx.drug  # a new pump learns its reservoir's drug from its first one
-        # d: the soft limits the clinician overrode (Rx flags bits 1..)
-        self.log(now, md.EV_PRESCRIPTION_CHANGED, who, rx.crc, rx.drug, len(blob), rx.flags >> 1)
-        if self.alarms.clear(RX_INVALID, now, self.reservoir_nl):
-            self._update_mode(now)  # a prescription is in force again
-        if self.use_threshold(now):
-            self.emit_info(now)  # DEVICE_INFO says the threshold in force
-        if first or self.mode == STOPPED:
-            self.set_mode(now, RUNNING)
-            self.log(now, md.EV_THERAPY_STARTED, who, rx.crc, 0, 0)
-        return 0, 0
-
-    def refill(self, now, who, volume_nl, conc, residual_nl, drug):
-        """The clinician emptied the pump (residual_nl aspirated, measured) and filled
-        volume_nl of drug at conc: the reservoir is then volume_nl, nothing is mixed.
-        drug 0: the reservoir's drug. A residual far from what the pump expected is
-        logged and alarmed (a pocket fill, a leak or an underdose may have happened)."""
-        if volume_nl <= 0:
-            return md.NACK_INVALID, md.FIELD_VOLUME
-        if volume_nl > self.capacity_nl:
-            self.log(now, md.EV_REFILL_REFUSED, who, volume_nl, self.reservoir_nl, self.capacity_nl)
-            return md.NACK_LIMIT, self.capacity_nl
-        if conc <= 0:
-            return md.NACK_INVALID, md.FIELD_CONCENTRATION
-        if drug == 0:
-            drug = self.drug
-        d = self.druglib.get(drug) if drug else None
-        if drug and d is None:
-            return md.NACK_INVALID, md.FIELD_DRUG
-        if d is not None and guardmod.check_conc(conc, d) != OK:
-            return md.NACK_LIMIT, guardmod.MAX_CONCENTRATION
-        expected = self.reservoir_nl
-        self._start_bridge(now, drug, conc)
-        self.reservoir_nl = volume_nl
-        self.conc = conc
-        self.drug = drug
-        self.log(now, md.EV_REFILLED, who, volume_nl, residual_nl, conc, drug)
-        off = residual_nl - expected if residual_nl > expected else expected - residual_nl
-        tol = expected // 5
-        if off > (tol if tol > _DISCREPANCY_NL else _DISCREPANCY_NL):
-            self.log(now, md.EV_REFILL_DISCREPANCY, who, expected, residual_nl, 0)
-            self.alarms.raise_(VOLUME_DISCREPANCY, now, self.reservoir_nl, residual_nl)
-        if self.reservoir_nl >= self.stroke_nl:
-            self.alarms.clear(EMPTY_RESERVOIR, now, self.reservoir_nl)
-        if self.reservoir_nl >= self.low_nl:
-            self.alarms.clear(LOW_RESERVOIR, now, self.reservoir_nl)
-        if self.rx is not None:
-            self.drug_per_stroke()
-        self.eta_dirty = True
-        self._update_mode(now)
-        return 0, 0
-
-    def _start_bridge(self, now, drug, conc):
-        # The catheter still holds the fill before this one: it is delivered first.
-        if not self.catheter_nl or self.rx is None:
-            return
-        if self.drug and drug != self.drug:
-            # another drug: the old prescription's volume rate pushes the old drug out
-            if not self.bridge_drug:
-                self.bridge_drug = self.drug
-                self.bridge_rx = self.rx
-                self.bridge_conc = self.conc if self.bridge_nl <= 0 else self.bridge_conc
-            self.bridge_nl = self.catheter_nl
-        elif self.conc and conc != self.conc:
-            # the same drug, another concentration: the drug per day is kept
-            if self.bridge_nl <= 0:
-                self.bridge_conc = self.conc
-            self.bridge_nl = self.catheter_nl
 
     def patient_bolus(self, now, who):
         """The patient's button. Returns the deny reason (gate.OK when started)."""
@@ -694,32 +626,6 @@ class Pump:
         self.engine.advance(now, False)
         self.set_mode(now, RUNNING)  # HALTED while a critical alarm is raised
         self.log(now, md.EV_RESUMED, who, 0, 0, 0)
-        self.eta_dirty = True
-        self.changed = True
-        return 0, 0
-
-    def set_time(self, now, who, utc, offset):
-        """Set the wall clock (UTC) and local offset. Only the daily schedule moves: the
-        monotonic clock, the dose history and the lockouts do not, so a clock change
-        never frees a dose, and nothing is delivered or missed for the jump. Refused if
-        the schedule in its new place would pass a limit with what was delivered."""
-        if not md.UTC_MIN <= utc <= md.UTC_MAX:
-            return md.NACK_INVALID, md.FIELD_UTC
-        if not -md.MAX_LOCAL_OFFSET_S <= offset <= md.MAX_LOCAL_OFFSET_S:
-            return md.NACK_INVALID, md.FIELD_OFFSET
-        self.engine.advance(now, self.mode == RUNNING)
-        old_wall = now + self.wall_delta
-        old = (self.wall_delta, self.offset)
-        self.wall_delta = utc - now
-        self.offset = offset
-        self.engine.set_offset(offset + self.wall_delta, now)
-        reason = self._guard(now) if self.rx is not None else OK
-        if reason != OK:
-            self.wall_delta, self.offset = old
-            self.engine.set_offset(self.offset + self.wall_delta, now)
-            self.log(now, md.EV_TIME_REFUSED, who, reason, utc, 0)
-            return md.NACK_LIMIT, reason
-        self.log(now, md.EV_TIME_CHANGED, who, wall_u32(old_wall), utc, offset)
         self.eta_dirty = True
         self.changed = True
         return 0, 0

@@ -46,6 +46,10 @@ def _take_up(p, blob, jrec, now):
     p.conc = v["conc"]
     p.drug = v["drug"]
     p.suspend_alarm_t = v["suspend_alarm_t"]
+    p.catheter_nl = v["catheter_nl"]
+    p.unprimed_nl = v["unprimed_nl"]
+    p.fill_t = v["fill_t"]
+    p.fill_first = v["fill_first"]
     p.bridge_nl = v["bridge_nl"]
     p.bridge_conc = v["bridge_conc"]
     p.ng_frac = v["ng_frac"]
@@ -70,6 +74,9 @@ def _take_up(p, blob, jrec, now):
         extra = (jul - dul) * 1000 + (jnl - dnl)
         if extra > 0 and p.conc:
             r.add(now if now > t_last else t_last, rxmod.nl_to_ng(extra, p.conc) + 1)
+        if extra > 0:
+            # and they filled the catheter that much: never exempt the same volume twice
+            p.unprimed_nl = p.unprimed_nl - extra if p.unprimed_nl > extra else 0
         res, dul, dnl = jres, jul, jnl
     p.reservoir_nl = res
     p.delivered_ul = dul

@@ -24,7 +24,8 @@ def pack(p, now):
         "delivered_nl": p.delivered_nl, "j_seq": p.store.j_seq, "ng_frac": p.ng_frac,
         "seq": p.seq, "gate_n": g.n, "gate_head": g.head, "rolling_idx": r.idx,
         "rolling_total": r.total, "rx_len": len(rx), "bridge_rx_len": len(brx),
-        "suspend_alarm_t": p.suspend_alarm_t,
+        "suspend_alarm_t": p.suspend_alarm_t, "catheter_nl": p.catheter_nl,
+        "unprimed_nl": p.unprimed_nl, "fill_t": p.fill_t, "fill_first": p.fill_first,
     }
     auth_into(p.auth, v)
     head = struct.pack(SNAP_FMT, *[v[k] for k in SNAP_FIELDS])

@@ -63,6 +63,9 @@ STATUS_RUNNING = dict(
     boluses_24h=2,
     acked=0,
     rx_crc=0xDEADBEEF,
+    refill_due=T0 + 86400 * 10,
+    heap_free=40_000,
+    heap_total=131_072,
 )
 STATUS_STOPPED = dict(
     mode=0,
@@ -81,6 +84,9 @@ STATUS_STOPPED = dict(
     boluses_24h=0,
     acked=0,
     rx_crc=0,
+    refill_due=0,
+    heap_free=60_000,
+    heap_total=131_072,
 )
 #: A trial prescription with a patient bolus running and the low-reservoir alarm
 #: acknowledged: STATUS.flags bolus_running | trial, acked bit 0 (what a pump sends).
@@ -311,6 +317,9 @@ def vectors() -> list[dict]:
         ),
         command_vector("cmd_get_info", 0x4B, 111, T0 + 2110, "patient", 2012, 4, {}),
         command_vector("cmd_maintenance", 0x4C, 112, T0 + 2120, "clinician", 2013, 9, {}),
+        command_vector("cmd_catheter", 0x4D, 113, T0 + 2130, "clinician", 2014, 10,
+                       dict(volume_nl=150_000)),
+        command_vector("cmd_prime", 0x4E, 114, T0 + 2140, "clinician", 2015, 11, {}),
     ]
     return v
 

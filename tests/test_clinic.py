@@ -9,6 +9,7 @@ import struct
 
 import pytest
 from theca.inputs.rxfile import Prescription
+from theca.link import requests as R
 from theca_protocol import Refill, fixed_format
 from theca_protocol import names as N
 from twinctl import ControlledTwin
@@ -268,3 +269,100 @@ def test_a_suspension_past_its_maximum_alarms_and_sounds_until_resumed(tmp_path)
         assert tw.truth["tones"] == tones and len(tw.strokes()) > n  # quiet, delivering
     finally:
         tw.close()
+
+
+def _tip_times(tw: ControlledTwin, t0: int) -> list[int]:
+    # true times of the strokes from t0 on that put drug out of the catheter tip
+    return [t for t, _, m in tw.strokes() if t >= t0 and m > 0]
+
+
+def test_a_new_catheter_is_primed_and_the_prime_is_exempt(tmp_path):
+    # REQ: SR-CATH-01
+    # morphine 10 mg/mL at 10 mg/day: 1 mL/day. A catheter revision on day 2 (150 uL,
+    # empty), then PRIME: 150 uL at the mechanism's 1000 uL/h
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=18_000_000, conc_ng_ml=10_000_000)
+    try:
+        assert tw.program(rx(MORPHINE, 10_000_000, 10_000_000)).result == "ack"
+        tw.run(DAY + 10 * H)
+        t_cut = tw.now
+        tw.new_catheter(150_000)
+        assert tw.command("CATHETER", R.catheter(150_000)).result == "ack"
+        st = tw.status()
+        assert st["flags"] & N.mask_of(N.STATUS_FLAGS, "catheter_unprimed")
+        assert tw.command("PRIME").result == "ack"
+        tw.run(H)
+        # the truth: no drug left the tip until the new catheter was full, and the prime
+        # filled it within its 9 minutes (not the 3.6 h the basal alone would take)
+        first = _tip_times(tw, t_cut)[0]
+        assert t_cut < first <= t_cut + 9 * 60 + 60, first - t_cut
+        done = events(tw, "prime_completed")
+        assert [e[4] for e in done] == [150_000]
+        assert not tw.status()["flags"] & N.mask_of(N.STATUS_FLAGS, "catheter_unprimed")
+        # over the 24 h that hold the prime, what the pump counts is never less than what
+        # reached the patient, and the prime's 150 uL (1.5 mg) are not counted against
+        # the limits: within one 5-minute bucket of basal (34.7 ug) of the truth
+        counted = tw.status()["rolling_ng"]
+        reached = tip_ng(tw, tw.now - DAY, tw.now)
+        assert counted >= reached - 1, (counted, reached)
+        assert counted <= reached + 10_000_000 * 300 // DAY + 2 * 2_500, (counted, reached)
+        r = tw.command("PRIME")
+        assert (r.result, N.INVALID_FIELDS[r.detail - 1]) == ("invalid", "primed")
+    finally:
+        tw.close()
+
+
+def test_an_unprimed_catheter_says_so_until_the_basal_has_filled_it(tmp_path):
+    # REQ: SR-CATH-01
+    # 150 uL/day: the basal alone takes a day to fill a new 150 uL catheter; the status
+    # says it is unprimed all that time, and the pump counts none of that drug
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=18_000_000, conc_ng_ml=10_000_000)
+    try:
+        assert tw.program(rx(MORPHINE, 10_000_000, 1_500_000)).result == "ack"
+        tw.run(H)
+        tw.new_catheter(150_000)
+        t0 = tw.now
+        assert tw.command("CATHETER", R.catheter(150_000)).result == "ack"
+        tw.run(20 * H)
+        assert tw.status()["flags"] & N.mask_of(N.STATUS_FLAGS, "catheter_unprimed")
+        assert not _tip_times(tw, t0)  # the truth: nothing reached the patient yet
+        tw.run(6 * H)
+        assert not tw.status()["flags"] & N.mask_of(N.STATUS_FLAGS, "catheter_unprimed")
+        assert _tip_times(tw, t0)
+    finally:
+        tw.close()
+
+
+def test_a_scenario_revises_and_primes_the_catheter(tmp_path):
+    # REQ: SR-CATH-01
+    # the scenario actions `catheter` and `prime`; simulate's truth says when drug reached
+    # the tip again
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "rx.toml").write_text(
+        'drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\n'
+        'rate = "2 mg/day"\n')
+    sc = tmp_path / "s.toml"
+    sc.write_text(
+        'start = 2026-01-01T00:00:00Z\ndays = 3\nprescription = "rx.toml"\n'
+        '[[events]]\nat = 2026-01-02T09:00:00Z\naction = "catheter"\nvolume = "200 uL"\n'
+        '[[events]]\nat = 2026-01-02T09:01:00Z\naction = "prime"\n')
+    out = tmp_path / "r.tlog"
+    theca = [sys.executable, "-m", "theca.cli"]
+    r = subprocess.run([*theca, "simulate", sc, "-o", out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = subprocess.run([*theca, "decode", out, "--format", "jsonl", "--type", "event"],
+                       capture_output=True, text=True, check=True)
+    ev = [json.loads(x) for x in d.stdout.splitlines()]
+    changed = [e for e in ev if e["event"] == "catheter_changed"]
+    began = [e for e in ev if e["event"] == "prime_started"]
+    done = [e for e in ev if e["event"] == "prime_completed"]
+    assert [e["volume_ul"] for e in changed] == [200.0]
+    assert len(began) == 1 and began[0]["duration_s"] == 720
+    assert len(done) == 1 and done[0]["volume_ul"] == began[0]["volume_ul"]
+    assert done[0]["t"].startswith("2026-01-02T09:13")  # 12 minutes at 1000 uL/h
+    # a second prime in a scenario would be refused: the run then says so and fails
+    sc.write_text(sc.read_text() + '[[events]]\nat = 2026-01-02T10:00:00Z\naction = "prime"\n')
+    r = subprocess.run([*theca, "simulate", sc, "-o", out], capture_output=True, text=True)
+    assert r.returncode != 0 and "primed already" in r.stdout + r.stderr, r.stdout + r.stderr

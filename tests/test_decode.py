@@ -45,6 +45,7 @@ class Log:
             mode=1, step=0, flags=0, drug=1, alarms=0, reservoir_nl=20_000_000,
             delivered_ul=0, delivered_nl=0, battery_days=2555, rate_nl_day=200_000,
             low_eta=0, rolling_ng=0, conc_ng_ml=10_000_000, boluses_24h=0, acked=0, rx_crc=0,
+            refill_due=0, heap_free=50_000, heap_total=131_072,
         )
         f.update(kw)
         return self.add(P.T_STATUS, P.Status.build(f), time)
@@ -134,6 +135,7 @@ _status_fields = st.fixed_dictionaries(dict(
     delivered_nl=st.integers(0, 65535), battery_days=st.integers(0, 65535), rate_nl_day=_u32,
     low_eta=st.one_of(st.just(0), st.integers(0, 2**31)), rolling_ng=_u32, conc_ng_ml=_u32,
     boluses_24h=st.integers(0, 255), acked=st.integers(0, 255), rx_crc=_u32,
+    refill_due=st.one_of(st.just(0), st.integers(0, 2**31)), heap_free=_u32, heap_total=_u32,
 ))
 
 
@@ -204,7 +206,7 @@ def test_jsonl_reply_command_unknown(tmp_path, capsys):
     st_body = P.Status.build(dict(
         mode=1, step=0, flags=0, drug=1, alarms=0, reservoir_nl=5_000, delivered_ul=1,
         delivered_nl=0, battery_days=1, rate_nl_day=0, low_eta=0, rolling_ng=0, conc_ng_ml=0,
-        boluses_24h=0, acked=0, rx_crc=0))
+        boluses_24h=0, acked=0, rx_crc=0, refill_due=0, heap_free=1, heap_total=2))
     lg.add(0x80, P.Reply.build(dict(cmd_id=6, cmd_type=0x40, result=0, detail=0,
                                     body=st_body)), T0 + 1)
     cmd = P.build_command(0x43, P.Refill.build(dict(volume_nl=1000, conc_ng_ml=2, residual_nl=3, drug=0)), "clinician",
@@ -221,7 +223,7 @@ def test_jsonl_reply_command_unknown(tmp_path, capsys):
     assert recs[2]["body"] == {"volume_nl": 1000, "conc_ng_ml": 2, "residual_nl": 3, "drug": 0}
     assert recs[2]["counter"] == 3
     assert recs[3]["type"] == 0x33 and recs[3]["payload"] == "0102"
-    assert "expected 42" in recs[4]["reason"]
+    assert f"expected {P.Status.sizeof()}" in recs[4]["reason"]
     s = summary(capsys, write(tmp_path, lg.tlog()))
     assert s["unknown_types"] == {"0x33": 1} and s["malformed"] == 1
     assert s["kinds"] == {"reply": 2, "command": 1, "unknown": 1, "status": 1}

@@ -47,6 +47,7 @@ class Log:
             mode=1, step=0, flags=0, drug=1, alarms=0, reservoir_nl=20_000_000,
             delivered_ul=0, delivered_nl=0, battery_days=2555, rate_nl_day=200_000,
             low_eta=0, rolling_ng=0, conc_ng_ml=10_000_000, boluses_24h=0, acked=0, rx_crc=7,
+            refill_due=0, heap_free=50_000, heap_total=131_072,
         )
         f.update(kw)
         return self.add(P.T_STATUS, P.Status.build(f), time)
@@ -303,7 +304,7 @@ _status = st.fixed_dictionaries(dict(
     drug=st.integers(0, 255), alarms=_u32, reservoir_nl=_u32, delivered_ul=_u32,
     delivered_nl=st.integers(0, 65535), battery_days=st.integers(0, 65535), rate_nl_day=_u32,
     low_eta=_u32, rolling_ng=_u32, conc_ng_ml=_u32, boluses_24h=st.integers(0, 255),
-    acked=st.integers(0, 255), rx_crc=_u32,
+    acked=st.integers(0, 255), rx_crc=_u32, refill_due=_u32, heap_free=_u32, heap_total=_u32,
 ))
 
 

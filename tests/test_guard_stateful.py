@@ -2,8 +2,9 @@
 
 The real firmware runs in the twin behind the test-only control channel (tests/twinctl.py);
 hypothesis programs it (any plan, in or out of the limits), gives patient and clinician
-boluses of any size and duration, refills, suspends and resumes, sets the clock forward and
-back, cuts the power, stalls the motor and blocks the catheter, and lets true time run.
+boluses of any size and duration, refills, revises and primes the catheter, suspends and
+resumes, sets the clock forward and back, cuts the power, stalls the motor and blocks the
+catheter, and lets true time run.
 After every step it checks, from the twin's physical truth and in true time:
 - the drug that reached the catheter tip in any 24 h and any 1 h never passes the hard limits;
 - no clinician bolus above max_bolus was started; the patient's lockout and max_per_day hold;
@@ -125,6 +126,17 @@ class DoseGuardMachine(RuleBasedStateMachine):
         if residual is not None:
             self.filled_nl += nl - residual
             self.tw.command("REFILL", struct.pack(_REFILL, nl, self.conc, residual, 0))
+
+    @rule(nl=st.integers(50_000, 300_000))
+    def new_catheter(self, nl):
+        # a catheter revision: the surgeon's empty catheter, then the clinician says so
+        self.tw.new_catheter(nl)
+        self.tw.command("CATHETER", struct.pack("<I", nl))
+
+    @rule()
+    def prime(self):
+        # exempt from the limits: only the new catheter's volume, which reaches no one
+        self.tw.command("PRIME")
 
     @rule()
     def suspend(self):

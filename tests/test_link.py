@@ -784,3 +784,37 @@ def test_program_shows_the_pump_s_prescription_and_guards_the_titration(tmp_path
         assert N.flag_names(N.SOFT_LIMITS, ev[-1][7]) == ["titration"]
         assert ev[0][7] == 0  # the first was within every soft limit
         assert status_json(home, dev)["rate_ul_per_day"] == 950.0
+
+
+def test_catheter_and_prime_from_the_command_line(twin_a):
+    # REQ: SR-CATH-01
+    home, dev = twin_a["home"], twin_a["dev"]
+    s = status_json(home, dev)
+    assert s["catheter_primed"] is True and s["catheter_ul"] == 150
+    assert s["refill_due_reason"] in ("reservoir", "stability") and s["refill_due"].endswith("Z")
+    assert 0 < s["heap_free"] < s["heap_total"]
+    r = run_theca(home, "--device", dev, "catheter", "--volume", "2 mL")
+    assert r.returncode == 2 and "--volume" in r.stderr and "at most 1 mL" in r.stderr
+    r = run_theca(home, "--device", dev, "catheter", "--volume", "120 uL")
+    assert r.returncode == 0 and "prime it" in r.stdout, r.stderr
+    s = status_json(home, dev)
+    assert s["catheter_primed"] is False and s["catheter_ul"] == 120
+    r = run_theca(home, "--device", dev, "--role", "patient", "prime")
+    assert r.returncode == 3 and "forbidden" in r.stderr
+    r = run_theca(home, "--device", dev, "prime")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 30  # 432 device seconds at 600x
+    while not status_json(home, dev)["catheter_primed"]:
+        assert time.monotonic() < deadline, "the prime did not complete"
+        time.sleep(0.2)
+    r = run_theca(home, "--device", dev, "prime")
+    assert r.returncode == 3 and "primed already" in r.stderr, r.stderr
+    ev = device_events(home, dev)
+    names = [N.EVENTS[e[2]].name for e in ev if e[2] in N.EVENTS]
+    assert names.count("catheter_changed") == 1 and names.count("prime_completed") == 1
+    # the prime pushes what the basal has not yet pushed since the change: all of it
+    began = [e for e in ev if e[2] == ev_code("prime_started")][0]
+    done = [e for e in ev if e[2] == ev_code("prime_completed")][0]
+    assert done[4] == began[4] and 110_000 < began[4] <= 120_000, (began, done)
+    r = run_theca(home, "--device", dev, "status")
+    assert "catheter    120 uL, primed" in r.stdout and "refill by" in r.stdout, r.stdout

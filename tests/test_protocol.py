@@ -118,7 +118,7 @@ def test_msgdefs_formats_match_construct():
         assert fmt.startswith("<")
         assert struct.calcsize(fmt) == md[f"{prefix}_SIZE"] == con.sizeof(), prefix
         assert md[f"{prefix}_FIELDS"] == tuple(s.name for s in con.subcons)
-    assert md["STATUS_SIZE"] == 42 and md["EVENT_SIZE"] == 26 and md["DEVICE_INFO_SIZE"] == 42
+    assert md["STATUS_SIZE"] == 54 and md["EVENT_SIZE"] == 26 and md["DEVICE_INFO_SIZE"] == 42
 
 
 def test_msgdefs_codes_match_names():
@@ -148,14 +148,16 @@ def test_names_follow_design():
     assert N.CRITICAL_ALARMS == {
         "empty_reservoir", "motor_stall", "occlusion", "battery_eos", "internal_fault", "rx_invalid"
     }
-    assert sorted(N.EVENTS) == list(range(1, 25))
+    assert sorted(N.EVENTS) == list(range(1, 28))
     assert N.EVENTS[24].name == "refill_discrepancy"
+    assert [N.EVENTS[k].name for k in (25, 26, 27)] == [
+        "catheter_changed", "prime_started", "prime_completed"]
     assert N.ALARMS[10] == "volume_discrepancy" and "volume_discrepancy" not in N.CRITICAL_ALARMS
     assert N.EVENTS[22].name == "prescription_refused" and N.EVENTS[23].name == "time_refused"
     assert N.EVENTS[6].name == "bolus_completed" and N.EVENTS[6].a.name == "volume_ul"
     assert N.DENY_REASONS[1] == "lockout" and N.DENY_REASONS[3] == "daily_limit"
-    assert [N.DENY_REASONS[k] for k in (8, 9, 10, 11)] == [
-        "max_per_hour", "max_bolus", "max_concentration", "max_rate"]
+    assert [N.DENY_REASONS[k] for k in (8, 9, 10, 11, 12)] == [
+        "max_per_hour", "max_bolus", "max_concentration", "max_rate", "min_rate"]
     assert N.NACK_REASONS[10] == "backoff" and 0 not in N.NACK_REASONS
     assert N.alarm_names(0b1000000001) == ["low_reservoir", "watchdog_reset"]
     assert N.alarm_names(1 << 20) == ["bit_20"]

@@ -169,6 +169,11 @@ class ControlledTwin:
         (pocket_nl of it beside the pump). Returns what was aspirated (None: overfill)."""
         return self.ctl("refill", nl=nl, conc=conc, pocket=pocket_nl)["residual"]
 
+    def new_catheter(self, nl: int) -> None:
+        """A catheter revision (physical only): the old catheter is gone, an empty one of
+        nl is in place."""
+        self.ctl("catheter", nl=nl)
+
     def power_cut(self, down_s: int) -> None:
         """The supply fails now and comes back after down_s (the pump boots again)."""
         assert self.proc is not None and self.proc.stdin

@@ -129,12 +129,13 @@ class Mechanism:
     """
 
     def __init__(self, stroke_nl, reservoir_nl, faults, capacity_nl=md.DEFAULT_CAPACITY_NL, refills=(),
-                 conc=0, catheter_nl=0, stream=None):
+                 conc=0, catheter_nl=0, stream=None, catheters=()):
         self.stroke_nl = stroke_nl
         self.reservoir_nl = reservoir_nl
         self.mass = reservoir_nl * conc  # drug in the reservoir, 1e-6 ng
         self.capacity_nl = capacity_nl
         self.refills = sorted(refills)
+        self.catheters = sorted(catheters)  # [true time, nL]: a new, empty catheter
         self.pumped_nl = 0
         self.left_mass = 0  # drug that left the pump
         self.tip_mass = 0  # drug that left the catheter tip (reached the patient)
@@ -158,6 +159,13 @@ class Mechanism:
 
             visit.refill(self, r[1], r[2], r[3] if len(r) > 3 else 0)
 
+    def _new_catheter(self):
+        # a catheter revision due now: the old catheter and what it held are gone, the
+        # new one holds no drug (CSF) until the pump has pushed its volume
+        now = self.faults.clock.true_now()
+        while self.catheters and self.catheters[0][0] <= now:
+            self.catheter = [[self.catheters.pop(0)[1], 0]]
+
     def fill(self, nl, conc):
         """The clinician injects nl of conc through the septum without emptying (refused
         if it overfills)."""
@@ -170,6 +178,8 @@ class Mechanism:
     def stroke(self):
         if self.refills:
             self._refill()
+        if self.catheters:
+            self._new_catheter()
         if self.faults.stalled():
             self.failed += 1
             return 1
@@ -225,6 +235,7 @@ class Mechanism:
         self.strokes = phys["strokes"]
         self.failed = phys["failed_strokes"]
         self.refills = [r for r in self.refills if r[0] > start]
+        self.catheters = [c for c in self.catheters if c[0] > start]
         self.pocket_nl = phys.get("pocket_nl", 0)
         if "mass" in phys:
             self.mass = phys["mass"]
@@ -412,6 +423,7 @@ class Hardware:
             self.info["stroke_nl"], self.info["reservoir_nl"], faults,
             self.info["capacity_nl"], [tuple(r) for r in cfg.get("refills", [])],
             cfg.get("reservoir_conc_ng_ml", 0), self.info["catheter_nl"], self.stream,
+            [tuple(c) for c in cfg.get("catheters", [])],
         )
         if phys:
             self.motor.resume(phys, start)

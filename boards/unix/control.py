@@ -92,6 +92,11 @@ async def _refill(hw, sh, req, out):
     out["residual"] = visit.refill(hw.motor, req["nl"], req["conc"], req.get("pocket", 0))
 
 
+async def _catheter(hw, sh, req, out):
+    # the surgeon's new catheter (physical only): empty, of nl
+    hw.motor.catheter = [[req["nl"], 0]]
+
+
 async def _cut(hw, sh, req, out):
     from simflash import PowerCut
 
@@ -108,7 +113,7 @@ async def _truth(hw, sh, req, out):
 
 # request op -> what it does
 _OPS = {"run": _run, "frame": _frame, "fault": _fault, "fill": _fill, "refill": _refill,
-        "cut": _cut,
+        "cut": _cut, "catheter": _catheter,
         "end": _end, "truth": _truth}
 
 

@@ -88,6 +88,11 @@ Status = Struct(
     "acked" / u8 * ("alarm bits 0..7 raised and acknowledged (tone silenced by ACK_ALARM); "
                            "a bit leaves when its alarm clears or is raised again"),
     "rx_crc" / u32 * "CRC-32 of the Rx blob in force (0 = none)",
+    "refill_due" / u32 * ("device time to refill by (0 = none): the earliest of the reservoir "
+                          "reaching the low threshold with every allowed patient bolus taken, "
+                          "and the fill's stability limit (flags refill_due_stability)"),
+    "heap_free" / u32 * "bytes of the MicroPython heap free (gc.mem_free)",
+    "heap_total" / u32 * "bytes of the MicroPython heap (free + allocated)",
 )
 
 EventRecord = Struct(
@@ -187,6 +192,7 @@ Refill = Struct(
     "residual_nl" / u32 * "what was aspirated (measured) before filling, nL",
     "drug" / u8 * "drug library id of the fill (0: the reservoir's drug)",
 )
+Catheter = Struct("volume_nl" / u32 * f"the catheter's volume, nL (1..{N.MAX_CATHETER_NL})")
 ClinicianBolus = Struct("dose_ng" / u32 * "ng", "duration_s" / u32 * "s")
 AckAlarm = Struct("mask" / u32 * "alarm mask")
 Suspend = Struct("max_s" / u32 * "the alarm suspended_too_long after this long suspended (0: none)")
@@ -269,6 +275,8 @@ MESSAGE_LIST = [
     _cmd(0x4A, "LOG_READ", _EITHER, LogRead, LogReadReply, reads=True),
     _cmd(0x4B, "GET_INFO", _EITHER, Empty, DeviceInfo, reads=True),
     _cmd(0x4C, "MAINTENANCE", _CLIN, Empty, Empty),
+    _cmd(0x4D, "CATHETER", _CLIN, Catheter, Empty),
+    _cmd(0x4E, "PRIME", _CLIN, Empty, Empty),
 ]
 
 #: type id -> Message.

@@ -35,6 +35,8 @@ DEFAULT_CAPACITY_NL = 20_000_000
 CAPACITIES_NL = (20_000_000, 40_000_000)
 MAX_CAPACITY_NL = 40_000_000
 DEFAULT_CATHETER_NL = 150_000
+#: The largest catheter volume CATHETER accepts (1 mL; implanted catheters hold 0.1-0.3 mL).
+MAX_CATHETER_NL = 1_000_000
 DEFAULT_LOW_RESERVOIR_NL = 2_000_000
 #: Bound of max_rate_nl_h: a day at the fastest rate stays below 2**30 nL.
 MAX_RATE_BOUND_NL_H = 24_000_000
@@ -60,11 +62,16 @@ MODES: dict[int, str] = {
 #: STATUS.flags bit numbers (STATUS.flags has 1 << bit): bolus_running, a bolus (timed,
 #: patient or clinician) is being delivered, so the rate is basal + bolus; bridge, the
 #: catheter still holds the previous concentration after a refill; trial, the prescription
-#: in force is a trial prescription (its Rx flags bit `trial`).
+#: in force is a trial prescription (its Rx flags bit `trial`); catheter_unprimed, the
+#: catheter volume set by CATHETER has not all been pushed yet (drug has not reached the
+#: tip); refill_due_stability, STATUS.refill_due is the fill's stability limit (else the
+#: reservoir's).
 STATUS_FLAGS: dict[int, str] = {
     0: "bolus_running",
     1: "bridge",
     2: "trial",
+    3: "catheter_unprimed",
+    4: "refill_due_stability",
 }
 
 #: Alarm bit numbers (STATUS.alarms is a mask of 1 << bit).
@@ -115,7 +122,7 @@ BOOT_CAUSES: dict[int, str] = {
 }
 
 #: Bolus kinds (bolus_started / bolus_completed, b).
-BOLUS_KINDS: dict[int, str] = {0: "timed", 1: "patient", 2: "clinician"}
+BOLUS_KINDS: dict[int, str] = {0: "timed", 1: "patient", 2: "clinician", 3: "prime"}
 
 #: The names of limits (../shared/interface.md, "Names of limits"): why a bolus was
 #: denied (bolus_denied a), why a prescription or a clock change was refused
@@ -157,7 +164,7 @@ INVALID_FIELDS: tuple[str, ...] = (
     "length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
     "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",
     "patient_bolus.max_per_day", "drug", "concentration", "max_ng_day", "steps.rate",
-    "volume", "dose", "offset", "utc", "low_reservoir",
+    "volume", "dose", "offset", "utc", "low_reservoir", "primed",
 )
 
 #: stroke_failed a.
@@ -263,6 +270,9 @@ _EVENT_LIST = [
     ),
     EventDef(23, "time_refused", Arg("reason", "DENY_REASONS"), Arg("requested_time", "time")),
     EventDef(24, "refill_discrepancy", Arg("expected_ul", "nl"), Arg("residual_ul", "nl")),
+    EventDef(25, "catheter_changed", Arg("volume_ul", "nl")),
+    EventDef(26, "prime_started", Arg("volume_ul", "nl"), Arg("duration_s")),
+    EventDef(27, "prime_completed", Arg("volume_ul", "nl")),
 ]
 
 #: Event codes -> definitions.

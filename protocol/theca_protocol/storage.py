@@ -90,6 +90,10 @@ SnapshotHead = Struct(
     "rx_len" / u16 * "bytes of the Rx blob after the buckets",
     "bridge_rx_len" / u16 * "bytes of the bridge's Rx blob after it (a drug change)",
     "suspend_alarm_t" / u32 * "monotonic time suspended_too_long is raised (0: none)",
+    "catheter_nl" / u32 * "the catheter's volume (CATHETER; the board's until then)",
+    "unprimed_nl" / u32 * "catheter volume not yet pushed since the last CATHETER",
+    "fill_t" / u32 * "monotonic time of the fill in the reservoir (0: none known)",
+    "fill_first" / u8 * "1: that fill is the reservoir's first of its drug",
 )
 
 #: The twin's scheduled link input (simulate): this head, then the frame.

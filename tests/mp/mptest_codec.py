@@ -76,6 +76,7 @@ _CMD_BODY = {
     M.T_ACK_ALARM: "ACK_ALARM",
     M.T_SET_TIME: "SET_TIME",
     M.T_LOG_READ: "LOG_READ",
+    M.T_CATHETER: "CATHETER",
 }
 
 

@@ -136,3 +136,23 @@ def test_a_failing_buzzer_ends_in_the_safe_state_too():
     assert app.mode == P.SAFE
     assert app.alarms.active(md.ALARM_INTERNAL_FAULT)
     assert isinstance(hw.failed, OSError)
+
+
+def test_a_task_that_dies_stops_the_run_loudly():
+    # REQ: SR-FAULT-01
+    # found by a heap too small for the link's buffers: the link task died at its start,
+    # the pump went on without a link, and the run ended "successfully"
+    hw = hardware(2 * 3600)
+    app = programmed(hw)
+
+    async def broken_readinto(buf):
+        raise OSError(5)
+
+    hw.link.readinto = broken_readinto
+    try:
+        asyncio.run(main.run(hw, app))
+    except OSError as e:
+        assert e.args[0] == 5
+    else:
+        raise AssertionError("the run went on without its link")
+    assert hw.clock.now() < T0 + 2 * 3600  # it stopped at once, not at the scenario's end

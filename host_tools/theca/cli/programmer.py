@@ -3,7 +3,8 @@
 status [--json], program RX.toml [--yes] [--override-soft-limit], refill --volume V
 --concentration C, bolus (the patient's), log pull -o FILE.tlog; and, as extensions,
 clinician-bolus --dose D --duration T, suspend, resume, ack-alarm [--alarm NAME],
-set-time [--utc ISO] [--offset +HH:MM], maintenance (back to the REPL for flashing).
+set-time [--utc ISO] [--offset +HH:MM], maintenance (back to the REPL for flashing),
+catheter --volume V (after an implant or a revision), prime (fill the catheter).
 
 Every command identifies the device first (GET_INFO: serial, schema) and then signs
 its command with the role's key (client.py). Exit status: 0 done; 2 bad input (a
@@ -104,6 +105,13 @@ def status_record(c: Client, rep: Reply) -> dict:
         "trial": bool(flags & _STATUS_FLAG["trial"]),
         "rx_crc": st["rx_crc"],
         "capacity_ul": info.get("capacity_nl", 0) / 1000,
+        "refill_due": st["refill_due"],
+        "refill_due_reason": (None if st["refill_due"] is None else "stability"
+                              if flags & _STATUS_FLAG["refill_due_stability"] else "reservoir"),
+        "catheter_primed": not flags & _STATUS_FLAG["catheter_unprimed"],
+        "catheter_ul": info.get("catheter_nl", 0) / 1000,
+        "heap_free": st["heap_free"],
+        "heap_total": st["heap_total"],
     }
     return out
 
@@ -124,8 +132,14 @@ def _fmt_status(s: dict) -> str:
         + ("; a bolus is running" if s["bolus_running"] else ""),
         f"  last 24 h   {U.fmt_amount(s['rolling_24h_ng']) if s['rolling_24h_ng'] else '0'} "
         f"of drug, {s['boluses_24h']} patient bolus(es)",
+        f"  refill by   {s['refill_due'] or 'no date'}"
+        + (f" ({'the fill' + chr(39) + 's stability' if s['refill_due_reason'] == 'stability' else 'the reservoir, every allowed patient bolus taken'})"
+           if s["refill_due"] else ""),
+        f"  catheter    {s['catheter_ul']:g} uL, "
+        + ("primed" if s["catheter_primed"] else "NOT PRIMED (theca prime)"),
         f"  battery     {s['battery_days']} days",
         f"  alarms      {', '.join(s['alarms']) if s['alarms'] else 'none'}",
+        f"  heap        {s['heap_free']} of {s['heap_total']} bytes free",
     ]
     return "\n".join(lines)
 
@@ -268,6 +282,34 @@ def _side_by_side(old, new, lib) -> str:
 
 
 # --- refill, boluses, modes, alarms, time ----------------------------------------------
+
+
+@_guard
+def cmd_catheter(args) -> int:
+    """CATHETER: the catheter's volume after an implant or a revision; it is then unprimed."""
+    vol = U.parse_volume(args.volume, "--volume")
+    if vol > N.MAX_CATHETER_NL:
+        raise BadInput.at("--volume", f"{U.fmt_volume(vol)} is more than a catheter holds "
+                                      f"(at most {U.fmt_volume(N.MAX_CATHETER_NL)})")
+    with _client(args) as c:
+        c.request("CATHETER", R.catheter(vol), _role(args, "clinician"))
+    print(f"catheter of {U.fmt_volume(vol)} recorded ({c.serial}); it is empty: prime it "
+          "(theca prime) or the patient gets no drug until the basal has filled it")
+    return OK
+
+
+@_guard
+def cmd_prime(args) -> int:
+    """PRIME: a priming bolus of the catheter volume not yet pushed."""
+    with _client(args) as c:
+        role = _role(args, "clinician")
+        before = status_record(c, c.request("GET_STATUS", role=role))
+        c.request("PRIME", b"", role)
+    info = c.info or {}
+    rate = info.get("max_rate_nl_h") or tp.DEFAULT_MAX_RATE_NL_H
+    print(f"priming the catheter ({c.serial}) at {rate / 1000:g} uL/h; the log says "
+          f"prime_completed when it is full (catheter {before['catheter_ul']:g} uL)")
+    return OK
 
 
 @_guard
@@ -506,6 +548,13 @@ def add_parser(sub) -> None:
                                       '"1.8 mL" (required)')
     p.add_argument("--drug", help="the drug filled (default: the reservoir's drug)")
     p.set_defaults(func=cmd_refill)
+
+    p = sub.add_parser("catheter", help="record a new catheter's volume (implant, revision)")
+    p.add_argument("--volume", required=True, help='the catheter\'s volume, e.g. "150 uL"')
+    p.set_defaults(func=cmd_catheter)
+    p = sub.add_parser("prime", help="fill the catheter: a priming bolus of its volume not "
+                                     "yet pushed (exempt from the dose limits)")
+    p.set_defaults(func=cmd_prime)
 
     p = sub.add_parser("bolus", help="the patient's bolus (patient key)")
     p.set_defaults(func=cmd_bolus)

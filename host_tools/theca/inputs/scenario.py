@@ -67,6 +67,8 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "resume": ((), ()),
     "ack_alarm": ((), ("alarms",)),
     "set_time": ((), ("utc", "local_offset")),
+    "catheter": (("volume",), ()),
+    "prime": ((), ()),
 }
 #: Fault kind -> the key it needs.
 FAULT_KINDS = {"motor_stall": "duration", "occlusion": "duration", "power_loss": "duration",
@@ -87,6 +89,7 @@ class Event:
     - program: prescription
     - ack_alarm: alarm_mask
     - set_time: utc (device s), local_offset_s
+    - catheter: volume_nl (the new catheter's volume)
     `index` is the event's 1-based position in the file, for messages.
     """
 
@@ -476,6 +479,13 @@ class _Loader:
                 pump.offset = off
         return {"utc": utc, "local_offset_s": pump.offset}
 
+    def _catheter(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
+        vol = self.call(u.parse_volume, ev["volume"], f"{f}.volume") if "volume" in ev else None
+        if vol is not None and vol > N.MAX_CATHETER_NL:
+            self.probs.add(f"{f}.volume", f"{u.fmt_volume(vol)} is more than a catheter holds "
+                                          f"(at most {u.fmt_volume(N.MAX_CATHETER_NL)})")
+        return {"volume_nl": vol}
+
     def _suspend(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
         mx = self.call(u.parse_duration, ev["max"], f"{f}.max") if "max" in ev else None
         return {"max_s": mx}
@@ -488,6 +498,7 @@ class _Loader:
         "program": _program,
         "ack_alarm": _ack_alarm,
         "set_time": _set_time,
+        "catheter": _catheter,
     }
 
     def _faults(self, raw, start, end) -> tuple[Fault, ...]:

@@ -78,6 +78,7 @@ _FIELD_WORDS = {
     "utc": f"the time ({_iso(N.UTC_MIN)} to {_iso(N.UTC_MAX)})",
     "low_reservoir": (f"the low-reservoir threshold ({M.RX_LOW_RESERVOIR_UL[0] // 1000} to "
                       f"{M.RX_LOW_RESERVOIR_UL[1] // 1000} mL)"),
+    "primed": "the catheter is primed already (prime follows `theca catheter --volume`)",
 }
 
 #: Why a bolus was denied (NACK `limit` detail of PATIENT_BOLUS / CLINICIAN_BOLUS).
@@ -104,6 +105,7 @@ _VERBS = {
     "ACK_ALARM": "acknowledge alarms", "SET_TIME": "set the clock",
     "LOG_READ": "read the event log", "GET_INFO": "identify the device",
     "MAINTENANCE": "stop the pump for maintenance",
+    "CATHETER": "record the catheter", "PRIME": "prime the catheter",
 }
 
 
@@ -445,6 +447,10 @@ def _field(detail: int) -> str:
 
 
 def _invalid_words(name: str, detail: int) -> str:
+    if name == "PRIME" and FIELDS[detail - 1:detail] != ("primed",):
+        # the detail is the mode (PRIME needs the motor running)
+        return (f"the pump is {N.name_of(N.MODES, detail, 'mode')}; only a running pump can "
+                "prime its catheter")
     if name in ("SUSPEND", "RESUME"):
         mode = N.name_of(N.MODES, detail, "mode")
         need = "running or halted" if name == "SUSPEND" else "suspended"

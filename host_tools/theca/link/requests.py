@@ -23,6 +23,11 @@ def refill(volume_nl: int, conc_ng_ml: int, residual_nl: int, drug: int = 0) -> 
                 drug=drug)
 
 
+def catheter(volume_nl: int) -> bytes:
+    """CATHETER body: the catheter's volume after an implant or a revision."""
+    return body("CATHETER", volume_nl=volume_nl)
+
+
 def clinician_bolus(dose_ng: int, duration_s: int) -> bytes:
     """CLINICIAN_BOLUS body."""
     return body("CLINICIAN_BOLUS", dose_ng=dose_ng, duration_s=duration_s)

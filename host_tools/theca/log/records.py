@@ -127,7 +127,7 @@ class Renderer:
     def status_fields(self, v: tuple) -> dict:
         """The named fields of a STATUS payload (from the struct tuple)."""
         (mode, step, flags, drug, alarms, res, dul, dnl, batt, rate, eta, rolling, conc, nb,
-         acked, rxcrc) = v
+         acked, rxcrc, due, hfree, htotal) = v
         return {
             "mode": N.MODES.get(mode, f"mode_{mode}"),
             "reservoir_ul": res / 1000,
@@ -144,6 +144,9 @@ class Renderer:
             "flags": flags,
             "acked": acked,
             "rx_crc": rxcrc,
+            "refill_due": iso(due) if due else None,
+            "heap_free": hfree,
+            "heap_total": htotal,
         }
 
     def info_fields(self, v: tuple) -> dict:

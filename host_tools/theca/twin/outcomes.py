@@ -4,7 +4,8 @@ A scenario run succeeds when every command did what it asked. A patient bolus th
 denies by its rules (`limit`: lockout, max_per_day, a hard limit...) is an outcome the
 scenario studies, not a failure; any other refusal fails the run (`theca simulate` exit 3)
 unless the event says `expect = "refused"`, and such an event that was accepted fails it
-too. A command sent while the pump was off gets no answer: listed, not a failure.
+too. A command sent while the pump was off (a power loss) gets no answer: listed, not a
+failure; a command a powered pump never answered fails the run (its link is broken).
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def outcomes(sc: Scenario, tlog: Path) -> list[Outcome]:
         rep = replies.get(k)
         expect = ev is not None and ev.expect_refused
         if rep is None:
-            out.append(Outcome("", name, ev, "no_answer",
-                               "no answer (the pump was off or restarting)", False))
+            off = ev is not None and _powered_off(sc, ev.at)
+            words = ("no answer (the pump was off: a power loss)" if off else
+                     "no answer from a powered pump (its link failed)")
+            out.append(Outcome("", name, ev, "no_answer", words, not off))
             continue
         result = next(c for c, n in N.RESULTS.items() if n == rep["result"]) \
             if rep["result"] in N.RESULTS.values() else -1
@@ -58,6 +61,12 @@ def outcomes(sc: Scenario, tlog: Path) -> list[Outcome]:
         out.append(Outcome(rep["t"], name, ev, rep["result"], words,
                            not denied_by_rules and not expect))
     return out
+
+
+def _powered_off(sc: Scenario, t: int) -> bool:
+    # within a power loss, or at the instant the power came back (the pump is booting)
+    return any(f.kind == "power_loss" and f.at <= t <= f.at + (f.duration_s or 0)
+               for f in sc.faults)
 
 
 def describe(o: Outcome) -> str:

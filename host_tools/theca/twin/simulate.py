@@ -69,6 +69,8 @@ _ACTIONS = {
         0xFFFFFFFF if ev.alarm_mask is None else ev.alarm_mask)),
     "set_time": ("SET_TIME", "clinician", lambda sc, ev: R.set_time(
         ev.utc, sc.local_offset_s if ev.local_offset_s is None else ev.local_offset_s)),
+    "catheter": ("CATHETER", "clinician", lambda sc, ev: R.catheter(ev.volume_nl)),
+    "prime": ("PRIME", "clinician", lambda sc, ev: b""),
 }
 
 
@@ -150,6 +152,8 @@ def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
         # the drug a clinician physically injects (after emptying the pump); the board's
         # mechanism keeps it, less what a pocket fill put beside the pump
         "refills": _physical_refills(sc),
+        # the surgeon's new catheter, empty, at the scenario's time (physical truth)
+        "catheters": [[e.at, e.volume_nl] for e in sc.events if e.action == "catheter"],
         # what the reservoir physically holds at the start: the first prescription's drug
         "reservoir_conc_ng_ml": sc.prescription.conc_ng_ml,
         # what the device reads of the library, beside the inputs

@@ -26,6 +26,9 @@ def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
     eta_s = [f'"{x}"' if e else "null" for x, e in zip(eta_s, eta.tolist(), strict=True)]
     res = col["reservoir_nl"].astype(np.int64)
     rate = col["rate_nl_day"].astype(np.int64)
+    due = col["refill_due"]
+    due_s = [f'"{x}"' if e else "null" for x, e in zip(_iso_many(due), due.tolist(), strict=True)]
+    heap = zip(col["heap_free"].tolist(), col["heap_total"].tolist(), strict=True)
     head = zip(
         times, seq, col["mode"].tolist(), (res // 1000).tolist(), (res % 1000).tolist(),
         (col["delivered_ul"].astype(np.int64) + col["delivered_nl"] // 1000).tolist(),
@@ -36,21 +39,24 @@ def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
     tails = list(zip(
         col["step"].tolist(), col["drug"].tolist(), col["conc_ng_ml"].tolist(),
         col["battery_days"].tolist(), col["rolling_ng"].tolist(), col["boluses_24h"].tolist(),
-        col["flags"].tolist(), col["acked"].tolist(), col["rx_crc"].tolist(), strict=True,
+        col["flags"].tolist(), col["acked"].tolist(), col["rx_crc"].tolist(), due_s,
+        strict=True,
     ))
     tail_cache: dict[tuple, str] = {}
     mode_cache: dict[int, str] = {}
     alarm_cache: dict[int, str] = {}
     out = []
-    for (t, sq, mode, rq, rr, dul, dnl, aq, ar, alarms, es), tl in zip(head, tails, strict=True):
+    for (t, sq, mode, rq, rr, dul, dnl, aq, ar, alarms, es), tl, (hf, ht) in zip(
+            head, tails, heap, strict=True):
         ts = tail_cache.get(tl)
         if ts is None:
-            step, drug, conc, batt, rolling, nb, flags, acked, rxcrc = tl
+            step, drug, conc, batt, rolling, nb, flags, acked, rxcrc, ds = tl
             dn = r._drug(drug)
             ts = (
                 f'"step":{step},"drug":{"null" if dn is None else _dumps_str(dn)},'
                 f'"conc_ng_ml":{conc},"battery_days":{batt},"rolling_24h_ng":{rolling},'
-                f'"boluses_24h":{nb},"flags":{flags},"acked":{acked},"rx_crc":{rxcrc}}}'
+                f'"boluses_24h":{nb},"flags":{flags},"acked":{acked},"rx_crc":{rxcrc},'
+                f'"refill_due":{ds}'
             )
             if len(tail_cache) < 4096:
                 tail_cache[tl] = ts
@@ -63,7 +69,8 @@ def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
         out.append(
             f'{{"kind":"status","t":"{t}","seq":{sq},"mode":"{ms}",'
             f'"reservoir_ul":{rq}.{_FRAC[rr]},"delivered_ul":{dul}.{_FRAC[dnl]},'
-            f'"rate_ul_per_day":{aq}.{_FRAC[ar]},"alarms":{al},"low_reservoir_eta":{es},{ts}'
+            f'"rate_ul_per_day":{aq}.{_FRAC[ar]},"alarms":{al},"low_reservoir_eta":{es},{ts},'
+            f'"heap_free":{hf},"heap_total":{ht}}}'
         )
     return out
 

@@ -37,6 +37,7 @@ def parquet_schema():
         ("reservoir_ul", f64), ("delivered_ul", f64), ("rate_ul_per_day", f64),
         ("low_reservoir_eta", ts), ("battery_days", u16), ("rolling_24h_ng", u32),
         ("conc_ng_ml", u32), ("boluses_24h", u8), ("acked", u8), ("rx_crc", u32),
+        ("refill_due", ts), ("heap_free", u32), ("heap_total", u32),
         # event
         ("event_seq", u32), ("event", s), ("who", s),
     ]
@@ -155,6 +156,7 @@ def _status_table(col: dict, serial, schema, r: Renderer):
     modes = np.array([N.MODES.get(i, f"mode_{i}") for i in range(256)], dtype=object)
     drugs = np.array([r._drug(i) for i in range(256)], dtype=object)
     eta = col["low_eta"].astype(np.int64)
+    due = col["refill_due"].astype(np.int64)
     vals = {
         "serial": pa.array(serial, type=pa.string()),
         "kind": pa.array(np.full(n, "status", dtype=object), type=pa.string()),
@@ -178,6 +180,9 @@ def _status_table(col: dict, serial, schema, r: Renderer):
         "boluses_24h": pa.array(col["boluses_24h"]),
         "acked": pa.array(col["acked"]),
         "rx_crc": pa.array(col["rx_crc"]),
+        "refill_due": pa.array(due + _EPOCH, type=schema.field("t").type, mask=due == 0),
+        "heap_free": pa.array(col["heap_free"]),
+        "heap_total": pa.array(col["heap_total"]),
     }
     arrays = []
     for f in schema:

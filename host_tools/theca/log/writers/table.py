@@ -55,7 +55,7 @@ def _table_text(rec: dict) -> str:
 
 
 # Status fields shown after the alarms when they differ from the previous status line.
-_CHANGE_FIELDS = ("drug", "conc_ng_ml", "battery_days", "low_eta", "boluses_24h", "flags",
+_CHANGE_FIELDS = ("drug", "conc_ng_ml", "battery_days", "low_eta", "refill_due", "boluses_24h", "flags",
                   "acked", "rx_crc")
 
 
@@ -103,8 +103,9 @@ class _TableStatus:
                 continue
             if name == "drug":
                 parts.append(f"drug={self.r._drug(v) or '-'}")
-            elif name == "low_eta":
-                parts.append(f"low_reservoir_eta={iso(v) if v else '-'}")
+            elif name in ("low_eta", "refill_due"):
+                label = "low_reservoir_eta" if name == "low_eta" else name
+                parts.append(f"{label}={iso(v) if v else '-'}")
             elif name == "rx_crc":
                 parts.append(f"rx_crc=0x{v:08x}")
             else:
