@@ -38,8 +38,10 @@ def status_log(path, n: int, t0: int = 189388800, period: int = 60) -> int:
     tmpl[1:3] = flen.to_bytes(2, "little")
     tmpl[3] = tp.FRAME_VERSION
     tmpl[4] = tp.T_STATUS
-    st.pack_into(tmpl, 3 + tp.HDR_SIZE, 1, 0, 0, 1, 0, 0, 0, 0, 2555, 200_000, 0, 0,
-                 10_000_000, 0, 0, 0)
+    fields = dict.fromkeys((sc.name for sc in tp.Status.subcons), 0)
+    fields.update(mode=1, drug=1, battery_days=2555, rate_nl_day=200_000, conc_ng_ml=10_000_000,
+                  heap_free=60_000, heap_total=131_072)
+    tmpl[3 + tp.HDR_SIZE:3 + tp.HDR_SIZE + st.size] = tp.Status.build(fields)
     arr = np.empty((n, rec), dtype=np.uint8)
     arr[:] = np.frombuffer(bytes(tmpl), dtype=np.uint8)
     i = np.arange(n, dtype=np.int64)

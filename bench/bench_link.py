@@ -5,7 +5,7 @@
   byte written to the reply's last byte read; median and 95th percentile. Also the
   whole `Client.request` cost per command (signing, the counter written to disk first).
 - log download efficiency: a twin on a flash image with thousands of events in its
-  log, pulled page by page with LOG_READ (48 EventRecords of 22 bytes per page). The
+  log, pulled page by page with LOG_READ (48 EventRecords of 26 bytes per page). The
   payload is the record bytes; the line bytes are every byte of those exchanges in
   both directions (the request, COBS, delimiters, headers, MACs, CRCs), as they go
   over a 115200-baud UART; the time such a pull needs on that line follows from them.
@@ -28,8 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RTT_REQUESTS = 200
 EVENTS = 3000
-PAGE = 48
-REC = 22
+for _p in (ROOT / "protocol", ROOT / "host_tools"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+import theca_protocol as tp  # noqa: E402
+from theca_protocol import names as N  # noqa: E402
+
+PAGE = N.LOG_PAGE_MAX
+REC = tp.EventRecord.sizeof()  # from the definition: it grew from 22 to 26 bytes once
 BAUD = 115200
 BITS_PER_BYTE = 10  # 8N1: start, 8 data, stop
 

@@ -1,8 +1,9 @@
-"""Decoding speed side by side: Theca's decoder and pymavlink, frames of the same size.
+"""Decoding speed side by side: Theca's decoder and pymavlink, frames of about the same size.
 
-Theca's STATUS frame is 54 bytes (8 header + 42 payload + 4 CRC). The MAVLink 2
-message RC_CHANNELS has a 42-byte payload too, so its frame is also 54 bytes
-(10 header + 42 payload + 2 CRC). Both streams hold n such frames with changing
+Theca's STATUS frame is 66 bytes (8 header + 54 payload + 4 CRC; it was 54 until STATUS
+gained refill_due and the heap figures). The MAVLink 2 message RC_CHANNELS has a 42-byte
+payload, so its frame is 54 bytes (10 header + 42 payload + 2 CRC): Theca decodes more
+bytes and fields per frame than its peer. Both streams hold n such frames with changing
 fields (sequence numbers, times, values), and both decoders check every frame's
 CRC and unpack every field.
 
@@ -98,7 +99,7 @@ def _mavutil_tlog(path: Path) -> int:
 
 
 def pymavlink_figures(n: int = 200_000, repeat: int = 3) -> dict:
-    """Frames/s of pymavlink's parse paths on n 54-byte frames."""
+    """Frames/s of pymavlink's parse paths on n 54-byte RC_CHANNELS frames."""
     m = _mavlink()
     buf = mavlink_stream(n)
     size = len(buf) // n
@@ -130,7 +131,8 @@ def pymavlink_figures(n: int = 200_000, repeat: int = 3) -> dict:
 
 
 def theca_figures(n: int = 200_000, repeat: int = 3) -> dict:
-    """Frames/s of Theca's decoder on n 54-byte STATUS frames (same work as above and more)."""
+    """Frames/s of Theca's decoder on n STATUS frames (THECA_FRAME bytes: the same work as
+    above and more)."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "bench.tlog"
         bench_decode.status_log(path, n)

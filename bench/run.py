@@ -272,8 +272,8 @@ def benchmarks_md(r: dict) -> str:
                 out.append(f"| link: {k} | {_n(v)} | - | - |")
     out += [
         "",
-        f"Decoding is compared on frames of the same size ({size}, both with a",
-        "42-byte payload); both decoders check every CRC and unpack every field (`--summary`",
+        f"Decoding is compared on frames of about the same size ({size}: Theca's carry more",
+        "bytes and fields); both decoders check every CRC and unpack every field (`--summary`",
         "checks every CRC and counts). pymavlink's figure is its fastest path here",
         "(`parse_buffer` fed 4 KiB at a time; its CRC runs in the `fastcrc` extension).",
         "See bench/bench_mavlink.py.",

@@ -99,10 +99,21 @@ def refill(p, now, who, volume_nl, conc, residual_nl, drug):
     expected = p.reservoir_nl
     p.fill_first = 1 if drug != p.drug else 0
     p.fill_t = now if now else 1
+    old_drug, old_conc = p.drug, p.conc
     _start_bridge(p, drug, conc)
     p.reservoir_nl = volume_nl
     p.conc = conc
     p.drug = drug
+    if p.bridge_nl <= 0 and (old_drug and drug != old_drug or old_conc and conc != old_conc):
+        # nothing of the old fill is in the catheter (none, or a new one not yet filled):
+        # the new fill reaches the tip with the next stroke. Its volume plan is made at
+        # once (the same drug: the dose per day kept), or, for another drug, its own
+        # prescription is needed: the old one at the new drug's concentration would be
+        # the wrong drug at the wrong rate (found by the stateful test: morphine's
+        # 10.8 mg/day run as 432 mL/day of ziconotide)
+        if old_drug and drug != old_drug:
+            p.bridge_drug = old_drug
+        p.end_bridge(now)
     p.log(now, md.EV_REFILLED, who, volume_nl, residual_nl, conc, drug)
     off = residual_nl - expected if residual_nl > expected else expected - residual_nl
     tol = expected // 5
@@ -124,16 +135,17 @@ def _start_bridge(p, drug, conc):
     # The catheter still holds the fill before this one (all of it but what a new
     # catheter has not been filled with yet): it is delivered first.
     held = p.catheter_nl - p.unprimed_nl
-    if held <= 0 or p.rx is None:
+    if held <= 0:
         return
     if p.drug and drug != p.drug:
-        # another drug: the old prescription's volume rate pushes the old drug out
+        # another drug: the old prescription's volume rate pushes the old drug out (with
+        # no old prescription, the new one's, limited by the old drug's limits)
         if not p.bridge_drug:
             p.bridge_drug = p.drug
             p.bridge_rx = p.rx
             p.bridge_conc = p.conc if p.bridge_nl <= 0 else p.bridge_conc
         p.bridge_nl = held
-    elif p.conc and conc != p.conc:
+    elif p.conc and conc != p.conc and not p.bridge_drug:
         # the same drug, another concentration: the drug per day is kept
         if p.bridge_nl <= 0:
             p.bridge_conc = p.conc

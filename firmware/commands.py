@@ -20,6 +20,7 @@ _MIN_CMD = md.HDR_SIZE + md.CMD_HEAD_SIZE + md.MAC_SIZE + md.CRC_SIZE
 
 
 def _get_status(p, now, role, buf, off, v):
+    p.sample_heap(now)  # asked for: the heap as it is now
     return 0, 0, p.status_into(buf, off, now)
 
 

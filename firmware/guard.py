@@ -130,10 +130,12 @@ class Guard:
         self.engine = engine
         self.max_rate_nl_h = max_rate_nl_h
 
-    def check(self, now, d, conc, dose_ng=0, dose_nl=0, duration_s=0):
+    def check(self, now, d, conc, dose_ng=0, dose_nl=0, duration_s=0, cap_nl=0):
         """OK if a dose of dose_ng (dose_nl over duration_s; 0: no new dose, only the plan
-        as it stands) may start at `now`, else the limit (DENY_*). Allocates little, and
-        only on a command or a timed bolus start, never per stroke."""
+        as it stands) may start at `now`, else the limit (DENY_*). cap_nl, if not 0: at
+        most that volume of the plan is of drug `d` (the old drug left in the catheter
+        after a change of drug). Allocates little, and only on a command or a timed bolus
+        start, never per stroke."""
         if dose_ng:
             if dose_ng > d["max_bolus_ng"]:
                 return MAX_BOLUS
@@ -141,13 +143,14 @@ class Guard:
                 return MAX_RATE
         # running patient and clinician boluses: what is left of them, rounded up
         base = dose_ng + (self.engine.committed_extra_nl(now) * conc + _E6 - 1) // _E6
-        if self._over(now, conc, base, NBUCKETS, d["max_ng_day"]):
+        cap = cap_nl * DAY if cap_nl else 0
+        if self._over(now, conc, base, NBUCKETS, d["max_ng_day"], cap):
             return DAILY_LIMIT
-        if self._over(now, conc, base, HOUR_BUCKETS, d["max_ng_hour"]):
+        if self._over(now, conc, base, HOUR_BUCKETS, d["max_ng_hour"], cap):
             return MAX_PER_HOUR
         return OK
 
-    def _over(self, now, conc, base, nb, limit):
+    def _over(self, now, conc, base, nb, limit, cap=0):
         # Every window of nb buckets that holds the dose ends in one of the next nb
         # buckets: history still inside it + the plan up to its end + base.
         r = self.rolling
@@ -166,6 +169,8 @@ class Guard:
                 hist -= b[(first + j - 1) % NBUCKETS]  # that bucket left the window
                 if e.loaded:
                     planned += e.plan_units(t, t + BUCKET_S)
+                    if cap and planned > cap:
+                        planned = cap
                 t += BUCKET_S
             if hist + (planned * conc + scale - 1) // scale + base > limit:
                 return True

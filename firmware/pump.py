@@ -55,6 +55,7 @@ PATIENT = md.ROLE_PATIENT
 STALL_RETRY_S = const(60)  # how often a stalled motor is tried again
 SENSE_S = const(600)  # longest sleep: battery and sensors are looked at this often
 SAVE_S = const(3600)  # the snapshot is at most this old (rolling 24 h buckets)
+HEAP_SAMPLE_S = const(86400)  # telemetry's heap figures are at most a day old
 ERI_DAYS = const(90)
 BACKOFF_AFTER = authmod.BACKOFF_AFTER
 MAX_FRAME = md.MAX_FRAME
@@ -127,6 +128,9 @@ class Pump:
         self.refill_stab = False
         self.fill_t = 0  # when the fill in the reservoir went in (0: not known)
         self.fill_first = 0  # 1: the reservoir's first fill of its drug
+        self.heap_free = 0
+        self.heap_total = 0
+        self.heap_t = 0  # when the heap is sampled next
         self.eta_dirty = True
         self.retry_t = NEVER
         self.last_tick = now
@@ -199,17 +203,26 @@ class Pump:
                 due = 0
             elif self.refill_stab:
                 flags |= md.STATUS_FLAG_REFILL_DUE_STABILITY
-        free = gc.mem_free()
+        if now >= self.heap_t:
+            self.sample_heap(now)
         struct.pack_into(
             md.STATUS_FMT, buf, off, self.mode, self.engine.step, flags,
             rx.drug if rx is not None else 0, self.alarms.mask, self.reservoir_nl,
             self.delivered_ul, self.delivered_nl, self.battery_days,
             self.engine.rate if self.mode == RUNNING else 0, eta,
             self.rolling.sum(now), self.conc, self.gate.count_24h(now),
-            self.alarms.acked & 0xFF, rx.crc if rx is not None else 0, due, free,
-            free + gc.mem_alloc(),
+            self.alarms.acked & 0xFF, rx.crc if rx is not None else 0, due, self.heap_free,
+            self.heap_total,
         )
         return md.STATUS_SIZE
+
+    def sample_heap(self, now):
+        """The heap's figures for STATUS (gc.mem_free walks the whole heap: not for every
+        frame; telemetry carries a sample at most HEAP_SAMPLE_S old, GET_STATUS a new one)."""
+        free = gc.mem_free()
+        self.heap_free = free
+        self.heap_total = free + gc.mem_alloc()
+        self.heap_t = now + HEAP_SAMPLE_S
 
     def status_frame(self, now):
         """A complete STATUS frame (memoryview into a reused buffer)."""
@@ -478,8 +491,12 @@ class Pump:
 
     def _plan_rx(self):
         # The prescription whose volume rate runs: during a drug change's bridge the old
-        # drug's, whatever was programmed for the new one since.
-        return self.bridge_rx if self.bridge_drug else self.rx
+        # drug's, whatever was programmed for the new one since; when the old drug had
+        # none (never programmed, or stopped), the new one's, judged by the old drug's
+        # limits while the old drug leaves the catheter (clinic.program).
+        if self.bridge_drug and self.bridge_rx is not None:
+            return self.bridge_rx
+        return self.rx
 
     def _tip_drug(self):
         # the drug now leaving the catheter
@@ -494,7 +511,10 @@ class Pump:
         d = self.druglib.get(self._tip_drug()) if rx is not None else None
         if d is None:
             return NOT_CONFIGURED
-        return self.guard.check(now, d, self._drug_conc(), dose_ng, dose_nl, duration_s)
+        # a change of drug whose old drug had no prescription: the new plan pushes at
+        # most the catheter's old fill of the old drug (by its limits) before its own
+        cap = self.bridge_nl if self.bridge_drug and self.bridge_rx is None else 0
+        return self.guard.check(now, d, self._drug_conc(), dose_ng, dose_nl, duration_s, cap)
 
     def use_threshold(self, now):
         """The low-reservoir threshold of the prescription in force (the board's without
@@ -518,6 +538,8 @@ class Pump:
         # Volume plan from the drug plan at the concentration now leaving the catheter.
         rx = self._plan_rx()
         conc = self._drug_conc()
+        if self.bridge_drug and self.bridge_rx is None:
+            conc = rx.conc_ng_ml  # the new drug's plan, in its own volume
         rates = [rxmod.ng_to_nl(r, conc) for r in rx.step_rate_ng_day]
         timed = []
         for i in range(len(rx.timed_start_s)):

@@ -88,11 +88,13 @@ def _take_up(p, blob, jrec, now):
             p.rx = None
             p.rx_bad = True
     if v["bridge_drug"]:
-        try:
-            p.bridge_rx = rxmod.parse(v["bridge_rx"])
-            p.bridge_drug = v["bridge_drug"]
-        except rxmod.RxError:
-            p.rx_bad = True
+        # a drug change's bridge; its blob is empty when the old drug had no prescription
+        p.bridge_drug = v["bridge_drug"]
+        if v["bridge_rx_len"]:
+            try:
+                p.bridge_rx = rxmod.parse(v["bridge_rx"])
+            except rxmod.RxError:
+                p.rx_bad = True
     if p.rx is not None and p.rx.low_nl:
         p.low_nl = p.rx.low_nl
     if p._plan_rx() is not None:

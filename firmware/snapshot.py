@@ -17,7 +17,7 @@ def pack(p, now):
     brx = p.bridge_rx.blob if p.bridge_drug and p.bridge_rx is not None else b""
     v = {
         "t": now, "mode": p.mode, "offset": p.offset, "wall_delta": p.wall_delta,
-        "conc": p.conc, "drug": p.drug, "bridge_drug": p.bridge_drug if brx else 0,
+        "conc": p.conc, "drug": p.drug, "bridge_drug": p.bridge_drug,
         "bridge_nl": p.bridge_nl, "bridge_conc": p.bridge_conc,
         "alarm_mask": p.alarms.mask, "alarm_acked": p.alarms.acked,
         "reservoir_nl": p.reservoir_nl, "delivered_ul": p.delivered_ul,

@@ -12,7 +12,7 @@ from theca.inputs.rxfile import Prescription
 from theca.link import requests as R
 from theca_protocol import Refill, fixed_format
 from theca_protocol import names as N
-from twinctl import ControlledTwin
+from twinctl import ControlledTwin, max_window
 
 T0 = 189_388_800  # 2026-01-01T00:00:00Z
 H, DAY = 3600, 86400
@@ -366,3 +366,147 @@ def test_a_scenario_revises_and_primes_the_catheter(tmp_path):
     sc.write_text(sc.read_text() + '[[events]]\nat = 2026-01-02T10:00:00Z\naction = "prime"\n')
     r = subprocess.run([*theca, "simulate", sc, "-o", out], capture_output=True, text=True)
     assert r.returncode != 0 and "primed already" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_the_refill_date_moves_with_the_boluses_allowed_and_holds(tmp_path):
+    # REQ: SR-RES-05
+    # morphine 10 mg/mL at 1.5 mg/day (150 uL/day), 10 mL in the reservoir, 8 mL above the
+    # 2 mL threshold: 53 days 8 hours without patient boluses; 4 a day of 0.1 mg (10 uL)
+    # allowed: 190 uL/day at worst, 42 days 2 hours
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=10_000_000, conc_ng_ml=10_000_000)
+    try:
+        plain = rx(MORPHINE, 10_000_000, 1_500_000)
+        assert tw.program(plain).result == "ack"
+        assert tw.status()["refill_due"] == T0 + 53 * DAY + 8 * H
+        with_pb = Prescription(drug_id=MORPHINE, drug="morphine", conc_ng_ml=10_000_000,
+                               steps=[(0, 1_500_000)], pb=(100_000, 600, 3600, 4))
+        assert tw.program(with_pb).result == "ack"
+        st = tw.status()
+        due = st["refill_due"]
+        assert due == T0 + 42 * DAY + 2 * H
+        assert not st["flags"] & N.mask_of(N.STATUS_FLAGS, "refill_due_stability")
+        # the patient takes every bolus allowed: the reservoir (the truth) reaches 2 mL no
+        # sooner than the date, and within a day of it
+        low = N.mask_of(N.ALARMS, "low_reservoir")
+        while not tw.status()["alarms"] & low:
+            if (tw.now - T0) % DAY < 4 * H:
+                tw.command("PATIENT_BOLUS", role=2)
+            tw.run(H)
+        assert tw.truth["reservoir_nl"] < 2_000_000
+        assert due <= tw.now <= due + DAY, (tw.now - due) / H
+    finally:
+        tw.close()
+
+
+def test_the_refill_date_follows_the_fills_stability(tmp_path):
+    # REQ: SR-RES-05
+    # ziconotide 25 mcg/mL at 2.4 mcg/day: 18 mL would last 187 days, but the label's first
+    # fill lasts 14 days, and a refill of the same drug 40
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=18_000_000, conc_ng_ml=25_000)
+    try:
+        zic = Prescription(drug_id=7, drug="ziconotide", conc_ng_ml=25_000, steps=[(0, 2_400)])
+        assert tw.program(zic).result == "ack"
+        st = tw.status()
+        assert st["refill_due"] == T0 + 14 * DAY
+        assert st["flags"] & N.mask_of(N.STATUS_FLAGS, "refill_due_stability")
+        tw.run(12 * DAY)
+        residual = tw.refill(18_000_000, 25_000)
+        assert refill(tw, 18_000_000, 25_000, residual).result == "ack"
+        assert tw.status()["refill_due"] == tw.now + 40 * DAY
+    finally:
+        tw.close()
+
+
+def test_the_prescription_s_threshold_moves_the_low_reservoir_alarm(tmp_path):
+    # REQ: SR-RES-04
+    # 3.1 mL left, the prescription says 3 mL: the alarm comes with the stroke that takes
+    # the reservoir (the truth) below 3 mL, not at the board's 2 mL
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=3_100_000, conc_ng_ml=10_000_000)
+    try:
+        p = Prescription(drug_id=MORPHINE, drug="morphine", conc_ng_ml=10_000_000,
+                         steps=[(0, 10_000_000)], low_reservoir_nl=3_000_000)
+        assert tw.program(p).result == "ack"
+        tw.run(4 * H)  # 1 mL/day: 100 uL in 2.4 h
+        raised = [e for e in events(tw, "alarm_raised")
+                  if e[4] == N.mask_of(N.ALARMS, "low_reservoir").bit_length() - 1]
+        assert len(raised) == 1
+        t_alarm = raised[0][0]
+        before = [nl for t, nl, _ in tw.strokes() if t < t_alarm]
+        upto = [nl for t, nl, _ in tw.strokes() if t <= t_alarm]
+        assert 3_100_000 - sum(upto) < 3_000_000 <= 3_100_000 - sum(before)
+    finally:
+        tw.close()
+
+
+def test_a_change_of_drug_into_an_empty_catheter_needs_the_new_drug_s_prescription(tmp_path):
+    # REQ: SR-DRUG-04
+    # found by the stateful test: a new (empty) catheter, then a refill with ziconotide on
+    # a morphine prescription of 10.8 mg/day. No old drug to bridge, so the morphine plan
+    # ran at ziconotide's 25 mcg/mL: 432 mL/day, 10.8 mg/day of ziconotide (its limit:
+    # 19.2 mcg). Now the pump stops with rx_invalid until ziconotide is prescribed.
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=2_000_000, conc_ng_ml=10_000_000)
+    try:
+        tw.new_catheter(50_000)
+        assert tw.command("CATHETER", R.catheter(50_000)).result == "ack"
+        assert tw.program(rx(MORPHINE, 10_000_000, 10_800_000)).result == "ack"
+        residual = tw.refill(2_000_000, 25_000)
+        assert refill(tw, 2_000_000, 25_000, residual, 7).result == "ack"
+        t0 = tw.now
+        tw.run(H)
+        assert not [s for s in tw.strokes() if s[0] >= t0]  # the truth: nothing pumped
+        st = tw.status()
+        assert st["alarms"] & N.mask_of(N.ALARMS, "rx_invalid") and st["rate_nl_day"] == 0
+        zic = Prescription(drug_id=7, drug="ziconotide", conc_ng_ml=25_000, steps=[(0, 2_400)])
+        assert tw.program(zic).result == "ack"
+        tw.run(DAY)
+        got = sum(m for t, _, m in tw.strokes() if t >= t0) / E6
+        assert got <= 2_400 + 25_000 * 250 / 1000 * 2, got  # 2.4 mcg a day, two strokes
+    finally:
+        tw.close()
+
+
+def test_a_new_concentration_without_a_catheter_keeps_the_dose(tmp_path):
+    # REQ: SR-DRUG-02
+    # a board without a catheter volume (nothing to bridge): after a refill at a fifth of
+    # the concentration the pump moves five times the volume, the same mg a day
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=18_000_000, conc_ng_ml=10_000_000,
+                        catheter_nl=0)
+    try:
+        assert tw.program(rx(MORPHINE, 10_000_000, 2_000_000)).result == "ack"
+        tw.run(H)
+        residual = tw.refill(18_000_000, 2_000_000)
+        assert refill(tw, 18_000_000, 2_000_000, residual).result == "ack"
+        t0 = tw.now
+        tw.run(DAY)
+        got = sum(m for t, _, m in tw.strokes() if t >= t0) / E6
+        assert abs(got - 2_000_000) <= 2_000_000 * 250 // 1_000_000 * 2, got
+    finally:
+        tw.close()
+
+
+def test_a_change_of_drug_with_no_old_prescription_keeps_the_old_drug_in_its_limits(tmp_path):
+    # REQ: SR-DRUG-04
+    # found by the stateful test: a new pump, its catheter full of morphine 10 mg/mL
+    # (150 uL, 1.5 mg), never programmed, refilled with hydromorphone 2 mg/mL. The new
+    # drug's plan pushes the morphine out first, at five times morphine's volume per mg:
+    # 5.7 mg/day of hydromorphone is 118.75 uL/h, 1.19 mg of morphine in an hour, over
+    # its 1.125 mg. The guard judges the catheter's morphine by morphine's limits.
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=2_500_000, conc_ng_ml=10_000_000)
+    try:
+        # the pump learns what it holds from a refill visit (a new pump knows nothing)
+        residual = tw.refill(2_500_000, 10_000_000)
+        assert refill(tw, 2_500_000, 10_000_000, residual, MORPHINE).result == "ack"
+        residual = tw.refill(15_000_000, 2_000_000)
+        assert refill(tw, 15_000_000, 2_000_000, residual, HYDROMORPHONE).result == "ack"
+        r = tw.program(rx(HYDROMORPHONE, 2_000_000, 5_700_000))
+        assert (r.result, r.limit) == ("limit", "max_per_hour"), r
+        assert tw.program(rx(HYDROMORPHONE, 2_000_000, 5_000_000)).result == "ack"
+        tw.run(2 * DAY)
+        s = tw.strokes()
+        morphine = [(t, v, m if m == v * 10_000_000 else 0) for t, v, m in s]
+        assert max_window(morphine, H) <= 1_125_000 * E6  # the truth, at the tip
+        assert sum(m for _, _, m in morphine) <= 1_500_000 * E6
+        got = [m for _, v, m in s if m == v * 2_000_000]
+        assert got, "hydromorphone reached the tip after the bridge"
+    finally:
+        tw.close()

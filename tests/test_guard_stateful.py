@@ -64,6 +64,7 @@ class DoseGuardMachine(RuleBasedStateMachine):
         self.filled_nl = fill
         self.rx: Prescription | None = None
         self.pb_acks: list[int] = []
+        self.fills = [which]  # every drug this reservoir has held, in order (DRUGS index)
         STATS["runs"] += 1
 
     def teardown(self):
@@ -127,6 +128,23 @@ class DoseGuardMachine(RuleBasedStateMachine):
             self.filled_nl += nl - residual
             self.tw.command("REFILL", struct.pack(_REFILL, nl, self.conc, residual, 0))
 
+    @rule(which=st.sampled_from(range(len(DRUGS))), nl=st.integers(2_000_000, 20_000_000))
+    def change_drug(self, which, nl):
+        # a refill visit with another drug: the old one's prescription bridges the catheter,
+        # then the pump needs a prescription for the new drug (no bolus meanwhile)
+        name, conc = DRUGS[which]
+        residual = self.tw.refill(nl, conc)
+        if residual is None:
+            return
+        self.filled_nl += nl - residual
+        r = self.tw.command("REFILL", struct.pack(_REFILL, nl, conc, residual,
+                                                  LIB.lookup(name).id))
+        assert r.result == "ack", r
+        if DRUGS[which][0] != self.drug.name:
+            self.rx = None  # nothing programmed for the new drug yet
+        self.drug, self.conc = LIB.lookup(name), conc
+        self.fills.append(which)
+
     @rule(nl=st.integers(50_000, 300_000))
     def new_catheter(self, nl):
         # a catheter revision: the surgeon's empty catheter, then the clinician says so
@@ -171,9 +189,13 @@ class DoseGuardMachine(RuleBasedStateMachine):
         STATS["steps"] += 1
         s = self.tw.strokes()
         STATS["strokes"] = max(STATS["strokes"], len(s))
-        d = self.drug
-        assert max_window(s, DAY) <= d.max_ng_day * 1_000_000, "24 h limit passed at the tip"
-        assert max_window(s, H) <= d.max_ng_hour * 1_000_000, "1 h limit passed at the tip"
+        for i in sorted(set(self.fills)):
+            d = LIB.lookup(DRUGS[i][0])
+            mine = _drug_strokes(s, i)
+            assert max_window(mine, DAY) <= d.max_ng_day * 1_000_000, \
+                f"{d.name}: 24 h limit passed at the tip"
+            assert max_window(mine, H) <= d.max_ng_hour * 1_000_000, \
+                f"{d.name}: 1 h limit passed at the tip"
 
     @invariant()
     @precondition(lambda self: hasattr(self, "tw"))
@@ -185,6 +207,33 @@ class DoseGuardMachine(RuleBasedStateMachine):
         assert tr["pumped_nl"] + tr["reservoir_nl"] == self.filled_nl
         assert st["reservoir_nl"] == tr["reservoir_nl"], (st["reservoir_nl"], tr)
         assert st["delivered_ul"] * 1000 + st["delivered_nl"] == tr["pumped_nl"], (st, tr)
+
+
+def _split(volume: int, tip: int) -> dict[int, int]:
+    # the drug (DRUGS index -> 1e-6 ng) in one stroke at the tip. The catheter is a
+    # first-in first-out column of fills, each of one concentration (a new catheter's of
+    # none), so a stroke is one fill's (tip = volume x conc, exactly) or straddles two
+    # (a x c1 + (volume - a) x c2). Concentrations tell the drugs apart (DRUGS has
+    # distinct ones); a stroke no pair explains counts whole towards every drug.
+    concs = [c for _, c in DRUGS] + [0]
+    for i, c in enumerate(concs):
+        if volume * c == tip:
+            return {i: tip} if c else {}
+    for i, c1 in enumerate(concs):
+        for j, c2 in enumerate(concs):
+            if c1 > c2 and (tip - volume * c2) % (c1 - c2) == 0:
+                a = (tip - volume * c2) // (c1 - c2)
+                if 0 < a < volume:
+                    out = {i: a * c1}
+                    if c2:
+                        out[j] = (volume - a) * c2
+                    return out
+    return {i: tip for i in range(len(DRUGS))}
+
+
+def _drug_strokes(strokes: list[tuple[int, int, int]], which: int) -> list[tuple[int, int, int]]:
+    # the strokes as (t, nL, drug `which` at the tip): each drug's limits are its own
+    return [(t, v, _split(v, m).get(which, 0)) for t, v, m in strokes]
 
 
 def teardown_module():
