@@ -38,6 +38,7 @@ SOAK_MINUTES ?= 10
 soak: setup
 	THECA_SOAK_MINUTES=$(SOAK_MINUTES) THECA_STATEFUL_NO_SHRINK=1 $(BIN)/pytest -q -s \
 	  -p no:cacheprovider --timeout=0 tests/test_guard_stateful.py
+	THECA_FLOOD_FRAMES=100000 $(BIN)/pytest -q -p no:cacheprovider --timeout=0 tests -k mptest_flood
 
 # ruff on the host code and on the MicroPython code (its own builtins), mypy on the host
 # package; the complexity ceiling is ruff's (C901, PLR0915)

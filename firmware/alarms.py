@@ -1,7 +1,6 @@
 # Alarm state: which alarms are raised, which the patient or clinician acknowledged.
 # Alarm bit numbers and the critical set come from the protocol definition.
 from msgdefs import (  # noqa: F401  (re-exported for the pump and the tests)
-    ALARM_AUTH_BACKOFF as AUTH_BACKOFF,
     ALARM_BATTERY_EOS as BATTERY_EOS,
     ALARM_BATTERY_ERI as BATTERY_ERI,
     ALARM_EMPTY_RESERVOIR as EMPTY_RESERVOIR,

@@ -1,52 +1,59 @@
 # Who may command the pump: per role (clinician, patient) the key's last counter, the
-# last command executed (so that a retry gets the same answer and never a second bolus),
-# and the back-off after bad MACs. The checks run in commands.py, in this order: key,
-# back-off, MAC, retry, counter, role.
-import msgdefs as md
-from alarms import AUTH_BACKOFF
-from micropython import const
+# last command executed (so that a retry gets the same answer and never a second bolus)
+# and the role's challenge (freshness). The checks run in commands.py, in this order:
+# key, MAC, retry, counter, role, freshness.
+#
+# A frame whose MAC fails changes nothing a signed frame meets: there is no back-off and
+# no alarm (the role byte is not authenticated, so anything keyed on it is a lever for a
+# sender without a key). Bad MACs are only counted, and recorded as one auth_failure
+# per AUTH_FAILURE_WINDOW_S at most.
+import hashlib
 
-BACKOFF_AFTER = const(5)  # consecutive bad MACs before the device slows down
-BACKOFF_MAX_S = const(300)
+import msgdefs as md
+from codec import MacKey
 
 
 class Auth:
     """Authentication state of the link, one slot per role id (slot 0 unused)."""
 
-    def __init__(self, keys):
+    def __init__(self, keys, salt=b""):
         self.keys = keys
+        # the HMAC pads made once per key: each frame's check and each reply's MAC
+        # would otherwise make them again
+        self.mk = {r: MacKey(k) for r, k in keys.items()}
         self.last_ctr = [0, 0, 0]
         self.last_id = [None, None, None]
         self.cached = [None, None, None]  # the last reply, as sent
-        self.bad_macs = [0, 0, 0]
-        self.locked_until = [0, 0, 0]
         self.last_result = [None, None, None]  # (type, result, detail): survives a reboot
+        # bad MACs not yet recorded, and when the last auth_failure was recorded
+        self.bad_macs = 0
+        self.bad_role = 0
+        self.bad_t = -md.AUTH_FAILURE_WINDOW_S
+        # freshness: each role's challenge and when it was issued (monotonic time). RAM
+        # only: a reboot forgets them, so no command signed before it is ever fresh.
+        self.challenge = [0, 0, 0]
+        self.challenge_t = [0, 0, 0]
+        self.issued = 0
+        self.salt = salt  # differs from boot to boot (the board's entropy or boot time)
 
     def key(self, role):
         """The role's key, or None (no such role, or the device has no key for it)."""
-        return self.keys.get(role) if role in (md.ROLE_CLINICIAN, md.ROLE_PATIENT) else None
-
-    def locked(self, role, now):
-        """Seconds the role must still wait after bad MACs (0: none)."""
-        t = self.locked_until[role]
-        return t - now if now < t else 0
+        return self.mk.get(role) if role in (md.ROLE_CLINICIAN, md.ROLE_PATIENT) else None
 
     def bad_mac(self, p, role, now):
-        """A frame of `role` failed its MAC: count it, back off after BACKOFF_AFTER."""
-        k = self.bad_macs[role] + 1
-        self.bad_macs[role] = k
-        p.log(now, md.EV_AUTH_FAILURE, role, k, role, 0)
-        if k >= BACKOFF_AFTER:
-            wait = 1 << (k - BACKOFF_AFTER) if k - BACKOFF_AFTER < 9 else BACKOFF_MAX_S
-            self.locked_until[role] = now + (wait if wait < BACKOFF_MAX_S else BACKOFF_MAX_S)
-            p.alarms.raise_(AUTH_BACKOFF, now, p.reservoir_nl, role)
+        """A frame failed its MAC. Counted; recorded once per window with the count."""
+        self.bad_macs += 1
+        self.bad_role = role if role < 256 else 0
+        if now - self.bad_t >= md.AUTH_FAILURE_WINDOW_S:
+            self.flush_bad(p, now)
 
-    def good_mac(self, p, role, now):
-        """A frame of `role` passed its MAC: the failures are forgotten."""
-        if self.bad_macs[role]:
-            self.bad_macs[role] = 0
-            if p.alarms.active(AUTH_BACKOFF):
-                p.alarms.clear(AUTH_BACKOFF, now, p.reservoir_nl, role)
+    def flush_bad(self, p, now):
+        """Record the bad MACs counted so far (if any) as one auth_failure."""
+        n = self.bad_macs
+        if n:
+            p.log(now, md.EV_AUTH_FAILURE, 0, n, self.bad_role, md.AUTH_FAILURE_WINDOW_S)
+            self.bad_macs = 0
+            self.bad_t = now
 
     def is_retry(self, role, cmd_id, ctr):
         return cmd_id == self.last_id[role] and ctr == self.last_ctr[role]
@@ -56,3 +63,26 @@ class Auth:
         self.last_id[role] = cmd_id
         self.last_result[role] = (typ, result, detail)
         self.cached[role] = reply
+
+    def issue(self, role, now):
+        """A new challenge for `role`, valid FRESH_S from now; it replaces the role's
+        last one. Unpredictable without the key: a hash of the key, the boot's salt and
+        a count (no two alike within a boot)."""
+        self.issued += 1
+        h = hashlib.sha256(self.keys[role])
+        h.update(self.salt)
+        h.update(self.issued.to_bytes(4, "little"))
+        h.update((now & 0xFFFFFFFF).to_bytes(4, "little"))
+        c = int.from_bytes(h.digest()[:4], "little") or 1
+        self.challenge[role] = c
+        self.challenge_t[role] = now
+        return c
+
+    def stale(self, role, challenge, now):
+        """-1 if `challenge` is the role's and at most FRESH_S old; else the NACK
+        `stale` detail: its age in s, or 0 for one the device did not issue (or has
+        replaced, or issued before a reboot)."""
+        if challenge == 0 or challenge != self.challenge[role]:
+            return 0
+        age = now - self.challenge_t[role]
+        return -1 if 0 <= age <= md.FRESH_S else age

@@ -93,6 +93,7 @@ class FrameWriter:
         self.buf = bytearray(size)
         self._mv = memoryview(self.buf)
         self._views = {}
+        self._mac = bytearray(32)
 
     def view(self, n):
         """memoryview of buf[0:n]; cached per length so steady state never allocates."""
@@ -124,6 +125,24 @@ class FrameWriter:
         struct.pack_into(M.HDR_FMT, self.buf, 0, M.VERSION, type, seq & 0xFFFF, time)
         mac = bytearray(32)
         hmac_sha256_into(key, self._mv[:n], mac)
+        self.buf[n : n + _MAC] = memoryview(mac)[:_MAC]
+        return self.finish(type, seq, time, payload_len + _MAC)
+
+
+    def finish_reply(self, type, seq, time, payload_len, key, bind):
+        """Like finish() for a REPLY: appends its 16-byte MAC under `key` over the frame
+        so far and `bind` (the command's role u8 and counter u32, not on the wire), or
+        16 zero bytes when key is None (a NACK the device cannot sign)."""
+        n = _HDR + payload_len
+        if payload_len < 0 or n + _MAC + _CRC > len(self.buf):
+            raise ValueError("payload too long")
+        struct.pack_into(M.HDR_FMT, self.buf, 0, M.VERSION, type, seq & 0xFFFF, time)
+        mac = self._mac
+        if key is None:
+            for i in range(_MAC):
+                mac[i] = 0
+        else:
+            hmac_sha256_into(key, self._mv[:n], mac, bind)
         self.buf[n : n + _MAC] = memoryview(mac)[:_MAC]
         return self.finish(type, seq, time, payload_len + _MAC)
 
@@ -349,12 +368,14 @@ class MacKey:
             self.opad[i] = k ^ 0x5C
 
 
-def hmac_sha256_into(key, msg, out):
-    """HMAC-SHA256(key, msg) into out (its first min(len(out), 32) bytes)."""
+def hmac_sha256_into(key, msg, out, extra=None):
+    """HMAC-SHA256(key, msg + extra) into out (its first min(len(out), 32) bytes)."""
     mk = key if isinstance(key, MacKey) else MacKey(key)
     # hashlib objects cannot be reset or copied here, so two per MAC.
     h = hashlib.sha256(mk.ipad)
     h.update(msg)
+    if extra is not None:
+        h.update(extra)
     inner = h.digest()
     h = hashlib.sha256(mk.opad)
     h.update(inner)

@@ -57,6 +57,11 @@ def _log_read(p, now, role, buf, off, v):
     return 0, 0, md.LOG_READ_REPLY_HEAD_SIZE + cnt * REC_SIZE
 
 
+def _challenge(p, now, role, buf, off, v):
+    struct.pack_into(md.CHALLENGE_REPLY_FMT, buf, off, p.auth.issue(role, now), md.FRESH_S)
+    return 0, 0, md.CHALLENGE_REPLY_SIZE
+
+
 def _maintenance(p, now, role, buf, off, v):
     p.maintenance(now, role)
     return 0, 0, 0
@@ -88,6 +93,7 @@ HANDLERS = {
     md.T_MAINTENANCE: ("", 0, _ANSWER, _maintenance),
     md.T_CATHETER: (md.CATHETER_FMT, md.CATHETER_SIZE, _ROOM, ("clinic", "catheter")),
     md.T_PRIME: ("", 0, _ROOM, ("clinic", "prime")),
+    md.T_CHALLENGE: ("", 0, _ANSWER, _challenge),
 }
 
 
@@ -96,54 +102,95 @@ def _reads(typ):
 
 
 def command(p, frame, now):
-    """Handle one CRC-checked frame from the link; returns a REPLY frame or None."""
+    """Handle one CRC-checked frame from the link; returns a REPLY frame or None.
+
+    MAC first: a frame whose MAC fails gets an unsigned `bad_mac` and changes nothing a
+    signed frame meets. A read (CMD_READS) writes nothing to flash. A state-changing
+    command must carry its role's challenge (FRESH_S) and is made durable once: its
+    events are held back, the snapshot that carries them is saved, then they go to the
+    log, so a power cut leaves the command done and logged, or neither."""
     n = len(frame)
     ver, typ, _seq, _t = struct.unpack_from(md.HDR_FMT, frame, 0)
     if typ < md.CMD_FIRST or typ >= md.T_REPLY:
         return None  # not a command (another device's telemetry echoed back)
+    p.reply_key = None  # NACKs before the MAC is checked cannot be signed
     if ver != md.VERSION:
         return p.reply(now, 0, typ, md.NACK_SCHEMA, md.VERSION, 0)
     if n < _MIN_CMD:
         return p.reply(now, 0, typ, md.NACK_BAD_FRAME, n, 0)
-    cmd_id, role, ctr = struct.unpack_from(md.CMD_HEAD_FMT, frame, _CMD_AT)
+    cmd_id, role, ctr, chal = struct.unpack_from(md.CMD_HEAD_FMT, frame, _CMD_AT)
     a = p.auth
     key = a.key(role)
-    if key is None:
-        return p.reply(now, cmd_id, typ, md.NACK_BAD_MAC, 0, 0)
-    wait = a.locked(role, now)
-    if wait:
-        return p.reply(now, cmd_id, typ, md.NACK_BACKOFF, wait, 0)
-    mac_at = n - md.CRC_SIZE - md.MAC_SIZE
-    if not verify_mac(key, frame, n):
+    if key is None or not verify_mac(key, frame, n):
         a.bad_mac(p, role, now)
         return p.reply(now, cmd_id, typ, md.NACK_BAD_MAC, 0, 0)
-    a.good_mac(p, role, now)
+    # from here every reply is signed, bound to this command's role and counter
+    p.reply_key = key
+    struct.pack_into(md.REPLY_BINDING_FMT, p.reply_bind, 0, role, ctr)
+    mac_at = n - md.CRC_SIZE - md.MAC_SIZE
+    reads = _reads(typ)
     if a.is_retry(role, cmd_id, ctr):
-        # A retry of the command already executed: same answer, no second bolus.
-        cached = a.cached[role]
-        if cached is not None:
-            return memoryview(cached)
-        lr = a.last_result[role]
-        reads = _reads(typ)
-        if lr is not None and lr[0] == typ and not reads:
-            # rebooted since: the answer (never a body for a change) was saved
-            return p.reply(now, cmd_id, typ, lr[1], lr[2], 0)
-        if reads:
-            return execute(p, typ, frame[_BODY_AT:mac_at], role, cmd_id, now)
+        rep = _retry(p, typ, frame, role, cmd_id, now, reads)
+        if rep is not None:
+            return rep
     if ctr <= a.last_ctr[role]:
         return p.reply(now, cmd_id, typ, md.NACK_REPLAY, a.last_ctr[role], 0)
     a.last_ctr[role] = ctr
     if typ <= md.CMD_LAST and not md.CMD_ROLES[typ - md.CMD_FIRST] & (1 << role):
         rep = p.reply(now, cmd_id, typ, md.NACK_FORBIDDEN, role, 0)
-    else:
+    elif reads or typ > md.CMD_LAST:
         rep = execute(p, typ, frame[_BODY_AT:mac_at], role, cmd_id, now)
+    else:
+        size = HANDLERS[typ][1] if typ in HANDLERS else -1
+        stale = a.stale(role, chal, now)
+        if size >= 0 and mac_at - _BODY_AT != size:
+            # PROTOCOL.md 4: a body of the wrong length is bad_frame, never executed
+            rep = p.reply(now, cmd_id, typ, md.NACK_BAD_FRAME, mac_at - _BODY_AT, 0)
+        elif stale < 0:
+            return _change(p, typ, frame[_BODY_AT:mac_at], role, cmd_id, now)
+        else:
+            rep = p.reply(now, cmd_id, typ, md.NACK_STALE, stale, 0)
     _, _, res, detail = struct.unpack_from(md.REPLY_HEAD_FMT, rep, md.HDR_SIZE)
     a.executed(role, cmd_id, typ, res, detail, bytes(rep))
-    if p.store is not None:
-        # durable before the host hears it: an acknowledged change survives a cut
-        p.save(now)
-        rep = memoryview(a.cached[role])
-    return rep
+    return memoryview(a.cached[role])
+
+
+def _retry(p, typ, frame, role, cmd_id, now, reads):
+    # A retry of the command already executed: same answer, no second bolus (None: not
+    # answerable as a retry, judge it as a new command).
+    a = p.auth
+    cached = a.cached[role]
+    if cached is not None:
+        return memoryview(cached)
+    lr = a.last_result[role]
+    if lr is not None and lr[0] == typ and not reads:
+        # rebooted since: the answer (never a body for a change) was saved
+        return p.reply(now, cmd_id, typ, lr[1], lr[2], 0)
+    if reads:
+        return execute(p, typ, frame[_BODY_AT : len(frame) - md.CRC_SIZE - md.MAC_SIZE],
+                       role, cmd_id, now)
+    return None
+
+
+def _change(p, typ, body, role, cmd_id, now):
+    # A fresh, allowed, state-changing command: executed and made durable once.
+    a = p.auth
+    p.tick(now)  # the therapy's own events up to now first: they are not the command's
+    p.dirty = False
+    p.hold_events()
+    rep = None
+    try:
+        rep = execute(p, typ, body, role, cmd_id, now)
+        _, _, res, detail = struct.unpack_from(md.REPLY_HEAD_FMT, rep, md.HDR_SIZE)
+        a.executed(role, cmd_id, typ, res, detail, None)  # (its answer is in the snapshot)
+        if p.store is not None and p.dirty:
+            # durable before the host hears it: an acknowledged change survives a cut,
+            # and its events are in the snapshot until they are in the log
+            p.save(now)
+    finally:
+        rep = p.release_events(now, rep)
+    a.cached[role] = bytes(rep)  # a retry gets these very bytes
+    return memoryview(a.cached[role])
 
 
 def execute(p, typ, body, role, cmd_id, now):
@@ -159,7 +206,8 @@ def execute(p, typ, body, role, cmd_id, now):
     # Bring therapy up to now first, so the command sees (and the reply reports) the
     # pump as it is, not as the therapy task last left it.
     p.tick(now)
-    p.changed = True
+    if not _reads(typ):
+        p.changed = True
     if layout is None:
         v = (body,)
     elif layout:

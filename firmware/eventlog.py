@@ -5,7 +5,18 @@
 import struct
 
 from engine import NEVER
-from msgdefs import EVENT_FMT as REC, EVENT_SIZE as REC_SIZE
+from micropython import const
+from msgdefs import (
+    EV_AUTH_FAILURE,
+    EV_BOLUS_DENIED,
+    EV_PROTECTED,
+    EVENT_FMT as REC,
+    EVENT_SIZE as REC_SIZE,
+    PROTECTED_S,
+    ROLE_PATIENT,
+)
+
+HOLD_MAX = const(24)  # events one command may hold back (below the RAM ring's 32)
 
 
 class EventLog:
@@ -19,27 +30,85 @@ class EventLog:
         self.first_seq = 1  # oldest event still readable
         self.store = store
         self.wrapped = False  # set when an append overwrote the oldest event on flash
+        # a command's events are held back from flash until its snapshot is saved (they
+        # go into it), so a power cut leaves the command done and logged or neither
+        self.holding = False
+        self.held = 0  # first seq held (0: none)
+        self.dropped = 0  # floodable events not recorded: they would evict protected ones
         if store is not None:
             self.next_seq, self.first_seq = store.log_bounds()
         # the RAM ring holds only what was appended since this boot; older is on flash
         self.ram_first = self.next_seq
 
     def append(self, t, code, who, a, b, c, d=0):
-        """Record an event; returns its event_seq."""
+        """Record an event; returns its event_seq (0: not recorded, see _evicts)."""
         seq = self.next_seq
+        st = self.store
+        if st is not None and seq > st.slots and (code == EV_AUTH_FAILURE or (
+                code == EV_BOLUS_DENIED and who == ROLE_PATIENT)) and self._evicts(seq, t):
+            self.dropped += 1
+            return 0
         off = (seq % self.cap) * REC_SIZE
         struct.pack_into(REC, self.buf, off, t, seq, code, who, a & 0xFFFFFFFF, b & 0xFFFFFFFF,
                          c & 0xFFFFFFFF, d & 0xFFFFFFFF)
         self.next_seq = seq + 1
-        if self.store is not None:
-            first = self.store.log_append(self.mv[off : off + REC_SIZE], seq)
-            n = self.store.slots
-            if seq > n and (seq - 1) % n == 0:
-                self.wrapped = True  # a new lap: from here on the oldest are overwritten
-            self.first_seq = first
+        if st is not None:
+            if self.holding:
+                if not self.held:
+                    self.held = seq
+                if seq - self.held + 1 >= HOLD_MAX:
+                    self.release()  # more than a snapshot carries: written now
+            else:
+                self._write(seq)
         elif seq - self.first_seq >= self.cap:
             self.first_seq = seq - self.cap + 1
         return seq
+
+    def _write(self, seq):
+        off = (seq % self.cap) * REC_SIZE
+        first = self.store.log_append(self.mv[off : off + REC_SIZE], seq)
+        n = self.store.slots
+        if seq > n and (seq - 1) % n == 0:
+            self.wrapped = True  # a new lap: from here on the oldest are overwritten
+        self.first_seq = first
+
+    def _evicts(self, seq, t):
+        # Would event `seq` at wall time t overwrite a protected event younger than
+        # PROTECTED_S? Only what a patient's or a keyless sender's frames can cause
+        # asks (a denial, a bad MAC): they must never erase the record of therapy.
+        old = self.store.log_read(seq - self.store.slots)
+        if old is None:
+            return False
+        ot, _, ocode = struct.unpack_from(REC, old, 0)[:3]
+        return ocode < len(EV_PROTECTED) and EV_PROTECTED[ocode] and t - ot < PROTECTED_S
+
+    def hold(self):
+        """Hold the coming events back from flash until release()."""
+        self.holding = True
+
+    def held_range(self):
+        """(first seq, count) of the events held back now."""
+        return (self.held, self.next_seq - self.held) if self.held else (0, 0)
+
+    def release(self):
+        """Write the held events to flash (after the snapshot that carries them)."""
+        if self.held:
+            for seq in range(self.held, self.next_seq):
+                self._write(seq)
+            self.held = 0
+        self.holding = False
+
+    def replay(self, recs, first, n):
+        """After a restart: write those of n held records (first seq `first`) that the
+        flash does not have yet (the cut came between the snapshot and them)."""
+        for i in range(n):
+            seq = first + i
+            if seq != self.next_seq:
+                continue  # on flash already (or a gap: never renumber)
+            off = (seq % self.cap) * REC_SIZE
+            self.buf[off : off + REC_SIZE] = recs[i * REC_SIZE : (i + 1) * REC_SIZE]
+            self.next_seq = seq + 1
+            self._write(seq)
 
     def record(self, seq):
         """Memoryview of event `seq`'s record, or None if it is gone or not yet made."""

@@ -4,14 +4,14 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = 3313545659  # 0xc580b1bb
+SCHEMA = const(441437682)  # 0x1a4fcdf2
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1280)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
 MAC_SIZE = const(16)
 RX_SHA256_SIZE = const(32)  # READ_RX reply: sha256 of the blob, then the blob
 RUNTIME_MICROPYTHON = const(1)  # DEVICE_INFO.runtime
-LOG_PAGE_MAX = const(48)  # records per LOG_READ reply
+LOG_PAGE_MAX = const(47)  # records per LOG_READ reply
 RX_VERSION = const(2)
 RX_MAX_STEPS = const(24)
 RX_MAX_TIMED = const(8)
@@ -36,6 +36,10 @@ DEFAULT_LOW_RESERVOIR_NL = const(2000000)
 MAX_LOCAL_OFFSET_S = const(50400)
 MAX_BOLUS_DURATION_S = const(86400)
 # (unused) DEFAULT_SUSPEND_MAX_S = const(7200)
+FRESH_S = const(60)  # a CHALLENGE's life
+DENIAL_WINDOW_S = const(60)  # identical bolus denials: one record
+AUTH_FAILURE_WINDOW_S = const(3600)  # bad MACs: one record
+PROTECTED_S = const(2592000)  # protected events' days, in s
 STATE_VERSION = const(2)  # state.bin layout
 EVENT_SLOTS = const(10240)
 JOURNAL_SLOTS = const(32)
@@ -62,6 +66,7 @@ T_GET_INFO = const(75)  # 0x4b host -> device
 T_MAINTENANCE = const(76)  # 0x4c host -> device
 T_CATHETER = const(77)  # 0x4d host -> device
 T_PRIME = const(78)  # 0x4e host -> device
+T_CHALLENGE = const(79)  # 0x4f host -> device
 T_REPLY = const(128)  # 0x80 device -> host
 
 # Layouts: struct format, size, field names (wire order).
@@ -81,8 +86,11 @@ EVENT_SIZE = const(26)
 REPLY_HEAD_FMT = "<IBBI"
 REPLY_HEAD_SIZE = const(10)
 # command envelope head; body and 16-byte mac follow
-CMD_HEAD_FMT = "<IBI"
-CMD_HEAD_SIZE = const(9)
+CMD_HEAD_FMT = "<IBII"
+CMD_HEAD_SIZE = const(13)
+# what a reply MAC covers after the frame
+REPLY_BINDING_FMT = "<BI"
+REPLY_BINDING_SIZE = const(5)
 # Rx blob head; n_steps RX_STEP then n_timed RX_TIMED follow
 RX_HEAD_FMT = "<BBBBBBHIIIH"
 RX_HEAD_SIZE = const(22)
@@ -113,6 +121,9 @@ LOG_READ_SIZE = const(5)
 # CATHETER body
 CATHETER_FMT = "<I"
 CATHETER_SIZE = const(4)
+# CHALLENGE reply body
+CHALLENGE_REPLY_FMT = "<IH"
+CHALLENGE_REPLY_SIZE = const(6)
 # LOG_READ reply head; count EVENT records follow
 LOG_READ_REPLY_HEAD_FMT = "<IIB"
 LOG_READ_REPLY_HEAD_SIZE = const(9)
@@ -134,7 +145,7 @@ STATE_HDR_SIZE = const(8)
 # snapshot head; gate times, rolling buckets, Rx blob follow
 SNAP_FMT = "<IBiiIBBiIIIIIHIIHIIIIBBIBBIIIBBIiHHIIIIB"
 SNAP_SIZE = const(122)
-SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'locked_clinician', 'locked_patient', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len', 'suspend_alarm_t', 'catheter_nl', 'unprimed_nl', 'fill_t', 'fill_first')
+SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'held_first', 'held_n', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len', 'suspend_alarm_t', 'catheter_nl', 'unprimed_nl', 'fill_t', 'fill_first')
 # twin link input record; the frame follows
 LINK_IN_FMT = "<IHB"
 LINK_IN_SIZE = const(7)
@@ -145,11 +156,11 @@ TRUTH_SIZE = const(16)
 # Command table, indexed by type - CMD_FIRST: body size (-1 variable),
 # allowed roles as a mask of 1 << role.
 CMD_FIRST = const(64)
-CMD_LAST = const(78)
-CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 4, 0, 4, 8, 5, 0, 0, 4, 0)
-CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02\x02\x02'
+CMD_LAST = const(79)
+CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 4, 0, 4, 8, 5, 0, 0, 4, 0, 0)
+CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02\x02\x02\x06'
 # 1: the command only reads (executing it again changes nothing)
-CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x00\x00'
+CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x00\x00\x01'
 
 # pump modes (STATUS.mode)
 MODE_STOPPED = const(0)
@@ -219,7 +230,8 @@ NACK_LIMIT = const(6)
 NACK_BUSY = const(7)
 NACK_SCHEMA = const(8)
 NACK_UNKNOWN_COMMAND = const(9)
-NACK_BACKOFF = const(10)
+# (unused) NACK_BACKOFF = const(10)
+NACK_STALE = const(11)
 
 # stroke_failed a
 # (unused) STROKE_STALL = const(1)
@@ -240,6 +252,7 @@ STATUS_FLAG_REFILL_DUE_STABILITY = const(16)  # bit 4
 
 # the twin's link input flags, as masks
 LINK_IN_MEASURE_RESIDUAL = const(1)  # bit 0
+LINK_IN_FRESH = const(2)  # bit 1
 
 # Rx blob flags bits, as masks
 RX_FLAG_TRIAL = const(1)  # bit 0
@@ -276,6 +289,9 @@ ALARMS_UNSILENCEABLE = const(2048)  # 0x0800
 # alarm bits that are critical (two-tone, delivery stops)
 ALARMS_CRITICAL = const(238)  # 0x00ee
 
+# per event code (index): 1 if no patient or keyless frame may evict it (PROTECTED_EVENTS)
+EV_PROTECTED = b'\x00\x01\x01\x01\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01\x01\x01\x01'
+
 # event codes
 EV_BOOT = const(1)  # a=cause
 EV_THERAPY_STARTED = const(2)  # a=rx_crc32
@@ -283,7 +299,7 @@ EV_PRESCRIPTION_CHANGED = const(3)  # a=rx_crc32, b=drug, c=rx_bytes, d=override
 EV_STEP_CHANGED = const(4)  # a=step, b=rate_nl_per_day
 EV_BOLUS_STARTED = const(5)  # a=dose_nl, b=bolus, c=duration_s
 EV_BOLUS_COMPLETED = const(6)  # a=volume_nl, b=bolus
-EV_BOLUS_DENIED = const(7)  # a=reason, b=bolus, c=dose_nl
+EV_BOLUS_DENIED = const(7)  # a=reason, b=bolus, c=dose_nl, d=count
 EV_ALARM_RAISED = const(8)  # a=alarm, b=reservoir_nl, c=detail
 EV_ALARM_CLEARED = const(9)  # a=alarm, b=reservoir_nl, c=detail
 EV_REFILLED = const(10)  # a=volume_nl, b=residual_nl, c=conc_ng_ml, d=drug
@@ -291,7 +307,7 @@ EV_SUSPENDED = const(11)  # a=max_s
 EV_RESUMED = const(12)
 EV_TIME_CHANGED = const(13)  # a=old_time, b=new_time, c=local_offset_s
 EV_ALARM_ACKNOWLEDGED = const(14)  # a=alarms
-EV_AUTH_FAILURE = const(15)  # a=failures, b=role
+EV_AUTH_FAILURE = const(15)  # a=failures, b=role, c=window_s
 EV_LOG_WRAPPED = const(16)  # a=first_seq_kept
 EV_DELIVERY_GAP = const(17)  # a=gap_s, b=undelivered_nl
 EV_REFILL_REFUSED = const(18)  # a=requested_nl, b=reservoir_nl, c=capacity_nl

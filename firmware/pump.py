@@ -57,7 +57,6 @@ SENSE_S = const(600)  # longest sleep: battery and sensors are looked at this of
 SAVE_S = const(3600)  # the snapshot is at most this old (rolling 24 h buckets)
 HEAP_SAMPLE_S = const(86400)  # telemetry's heap figures are at most a day old
 ERI_DAYS = const(90)
-BACKOFF_AFTER = authmod.BACKOFF_AFTER
 MAX_FRAME = md.MAX_FRAME
 # the largest telemetry frame: header, DEVICE_INFO (the largest payload), crc
 _TX_MAX = md.HDR_SIZE + md.DEVICE_INFO_SIZE + md.CRC_SIZE + 16
@@ -134,7 +133,20 @@ class Pump:
         self.eta_dirty = True
         self.retry_t = NEVER
         self.last_tick = now
-        self.auth = authmod.Auth(hw.keys)
+        # the boot's salt for challenges: the board's entropy if it has some, else the
+        # boot time (a reboot never issues the challenges of the boot before)
+        salt = getattr(hw, "salt", None)
+        self.auth = authmod.Auth(hw.keys, salt if salt is not None else
+                                  (now & 0xFFFFFFFF).to_bytes(4, "little"))
+        self.reply_key = None  # the key the next reply is signed with (None: unsigned)
+        self.hold_from = 0
+        self.reply_bind = bytearray(md.REPLY_BINDING_SIZE)  # the command's role and counter
+        # identical patient bolus denials within DENIAL_WINDOW_S: the first is logged,
+        # the rest counted and logged as one record when the window closes
+        self.den_reason = 0
+        self.den_t = 0
+        self.den_n = 0
+        self.den_who = 0
         self.rx_bad = False
         self.clock_moved = None
         self.exit_requested = False
@@ -147,18 +159,50 @@ class Pump:
     def log(self, now, code, who, a, b, c, d=0):
         """Record an event in the log and, when telemetry is recorded, as an EVENT frame."""
         seq = self.events.append(now + self.wall_delta, code, who, a, b, c, d)
+        if not seq:
+            return 0  # a flood's record that would evict a protected one (eventlog.py)
         self.dirty = True
         if self.events.wrapped:
             # the oldest event on flash was overwritten: say so, once per lap of the ring
             self.events.wrapped = False
             self.log(now, md.EV_LOG_WRAPPED, 0, self.events.first_seq, 0, 0)
-        tel = self.telemetry
-        if tel is not None:
-            rec = self.events.record(seq)
-            buf = self.tx.buf
-            buf[md.HDR_SIZE : md.HDR_SIZE + REC_SIZE] = rec
-            tel.emit(self.tx.finish(md.T_EVENT, self._next_seq(), now + self.wall_delta, REC_SIZE))
+        if self.telemetry is not None and not self.events.holding:
+            self._emit_event(now, seq)
         return seq
+
+    def _emit_event(self, now, seq):
+        rec = self.events.record(seq)
+        if rec is None:
+            return
+        buf = self.tx.buf
+        buf[md.HDR_SIZE : md.HDR_SIZE + REC_SIZE] = rec
+        self.telemetry.emit(self.tx.finish(md.T_EVENT, self._next_seq(), now + self.wall_delta,
+                                           REC_SIZE))
+
+    def hold_events(self):
+        """A command begins: its events stay off flash and off the air until
+        release_events() (after the snapshot that carries them)."""
+        self.hold_from = self.events.next_seq
+        self.events.hold()
+
+    def release_events(self, now, rep):
+        """The command is durable: its events go to flash, then out as telemetry; the
+        reply `rep` (in rtx) is numbered after them, as it goes out after them. Returns
+        the reply."""
+        ev = self.events
+        ev.release()
+        if self.telemetry is None or self.hold_from == ev.next_seq:
+            return rep
+        if rep is not None:
+            # the reply's frame number goes to the first event, the reply after the last
+            _, _, self.seq, t = struct.unpack_from(md.HDR_FMT, rep, 0)
+        for seq in range(self.hold_from, ev.next_seq):
+            self._emit_event(now, seq)
+        if rep is None:
+            return rep
+        n = len(rep) - md.HDR_SIZE - md.MAC_SIZE - md.CRC_SIZE
+        return self.rtx.finish_reply(md.T_REPLY, self._next_seq(), t, n, self.reply_key,
+                                     self.reply_bind)
 
     def _next_seq(self):
         s = self.seq
@@ -242,6 +286,8 @@ class Pump:
             self.engine.advance(now, False)
             self.log(now, md.EV_DELIVERY_GAP, 0, now - self.last_tick, 0, 0)
         self.last_tick = now
+        if self.den_n or self.auth.bad_macs:
+            self._flush_counts(now)
         self._sense(now)
         if self.mode == RUNNING:
             due = self.engine.advance(now)
@@ -592,7 +638,7 @@ class Pump:
             if reason == OK and self.reservoir_nl < dose_nl:
                 reason = RESERVOIR
         if reason != OK:
-            self.log(now, md.EV_BOLUS_DENIED, who, reason, KIND_PATIENT, 0)
+            self._denied(now, who, reason)
             return reason
         self.engine.advance(now)
         self.engine.start_bolus(now, dose_nl, rx.pb_duration_s, KIND_PATIENT)
@@ -601,6 +647,36 @@ class Pump:
         self.eta_dirty = True
         self.changed = True
         return OK
+
+    def _flush_counts(self, now):
+        # the counted denials and bad MACs whose window has closed go to the log
+        if self.den_n and now - self.den_t >= md.DENIAL_WINDOW_S:
+            self.flush_denials(now)
+        a = self.auth
+        if a.bad_macs and now - a.bad_t >= md.AUTH_FAILURE_WINDOW_S:
+            a.flush_bad(self, now)
+
+    def _denied(self, now, who, reason):
+        # a flood of the same denial is one record per window (with its count), so the
+        # patient's button cannot fill the log
+        if self.den_n and reason == self.den_reason and who == self.den_who and \
+                now - self.den_t < md.DENIAL_WINDOW_S:
+            self.den_n += 1
+            return
+        self.flush_denials(now)
+        self.log(now, md.EV_BOLUS_DENIED, who, reason, KIND_PATIENT, 0, 1)
+        self.den_reason = reason
+        self.den_who = who
+        self.den_t = now
+        self.den_n = 1
+
+    def flush_denials(self, now):
+        """Log the identical denials counted after the window's first (if any)."""
+        k = self.den_n - 1
+        self.den_n = 0
+        if k > 0:
+            self.log(now, md.EV_BOLUS_DENIED, self.den_who, self.den_reason, KIND_PATIENT, 0,
+                     k)
 
     def clinician_bolus(self, now, who, dose_ng, duration_s):
         if self.mode != RUNNING or self.rx is None:
@@ -663,9 +739,14 @@ class Pump:
     def ack_alarm(self, now, mask, who):
         """Silence the tones of the alarms in `mask`; returns the acknowledged mask. A
         volume discrepancy lasts until it is acknowledged: the clinician has seen it."""
+        before = self.alarms.acked
         acked = self.alarms.ack(mask)
-        self.log(now, md.EV_ALARM_ACKNOWLEDGED, who, mask, 0, 0)
-        if mask >> VOLUME_DISCREPANCY & 1:
+        disc = mask >> VOLUME_DISCREPANCY & 1 and self.alarms.active(VOLUME_DISCREPANCY)
+        if acked != before or disc:
+            # only an acknowledgement that silenced something is a record (a repeated
+            # one, or one of nothing raised, changes nothing: no flood fills the log)
+            self.log(now, md.EV_ALARM_ACKNOWLEDGED, who, mask, 0, 0)
+        if disc:
             self.alarms.clear(VOLUME_DISCREPANCY, now, self.reservoir_nl)
         return acked
 
@@ -683,11 +764,13 @@ class Pump:
         return commands.command(self, frame, now)
 
     def reply(self, now, cmd_id, typ, result, detail, body_len):
-        """The REPLY frame, its body (body_len bytes) already in place after the head."""
+        """The REPLY frame, its body (body_len bytes) already in place after the head,
+        signed with reply_key and bound to reply_bind (commands.py sets both)."""
         struct.pack_into(md.REPLY_HEAD_FMT, self.rtx.buf, md.HDR_SIZE, cmd_id, typ, result,
                          detail)
-        return self.rtx.finish(md.T_REPLY, self._next_seq(), now + self.wall_delta,
-                               md.REPLY_HEAD_SIZE + body_len)
+        return self.rtx.finish_reply(md.T_REPLY, self._next_seq(), now + self.wall_delta,
+                                     md.REPLY_HEAD_SIZE + body_len, self.reply_key,
+                                     self.reply_bind)
 
     # -- persistence (store.py) -------------------------------------------------------
     def save(self, now):

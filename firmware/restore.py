@@ -3,6 +3,7 @@
 # with a store loads this module.
 from array import array
 
+import msgdefs as md
 import rx as rxmod
 import snapshot
 
@@ -59,7 +60,12 @@ def _take_up(p, blob, jrec, now):
     r.b[:] = array("i", v["rolling"])
     r.idx = v["rolling_idx"]
     r.total = v["rolling_total"]
-    p.alarms.mask = v["alarm_mask"]
+    if v["held_n"]:
+        # the command the snapshot completed: its events, if the cut came before they
+        # reached the log (before the boot is logged, so their numbers stay theirs)
+        p.events.replay(v["held"], v["held_first"], v["held_n"])
+    # (auth_backoff is no longer raised: a state saved by older firmware drops it)
+    p.alarms.mask = v["alarm_mask"] & ~(1 << md.ALARM_AUTH_BACKOFF)
     p.alarms.acked = v["alarm_acked"]
     # the frame counter starts again at 0 after a boot (decoders read that as a restart)
     snapshot.auth_from(p.auth, v)

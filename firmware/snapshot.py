@@ -28,8 +28,12 @@ def pack(p, now):
         "unprimed_nl": p.unprimed_nl, "fill_t": p.fill_t, "fill_first": p.fill_first,
     }
     auth_into(p.auth, v)
+    ev = p.events
+    first, n = ev.held_range()
+    v["held_first"], v["held_n"] = first, n
+    held = b"".join(bytes(ev.record(first + i)) for i in range(n))
     head = struct.pack(SNAP_FMT, *[v[k] for k in SNAP_FIELDS])
-    return head + bytes(g.starts) + bytes(r.b) + rx + brx
+    return head + bytes(g.starts) + bytes(r.b) + rx + brx + held
 
 
 def unpack(blob, gate_bytes, rolling_bytes):
@@ -44,6 +48,8 @@ def unpack(blob, gate_bytes, rolling_bytes):
     v["rx"] = blob[off : off + v["rx_len"]]
     off += v["rx_len"]
     v["bridge_rx"] = blob[off : off + v["bridge_rx_len"]]
+    off += v["bridge_rx_len"]
+    v["held"] = blob[off:]
     return v
 
 
@@ -61,7 +67,6 @@ def auth_into(a, v):
     (v["last_type_clinician"], v["last_result_clinician"],
      v["last_detail_clinician"]) = lr[1]
     v["last_type_patient"], v["last_result_patient"], v["last_detail_patient"] = lr[2]
-    v["locked_clinician"], v["locked_patient"] = a.locked_until[1], a.locked_until[2]
 
 def auth_from(a, v):
     """Take up the state saved by save_into."""
@@ -74,4 +79,3 @@ def auth_from(a, v):
         (t1, v["last_result_clinician"], v["last_detail_clinician"]) if t1 else None,
         (t2, v["last_result_patient"], v["last_detail_patient"]) if t2 else None,
     ]
-    a.locked_until = [0, v["locked_clinician"], v["locked_patient"]]

@@ -38,6 +38,7 @@ _FRAME_LAYOUTS = [
     ("EVENT", M.EventRecord, "EVENT payload: one EventRecord (also the event log's unit)"),
     ("REPLY_HEAD", M.ReplyHead, "REPLY payload head; the reply body follows"),
     ("CMD_HEAD", M.CommandHead, "command envelope head; body and 16-byte mac follow"),
+    ("REPLY_BINDING", M.ReplyBinding, "what a reply MAC covers after the frame"),
     ("RX_HEAD", M.RxHead, "Rx blob head; n_steps RX_STEP then n_timed RX_TIMED follow"),
     ("RX_STEP", M.RxStep, "Rx blob basal step"),
     ("RX_TIMED", M.RxTimed, "Rx blob timed bolus"),
@@ -220,6 +221,10 @@ def _render_all() -> str:
         _const("MAX_LOCAL_OFFSET_S", N.MAX_LOCAL_OFFSET_S),
         _const("MAX_BOLUS_DURATION_S", N.MAX_BOLUS_DURATION_S),
         _const("DEFAULT_SUSPEND_MAX_S", N.DEFAULT_SUSPEND_MAX_S),
+        _const("FRESH_S", N.FRESH_S, "a CHALLENGE's life"),
+        _const("DENIAL_WINDOW_S", N.DENIAL_WINDOW_S, "identical bolus denials: one record"),
+        _const("AUTH_FAILURE_WINDOW_S", N.AUTH_FAILURE_WINDOW_S, "bad MACs: one record"),
+        _const("PROTECTED_S", N.PROTECTED_DAYS * 86400, "protected events' days, in s"),
         _const("STATE_VERSION", S.STATE_VERSION, "state.bin layout"),
         _const("EVENT_SLOTS", S.EVENT_SLOTS),
         _const("JOURNAL_SLOTS", S.JOURNAL_SLOTS),
@@ -285,6 +290,12 @@ def _render_all() -> str:
     out.append(_const("ALARMS_UNSILENCEABLE", N.UNSILENCEABLE_MASK, f"0x{N.UNSILENCEABLE_MASK:04x}"))
     out += ["", "# alarm bits that are critical (two-tone, delivery stops)"]
     out.append(_const("ALARMS_CRITICAL", N.CRITICAL_MASK, f"0x{N.CRITICAL_MASK:04x}"))
+    out += ["", "# per event code (index): 1 if no patient or keyless frame may evict it "
+            "(PROTECTED_EVENTS)"]
+    top = max(N.EVENTS) + 1
+    prot = bytes(1 if c in N.EVENTS and N.EVENTS[c].name in N.PROTECTED_EVENTS else 0
+                 for c in range(top))
+    out.append(f"EV_PROTECTED = {prot!r}")
     out += ["", "# event codes"]
     for code, ev in sorted(N.EVENTS.items()):
         args = ", ".join(

@@ -153,12 +153,29 @@ def device_vector(name, msg_type, seq, time, fields):
     return _vector(name, msg_type, seq, time, fields, frame)
 
 
-def command_vector(name, msg_type, seq, time, role, cmd_id, counter, body_fields):
+def reply_vector(name, seq, time, role, counter, fields):
+    """A REPLY signed as the device signs it: under `role`'s test key, bound to the
+    command's role and counter (`key` and `counter` in the vector; role None: the 16
+    zero bytes of a NACK the device cannot sign)."""
+    body = fields["body"]
+    if isinstance(body, dict):
+        body = P.MESSAGES[fields["cmd_type"]].reply.build(body)
+    key = TEST_KEYS[role] if role else None
+    frame = P.build_reply(key, role or 0, counter, fields["cmd_id"], fields["cmd_type"],
+                          fields["result"], fields["detail"], body, seq, time)
+    mac = frame[-P.CRC_SIZE - P.MAC_SIZE : -P.CRC_SIZE]
+    assert P.encode_payload(P.T_REPLY, dict(fields, mac=mac)) == frame[P.HDR_SIZE : -P.CRC_SIZE]
+    return _vector(name, P.T_REPLY, seq, time, dict(fields, mac=mac), frame,
+                   {"key": role, "counter": counter} if role else {"key": None})
+
+
+def command_vector(name, msg_type, seq, time, role, cmd_id, counter, body_fields,
+                   challenge=0):
     """A signed command frame; `fields` carry the envelope with the computed mac."""
     m = P.COMMANDS[msg_type]
     body = m.body.build(body_fields)
     key = TEST_KEYS[role]
-    frame = P.build_command(msg_type, body, role, key, cmd_id, counter, seq, time)
+    frame = P.build_command(msg_type, body, role, key, cmd_id, counter, seq, time, challenge)
     mac = frame[-P.CRC_SIZE - P.MAC_SIZE : -P.CRC_SIZE]
     parsed = P.decode_payload(msg_type, frame[P.HDR_SIZE : -P.CRC_SIZE])
     assert parsed["mac"] == mac
@@ -166,6 +183,7 @@ def command_vector(name, msg_type, seq, time, role, cmd_id, counter, body_fields
         cmd_id=cmd_id,
         role=P.role_id(role),
         counter=counter,
+        challenge=challenge,
         body=P.plain(m.body.parse(body)),
         mac=mac,
     )
@@ -201,47 +219,52 @@ def vectors() -> list[dict]:
             T0 + 1000,
             _ev(T0 + 1000, 10, 13, who=1, a=T0 + 990, b=T0 + 1000, c=(-3600) & 0xFFFFFFFF),
         ),
-        device_vector(
+        reply_vector(
             "reply_ack_program",
-            0x80,
             7,
             T0 + 1100,
+            "clinician",
+            1,
             dict(cmd_id=1001, cmd_type=0x41, result=0, detail=0, body=b""),
         ),
-        device_vector(
+        reply_vector(
             "reply_nack_limit_lockout",
-            0x80,
             8,
             T0 + 1200,
+            "patient",
+            2,
             dict(cmd_id=1002, cmd_type=0x44, result=6, detail=1, body=b""),
         ),
-        device_vector(
-            # a prescription blob of another version: schema, detail the version read
+        reply_vector(
             "reply_nack_schema_rx_version",
-            0x80,
             15,
             T0 + 1250,
+            "clinician",
+            7,
             dict(cmd_id=1007, cmd_type=0x41, result=8, detail=P.RX_VERSION, body=b""),
         ),
-        device_vector(
+        reply_vector(
             "reply_get_status",
-            0x80,
             9,
             T0 + 1300,
+            "patient",
+            1,
             dict(cmd_id=1003, cmd_type=0x40, result=0, detail=0, body=STATUS_RUNNING),
         ),
-        device_vector(
+        reply_vector(
             "reply_get_info",
-            0x80,
             10,
             T0 + 1400,
+            "clinician",
+            8,
             dict(cmd_id=1004, cmd_type=0x4B, result=0, detail=0, body=DEVICE_INFO),
         ),
-        device_vector(
+        reply_vector(
             "reply_log_read",
-            0x80,
             11,
             T0 + 1500,
+            "clinician",
+            9,
             dict(
                 cmd_id=1005,
                 cmd_type=0x4A,
@@ -254,11 +277,12 @@ def vectors() -> list[dict]:
                 ),
             ),
         ),
-        device_vector(
+        reply_vector(
             "reply_read_rx",
-            0x80,
             12,
             T0 + 1600,
+            "clinician",
+            2,
             dict(
                 cmd_id=1006,
                 cmd_type=0x42,
@@ -319,9 +343,24 @@ def vectors() -> list[dict]:
         command_vector("cmd_maintenance", 0x4C, 112, T0 + 2120, "clinician", 2013, 9, {}),
         command_vector("cmd_catheter", 0x4D, 113, T0 + 2130, "clinician", 2014, 10,
                        dict(volume_nl=150_000)),
-        command_vector("cmd_prime", 0x4E, 114, T0 + 2140, "clinician", 2015, 11, {}),
+        command_vector("cmd_prime", 0x4E, 114, T0 + 2140, "clinician", 2015, 11, {},
+                       challenge=CHALLENGE),
+        command_vector("cmd_challenge", 0x4F, 115, T0 + 2150, "clinician", 2016, 12, {}),
+        reply_vector("reply_challenge", 16, T0 + 2150, "clinician", 12,
+                     dict(cmd_id=2016, cmd_type=0x4F, result=0, detail=0,
+                          body=dict(challenge=CHALLENGE, valid_s=N.FRESH_S))),
+        command_vector("cmd_patient_bolus_fresh", 0x44, 116, T0 + 2160, "patient", 2017, 5,
+                       {}, challenge=CHALLENGE),
+        reply_vector("reply_nack_stale", 17, T0 + 2230, "patient", 5,
+                     dict(cmd_id=2017, cmd_type=0x44, result=11, detail=70, body=b"")),
+        reply_vector("reply_nack_bad_mac_unsigned", 18, T0 + 2240, None, 0,
+                     dict(cmd_id=2018, cmd_type=0x46, result=2, detail=0, body=b"")),
     ]
     return v
+
+
+#: The challenge the freshness vectors carry.
+CHALLENGE = 0x5EED1234
 
 
 def cobs_examples() -> list[dict]:
@@ -415,6 +454,11 @@ SPEC_VECTORS = [
     "reply_get_status",
     "cmd_program",
     "cmd_patient_bolus",
+    "cmd_challenge",
+    "reply_challenge",
+    "cmd_patient_bolus_fresh",
+    "reply_nack_stale",
+    "reply_nack_bad_mac_unsigned",
 ]
 
 

@@ -16,15 +16,17 @@ from test_link import ROOT, THECA, device_events, env_for, in_home, run_theca
 from theca.link.client import Client
 from theca.log.tlog import build_tlog
 from theca.twin.live import LiveTwin
+from theca_protocol import names as N
 
 ACK_ALL = struct.pack("<I", 0xFFFFFFFF)
 
 
 def add_events(home, dev, n: int) -> None:
-    """n more events on the device: each alarm acknowledgement is logged."""
+    """n more events on the device: each catheter record is logged (an acknowledgement
+    of nothing raised is not: it changes nothing)."""
     with in_home(home), Client(str(dev)) as c:
-        for _ in range(n):
-            c.request("ACK_ALARM", ACK_ALL, "patient")
+        for i in range(n):
+            c.request("CATHETER", struct.pack("<I", 100_000 + i), "clinician")
 
 
 def pulled(home, path) -> list[dict]:
@@ -67,8 +69,9 @@ def test_pull_in_pages_and_resume(twin, tmp_path):
     out = tmp_path / "log.tlog"
     r = run_theca(home, "--device", dev, "log", "pull", "-o", out, "--pages", "2")
     assert r.returncode == 0, r.stderr
-    assert "pulled 96 events (#1-#96)" in r.stdout and "more on the device" in r.stdout
-    assert check_log(home, dev, out) == list(range(1, 97))
+    k = 2 * N.LOG_PAGE_MAX
+    assert f"pulled {k} events (#1-#{k})" in r.stdout and "more on the device" in r.stdout
+    assert check_log(home, dev, out) == list(range(1, k + 1))
     # the process dies in the middle of writing a page: the last record is torn
     size = out.stat().st_size
     with open(out, "r+b") as f:
@@ -76,8 +79,8 @@ def test_pull_in_pages_and_resume(twin, tmp_path):
     r = run_theca(home, "--device", dev, "log", "pull", "-o", out, "--pages", "1")
     assert r.returncode == 0, r.stderr
     assert "bytes after the last good record" in r.stderr
-    # the torn record was the STATUS after event 96: the pull goes on from #97
-    assert "resumed after #96" in r.stdout and "(#97-#144)" in r.stdout
+    # the torn record was the STATUS after event k: the pull goes on from #k+1
+    assert f"resumed after #{k}" in r.stdout and f"(#{k + 1}-#{k + N.LOG_PAGE_MAX})" in r.stdout
     add_events(home, dev, 30)  # the device goes on logging meanwhile
     r = run_theca(home, "--device", dev, "log", "pull", "-o", out)
     assert r.returncode == 0, r.stderr

@@ -40,11 +40,12 @@ RX = M.RxBlob.build(dict(
 
 def _inputs(path: Path) -> None:
     f = FrameFactory(KEYS)
-    frames = [(T0, f.command(CMD["PROGRAM"], RX, 1, T0), 0)]
-    # patient boluses now and then: commands change state that must survive too
+    frames = f.fresh(CMD["PROGRAM"], RX, 1, T0)
+    # patient boluses now and then: commands change state that must survive too (each
+    # signed by the twin with the challenge it asks for first)
     for k in range(1, 40):
         t = T0 + k * 5400
-        frames.append((t, f.command(CMD["PATIENT_BOLUS"], b"", 2, t), 0))
+        frames += f.fresh(CMD["PATIENT_BOLUS"], b"", 2, t)
     path.write_bytes(input_records(frames))
 
 
@@ -151,3 +152,70 @@ def test_power_loss_campaign(tmp_path):
         assert tp.EVENTS[flash[seq][2]].name == o["event"]
     assert sum(1 for e in flash.values() if e[2] == 1) >= boots_logged
     assert truth["strokes"] > 200  # therapy really ran through the campaign
+
+
+# a second prescription: what the swept command programs
+RX2 = M.RxBlob.build(dict(
+    version=M.RX_VERSION, drug=1, flags=0, pb_max_per_day=4, pb_duration_s=300,
+    conc_ng_ml=20_000_000, pb_dose_ng=100_000, pb_lockout_s=1800,
+    steps=[dict(start_min=0, rate_ng_day=10_000_000)], timed=[]))
+
+
+def _status_after_boot(d: Path, i: int, t: int, mpy) -> dict:
+    # boot the pump again (no cut) and read what it recovered: the boot's status frame
+    r = twinproc.run_twin(_cfg(d, i, t, t + 60, 0, False), mpy_dir=mpy)
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = [o for o in records(d / f"run{i}.tlog") if o["kind"] == "status"]
+    return st[0]
+
+
+def test_a_cut_inside_a_command_leaves_it_done_and_logged_or_neither(tmp_path):
+    # REQ: SR-LOG-05
+    # The issue: a cut inside a command's flash writes left `prescription_changed` (or
+    # `bolus_started`) in the log for a command that never took effect. Every flash
+    # write of a PROGRAM is cut in turn; after the restart the new prescription is in
+    # force if and only if its event is on flash, and no event let out is untrue.
+    import shutil
+
+    mpy = compile_firmware("unix")
+    f = FrameFactory(KEYS)
+    t1 = T0 + 700
+    frames = f.fresh(CMD["PROGRAM"], RX, 1, T0) + f.fresh(CMD["PROGRAM"], RX2, 1, t1)
+    (tmp_path / "inputs.bin").write_bytes(input_records(frames))
+    crc2 = tp.crc32(RX2)
+    r = twinproc.run_twin(_cfg(tmp_path, 0, T0, t1 - 100, 0, False), mpy_dir=mpy)
+    assert r.returncode == 0, r.stdout + r.stderr
+    base = tmp_path / "base.img"
+    shutil.copy(tmp_path / "flash.img", base)
+    shutil.copy(tmp_path / "truth.json", tmp_path / "base.truth")
+
+    def from_base():
+        shutil.copy(base, tmp_path / "flash.img")
+        shutil.copy(tmp_path / "base.truth", tmp_path / "truth.json")
+
+    def writes_until(end):
+        from_base()
+        r = twinproc.run_twin(_cfg(tmp_path, 1, t1 - 99, end, 0, False), mpy_dir=mpy)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return json.loads((tmp_path / "truth.json").read_text())["block_writes"]
+
+    w0 = writes_until(t1 - 1)
+    w1 = writes_until(t1 + 1)
+    assert w1 - w0 >= 5, (w0, w1)  # the command's writes (snapshot, events) are swept
+    done_n = 0
+    for k in range(w0 + 1, w1 + 1):
+        from_base()
+        r = twinproc.run_twin(_cfg(tmp_path, 2, t1 - 99, t1 + 1, k, False), mpy_dir=mpy)
+        assert r.returncode in (0, 7), r.stdout + r.stderr
+        let_out = any(o["kind"] == "event" and o["event"] == "prescription_changed"
+                      and o.get("rx_crc32") == crc2 for o in records(tmp_path / "run2.tlog"))
+        st = _status_after_boot(tmp_path, 3, t1 + 5, mpy)
+        done = st["rx_crc"] == crc2
+        logged = any(e[2] == tp.EVENT_CODES["prescription_changed"] and e[4] == crc2
+                     for e in _flash_events(tmp_path / "flash.img").values())
+        assert done == logged, (k, done, logged)
+        assert not let_out or done, (k, "an event let out for a command that did not happen")
+        done_n += done
+    # the sweep cut both before and after the commit point
+    print("sweep", w0, w1, done_n)
+    assert 0 < done_n < w1 - w0, (done_n, w1 - w0)

@@ -225,7 +225,7 @@ def test_command_vectors_have_right_macs():
 def test_program_vector_rx_blob():
     v = next(x for x in DOC["vectors"] if x["name"] == "cmd_program")
     payload = bytes.fromhex(v["payload_hex"])
-    blob = payload[9:-16]
+    blob = payload[13:-16]  # after cmd_id, role, counter, challenge
     rx = P.RxBlob.parse(blob)
     assert rx.version == 2 and rx.n_steps == 2 and rx.n_timed == 1
     assert rx.low_reservoir_ul == 3000
@@ -234,7 +234,28 @@ def test_program_vector_rx_blob():
     reply = next(x for x in DOC["vectors"] if x["name"] == "reply_read_rx")
     rpay = bytes.fromhex(reply["payload_hex"])
     assert rpay[10:42] == P.rx_hash(blob) == hashlib.sha256(blob).digest()
-    assert rpay[42:] == blob
+    assert rpay[42:-16] == blob
+
+
+def test_reply_vectors_are_signed_and_bound_to_their_command():
+    # REQ: SR-AUTH-05
+    keys = {k: bytes.fromhex(v) for k, v in DOC["keys"].items()}
+    reps = [v for v in DOC["vectors"] if v["type_name"] == "REPLY"]
+    assert len(reps) >= 8
+    for v in reps:
+        frame = bytes.fromhex(v["frame_hex"])
+        mac = frame[-P.CRC_SIZE - P.MAC_SIZE : -P.CRC_SIZE]
+        if v["key"] is None:
+            assert mac == bytes(16) and v["fields"]["result"] in (1, 2, 8), v["name"]
+            continue
+        role = {"clinician": 1, "patient": 2}[v["key"]]
+        # written out independently of reply_mac: HMAC over the frame to the MAC, then
+        # the command's role u8 and counter u32
+        msg = frame[: -P.CRC_SIZE - P.MAC_SIZE] + bytes([role]) + v["counter"].to_bytes(4, "little")
+        assert mac == hmac.new(keys[v["key"]], msg, hashlib.sha256).digest()[:16], v["name"]
+        assert P.verify_reply(frame, keys[v["key"]], role, v["counter"])
+        assert not P.verify_reply(frame, keys[v["key"]], role, v["counter"] + 1)
+        assert not P.verify_reply(frame, keys[v["key"]], 3 - role, v["counter"])
 
 
 def test_hmac_vectors_are_rfc4231():

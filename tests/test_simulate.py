@@ -69,8 +69,33 @@ def test_scenario_commands_reach_the_firmware(demo):
     # commands came in through the receive path and were answered
     replies = [o for o in objs if o["kind"] == "reply"]
     assert replies and all("result" in r for r in replies)
-    # who changed what: the refill and the program are the clinician's
-    assert all(e["who"] == "clinician" for e in ev if e["event"] in ("refilled", "prescription_changed"))
+    # who changed what: the refill, the program and the demo's acknowledgement (its
+    # clinician acknowledges the battery warning) are the clinician's
+    # REQ: SR-AUTH-07
+    assert all(e["who"] == "clinician" for e in ev
+               if e["event"] in ("refilled", "prescription_changed", "alarm_acknowledged"))
+    assert any(e["event"] == "alarm_acknowledged" for e in ev)
+
+
+def test_an_acknowledgement_is_signed_by_who_really_gives_it(tmp_path):
+    # REQ: SR-AUTH-07
+    # The issue: a scenario's ack_alarm was signed with the patient key whoever gave it.
+    out = tmp_path / "r.tlog"
+    for role, who in (("", "clinician"), ('role = "patient"\n', "patient")):
+        sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 1\nstatus_period_s = 3600\n'
+                       'prescription = "rx.toml"\n'
+                       '[[faults]]\nat = 2026-01-01T01:00:00Z\nkind = "battery"\n'
+                       'remaining = "60 days"\n'
+                       '[[events]]\nat = 2026-01-01T02:00:00Z\naction = "ack_alarm"\n'
+                       'alarms = ["battery_eri"]\n' + role)
+        r = theca("simulate", sc, "-o", out, "--quiet")
+        assert r.returncode == 0, r.stderr + r.stdout
+        acks = [o for o in jsonl(out) if o["kind"] == "event" and o["event"] == "alarm_acknowledged"]
+        assert [a["who"] for a in acks] == [who], acks
+    bad = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 1\nprescription = "rx.toml"\n'
+                    '[[events]]\nat = 2026-01-01T02:00:00Z\naction = "ack_alarm"\nrole = "nurse"\n')
+    r = theca("simulate", bad, "-o", out, "--quiet")
+    assert r.returncode == 2 and "events[1].role" in r.stderr, r.stderr
 
 
 def _scenario(tmp_path, body: str, rx: str | None = None) -> Path:

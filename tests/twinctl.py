@@ -188,19 +188,37 @@ class ControlledTwin:
         self._boot()
 
     # -- the link --------------------------------------------------------------------------
-    def command(self, name: str, body: bytes = b"", role: int = CLINICIAN) -> Reply:
-        """Sign and send a command now; its reply (a frame is always answered)."""
+    def command(self, name: str, body: bytes = b"", role: int = CLINICIAN,
+                challenge: int | None = None) -> Reply:
+        """Sign and send a command now; its reply (a frame is always answered, and the
+        reply's MAC is checked). A state-changing command first gets the device's
+        CHALLENGE, as a host does (`challenge` given: that one instead)."""
+        if challenge is None and not tp.COMMANDS[T[name]].reads:
+            rep = self.command("CHALLENGE", b"", role)
+            assert rep.result == "ack", rep
+            challenge = tp.ChallengeReply.parse(rep.body).challenge
         self.counter[role] += 1
         self.cmd_id += 1
         frame = tp.build_command(T[name], body, role, self.keys[role], self.cmd_id,
-                                 self.counter[role], self.cmd_id & 0xFFFF, self.now)
+                                 self.counter[role], self.cmd_id & 0xFFFF, self.now,
+                                 challenge or 0)
+        return self.send(frame, name, role, self.counter[role])
+
+    def send(self, frame: bytes, name: str = "", role: int = CLINICIAN,
+             counter: int | None = None) -> Reply:
+        """Put a frame on the link now; its reply, whose MAC must be right for the
+        command's role and counter unless the device cannot sign it."""
         out = self.ctl("frame", hex=(tp.cobs_encode(frame) + b"\x00").hex())
         wire = bytes.fromhex(out["reply"])
         assert wire, f"{name}: the firmware did not answer"
-        hdr, payload = tp.parse_frame(tp.cobs_decode(wire[:-1]))
+        fr = tp.cobs_decode(wire[:-1])
+        hdr, payload = tp.parse_frame(fr)
         n = tp.ReplyHead.sizeof()
         head = tp.ReplyHead.parse(payload[:n])
-        return Reply(tp.RESULTS[head.result], head.detail, bytes(payload[n:]), hdr.time)
+        result = tp.RESULTS[head.result]
+        if counter is not None and result not in tp.UNSIGNED_RESULTS:
+            assert tp.verify_reply(fr, self.keys[role], role, counter), f"{name}: reply MAC"
+        return Reply(result, head.detail, bytes(payload[n : -tp.MAC_SIZE]), hdr.time)
 
     def program(self, rx) -> Reply:
         return self.command("PROGRAM", rx.to_blob())

@@ -571,6 +571,9 @@ class Hardware:
         self.fs_root = root
         self.info = info
         self.keys = keys
+        # the boot's salt for link challenges: the chip's entropy (rp2: the ring
+        # oscillator; esp32: its RNG), so no two boots issue the same challenges
+        self.salt = os.urandom(8)
         self.druglib_path = root + "druglib.json"
         self._boot_cause = boot_cause
         self.failed = None

@@ -14,7 +14,7 @@ import time
 from binascii import unhexlify
 
 import msgdefs as md
-from codec import TlogWriter
+from codec import TlogWriter, cobs_decode_inplace
 
 EPOCH_UNIX = md.EPOCH_UNIX  # Theca epoch (2020-01-01T00:00:00Z) in Unix seconds
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
@@ -135,6 +135,7 @@ class Mechanism:
         self.mass = reservoir_nl * conc  # drug in the reservoir, 1e-6 ng
         self.capacity_nl = capacity_nl
         self.refills = sorted(refills)
+        self.last_visit = (None, None)  # (true time, nL aspirated) of the last refill visit
         self.catheters = sorted(catheters)  # [true time, nL]: a new, empty catheter
         self.pumped_nl = 0
         self.left_mass = 0  # drug that left the pump
@@ -157,7 +158,9 @@ class Mechanism:
             r = self.refills.pop(0)
             import visit  # only a twin with refills pays for it
 
-            visit.refill(self, r[1], r[2], r[3] if len(r) > 3 else 0)
+            # what was aspirated, kept by time: the REFILL command reports it even if a
+            # stroke at the same instant (a CHALLENGE before it) made the visit first
+            self.last_visit = (r[0], visit.refill(self, r[1], r[2], r[3] if len(r) > 3 else 0))
 
     def _new_catheter(self):
         # a catheter revision due now: the old catheter and what it held are gone, the
@@ -303,11 +306,16 @@ class Watchdog:
 
 
 class ScheduledLink:
-    """Simulate: the scenario's commands arrive as wire bytes at their device times."""
+    """Simulate: the scenario's commands arrive as wire bytes at their device times.
+
+    A state-changing command comes as a CHALLENGE request and then the command itself
+    (LinkInRecord flag `fresh`): the link reads the challenge from the device's reply
+    and signs the command with it at delivery, as a programmer does in the same
+    session: nothing is signed before the run, so no command is older than FRESH_S."""
 
     def __init__(self, path, clock, hw=None):
         self.clock = clock
-        self.hw = hw  # a refill's residual is measured from its mechanism
+        self.hw = hw  # the roles' keys; a refill's residual is measured from its mechanism
         self.recs = []
         if path:
             with open(path, "rb") as f:
@@ -326,16 +334,18 @@ class ScheduledLink:
             self.i += 1
         self.pos = 0
         self.written = 0
+        self.challenge = 0  # the challenge the device last gave (0: none this session)
+        self._out = None
 
     async def readinto(self, buf):
         if self.i >= len(self.recs):
             await asyncio.Event().wait()  # no more input: wait for the end of the run
         t, data, flags = self.recs[self.i]
         await self.clock.sleep_until_true(t)
-        if flags & md.LINK_IN_MEASURE_RESIDUAL and self.pos == 0:
+        if flags & (md.LINK_IN_MEASURE_RESIDUAL | md.LINK_IN_FRESH) and self.pos == 0:
             import visit
 
-            data = visit.measured(self.hw, t, data)
+            data = visit.signed(self.hw, t, data, flags, self.challenge)
             self.recs[self.i] = (t, data, 0)
         n = min(len(buf), len(data) - self.pos)
         buf[:n] = data[self.pos : self.pos + n]
@@ -347,6 +357,21 @@ class ScheduledLink:
 
     def write(self, mv):
         self.written += len(mv)
+        # a CHALLENGE reply: keep its challenge for the command that follows it
+        n = len(mv)
+        if n < 8 or n > 64:
+            return  # a challenge reply is small; nothing else is read here
+        b = self._out
+        if b is None:
+            b = self._out = bytearray(64)
+        b[:n] = mv
+        m = cobs_decode_inplace(b, n - 1 if b[n - 1] == 0 else n)
+        at = md.HDR_SIZE
+        if m >= at + md.REPLY_HEAD_SIZE + md.CHALLENGE_REPLY_SIZE and b[1] == md.T_REPLY:
+            _, ctype, res, _ = struct.unpack_from(md.REPLY_HEAD_FMT, b, at)
+            if ctype == md.T_CHALLENGE and res == 0:
+                self.challenge = struct.unpack_from(md.CHALLENGE_REPLY_FMT, b,
+                                                    at + md.REPLY_HEAD_SIZE)[0]
 
 class TlogSink:
     def __init__(self, path, append=False):

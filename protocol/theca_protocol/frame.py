@@ -145,10 +145,13 @@ def build_command(
     counter: int,
     seq: int,
     time: int,
+    challenge: int = 0,
 ) -> bytes:
-    """A complete, authenticated command frame (before COBS)."""
+    """A complete, authenticated command frame (before COBS). `challenge`: the role's
+    CHALLENGE from the device (state-changing commands; a read may carry 0)."""
     hdr = Header.build(dict(version=FRAME_VERSION, type=msg_type, seq=seq & 0xFFFF, time=time))
-    signed = hdr + CommandHead.build(dict(cmd_id=cmd_id, role=role_id(role), counter=counter))
+    signed = hdr + CommandHead.build(dict(cmd_id=cmd_id, role=role_id(role), counter=counter,
+                                          challenge=challenge))
     signed += bytes(body)
     return build_frame(msg_type, seq, time, signed[HDR_SIZE:] + command_mac(key, signed))
 
@@ -161,6 +164,41 @@ def verify_command(frame, key: bytes) -> bool:
         return False
     mac = frame[end - MAC_SIZE : end]
     return hmac.compare_digest(mac, command_mac(key, frame[: end - MAC_SIZE]))
+
+
+_BINDING = struct.Struct("<BI")
+
+
+def reply_mac(key: bytes, signed: bytes, role, counter: int) -> bytes:
+    """A reply's MAC: HMAC-SHA256(key, header + payload-without-mac + role u8 + counter
+    u32)[:16], the role and counter being the command's (they are not in the reply, so
+    a reply to one command cannot pass for the reply to another)."""
+    msg = bytes(signed) + _BINDING.pack(role_id(role), counter)
+    return hmac.new(key, msg, hashlib.sha256).digest()[:MAC_SIZE]
+
+
+def build_reply(key: bytes | None, role, counter: int, cmd_id: int, cmd_type: int,
+                result: int, detail: int, body: bytes, seq: int, time: int) -> bytes:
+    """A complete REPLY frame, signed as the device signs it (key None: 16 zero bytes,
+    as for a NACK the device cannot sign)."""
+    from .messages import ReplyHead
+
+    hdr = Header.build(dict(version=FRAME_VERSION, type=T_REPLY, seq=seq & 0xFFFF, time=time))
+    signed = hdr + ReplyHead.build(dict(cmd_id=cmd_id, cmd_type=cmd_type, result=result,
+                                        detail=detail)) + bytes(body)
+    mac = reply_mac(key, signed, role, counter) if key is not None else bytes(MAC_SIZE)
+    return build_frame(T_REPLY, seq, time, signed[HDR_SIZE:] + mac)
+
+
+def verify_reply(frame, key: bytes, role, counter: int) -> bool:
+    """True if a (CRC-checked) REPLY frame's MAC is right for the command signed with
+    `key` as `role` with `counter`."""
+    frame = bytes(frame)
+    end = len(frame) - CRC_SIZE
+    if end - MAC_SIZE < HDR_SIZE:
+        return False
+    mac = frame[end - MAC_SIZE : end]
+    return hmac.compare_digest(mac, reply_mac(key, frame[: end - MAC_SIZE], role, counter))
 
 
 def rx_hash(blob: bytes) -> bytes:

@@ -14,8 +14,8 @@ from construct import (
     Array,
     Bytes,
     Const,
+    Construct,
     Default,
-    GreedyBytes,
     Int8ul,
     Int16ul,
     Int32sl,
@@ -26,6 +26,7 @@ from construct import (
     len_,
     this,
 )
+from construct.core import stream_read_entire, stream_write
 
 from . import names as N
 
@@ -106,14 +107,51 @@ EventRecord = Struct(
     "d" / Default(u32, 0) * "per event code",
 )
 
+class AllButLast(Construct):
+    """Bytes up to the last `n` of the payload (what a trailer such as a MAC follows)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def _parse(self, stream, context, path):
+        data = stream_read_entire(stream, path)
+        if len(data) < self.n:
+            from construct import StreamError
+
+            raise StreamError(f"fewer than {self.n} bytes for the trailer", path=path)
+        stream.seek(-self.n, 1)
+        return data[: len(data) - self.n]
+
+    def _build(self, obj, stream, context, path):
+        data = bytes(obj)
+        stream_write(stream, data, len(data), path)
+        return data
+
+    def _sizeof(self, context, path):
+        from construct import SizeofError
+
+        raise SizeofError("variable", path=path)
+
+
 ReplyHead = Struct(
     "cmd_id" / u32 * "host's id for the command (echoed in REPLY)",
     "cmd_type" / u8 * "type of the command replied to",
     "result" / u8 * "0 ACK, else the NACK reason",
     "detail" / u32 * "per command and result",
 )
-#: REPLY payload: the head, then the command's reply body (ACK only; a NACK has none).
-Reply = Struct(*ReplyHead.subcons, "body" / GreedyBytes * "per type")
+#: REPLY payload: the head, the command's reply body (ACK only; a NACK has none), the MAC.
+#: What a reply's MAC covers beyond the frame: the command's role and counter, so that a
+#: reply cannot pass for the reply to another command.
+ReplyBinding = Struct("role" / u8 * "the command's role", "counter" / u32 * "the command's counter")
+Reply = Struct(
+    *ReplyHead.subcons,
+    "body" / AllButLast(MAC_SIZE) * "per type",
+    "mac" / Default(Bytes(MAC_SIZE), bytes(MAC_SIZE)) * (
+        "HMAC-SHA256(key, header + payload-without-mac + role u8 + counter u32)[:16] under "
+        "the command's key, role and counter: a reply is bound to its command; 16 zero "
+        "bytes on a NACK the device cannot sign (UNSIGNED_RESULTS)"),
+)
 
 # --- host to device ------------------------------------------------------------
 
@@ -121,6 +159,8 @@ CommandHead = Struct(
     "cmd_id" / u32 * "host's id for the command (echoed in REPLY)",
     "role" / u8 * "1 clinician, 2 patient",
     "counter" / u32 * "per-key counter, strictly increasing",
+    "challenge" / Default(u32, 0) * ("the role's CHALLENGE, issued by the device less than FRESH_S ago "
+                         "(state-changing commands; a read may carry 0)"),
 )
 
 
@@ -199,6 +239,10 @@ Suspend = Struct("max_s" / u32 * "the alarm suspended_too_long after this long s
 SetTime = Struct("utc" / u32 * "new device time", "local_offset_s" / i32 * "signed: local time = device time + this")
 LogRead = Struct("from_seq" / u32 * "first event_seq wanted", "max_count" / u8 * "at most this many records")
 
+ChallengeReply = Struct(
+    "challenge" / u32 * "the role's challenge; replaces the one before it",
+    "valid_s" / u16 * "seconds it stays valid (FRESH_S)",
+)
 ReadRxReply = Struct("rx_sha256" / Bytes(32) * "sha256 of the Rx blob", "rx" / RxBlob * "the Rx blob in force")
 LogReadReplyHead = Struct(
     "next_seq" / u32 * "event_seq to ask for next",
@@ -277,6 +321,7 @@ MESSAGE_LIST = [
     _cmd(0x4C, "MAINTENANCE", _CLIN, Empty, Empty),
     _cmd(0x4D, "CATHETER", _CLIN, Catheter, Empty),
     _cmd(0x4E, "PRIME", _CLIN, Empty, Empty),
+    _cmd(0x4F, "CHALLENGE", _EITHER, Empty, ChallengeReply, reads=True),
 ]
 
 #: type id -> Message.
@@ -302,6 +347,8 @@ AUX_STRUCTS = {
     "RxTimed": RxTimed,
     "RxBlob": RxBlob,
     "LogReadReplyHead": LogReadReplyHead,
+    "ChallengeReply": ChallengeReply,
+    "ReplyBinding": ReplyBinding,
     "TlogHeader": TlogHeader,
     "TlogRecordHead": TlogRecordHead,
 }

@@ -45,8 +45,22 @@ MAX_LOCAL_OFFSET_S = 14 * 3600
 #: The longest clinician bolus (CLINICIAN_BOLUS duration_s).
 MAX_BOLUS_DURATION_S = 86400
 
-#: Records in one LOG_READ reply at most (a reply frame holds 48 EventRecords).
-LOG_PAGE_MAX = 48
+#: Records in one LOG_READ reply at most (a reply frame, with its MAC, holds 47
+#: EventRecords).
+LOG_PAGE_MAX = 47
+#: Seconds a CHALLENGE stays valid: a state-changing command signed with it is executed
+#: only if it arrives within this long of the device issuing the challenge (device time,
+#: monotonic: SET_TIME does not move it), else NACK `stale`.
+FRESH_S = 60
+#: Identical bolus denials (same reason, same kind) within this many seconds are one
+#: `bolus_denied` record with a count.
+DENIAL_WINDOW_S = 60
+#: Bad MACs are recorded as one `auth_failure` per this many seconds at most (with their
+#: count): a keyless sender cannot fill the log.
+AUTH_FAILURE_WINDOW_S = 3600
+#: Days of the log a patient's or a keyless sender's frames can never evict a protected
+#: event (PROTECTED_EVENTS) from.
+PROTECTED_DAYS = 30
 #: DEVICE_INFO.runtime.
 RUNTIMES: dict[int, str] = {1: "micropython"}
 
@@ -84,7 +98,7 @@ ALARMS: dict[int, str] = {
     5: "battery_eos",
     6: "internal_fault",
     7: "rx_invalid",
-    8: "auth_backoff",
+    8: "auth_backoff",  # no longer raised (the back-off per claimed role is gone)
     9: "watchdog_reset",
     10: "volume_discrepancy",
     11: "suspended_too_long",
@@ -155,7 +169,15 @@ RESULTS: dict[int, str] = {
     8: "schema",
     9: "unknown_command",
     10: "backoff",
+    11: "stale",
 }
+#: NACKs the device sends without a reply MAC (it has no key to sign with: the frame was
+#: unreadable, its MAC failed, or it speaks another frame version): a host shows them as
+#: unauthenticated diagnoses and changes nothing on their word.
+UNSIGNED_RESULTS: frozenset[str] = frozenset({"bad_frame", "bad_mac", "schema"})
+#: Results no longer sent (kept so that old logs decode): `backoff` (the bad-MAC back-off
+#: per claimed role, removed: it let a keyless sender lock a role out).
+RETIRED_RESULTS: frozenset[str] = frozenset({"backoff"})
 #: NACK reasons only (RESULTS without ack).
 NACK_REASONS: dict[int, str] = {k: v for k, v in RESULTS.items() if k}
 
@@ -234,6 +256,7 @@ _EVENT_LIST = [
         Arg("reason", "DENY_REASONS"),
         Arg("bolus", "BOLUS_KINDS"),
         Arg("dose_ul", "nl"),
+        Arg("count"),
     ),
     EventDef(8, "alarm_raised", Arg("alarm", "ALARMS"), Arg("reservoir_ul", "nl"), Arg("detail")),
     EventDef(9, "alarm_cleared", Arg("alarm", "ALARMS"), Arg("reservoir_ul", "nl"), Arg("detail")),
@@ -255,7 +278,7 @@ _EVENT_LIST = [
         Arg("local_offset_s", "i32"),
     ),
     EventDef(14, "alarm_acknowledged", Arg("alarms", "mask")),
-    EventDef(15, "auth_failure", Arg("failures"), Arg("role", "ROLES")),
+    EventDef(15, "auth_failure", Arg("failures"), Arg("role", "ROLES"), Arg("window_s")),
     EventDef(16, "log_wrapped", Arg("first_seq_kept")),
     EventDef(17, "delivery_gap", Arg("gap_s"), Arg("undelivered_ul", "nl")),
     EventDef(
@@ -274,6 +297,14 @@ _EVENT_LIST = [
     EventDef(26, "prime_started", Arg("volume_ul", "nl"), Arg("duration_s")),
     EventDef(27, "prime_completed", Arg("volume_ul", "nl")),
 ]
+
+#: Events no frame with the patient key or without a valid MAC may evict from the last
+#: PROTECTED_DAYS of the log (the record of what was done to the patient and why).
+PROTECTED_EVENTS: frozenset[str] = frozenset({
+    "boot", "therapy_started", "prescription_changed", "alarm_raised", "alarm_cleared",
+    "alarm_acknowledged", "refilled", "refill_discrepancy", "suspended", "resumed",
+    "time_changed", "catheter_changed", "prime_started", "prime_completed", "fault",
+})
 
 #: Event codes -> definitions.
 EVENTS: dict[int, EventDef] = {e.code: e for e in _EVENT_LIST}

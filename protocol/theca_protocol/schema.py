@@ -78,6 +78,8 @@ def describe(sc) -> str:
         return f"bytes[{sc.length}]"
     if sc is GreedyBytes:
         return "bytes[*]"
+    if type(sc).__name__ == "AllButLast":
+        return f"bytes[*-{sc.n}]"
     if isinstance(sc, (Rebuild, Default)):
         return describe(sc.subcon)
     if isinstance(sc, Array):

@@ -81,8 +81,10 @@ SnapshotHead = Struct(
     "last_type_patient" / u8,
     "last_result_patient" / u8,
     "last_detail_patient" / u32,
-    "locked_clinician" / u32 * "bad-MAC back-off until",
-    "locked_patient" / u32,
+    "held_first" / u32 * ("event_seq of the first of the command's events that follow the "
+                          "snapshot (0: none): written to the log at restart if the cut "
+                          "came before they were"),
+    "held_n" / u32 * "how many (EventRecords after the bridge's Rx blob)",
     "gate_n" / u8 * "patient boluses in the gate",
     "gate_head" / u8,
     "rolling_idx" / u32,
@@ -105,7 +107,10 @@ LinkInRecord = Struct(
 #: LinkInRecord.flags bits. measure_residual: the bytes are a REFILL frame, not yet COBS
 #: encoded, whose residual_nl the twin sets at delivery to what its reservoir really holds
 #: (a clinician aspirating and measuring), then signs with the role's key and encodes.
-LINK_IN_FLAGS: dict[int, str] = {0: "measure_residual"}
+#: fresh: the bytes are a state-changing command frame, not yet COBS encoded, that the twin
+#: signs at delivery with the challenge the device gave in reply to the CHALLENGE
+#: record just before it (the host signs nothing ahead of time: a command is fresh).
+LINK_IN_FLAGS: dict[int, str] = {0: "measure_residual", 1: "fresh"}
 
 #: The twin's physical truth stream: one record per stroke the mechanism made.
 TruthRecord = Struct(

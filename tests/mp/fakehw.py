@@ -104,15 +104,59 @@ def _hmac(key, msg):
     return hashlib.sha256(opad + hashlib.sha256(ipad + msg).digest()).digest()
 
 
+#: Host.cmd's default challenge: the pump's own, issued when the frame is delivered
+#: (install_fresh), as a host fetches one just before it sends a state-changing command.
+AUTO = 0xFFFFFFFF
+
+
+def install_fresh():
+    """Make Pump.command deliver a frame carrying the AUTO challenge as a host session
+    would: the pump issues the role's challenge at `now` (Auth.issue, what the CHALLENGE
+    command runs) and the frame is signed with it. A frame whose MAC is not the role's
+    key goes through untouched (its MAC still fails)."""
+    import pump as P
+    from codec import verify_mac
+
+    real = P.Pump.command
+    if getattr(P, "_fresh_installed", False):
+        return
+    P._fresh_installed = True
+
+    def command(self, frame, now):
+        n = len(frame)
+        if n >= md.HDR_SIZE + md.CMD_HEAD_SIZE + md.MAC_SIZE + md.CRC_SIZE and \
+                md.CMD_FIRST <= frame[1] <= md.CMD_LAST and \
+                not md.CMD_READS[frame[1] - md.CMD_FIRST]:
+            cmd_id, role, ctr, chal = struct.unpack_from(md.CMD_HEAD_FMT, frame, md.HDR_SIZE)
+            key = self.hw.keys.get(role)
+            if chal == AUTO and key is not None and verify_mac(key, frame, n):
+                c = self.auth.issue(role, now)
+                b = bytearray(frame)
+                struct.pack_into(md.CMD_HEAD_FMT, b, md.HDR_SIZE, cmd_id, role, ctr, c)
+                end = n - md.CRC_SIZE - md.MAC_SIZE
+                b[end : end + md.MAC_SIZE] = _hmac(key, bytes(b[:end]))[:16]
+                fw = FrameWriter(n)
+                fw.buf[:] = b
+                frame = bytes(fw.finish(frame[1], struct.unpack_from("<H", b, 2)[0],
+                                        struct.unpack_from("<I", b, 4)[0], n - md.HDR_SIZE
+                                        - md.CRC_SIZE))
+        return real(self, frame, now)
+
+    P.Pump.command = command
+
+
 class Host:
     """Builds authenticated commands the way the host tools do (independent HMAC)."""
 
     def __init__(self):
+        install_fresh()
         self.ctr = {md.ROLE_CLINICIAN: 0, md.ROLE_PATIENT: 0}
         self.cmd_id = 100
         self.fw = FrameWriter(md.MAX_FRAME)
 
-    def cmd(self, typ, body=b"", role=md.ROLE_CLINICIAN, key=None, t=0, cmd_id=None, ctr=None):
+    def cmd(self, typ, body=b"", role=md.ROLE_CLINICIAN, key=None, t=0, cmd_id=None, ctr=None,
+            challenge=AUTO):
+        install_fresh()
         if ctr is None:
             self.ctr[role] += 1
             ctr = self.ctr[role]
@@ -121,7 +165,7 @@ class Host:
             cmd_id = self.cmd_id
         if key is None:
             key = CLIN_KEY if role == md.ROLE_CLINICIAN else PAT_KEY
-        head = struct.pack(md.CMD_HEAD_FMT, cmd_id, role, ctr) + bytes(body)
+        head = struct.pack(md.CMD_HEAD_FMT, cmd_id, role, ctr, challenge) + bytes(body)
         hdr = struct.pack(md.HDR_FMT, md.VERSION, typ, 0, t)
         mac = _hmac(key, hdr + head)[:16]
         payload = head + mac
@@ -133,8 +177,18 @@ class Host:
 def reply(frame):
     """(cmd_id, cmd_type, result, detail, body) of a REPLY frame."""
     cmd_id, typ, res, detail = struct.unpack_from(md.REPLY_HEAD_FMT, frame, md.HDR_SIZE)
-    body = bytes(frame[md.HDR_SIZE + md.REPLY_HEAD_SIZE : len(frame) - md.CRC_SIZE])
+    body = bytes(frame[md.HDR_SIZE + md.REPLY_HEAD_SIZE :
+                       len(frame) - md.CRC_SIZE - md.MAC_SIZE])
     return cmd_id, typ, res, detail, body
+
+
+def reply_mac_ok(frame, role, ctr, key=None):
+    """True if a REPLY's MAC is right for the command of `role` with counter `ctr`."""
+    if key is None:
+        key = CLIN_KEY if role == md.ROLE_CLINICIAN else PAT_KEY
+    end = len(frame) - md.CRC_SIZE - md.MAC_SIZE
+    mac = _hmac(key, bytes(frame[:end]) + struct.pack("<BI", role, ctr))[:16]
+    return mac == bytes(frame[end : end + md.MAC_SIZE])
 
 
 def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None, flags=0,
@@ -149,3 +203,7 @@ def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None,
     for s in timed:
         b += struct.pack(md.RX_TIMED_FMT, s[0], s[1], s[2])
     return b
+
+
+# installed at import: `p.command(Host().cmd(...))` looks up p.command before Host() runs
+install_fresh()

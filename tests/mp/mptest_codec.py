@@ -54,6 +54,8 @@ def pack_reply_body(cmd_type, body, buf, off):
         return pack_fixed("STATUS", body, buf, off)
     if cmd_type == M.T_GET_INFO:
         return pack_fixed("DEVICE_INFO", body, buf, off)
+    if cmd_type == M.T_CHALLENGE:
+        return pack_fixed("CHALLENGE_REPLY", body, buf, off)
     if cmd_type == M.T_LOG_READ:
         h = dict(body)
         h["count"] = len(body["records"])
@@ -95,6 +97,14 @@ def build(w, v):
         end = pack_fixed("REPLY_HEAD", f, w.buf, H)
         if f["result"] == 0:
             end = pack_reply_body(f["cmd_type"], f["body"], w.buf, end)
+        # the device's reply MAC: the command's key, bound to its role and counter
+        key = None
+        bind = bytearray(5)
+        if v["key"]:
+            key = codec.MacKey(KEYS[v["key"]])
+            role = M.ROLE_CLINICIAN if v["key"] == "clinician" else M.ROLE_PATIENT
+            struct.pack_into("<BI", bind, 0, role, v["counter"])
+        return w.finish_reply(t, v["seq"], v["time"], end - H, key, bind)
     else:
         end = pack_fixed("CMD_HEAD", f, w.buf, H)
         body = f["body"]
@@ -152,6 +162,8 @@ def test_vectors_parse_back():
         elif t == M.T_REPLY:
             vals = struct.unpack_from(M.REPLY_HEAD_FMT, fr, M.HDR_SIZE)
             assert list(vals) == args_of(f, F.REPLY_HEAD_FIELDS)
+            end = len(fr) - M.CRC_SIZE
+            assert binascii.hexlify(fr[end - M.MAC_SIZE : end]).decode() == f["mac"]
         else:
             vals = struct.unpack_from(M.CMD_HEAD_FMT, fr, M.HDR_SIZE)
             assert list(vals) == args_of(f, F.CMD_HEAD_FIELDS)
@@ -268,8 +280,8 @@ def test_verify_mac_vectors():
         assert not codec.verify_mac(other, fr, len(fr)), v["name"]
         fr[M.HDR_SIZE] ^= 1
         assert not codec.verify_mac(key, fr, len(fr)), v["name"]
-        n += 1
-    assert n == M.CMD_LAST - M.CMD_FIRST + 1
+        n |= 1 << (v["type"] - M.CMD_FIRST)
+    assert n == (1 << (M.CMD_LAST - M.CMD_FIRST + 1)) - 1  # every command has a vector
 
 
 def test_tlog_writer_matches_vector():

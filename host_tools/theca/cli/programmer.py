@@ -593,6 +593,6 @@ def add_parser(sub) -> None:
     q.add_argument("--from", dest="from_seq", type=int, default=0, metavar="N",
                    help="start at event N (a new file only)")
     q.add_argument("--pages", type=int, default=0, metavar="N",
-                   help="stop after N pages of 48 events (a slow link; run again to go on)")
+                   help=f"stop after N pages of {N.LOG_PAGE_MAX} events (a slow link; run again to go on)")
     q.set_defaults(func=cmd_log_pull)
 

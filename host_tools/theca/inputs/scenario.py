@@ -65,7 +65,7 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "program": (("prescription",), ()),
     "suspend": ((), ("max",)),
     "resume": ((), ()),
-    "ack_alarm": ((), ("alarms",)),
+    "ack_alarm": ((), ("alarms", "role")),
     "set_time": ((), ("utc", "local_offset")),
     "catheter": (("volume",), ()),
     "prime": ((), ()),
@@ -87,7 +87,7 @@ class Event:
     - refill: volume_nl (the fill after emptying), conc_ng_ml, drug_id (None: the
       reservoir's drug), residual_nl (None: what the twin's reservoir really holds)
     - program: prescription
-    - ack_alarm: alarm_mask
+    - ack_alarm: alarm_mask, role (who acknowledges; None: the clinician)
     - set_time: utc (device s), local_offset_s
     - catheter: volume_nl (the new catheter's volume)
     `index` is the event's 1-based position in the file, for messages.
@@ -108,6 +108,7 @@ class Event:
     residual_nl: int | None = None
     utc: int | None = None
     local_offset_s: int | None = None
+    role: str | None = None  # ack_alarm: who acknowledges (None: the clinician)
 
 
 @dataclass(frozen=True)
@@ -467,7 +468,14 @@ class _Loader:
         mask = ALL_ALARMS
         if "alarms" in ev:
             mask = self.call(_alarm_mask, ev["alarms"], f"{f}.alarms")
-        return {"alarm_mask": mask}
+        role = None
+        if "role" in ev:
+            role = ev["role"]
+            if role not in ("clinician", "patient"):
+                self.probs.add(f"{f}.role", f"expected \"clinician\" (the programmer) or "
+                                            f"\"patient\" (the remote), got {role!r}")
+                role = None
+        return {"alarm_mask": mask, "role": role}
 
     def _set_time(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
         if "utc" not in ev and "local_offset" not in ev:

@@ -6,10 +6,19 @@ the device may hold (mpremote's goodbye, line noise). It counts every byte both 
 
 `Client` speaks the protocol: it identifies the device first (GET_INFO: serial and
 schema), signs each command with the role's key and the next counter from
-$THECA_HOME, and waits for the REPLY with the command's id. On a timeout it sends the
-*identical* frame again (same cmd_id, same counter): the device answers a retry from
-its cache and never executes a command twice, so a lost reply cannot become a second
-bolus. Retries are bounded; then `LinkFailure`.
+$THECA_HOME, and waits for the REPLY with the command's id. A state-changing command
+is signed with a CHALLENGE fetched from the device just before it is sent (after any
+confirmation prompt): the device executes it only within FRESH_S of that challenge.
+On a timeout it sends the *identical* frame again (same cmd_id, same counter): the
+device answers a retry from its cache and never executes a command twice, so a lost
+reply cannot become a second bolus. Retries are bounded; then `LinkFailure`.
+
+Nothing in a reply is believed before its MAC is checked: a reply is signed with the
+command's key and bound to the command's role and counter. A reply that fails is
+ignored (a relay's forgery) and, if no authentic one comes, the command ends in
+`LinkFailure`. The NACKs the device cannot sign (bad_frame, bad_mac, schema) are shown
+as unauthenticated diagnoses (exit 3) and change nothing here: only an authenticated
+`replay` moves the stored counter.
 
 Errors a user sees: `Refused` (the device said NACK, or the host refuses to send on a
 schema mismatch; exit 3) with the reason in words, `LinkFailure` (no device, no
@@ -48,6 +57,9 @@ _CMD_HEAD = tp.compiled(tp.CommandHead)
 T = {m.name: m.type for m in tp.COMMANDS.values()}
 #: Commands that change nothing on the device: allowed on a schema mismatch (diagnosis).
 READ_ONLY = {T["GET_STATUS"], T["GET_INFO"]}
+#: Commands that change the device's state: each is signed with a fresh CHALLENGE.
+_CHANGES = {m.type for m in tp.COMMANDS.values() if not m.reads}
+_CHALLENGE = tp.compiled(M.ChallengeReply)
 
 #: NACK `invalid` details of PROGRAM, REFILL, SET_TIME, CLINICIAN_BOLUS: the field
 #: (index + 1), from the protocol definition.
@@ -106,6 +118,7 @@ _VERBS = {
     "LOG_READ": "read the event log", "GET_INFO": "identify the device",
     "MAINTENANCE": "stop the pump for maintenance",
     "CATHETER": "record the catheter", "PRIME": "prime the catheter",
+    "CHALLENGE": "get a challenge",
 }
 
 
@@ -138,6 +151,12 @@ class Reply:
     time: int  # device time in the reply header
     frame: bytes
     attempts: int = 1
+    authentic: bool = False  # its MAC was checked and is right for the command
+
+    @property
+    def mac(self) -> bytes:
+        """The reply's MAC as sent."""
+        return self.frame[-tp.CRC_SIZE - tp.MAC_SIZE : -tp.CRC_SIZE]
 
     @property
     def reason(self) -> str:
@@ -152,13 +171,13 @@ def host_time() -> int:
 
 def parse_reply(frame: bytes) -> Reply | None:
     """The Reply in a CRC-checked frame, or None if it is not a REPLY."""
-    if len(frame) < tp.HDR_SIZE + _REPLY_HEAD.size + tp.CRC_SIZE:
+    if len(frame) < tp.HDR_SIZE + _REPLY_HEAD.size + tp.MAC_SIZE + tp.CRC_SIZE:
         return None
     ver, typ, seq, t = _HDR.unpack_from(frame)
     if ver != tp.FRAME_VERSION or typ != tp.T_REPLY:
         return None
     cmd_id, ctype, result, detail = _REPLY_HEAD.unpack_from(frame, tp.HDR_SIZE)
-    body = bytes(frame[tp.HDR_SIZE + _REPLY_HEAD.size : -tp.CRC_SIZE])
+    body = bytes(frame[tp.HDR_SIZE + _REPLY_HEAD.size : -tp.CRC_SIZE - tp.MAC_SIZE])
     return Reply(cmd_id, ctype, result, detail, body, seq, t, bytes(frame))
 
 
@@ -272,6 +291,7 @@ class Client:
         self.info: dict | None = None
         self.info_reply: Reply | None = None
         self.seq = secrets.randbelow(0x10000)
+        self._keys: dict[str, bytes] = {}
         self.link = Link(device)
 
     def __enter__(self) -> Client:
@@ -286,24 +306,36 @@ class Client:
 
     # -- frames -------------------------------------------------------------------------
 
+    def key(self, role: str) -> bytes:
+        """The role's key for this device (checked once per session)."""
+        k = self._keys.get(role)
+        if k is None:
+            k = self._keys[role] = K.load_key(self.serial, role)
+        return k
+
     def sign(self, cmd_type: int, body: bytes, role: str,
-             counter: int | None = None) -> tuple[bytes, int, int]:
+             counter: int | None = None, challenge: int = 0) -> tuple[bytes, int, int]:
         """A signed command frame with a fresh cmd_id and the key's next counter
         (taken and stored before it is sent). Returns (frame, cmd_id, counter)."""
-        key = K.load_key(self.serial, role)
+        key = self.key(role)
         if counter is None:
             counter = K.next_counter(self.serial, role)
         cmd_id = secrets.randbits(32) or 1
         self.seq = (self.seq + 1) & 0xFFFF
         frame = tp.build_command(cmd_type, body, role, key, cmd_id, counter, self.seq,
-                                 host_time())
+                                 host_time(), challenge)
         return frame, cmd_id, counter
 
     def transact(self, frame: bytes) -> Reply:
-        """Send `frame` and wait for its REPLY; on a timeout send the identical frame
-        again (at most `retries` times). LinkFailure when no reply comes."""
-        cmd_id, _role, _ctr = _CMD_HEAD.unpack_from(frame, tp.HDR_SIZE)
+        """Send `frame` and wait for its authentic REPLY; on a timeout send the identical
+        frame again (at most `retries` times). A reply whose MAC fails is ignored; an
+        unsigned NACK (UNSIGNED_RESULTS) is returned with authentic False. LinkFailure
+        when no reply comes."""
+        cmd_id, role, ctr, _chal = _CMD_HEAD.unpack_from(frame, tp.HDR_SIZE)
+        role_name = N.ROLES.get(role, "")
+        key = self.key(role_name) if role_name else b""
         ctype = frame[1]
+        forged = 0
         for attempt in range(1 + self.retries):
             self.link.send(frame)
             deadline = time.monotonic() + self.timeout
@@ -315,10 +347,22 @@ class Client:
                 rep = parse_reply(fr)
                 if rep is None or rep.cmd_type != ctype:
                     continue  # telemetry, or an old reply nobody read
-                if rep.cmd_id == cmd_id or (rep.cmd_id == 0 and rep.result in (1, 8)):
-                    rep.attempts = attempt + 1
+                if not (rep.cmd_id == cmd_id or (rep.cmd_id == 0 and rep.result in (1, 8))):
+                    continue
+                rep.attempts = attempt + 1
+                rep.authentic = tp.verify_reply(fr, key, role, ctr)
+                if rep.authentic:
                     return rep
+                if rep.reason in N.UNSIGNED_RESULTS:
+                    return rep  # a diagnosis only: nothing is believed or stored from it
+                forged += 1  # not from the device (or not for this command): ignored
         name = tp.MESSAGES[ctype].name
+        if forged:
+            raise LinkFailure(
+                f"{forged} reply(s) to {name} from {self.device} failed authentication (the "
+                "reply MAC is not the device's: a relay or another device on the link); "
+                "nothing in them was believed, and the command may or may not have been "
+                "carried out: check `theca status` and the log")
         msg = (f"no reply from {self.device} to {name} after {1 + self.retries} attempts "
                f"of {self.timeout:g} s")
         diag = self.link.diagnosis()
@@ -370,17 +414,37 @@ class Client:
             raise Refused(self.explain(rep, role), rep.reason, rep.detail)
         return rep
 
+    def challenge(self, role: str) -> int:
+        """A fresh CHALLENGE from the device for `role` (valid FRESH_S from now)."""
+        rep = self._send(T["CHALLENGE"], b"", role)
+        if rep.result:
+            raise Refused(self.explain(rep, role), rep.reason, rep.detail)
+        return _CHALLENGE.unpack_from(rep.body)[0]
+
     def _send(self, ctype: int, body: bytes, role: str) -> Reply:
-        frame, _cmd_id, counter = self.sign(ctype, body, role)
+        fresh = ctype in _CHANGES
+        chal = self.challenge(role) if fresh else 0
+        frame, _cmd_id, counter = self.sign(ctype, body, role, challenge=chal)
         rep = self.transact(frame)
-        if rep.result == 3 and rep.attempts == 1 and rep.detail >= counter:
+        if rep.authentic and rep.reason == "replay" and rep.attempts == 1 \
+                and rep.detail >= counter:
             # The device has seen a higher counter for this key than this host had
             # stored (another host, a restored $THECA_HOME). A replay NACK to a first
-            # attempt means it did nothing, so move past it and send once more.
+            # attempt means it did nothing, so move past it and send once more. Only
+            # an authenticated NACK says so: a forged hint would burn every counter.
             K.raise_counter(self.serial, role, rep.detail)
             self.warn(f"note: the {role} counter here ({counter}) was behind the device's "
                       f"({rep.detail}); moved past it")
-            frame, _cmd_id, counter = self.sign(ctype, body, role)
+            chal = self.challenge(role) if fresh else 0
+            frame, _cmd_id, counter = self.sign(ctype, body, role, challenge=chal)
+            rep = self.transact(frame)
+        if fresh and rep.authentic and rep.reason == "stale":
+            # not executed: the challenge expired before the command arrived (a slow
+            # link, retries, a twin at --speed). A new challenge and a new command, once.
+            self.warn(f"note: {self.device} found the {tp.MESSAGES[ctype].name} stale "
+                      f"({rep.detail} s after its challenge); sending it again with a new one")
+            chal = self.challenge(role)
+            frame, _cmd_id, counter = self.sign(ctype, body, role, challenge=chal)
             rep = self.transact(frame)
         if rep.attempts > 1 and rep.result == 3:
             # A retry answered `replay`: the first attempt may have run after all.
@@ -396,9 +460,14 @@ class Client:
             print(msg, file=sys.stderr)
 
     def explain(self, rep: Reply, role: str) -> str:
-        """A NACK in words: reason, then what it means for this command."""
-        return explain(rep.cmd_type, rep.result, rep.detail, role,
+        """A NACK in words: reason, then what it means for this command. A NACK the
+        device could not sign says so: it may come from anything on the link."""
+        text = explain(rep.cmd_type, rep.result, rep.detail, role,
                        K.key_path(self.serial, role), self.device)
+        if not rep.authentic:
+            text = ("unauthenticated NACK (the device cannot sign this kind; shown as a "
+                    "diagnosis, nothing on this host was changed by it): " + text)
+        return text
 
 
 def explain(cmd_type: int, result: int, detail: int, role: str = "", key_file=None,
@@ -434,8 +503,13 @@ def explain(cmd_type: int, result: int, detail: int, role: str = "", key_file=No
     if reason == "unknown_command":
         return f"unknown command: the firmware of {device} does not know {name} (0x{cmd_type:02x})"
     if reason == "backoff":
-        return (f"back-off: after repeated bad MACs {device} refuses the {role} key for "
-                f"{detail} more seconds")
+        return (f"back-off: {device} refused the {role} key for {detail} more seconds "
+                "(firmware older than the reply MAC: update it)")
+    if reason == "stale":
+        age = f"{detail} s after its challenge" if detail else "with a challenge it did not issue"
+        return (f"stale: {device} received the {name} {age}; a command that changes the "
+                f"pump is valid only within {N.FRESH_S} s of a challenge the device issued "
+                "(it was held back on the way, or the device restarted)")
     return f"refused: NACK {reason} (detail {detail})"
 
 

@@ -11,6 +11,13 @@ Layout of `$THECA_HOME` (default `~/.config/theca`, mode 0700):
   writing and sending, can only skip numbers, never reuse one.
 - `devices.json`: which serial answers on which device path (written by `theca twin`
   and `theca flash`), so `theca --device DEV status` knows which keys to use.
+- `twins/SERIAL/` (mode 0700): a running `theca twin`'s folder: its configuration, its
+  `pid`, and, for a twin without a flash image, its keys and counters
+  (`clinician.key`...). Removed when the twin ends; a twin killed with SIGKILL leaves
+  it, and the next `theca twin` removes the folders of twins no longer running.
+
+A key file that group or others can read is refused, as ssh refuses such a private
+key: the message says the `chmod` that fixes it.
 
 Everything is written atomically (a temporary file renamed over the old one) and the
 counter under an exclusive `flock`, so two programmers at once never share a counter.
@@ -62,14 +69,86 @@ def new_serial(prefix: str) -> str:
     return prefix + "".join(str(secrets.randbelow(10)) for _ in range(digits))
 
 
+_OWN_KEYS = "own-keys"  # in a twin's folder: its keys are there, not in $THECA_HOME
+
+
+def twin_dir(serial: str) -> Path:
+    """The folder of a running twin `serial` under $THECA_HOME/twins."""
+    return home() / "twins" / check_serial(serial)
+
+
 def key_path(serial: str, role: str) -> Path:
-    """Where the key of `role` for device `serial` is kept."""
+    """Where the key of `role` for device `serial` is kept (a running twin's own, if it
+    has one, else $THECA_HOME/SERIAL-ROLE.key)."""
+    d = twin_dir(serial)
+    if (d / _OWN_KEYS).exists():
+        return d / f"{role}.key"
     return home() / f"{check_serial(serial)}-{role}.key"
 
 
 def counter_path(serial: str, role: str) -> Path:
     """Where the last counter used with that key is kept."""
+    d = twin_dir(serial)
+    if (d / _OWN_KEYS).exists():
+        return d / f"{role}.counter"
     return home() / f"{check_serial(serial)}-{role}.counter"
+
+
+def make_twin_dir(serial: str, keys: dict[str, bytes] | None = None) -> Path:
+    """A twin's folder (0700) with its `pid`; with `keys`, its own keys (0600) and
+    counters, which go when the folder goes."""
+    _ensure_home()
+    d = twin_dir(serial)
+    d.parent.mkdir(mode=0o700, exist_ok=True)
+    d.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(OSError):
+        d.parent.chmod(0o700)
+        d.chmod(0o700)
+    _write_atomic(d / "pid", f"{os.getpid()}\n")
+    for role, key in (keys or {}).items():
+        if role not in ROLES or len(key) != KEY_BYTES:
+            raise ValueError(f"bad key for role {role!r}")
+        _write_atomic(d / f"{role}.key", key.hex() + "\n")
+        _write_atomic(d / f"{role}.counter", "0\n")
+    if keys:
+        _write_atomic(d / _OWN_KEYS, "")
+    return d
+
+
+def remove_twin_dir(serial: str) -> None:
+    """Remove a twin's folder and the keys in it."""
+    import shutil
+
+    shutil.rmtree(twin_dir(serial), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def reap_twins() -> list[str]:
+    """Remove the folders (and keys) of twins no longer running; returns their serials."""
+    root = home() / "twins"
+    gone: list[str] = []
+    if not root.is_dir():
+        return gone
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or not _SERIAL_RE.match(d.name):
+            continue
+        try:
+            pid = int((d / "pid").read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if pid <= 0 or not _alive(pid):
+            remove_twin_dir(d.name)
+            gone.append(d.name)
+    return gone
 
 
 def _write_atomic(path: Path, data: str, mode: int = 0o600) -> None:
@@ -112,6 +191,11 @@ def load_key(serial: str, role: str) -> bytes:
     """The key of `role` for `serial`; BadInput naming the file if it is missing or bad."""
     p = key_path(serial, role)
     try:
+        mode = p.stat().st_mode
+        if mode & 0o077:
+            raise BadInput(f"the {role} key {p} can be read by others (mode "
+                           f"{mode & 0o777:04o}): a device key must be private to you; fix "
+                           f"it with `chmod 600 {p}`")
         text = p.read_text().strip()
     except FileNotFoundError:
         raise BadInput(f"no {role} key for device {serial}: {p} does not exist "
@@ -148,6 +232,9 @@ def known_serials() -> list[str]:
         m = re.match(r"^(.+)-(clinician|patient)\.key$", p.name)
         if m and _SERIAL_RE.match(m.group(1)):
             out.add(m.group(1))
+    for p in h.glob("twins/*/*.key"):
+        if _SERIAL_RE.match(p.parent.name):
+            out.add(p.parent.name)
     return sorted(out)
 
 

@@ -240,9 +240,9 @@ class Renderer:
             return {"kind": "event", "t": f.pop("t"), "seq": seq, **f}
         if t == tp.T_DEVICE_INFO:
             return {"kind": "device_info", **head, **self.info_fields(_INFO.unpack(payload))}
-        if t == tp.T_REPLY and len(payload) >= _REPLY.size:
+        if t == tp.T_REPLY and len(payload) >= _REPLY.size + tp.MAC_SIZE:
             cmd_id, ctype, result, detail = _REPLY.unpack_from(payload)
-            body = payload[_REPLY.size :]
+            body = payload[_REPLY.size : -tp.MAC_SIZE]
             cm = tp.MESSAGES.get(ctype)
             out = {
                 "kind": "reply",
@@ -256,10 +256,11 @@ class Renderer:
                 out["reason"] = N.name_of(N.DENY_REASONS, detail, "reason")
             if body:
                 out["body"] = self._reply_body(ctype, body) if result == 0 else body.hex()
+            out["mac"] = payload[-tp.MAC_SIZE :].hex()
             return out
         if is_command(t) and t in tp.COMMANDS and len(payload) >= _CMDH.size + tp.MAC_SIZE:
             cm = tp.COMMANDS[t]
-            cmd_id, role, counter = _CMDH.unpack_from(payload)
+            cmd_id, role, counter, challenge = _CMDH.unpack_from(payload)
             body = payload[_CMDH.size : -tp.MAC_SIZE]
             try:
                 b = _jsonable(tp.plain(cm.body.parse(body)))
@@ -274,6 +275,7 @@ class Renderer:
                 "cmd_id": cmd_id,
                 "role": N.name_of(N.ROLES, role, "role"),
                 "counter": counter,
+                "challenge": challenge,
                 "body": b,
                 "mac": payload[-tp.MAC_SIZE :].hex(),
             }

@@ -24,7 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
+import secrets
 import signal
 import subprocess
 import sys
@@ -71,6 +71,11 @@ def device_keys(image: Path | None) -> tuple[str, dict[str, bytes], bool]:
         K.check_serial(serial)
         return serial, K.load_keys(serial), False
     serial = K.new_serial("TWIN")
+    if image is None:
+        # a twin without an image lives only while it runs: its keys in its folder
+        keys = {role: secrets.token_bytes(K.KEY_BYTES) for role in K.ROLES}
+        K.make_twin_dir(serial, keys)
+        return serial, keys, True
     keys = K.make_keys(serial)
     if image is not None:
         # the serial beside the image: the next start on it is the same device
@@ -231,7 +236,9 @@ def run_live(args) -> int:
         stop.append(signum)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    work = Path(tempfile.mkdtemp(prefix="theca-twin-"))
+    # the folders (and keys) of twins that were killed: gone before this one starts
+    K.reap_twins()
+    work = K.make_twin_dir(serial)  # 0700 under $THECA_HOME: it holds the keys
     master = slave = -1
     slave_name = None
     proc = None
@@ -266,7 +273,7 @@ def run_live(args) -> int:
     finally:
         _stop(proc)
         _release_pty((master, slave), pty_path, slave_name)
-        shutil.rmtree(work, ignore_errors=True)
+        K.remove_twin_dir(serial)
         for s, h in old.items():
             signal.signal(s, h)
 

@@ -33,6 +33,10 @@ CMD = R.T
 _ROLE = {name: rid for rid, name in N.ROLES.items()}
 _LINK_IN = tp.compiled(S.LinkInRecord)
 _MEASURE = N.mask_of(S.LINK_IN_FLAGS, "measure_residual")
+_FRESH = N.mask_of(S.LINK_IN_FLAGS, "fresh")
+#: cmd_id bit of the CHALLENGE requests that go before the scenario's commands (the
+#: scenario's k-th command has cmd_id k)
+CHALLENGE_ID = 0x80000000
 
 
 class FrameFactory:
@@ -45,16 +49,29 @@ class FrameFactory:
         self.cmd_id = 0
         self.seq = 0
 
-    def command(self, msg_type: int, body: bytes, role: int, t: int) -> bytes:
+    def command(self, msg_type: int, body: bytes, role: int, t: int,
+                cmd_id: int | None = None) -> bytes:
         self.counter[role] += 1
-        self.cmd_id += 1
+        if cmd_id is None:
+            self.cmd_id += 1
+            cmd_id = self.cmd_id
         self.seq = (self.seq + 1) & 0xFFFF
-        return tp.build_command(msg_type, body, role, self.keys[role], self.cmd_id,
+        return tp.build_command(msg_type, body, role, self.keys[role], cmd_id,
                                 self.counter[role], self.seq, t)
+
+    def fresh(self, msg_type: int, body: bytes, role: int, t: int,
+              flags: int = 0) -> list[tuple[int, bytes, int]]:
+        """A state-changing command as the link records: a CHALLENGE request, then the
+        command, which the twin signs with the challenge when it is delivered (a
+        command is fresh only within FRESH_S of its challenge)."""
+        chal = self.command(CMD["CHALLENGE"], b"", role, t, CHALLENGE_ID | (self.cmd_id + 1))
+        cmd = self.command(msg_type, body, role, t)
+        return [(t, chal, 0), (t, cmd, flags | _FRESH)]
 
 
 # scenario action -> (command, the role that sends it, its body from the scenario and
-# the event). A scenario's ack_alarm is the patient's (the remote's) button.
+# the event). A scenario's ack_alarm is the clinician's by default (its programmer
+# acknowledges what the clinic sees); `role = "patient"` makes it the remote's button.
 _ACTIONS = {
     "patient_bolus": ("PATIENT_BOLUS", "patient", lambda sc, ev: b""),
     "clinician_bolus": ("CLINICIAN_BOLUS", "clinician",
@@ -65,7 +82,7 @@ _ACTIONS = {
     "suspend": ("SUSPEND", "clinician", lambda sc, ev: R.suspend(
         N.DEFAULT_SUSPEND_MAX_S if ev.max_s is None else ev.max_s)),
     "resume": ("RESUME", "clinician", lambda sc, ev: b""),
-    "ack_alarm": ("ACK_ALARM", "patient", lambda sc, ev: R.ack_alarm(
+    "ack_alarm": ("ACK_ALARM", "clinician", lambda sc, ev: R.ack_alarm(
         0xFFFFFFFF if ev.alarm_mask is None else ev.alarm_mask)),
     "set_time": ("SET_TIME", "clinician", lambda sc, ev: R.set_time(
         ev.utc, sc.local_offset_s if ev.local_offset_s is None else ev.local_offset_s)),
@@ -98,12 +115,13 @@ def scenario_frames(sc: Scenario, keys: dict[int, bytes]) -> list[tuple[int, byt
         if ev is None:
             body = (R.set_time(sc.start, sc.local_offset_s) if name == "SET_TIME"
                     else sc.prescription.to_blob())
-            out.append((sc.start, f.command(CMD[name], body, clin, sc.start), 0))
+            out += f.fresh(CMD[name], body, clin, sc.start)
             continue
         _, role, make = _ACTIONS[ev.action]
+        if ev.role is not None:
+            role = ev.role
         measure = ev.action == "refill" and ev.residual_nl is None
-        out.append((ev.at, f.command(CMD[name], make(sc, ev), _ROLE[role], ev.at),
-                    _MEASURE if measure else 0))
+        out += f.fresh(CMD[name], make(sc, ev), _ROLE[role], ev.at, _MEASURE if measure else 0)
     return out
 
 
@@ -112,7 +130,7 @@ def input_records(frames: list[tuple[int, bytes, int]]) -> bytes:
     wire bytes (or, to be measured by the twin, the frame itself)."""
     out = bytearray()
     for t, fr, flags in frames:
-        wire = fr if flags & _MEASURE else tp.cobs_encode(fr) + b"\x00"
+        wire = fr if flags & (_MEASURE | _FRESH) else tp.cobs_encode(fr) + b"\x00"
         out += _LINK_IN.pack(t, len(wire), flags) + wire
     return bytes(out)
 

@@ -1,0 +1,60 @@
+"""Keys on the host (issue 12): a key others can read is refused, as ssh refuses one; a
+twin's keys live in its folder under $THECA_HOME, go when it ends, and a killed twin's
+are removed by the next `theca twin`."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from test_link import env_for, in_home, run_theca, status_json
+from theca.link import keys as K
+from theca.twin.live import LiveTwin
+
+
+def test_a_key_others_can_read_is_refused_with_the_fix(tmp_path):
+    # REQ: SR-KEY-01
+    home = tmp_path / "home"
+    dev = tmp_path / "pump"
+    with LiveTwin(dev, speed=10, env=env_for(home), args=["--flash-image", tmp_path / "f.img"]) as t:
+        with in_home(home):
+            kp = K.key_path(t.serial, "clinician")
+        assert kp.stat().st_mode & 0o777 == 0o600
+        kp.chmod(0o644)
+        r = run_theca(home, "--device", dev, "status")
+        assert r.returncode == 2, r.stderr
+        assert str(kp) in r.stderr and f"chmod 600 {kp}" in r.stderr and "0644" in r.stderr
+        kp.chmod(0o600)
+        assert status_json(home, dev)["serial"] == t.serial
+
+
+def test_a_twin_s_keys_live_in_its_folder_and_go_with_it(tmp_path):
+    # REQ: SR-KEY-01
+    home = tmp_path / "home"
+    dev = tmp_path / "pump"
+    with LiveTwin(dev, speed=10, env=env_for(home)) as t:
+        d = home / "twins" / t.serial
+        assert (d / "clinician.key").exists() and (d / "twin.json").exists()
+        assert d.stat().st_mode & 0o777 == 0o700
+        for f in [*d.glob("*.key"), d / "twin.json"]:  # what holds keys: yours only
+            assert f.stat().st_mode & 0o077 == 0, f
+        assert not list(home.glob("*.key"))  # nothing of it outside its folder
+        assert status_json(home, dev)["serial"] == t.serial
+    assert not d.exists()  # it ended: its keys are gone
+
+
+def test_a_killed_twin_s_keys_are_removed_by_the_next_twin(tmp_path):
+    # REQ: SR-KEY-01
+    # The issue: SIGKILL left a temporary folder holding both keys for ever.
+    home = tmp_path / "home"
+    dev = tmp_path / "pump"
+    t = LiveTwin(dev, speed=10, env=env_for(home)).start()
+    killed = home / "twins" / t.serial
+    assert (killed / "patient.key").exists()
+    t.proc.send_signal(signal.SIGKILL)
+    t.proc.wait()
+    time.sleep(0.3)
+    assert (killed / "patient.key").exists()  # nothing could clean up
+    with LiveTwin(tmp_path / "pump2", speed=10, env=env_for(home)) as t2:
+        assert not killed.exists()
+        assert (home / "twins" / t2.serial).exists()
