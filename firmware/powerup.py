@@ -3,6 +3,7 @@
 # board runs a boot.py at every reset, frozen or on its filesystem.)
 import msgdefs as md
 from alarms import RX_INVALID
+from engine import DAY
 from eventlog import wall_u32
 
 
@@ -30,7 +31,14 @@ def start(p, now, boot_cause):
         if p.mode == md.MODE_RUNNING:
             p.set_mode(now, md.MODE_HALTED)
     if gap > 0:
-        p.log(now, md.EV_DELIVERY_GAP, 0, gap, 0, 0)
+        # what the schedule would have delivered while the power was off (a running pump)
+        e = p.engine
+        missed = e.plan_units(now - gap, now) // DAY if p.mode == md.MODE_RUNNING and e.loaded else 0
+        p.log(now, md.EV_DELIVERY_GAP, 0, gap, missed, 0)
+    # what the boot's status says is read now, not at the first tick: the battery (0
+    # would read as end of service) and the low-reservoir projection
+    p._sense(now)
+    p._update_eta(now)
     p.emit_info(now)
     if p.telemetry is not None:
         # what the pump believes as it boots (after a restart: what it recovered)

@@ -27,7 +27,7 @@ import auth as authmod
 import powerup
 import commands
 from codec import FrameWriter
-from engine import KIND_CLINICIAN, KIND_PATIENT, KIND_PRIME, KIND_TIMED, NEVER, Engine
+from engine import DAY, KIND_CLINICIAN, KIND_PATIENT, KIND_PRIME, KIND_TIMED, NEVER, Engine
 from eventlog import REC_SIZE, EventLog
 from gate import (
     IN_PROGRESS,
@@ -121,6 +121,8 @@ class Pump:
         self.bridge_drug = 0
         self.bridge_rx = None
         self.suspend_alarm_t = 0  # suspended: when suspended_too_long is raised (0: never)
+        self.halt_t = 0  # halted by an alarm since (0: not halted)
+        self.halt_lost = 0  # nL missed at the halt's start (owed, boluses cut short)
         self.low_eta = 0
         # refill by this monotonic time (0: none); True if the fill's stability says so
         self.refill_due = 0
@@ -413,9 +415,8 @@ class Pump:
         self.log(now, md.EV_STROKE_FAILED, 0, r, 0, 0)
         bit = MOTOR_STALL if r == 1 else OCCLUSION
         self.alarms.raise_(bit, now, self.reservoir_nl)
-        lost = self.engine.drop_owed()
-        if lost:
-            self.log(now, md.EV_DELIVERY_GAP, 0, 0, lost, 0)  # b: volume not delivered
+        # what was owed is not caught up; it is counted into the halt's delivery_gap
+        self.halt_lost += self.engine.drop_owed()
         if bit == MOTOR_STALL:
             self.retry_t = now + STALL_RETRY_S
         self._update_mode(now)
@@ -465,14 +466,35 @@ class Pump:
             self.suspend_alarm_t = 0
             self.alarms.clear(SUSPENDED_TOO_LONG, now, self.reservoir_nl)
         if old == RUNNING:
-            self.engine.cancel_boluses(now)
-            self.engine.drop_owed()
+            e = self.engine
+            cut = e.committed_nl(now)  # the rest of the boluses cut short
+            e.cancel_boluses(now)
+            lost = e.drop_owed()
+            if mode == HALTED:
+                # delivery stopped by an alarm: what it misses is a delivery gap,
+                # logged when delivery can go on (halt_gap)
+                self.halt_t = now
+                self.halt_lost += cut + lost
             self.hw.motor.off()
         elif mode == RUNNING:
             self.engine.advance(now, False)  # nothing is owed for the time not running
+        if old == HALTED and self.halt_t:
+            self.halt_gap(now)
         self.mode = mode
         self.eta_dirty = True
         self.changed = True
+
+    def halt_gap(self, now):
+        """Log the delivery gap of the halt that ends now: how long, and what was missed
+        (the schedule over it, what was owed at the stop and the rest of the boluses it
+        cut short)."""
+        e = self.engine
+        missed = self.halt_lost
+        if e.loaded and now > self.halt_t:
+            missed += e.plan_units(self.halt_t, now) // DAY
+        self.log(now, md.EV_DELIVERY_GAP, 0, now - self.halt_t, missed, 0)
+        self.halt_t = 0
+        self.halt_lost = 0
 
     def _update_mode(self, now):
         # RUNNING <-> HALTED follows the critical alarms; other modes are set by commands.
@@ -638,7 +660,7 @@ class Pump:
             if reason == OK and self.reservoir_nl < dose_nl:
                 reason = RESERVOIR
         if reason != OK:
-            self._denied(now, who, reason)
+            self._denied(now, who, reason, dose_nl or self._pb_dose_nl())
             return reason
         self.engine.advance(now)
         self.engine.start_bolus(now, dose_nl, rx.pb_duration_s, KIND_PATIENT)
@@ -656,7 +678,14 @@ class Pump:
         if a.bad_macs and now - a.bad_t >= md.AUTH_FAILURE_WINDOW_S:
             a.flush_bad(self, now)
 
-    def _denied(self, now, who, reason):
+    def _pb_dose_nl(self):
+        # the patient bolus asked for, nL (0: none configured): a denial records it
+        rx = self.rx
+        if rx is None or not rx.pb_max_per_day or not self.conc:
+            return 0
+        return rxmod.ng_to_nl(rx.pb_dose_ng, self.conc)
+
+    def _denied(self, now, who, reason, dose_nl):
         # a flood of the same denial is one record per window (with its count), so the
         # patient's button cannot fill the log
         if self.den_n and reason == self.den_reason and who == self.den_who and \
@@ -664,7 +693,7 @@ class Pump:
             self.den_n += 1
             return
         self.flush_denials(now)
-        self.log(now, md.EV_BOLUS_DENIED, who, reason, KIND_PATIENT, 0, 1)
+        self.log(now, md.EV_BOLUS_DENIED, who, reason, KIND_PATIENT, dose_nl, 1)
         self.den_reason = reason
         self.den_who = who
         self.den_t = now
@@ -675,8 +704,8 @@ class Pump:
         k = self.den_n - 1
         self.den_n = 0
         if k > 0:
-            self.log(now, md.EV_BOLUS_DENIED, self.den_who, self.den_reason, KIND_PATIENT, 0,
-                     k)
+            self.log(now, md.EV_BOLUS_DENIED, self.den_who, self.den_reason, KIND_PATIENT,
+                     self._pb_dose_nl(), k)
 
     def clinician_bolus(self, now, who, dose_ng, duration_s):
         if self.mode != RUNNING or self.rx is None:
@@ -744,8 +773,10 @@ class Pump:
         disc = mask >> VOLUME_DISCREPANCY & 1 and self.alarms.active(VOLUME_DISCREPANCY)
         if acked != before or disc:
             # only an acknowledgement that silenced something is a record (a repeated
-            # one, or one of nothing raised, changes nothing: no flood fills the log)
-            self.log(now, md.EV_ALARM_ACKNOWLEDGED, who, mask, 0, 0)
+            # one, or one of nothing raised, changes nothing: no flood fills the log),
+            # and it names what it silenced, not the mask asked (all bits: "every alarm")
+            done = (acked & ~before) | (1 << VOLUME_DISCREPANCY if disc else 0)
+            self.log(now, md.EV_ALARM_ACKNOWLEDGED, who, done, 0, 0)
         if disc:
             self.alarms.clear(VOLUME_DISCREPANCY, now, self.reservoir_nl)
         return acked

@@ -428,13 +428,14 @@ def test_simulate_progress_callback_reaches_the_end(tmp_path):
     assert seen[0] <= 3600 and seen[-1] >= 19 * 86400
 
 
-def test_simulate_failure_still_shows_the_firmware_traceback(tmp_path):
+def test_simulate_out_of_memory_says_so_in_one_line(tmp_path):
+    # (issue 13: a raw MemoryError traceback for a heap the user chose too small)
     sc = _scenario(tmp_path, days=1)
     r = subprocess.run([sys.executable, "-m", "theca.cli", "simulate", sc, "-o",
                         tmp_path / "c.tlog", "--heapsize", "16k"], capture_output=True, text=True,
                        cwd=ROOT)
     assert r.returncode == 1
-    assert "MemoryError" in r.stderr and "out of memory" in r.stderr
+    assert "out of memory with --heapsize 16k" in r.stderr and "Traceback" not in r.stderr
     assert "@@progress" not in r.stderr
 
 

@@ -58,3 +58,19 @@ def test_a_killed_twin_s_keys_are_removed_by_the_next_twin(tmp_path):
     with LiveTwin(tmp_path / "pump2", speed=10, env=env_for(home)) as t2:
         assert not killed.exists()
         assert (home / "twins" / t2.serial).exists()
+
+
+def test_a_second_twin_never_takes_over_a_path_in_use(tmp_path):
+    # issue 13: a second `theca twin --pty PATH` took over a path in use and deleted the
+    # symlink when it stopped; the first twin ran on, unreachable
+    home = tmp_path / "home"
+    dev = tmp_path / "pump"
+    img = tmp_path / "f.img"
+    with LiveTwin(dev, speed=10, env=env_for(home), args=["--flash-image", img]) as t:
+        target = dev.resolve()
+        r = run_theca(home, "twin", "--pty", dev)
+        assert r.returncode == 2 and "in use by twin" in r.stderr and t.serial in r.stderr
+        r = run_theca(home, "twin", "--pty", tmp_path / "other", "--flash-image", img)
+        assert r.returncode == 2 and "--flash-image" in r.stderr and "in use" in r.stderr
+        assert dev.resolve() == target  # the first twin's link is untouched
+        assert status_json(home, dev)["serial"] == t.serial

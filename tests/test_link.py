@@ -214,8 +214,10 @@ def test_program_bad_file_is_exit_2_and_nothing_is_sent(twin_a, tmp_path):
 
 def test_program_asks_for_confirmation(twin_a, rx_file):
     home = twin_a["home"]
-    r = run_theca(home, "--device", twin_a["dev"], "program", rx_file, input="")
+    r = run_theca(home, "--device", twin_a["dev"], "program", rx_file, input="y\n")
     assert r.returncode == 1 and "not confirmed" in r.stderr
+    # issue 13: `echo y | theca program` said only "not confirmed"; it says why and how
+    assert "not a terminal" in r.stderr and "--yes" in r.stderr
     assert "morphine 10 mg/mL" in r.stdout  # the prescription was shown
     events = device_events(home, twin_a["dev"])
     assert len([e for e in events if e[2] == ev_code("prescription_changed")]) == 1

@@ -20,3 +20,31 @@ def test_every_subpackage_is_packaged():
             found.add(".".join((top, *rel.parts)))
     assert found - listed == set(), f"packages missing from pyproject.toml: {found - listed}"
     assert listed - found == set(), f"listed but not packages: {listed - found}"
+
+
+def test_the_cli_says_its_version_and_every_command_its_options():
+    # issue 13: no --version; subcommand --help omitted --device/--role; twin, flash and
+    # simulate had no description; the top-level help omitted exit status 1
+    import subprocess
+    import sys
+
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "theca.cli", *a], capture_output=True,
+                              text=True)
+
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("theca ") and "schema 0x" in r.stdout
+    top = run("--help").stdout
+    assert "1 a run or check that did not pass" in top
+    from theca.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        out = run(name, "--help")
+        assert out.returncode == 0, name
+        text = out.stdout
+        assert "--device" in text and "--role" in text, name
+        assert "Exit status" in text, name
+        lines = text.split("\n\n")
+        assert len(lines) > 1 and lines[1].strip() and not lines[1].lstrip().startswith("positional"), (
+            name, "no description")

@@ -107,7 +107,10 @@ def test_page_and_pictures(demo):
     assert not (out / "trumpet.png").exists()
     assert "No trumpet curve: the log lacks 30 s samples: its status frames are 60 s apart" in page
     assert "How this is computed" in page and "basal integral + timed boluses" in page
-    assert "TWIN00000001" in page and "morphine 10 mg/mL" in page
+    from theca.inputs.scenario import load_scenario
+
+    serial = load_scenario(ROOT / "examples" / "demo.toml").serial
+    assert serial.startswith("SIM") and serial in page and "morphine 10 mg/mL" in page
 
 
 def test_reservoir_numbers_are_the_logs(demo):
@@ -266,3 +269,25 @@ def test_daily_prescription_from_events_and_status(tmp_path):
     assert d2.delivered_mg == pytest.approx(2.592 * 20 / 24)
     assert d1.error_pct == pytest.approx(0, abs=1e-9)
     assert d2.error_pct == pytest.approx(100 * (2.16 - 2.808) / 2.808)
+
+
+def test_a_pulled_log_s_span_is_its_events(tmp_path):
+    # issue 13: a pulled log (device info, then events of months before, then one status
+    # at the pull) was summarised and reported over the pull's instant
+    day = 86400
+    lg = Log()
+    pull = T0 + 90 * day
+    lg.info(pull)
+    lg.event(T0, "boot", eseq=1)
+    lg.event(T0 + 10, "therapy_started", a=7, eseq=2)
+    lg.event(T0 + 30 * day, "refilled", a=18_000_000, eseq=3)
+    lg.status(pull)
+    path = lg.write(tmp_path / "pulled.tlog")
+    s = summarize(path)
+    assert s.first == "2026-01-01T00:00:00Z" and s.last == "2026-04-01T00:00:00Z", (s.first, s.last)
+    out = tmp_path / "rep"
+    r = subprocess.run([sys.executable, "-m", "theca.cli", "report", str(path), "-o", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    page = (out / "index.html").read_text()
+    assert "2026-01-01" in page.split("period", 1)[1][:200], page.split("period", 1)[1][:200]

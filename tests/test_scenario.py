@@ -258,10 +258,10 @@ def test_unknown_and_missing_top_level_keys():
     assert errors(d) == [
         'dayz: unknown key (did you mean "days"? expected start, days, status_period_s, '
         "reservoir_ml, prescription, events, faults, capacity_ml, stroke_nl, catheter_ul, "
-        "battery_days, local_offset, override_soft_limit, description)",
+        "battery_days, local_offset, override_soft_limit, description, serial)",
         "colour: unknown key (expected start, days, status_period_s, reservoir_ml, prescription, "
         "events, faults, capacity_ml, stroke_nl, catheter_ul, battery_days, local_offset, "
-        "override_soft_limit, description)",
+        "override_soft_limit, description, serial)",
         "prescription: missing",
     ]
     assert errors("not a file.toml")[0].startswith("not a file.toml: cannot read")

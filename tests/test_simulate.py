@@ -37,6 +37,8 @@ def test_demo_prints_the_therapy_summary(demo):
     assert "Drug delivered per day" in text
     assert "Projected refill date" in text
     assert "motor_stall" in text and "battery_eri" in text
+    # issue 13: outside a terminal the table was wrapped at 80 columns ("patient/clini…")
+    assert "patient/clinician" in text and "…" not in text
 
 
 def test_demo_log_is_clean(demo):
@@ -143,13 +145,49 @@ def test_bad_prescription_exit_2_names_limit(tmp_path):
 def test_heapsize_is_passed_to_micropython(tmp_path):
     sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 1\nprescription = "rx.toml"\n')
     r = theca("simulate", sc, "-o", tmp_path / "a.tlog", "--heapsize", "16k", "--quiet")
-    assert r.returncode != 0 and "out of memory" in r.stderr
+    assert r.returncode != 0 and "out of memory with --heapsize 16k" in r.stderr
+    # issue 13: the cause in one line, no raw MicroPython traceback
+    assert "Traceback" not in r.stderr and "MemoryError" not in r.stderr, r.stderr
     r = theca("simulate", sc, "-o", tmp_path / "b.tlog", "--heapsize", "bad", "--quiet")
     assert r.returncode == 2 and "--heapsize" in r.stderr
     # a heap with room: the run completes and every command was answered (a run whose
     # link died for lack of memory fails; the smallest heap is measured in make bench)
     r = theca("simulate", sc, "-o", tmp_path / "c.tlog", "--heapsize", "192k", "--quiet")
     assert r.returncode == 0, r.stderr
+
+
+def test_each_scenario_is_its_own_pump(tmp_path):
+    # issue 13: every simulated pump was TWIN00000001; logs of many pumps could not be
+    # told apart. The serial: the scenario's `serial`, else derived from its content.
+    def serial_of(body):
+        sc = _scenario(tmp_path, body)
+        out = tmp_path / "s.tlog"
+        r = theca("simulate", sc, "-o", out, "--quiet")
+        assert r.returncode == 0, r.stderr
+        return next(o for o in jsonl(out) if o["kind"] == "device_info")["serial"]
+
+    base = 'start = 2026-01-01T00:00:00Z\ndays = 1\nprescription = "rx.toml"\n'
+    a = serial_of(base)
+    assert a.startswith("SIM") and len(a) == 12 and a == serial_of(base)  # reproducible
+    assert serial_of(base + "reservoir_ml = 15.0\n") != a  # another scenario, another pump
+    assert serial_of(base + 'serial = "BENCH-07"\n') == "BENCH-07"
+    sc = _scenario(tmp_path, base + 'serial = "has space"\n')
+    r = theca("simulate", sc, "-o", tmp_path / "x.tlog", "--quiet")
+    assert r.returncode == 2 and "serial" in r.stderr
+
+
+def test_a_reused_flash_image_is_refused(tmp_path):
+    # issue 13: a second run on the image of the first simulated "2 days" of nothing,
+    # exit 0 (physical truth 0 mL pumped against the firmware's 17 mL left)
+    sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 1\nprescription = "rx.toml"\n')
+    img = tmp_path / "pump.img"
+    r = theca("simulate", sc, "-o", tmp_path / "a.tlog", "--flash-image", img, "--quiet")
+    assert r.returncode == 0 and img.exists(), r.stderr
+    before = img.read_bytes()
+    r = theca("simulate", sc, "-o", tmp_path / "b.tlog", "--flash-image", img, "--quiet")
+    assert r.returncode == 2 and "--flash-image" in r.stderr and str(img) in r.stderr
+    assert "exists" in r.stderr and img.read_bytes() == before  # nothing touched
+    assert not (tmp_path / "b.tlog").exists()
 
 
 @pytest.mark.parametrize("hours", [1, 5, -5])
@@ -230,3 +268,85 @@ def test_a_command_a_powered_pump_never_answered_fails_the_run(tmp_path):
     write_tlog(empty, [])  # no reply to anything
     got = {(o.command, o.fails) for o in outcomes(load_scenario(sc), empty)}
     assert got == {("PROGRAM", True), ("PATIENT_BOLUS", False)}, got
+
+
+def test_the_status_after_a_boot_says_the_battery_and_the_eta(tmp_path):
+    # issue 13: status frames right after a boot carried battery_days=0 (reads as end of
+    # service) and a null ETA; after a power loss, the pump knows both at once
+    sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 2\nstatus_period_s = 3600\n'
+                   'prescription = "rx.toml"\nreservoir_ml = 3.0\n'
+                   '[[faults]]\nat = 2026-01-01T12:00:00Z\nkind = "power_loss"\n'
+                   'duration = "1 h"\n')
+    out = tmp_path / "r.tlog"
+    r = theca("simulate", sc, "-o", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    objs = jsonl(out)
+    boots = [i for i, o in enumerate(objs) if o["kind"] == "event" and o["event"] == "boot"]
+    assert len(boots) == 2
+    for b in boots:
+        st = next(o for o in objs[b:] if o["kind"] == "status")
+        assert st["battery_days"] > 2000, st
+    st = next(o for o in objs[boots[1]:] if o["kind"] == "status")
+    assert st["low_reservoir_eta"] is not None, st  # therapy running: the alarm is due
+
+
+def _summary_rows(text):
+    # the "Drug delivered per day" table's rows: (volume uL, drug)
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").split("│")]
+        if len(cells) >= 6 and cells[1].isdigit() and cells[2].startswith("20"):
+            rows.append((float(cells[3]), float(cells[4])))
+    return rows
+
+
+def test_the_summary_counts_the_first_interval_s_drug(tmp_path):
+    # issue 13: the first status frame precedes programming (concentration 0), and the
+    # summary used the previous frame's: 303.25 uL of 10 mg/mL shown as 1.972 mg
+    rx = ('drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\n'
+          'rate = "3 mg/day"\n')
+    sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 2\nstatus_period_s = 3600\n'
+                   'prescription = "rx.toml"\n', rx)
+    r = theca("simulate", sc, "-o", tmp_path / "r.tlog")
+    assert r.returncode == 0, r.stderr
+    rows = _summary_rows(r.stdout)[:2]  # (a third: the end instant, 00:00 of day 3)
+    assert len(rows) == 2, r.stdout
+    for vol, mg in rows:
+        assert abs(mg - vol * 10 / 1000) <= 0.25 * 10 / 1000 + 0.001, (vol, mg)
+    assert abs(rows[0][1] - 3.0) < 0.01, rows  # the first day is 3 mg, not 2
+
+
+def test_a_drug_dosed_in_mcg_is_shown_in_mcg(tmp_path):
+    # issue 13: ziconotide was shown as "0.002 mg" per day and "0.025 mg/mL"
+    rx = ('drug = "ziconotide"\nconcentration = "25 mcg/mL"\n[[steps]]\nstart = "00:00"\n'
+          'rate = "2.4 mcg/day"\n')
+    sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 2\nstatus_period_s = 3600\n'
+                   'prescription = "rx.toml"\n', rx)
+    r = theca("simulate", sc, "-o", tmp_path / "r.tlog")
+    assert r.returncode == 0, r.stderr
+    assert "ziconotide 25 mcg/mL" in r.stdout and "drug (mcg)" in r.stdout, r.stdout
+    rows = _summary_rows(r.stdout)
+    assert abs(rows[0][1] - 2.4) < 0.05, rows
+
+
+def test_a_delivery_gap_says_what_was_missed(tmp_path):
+    # issue 13: after a 6 h power loss `gap_s=21636 undelivered_ul=0.000`; after a 2 h
+    # stall 0.250 uL, where about 50 and 17 uL were missed
+    rx = ('drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\n'
+          'rate = "4.8 mg/day"\n')  # 480 uL/day: 20 uL an hour
+    sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 2\nstatus_period_s = 600\n'
+                   'prescription = "rx.toml"\n'
+                   '[[faults]]\nat = 2026-01-01T06:00:00Z\nkind = "power_loss"\nduration = "6 h"\n'
+                   '[[faults]]\nat = 2026-01-01T20:00:00Z\nkind = "motor_stall"\nduration = "2 h"\n',
+                   rx)
+    out = tmp_path / "r.tlog"
+    r = theca("simulate", sc, "-o", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    gaps = [o for o in jsonl(out) if o["kind"] == "event" and o["event"] == "delivery_gap"]
+    assert len(gaps) == 2, gaps
+    power, stall = gaps
+    assert abs(power["gap_s"] - 6 * 3600) < 120 and abs(power["undelivered_ul"] - 120) <= 1, power
+    # the stall: from the first failed stroke to the stroke that moved again (the retry
+    # period rounds it up), 20 uL an hour over it
+    assert 2 * 3600 <= stall["gap_s"] <= 2 * 3600 + 1800, stall
+    assert abs(stall["undelivered_ul"] - stall["gap_s"] / 3600 * 20) <= 1, stall

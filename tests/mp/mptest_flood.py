@@ -124,3 +124,33 @@ def test_reads_write_nothing_to_flash_and_a_change_writes_once():
     assert reply(p.command(h.cmd(md.T_SUSPEND, b"\x00\x00\x00\x00"), T0 + 5))[2] == 0
     # one snapshot and the command's own events (suspended, its mode change)
     assert st.writes - n <= 1 + 3, st.writes - n
+
+
+def test_an_acknowledgement_records_what_it_silenced():
+    # issue 13: `ack-alarm` without --alarm sent every bit and the log said
+    # "bit_10 ... bit_31"; now the record names the alarms it silenced
+    hw = HW(T0)
+    p = P.Pump(hw, T0, LIB, 0, None)
+    h = Host()
+    assert reply(p.command(h.cmd(md.T_PROGRAM, rx_blob()), T0))[2] == 0
+    hw.battery.days = 50  # below 90 days: elective replacement
+    p.tick(T0 + 1)
+    assert p.alarms.active(md.ALARM_BATTERY_ERI)
+    r = reply(p.command(h.cmd(md.T_ACK_ALARM, b"\xff\xff\xff\xff"), T0 + 2))
+    assert r[2] == 0
+    ev = hw.telemetry.events(md.EV_ALARM_ACKNOWLEDGED)
+    assert len(ev) == 1 and ev[0][4] == 1 << md.ALARM_BATTERY_ERI, ev
+
+
+def test_a_denied_patient_bolus_records_the_dose_asked_for():
+    # issue 13: a patient's bolus_denied carried dose_ul=0.000
+    hw = HW(T0)
+    p = P.Pump(hw, T0, LIB, 0, None)
+    h = Host()
+    assert reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(pb=PB)), T0))[2] == 0
+    assert reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT), T0 + 1))[2] == 0
+    r = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT), T0 + 2))
+    assert r[2] == md.NACK_LIMIT  # (in_progress: the first still runs)
+    ev = hw.telemetry.events(md.EV_BOLUS_DENIED)
+    # 0.1 mg at 10 mg/mL: 10 uL
+    assert len(ev) == 1 and ev[0][6] == 10_000 and ev[0][7] == 1, ev

@@ -73,9 +73,11 @@ def summarize(path: str | Path) -> Summary:
         s.frames += 1
         kind = o.get("kind")
         t: str = o.get("t") or ""
-        if t and s.first is None:
+        # the span of what the log holds, not of its writing: a pulled log begins with
+        # the pull's device info, then the events of months before (ISO strings sort)
+        if t and (s.first is None or t < s.first):
             s.first = t
-        if t:
+        if t and (s.last is None or t > s.last):
             s.last = t
         day = days.setdefault(t[:10], Day(t[:10])) if t and kind == "event" else None
         if kind == "device_info":
@@ -84,11 +86,15 @@ def summarize(path: str | Path) -> Summary:
             d = o["delivered_ul"]
             conc = o.get("conc_ng_ml") or 0
             if prev is not None:
-                # what was delivered since the previous status belongs to that one's day
+                # what was delivered since the previous status belongs to that one's day,
+                # at the concentration then in force: the previous frame's, or, when that
+                # frame came before the pump knew its drug (the boot's, before the first
+                # prescription), this one's (issue 13: the first interval was counted as
+                # no drug at all)
                 pday = days.setdefault(prev[2], Day(prev[2]))
                 dv = d - prev[0]
                 pday.delivered_ul += dv
-                pday.drug_mg += dv * prev[1] / 1e9  # uL x ng/mL = 1e-3 ng; mg = ng / 1e6
+                pday.drug_mg += dv * (prev[1] or conc) / 1e9  # uL x ng/mL = 1e-3 ng
             prev = (d, conc, t[:10])
             s.reservoir_ul = o["reservoir_ul"]
             s.delivered_ul = d
@@ -115,20 +121,30 @@ def _date(iso: str | None) -> str:
 
 def print_summary(s: Summary, path, seconds: float | None = None, truth: dict | None = None) -> None:
     """Print the summary as tables (rich) on stdout."""
+    import sys
+
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(highlight=False)
+    # outside a terminal (make demo in CI, a pipe) rich would wrap at 80 columns and cut
+    # column names ("patient/clini…"): lay the tables out for a wide page instead
+    con = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+    from theca.inputs.druglib import dose_unit, load_druglib
+
+    # each drug in the unit it is dosed in: ziconotide in mcg, not "0.002 mg"
+    unit = dose_unit(load_druglib().find(s.drug) if s.drug else None)
+    per_mg = 1000 if unit == "mcg" else 1
     what = f"{s.drug or 'drug ?'}"
     if s.conc_mg_ml:
-        what += f" {s.conc_mg_ml:g} mg/mL"
+        what += f" {s.conc_mg_ml * per_mg:g} {unit}/mL"
     took = f" in {seconds:.2f} s" if seconds is not None else ""
     con.print(f"[bold]Theca twin[/bold]: {_date(s.first)} to {_date(s.last)}, {what}{took}")
     tab = Table(title="Drug delivered per day", title_justify="left")
-    for col in ("day", "date", "volume (uL)", "drug (mg)", "timed", "patient/clinician", "denied"):
+    for col in ("day", "date", "volume (uL)", f"drug ({unit})", "timed", "patient/clinician",
+                "denied"):
         tab.add_column(col, justify="right" if col not in ("date",) else "left")
     for i, d in enumerate(s.days, 1):
-        tab.add_row(str(i), d.date, f"{d.delivered_ul:.1f}", f"{d.drug_mg:.3f}", str(d.timed),
+        tab.add_row(str(i), d.date, f"{d.delivered_ul:.1f}", f"{d.drug_mg * per_mg:.3f}", str(d.timed),
                     str(d.boluses), str(d.denied))
     con.print(tab)
     if s.denials:

@@ -1,7 +1,8 @@
 """The `theca` command: simulate, decode, talk to a pump, flash a board, report.
 
-Exit status: 0 success; 2 bad input (file, unit, limit); 3 device refused (the
-reason printed); 4 link failure.
+Exit status: 0 success; 1 a run or check that did not pass (the firmware stopped, a
+log with problems under --strict); 2 bad input (file, unit, limit); 3 device refused
+(the reason printed); 4 link failure.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="theca",
         description="Theca host tools: twin, telemetry decoding, programmer, flashing.",
-        epilog="Exit status: 0 ok, 2 bad input, 3 device refused, 4 link failure.",
+        epilog="Exit status: 0 ok; 1 a run or check that did not pass (the firmware "
+               "stopped, `decode --strict` found problems); 2 bad input (file, unit, limit); "
+               "3 device refused; 4 link failure.",
     )
+    p.add_argument("--version", action="version", version=_version())
     p.add_argument("--device", default=os.environ.get("THECA_DEVICE"),
                    help="serial device or pseudo-terminal of the pump (default $THECA_DEVICE)")
     p.add_argument("--role", choices=["clinician", "patient"], default=None,
@@ -55,7 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in _COMMANDS:
         importlib.import_module(f"{__package__}.{name}").add_parser(sub)
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    for name, sp in sub.choices.items():
+        if not sp.description:
+            sp.description = helps.get(name)
+        if sp.epilog is None:
+            sp.epilog = p.epilog
+        # shown in every command's --help too (they may stand before or after the
+        # command's name; main() moves them to the front, so these never hold a value)
+        sp.add_argument("--device", default=argparse.SUPPRESS,
+                        help="serial device or pseudo-terminal of the pump (default $THECA_DEVICE)")
+        sp.add_argument("--role", choices=["clinician", "patient"], default=argparse.SUPPRESS,
+                        help="which of the device's keys to use (default: the command's own)")
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import theca_protocol as tp
+
+    try:
+        v = version("theca")
+    except PackageNotFoundError:
+        v = "unknown (not installed)"
+    return f"theca {v} (protocol frame version {tp.FRAME_VERSION}, schema 0x{tp.SCHEMA:08x})"
 
 
 def main(argv: list[str] | None = None) -> int:

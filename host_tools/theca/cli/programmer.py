@@ -192,8 +192,11 @@ def cmd_program(args) -> int:
         print(f"Prescription for {info['serial']} ({args.rx}):")
         print(_side_by_side(old, rx, lib) if old is not None else rx.describe(lib))
         if not args.yes and not _confirm(f"Program this into {info['serial']}?"):
-            print("theca program: not confirmed; the prescription was not sent (--yes skips the "
-                  "question)", file=sys.stderr)
+            why = ("" if sys.stdin.isatty() else
+                   "standard input is not a terminal, so the question cannot be asked (a "
+                   "piped answer is not taken: confirming a prescription is a person's act); ")
+            print(f"theca program: not confirmed; {why}the prescription was not sent (--yes "
+                  "confirms it without the question)", file=sys.stderr)
             return NOT_CONFIRMED
         c.request("PROGRAM", blob, role)
         rep = c.request("READ_RX", b"", role)
@@ -458,7 +461,7 @@ def cmd_ack_alarm(args) -> int:
                 raise BadInput.at("--alarm", f"unknown alarm {a!r} (known: {', '.join(names)})")
             mask |= 1 << names[a]
     else:
-        mask = 0xFFFFFFFF
+        mask = sum(1 << b for b in N.ALARMS)  # every alarm there is, no undefined bit
     with _client(args) as c:
         role = _either(args, c.serial)
         rep = c.request("ACK_ALARM", R.ack_alarm(mask), role)

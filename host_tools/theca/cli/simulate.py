@@ -38,6 +38,13 @@ def run(args) -> int:
         print(f"theca simulate: --heapsize: {args.heapsize!r} is not a size like 64k, 128k or 1m",
               file=sys.stderr)
         return BAD_INPUT
+    if args.flash_image is not None and args.flash_image.exists():
+        # a scenario starts a new pump at its start; an image holds a pump that already
+        # lived (its clock, reservoir and log further on): the run would mean nothing
+        print(f"theca simulate: --flash-image: {args.flash_image} exists (a pump from an "
+              "earlier run); a scenario starts a new pump: give a new file name or delete it",
+              file=sys.stderr)
+        return BAD_INPUT
     out = Path(args.output)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -47,11 +54,16 @@ def run(args) -> int:
         res = simulate(sc, out, args.heapsize, mpy_dir=mpy, flash_image=args.flash_image,
                        progress=lambda s: bar.update(s / 86400))
     if res["returncode"] != 0:
+        if "MemoryError" in res["stderr"] + res["stdout"]:
+            # no traceback: the cause is the heap the user chose, and it has one fix
+            heap = f"--heapsize {args.heapsize}" if args.heapsize else "the default heap"
+            print(f"theca simulate: the firmware ran out of memory with {heap} (status "
+                  f"{res['returncode']}): raise --heapsize (the twin needs about 144k for "
+                  "30 days; `make bench` measures it)", file=sys.stderr)
+            return TWIN_FAILED
         sys.stderr.write(res["stdout"][-4000:])
         sys.stderr.write(res["stderr"][-4000:])
-        print(f"theca simulate: the firmware stopped with status {res['returncode']}"
-              + (" (out of memory: raise --heapsize)"
-                 if "MemoryError" in res["stderr"] + res["stdout"] else ""),
+        print(f"theca simulate: the firmware stopped with status {res['returncode']}",
               file=sys.stderr)
         return TWIN_FAILED
     from theca.analysis.summary import print_summary, summarize

@@ -72,6 +72,17 @@ class Drug:
         return old_ng_day * self.titration_pct // 100
 
 
+#: A drug whose hard daily maximum is at most this (ng) is dosed in mcg in the clinic
+#: (fentanyl, sufentanil, clonidine, ziconotide, baclofen: PACC 2017 writes their doses in
+#: mcg/day); above it in mg (morphine, hydromorphone, bupivacaine).
+MCG_DRUG_MAX_NG_DAY = 2 * 10**6  # 2 mg
+
+
+def dose_unit(drug: Drug | None) -> str:
+    """"mcg" or "mg": the unit a clinician doses this drug in (mg when unknown)."""
+    return "mcg" if drug is not None and drug.max_ng_day <= MCG_DRUG_MAX_NG_DAY else "mg"
+
+
 @dataclass(frozen=True)
 class DrugLibrary:
     """A validated drug library: `drugs` in file order, `path` it came from."""

@@ -76,7 +76,7 @@ FAULT_KINDS = {"motor_stall": "duration", "occlusion": "duration", "power_loss":
 
 _TOP_KEYS = ("start", "days", "status_period_s", "reservoir_ml", "prescription", "events",
              "faults", "capacity_ml", "stroke_nl", "catheter_ul", "battery_days", "local_offset",
-             "override_soft_limit", "description")
+             "override_soft_limit", "description", "serial")
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,7 @@ class Scenario:
     local_offset_s: int = 0
     override_soft_limit: bool = False
     path: str | None = None
+    serial: str = "SIM000000000"  # the twin's serial (DEVICE_INFO), by default from the content
 
     @property
     def duration_s(self) -> int:
@@ -184,6 +185,26 @@ def _uint(value, field: str, lo: int, hi: int, what: str) -> int:
     if not lo <= value <= hi:
         raise BadInput.at(field, f"{value} is outside {lo}..{hi} ({what})")
     return value
+
+
+_SERIAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _serial(d: Mapping, probs: Problems) -> str:
+    # The twin's serial: the scenario's `serial`, else one derived from the scenario's
+    # content, so a run is reproducible and the logs of different scenarios (pumps) can
+    # be told apart.
+    if "serial" in d:
+        v = d["serial"]
+        if not (isinstance(v, str) and 1 <= len(v) <= 12 and set(v) <= _SERIAL_CHARS):
+            probs.add("serial", f"{v!r} is not 1 to 12 letters, digits, '-' or '_'")
+            return ""
+        return v
+    import hashlib
+    import json
+
+    text = json.dumps(d, sort_keys=True, default=str).encode()
+    return "SIM" + hashlib.sha256(text).hexdigest()[:9].upper()
 
 
 def _days(value, field: str) -> int:
@@ -313,6 +334,7 @@ class _Loader:
         events = self._events(d.get("events", []), start, end, rx, capacity, offset)
         faults = self._faults(d.get("faults", []), start, end)
 
+        serial = _serial(d, probs)
         if probs:
             return None
         return Scenario(
@@ -321,6 +343,7 @@ class _Loader:
             faults=faults, capacity_nl=checked(capacity), stroke_nl=checked(stroke),
             catheter_nl=checked(catheter), battery_days=checked(battery),
             local_offset_s=offset, override_soft_limit=self.override_soft, path=path,
+            serial=serial,
         )
 
     def _geometry(self, d: Mapping) -> tuple[int | None, int | None, int | None, int | None]:

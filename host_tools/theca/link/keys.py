@@ -94,9 +94,11 @@ def counter_path(serial: str, role: str) -> Path:
     return home() / f"{check_serial(serial)}-{role}.counter"
 
 
-def make_twin_dir(serial: str, keys: dict[str, bytes] | None = None) -> Path:
+def make_twin_dir(serial: str, keys: dict[str, bytes] | None = None,
+                  uses: dict[str, str] | None = None) -> Path:
     """A twin's folder (0700) with its `pid`; with `keys`, its own keys (0600) and
-    counters, which go when the folder goes."""
+    counters, which go when the folder goes; `uses` (`pty`, `image`: paths) says what
+    it holds, so that no second twin takes them over."""
     _ensure_home()
     d = twin_dir(serial)
     d.parent.mkdir(mode=0o700, exist_ok=True)
@@ -105,6 +107,8 @@ def make_twin_dir(serial: str, keys: dict[str, bytes] | None = None) -> Path:
         d.parent.chmod(0o700)
         d.chmod(0o700)
     _write_atomic(d / "pid", f"{os.getpid()}\n")
+    if uses:
+        _write_atomic(d / "uses.json", json.dumps(uses))
     for role, key in (keys or {}).items():
         if role not in ROLES or len(key) != KEY_BYTES:
             raise ValueError(f"bad key for role {role!r}")
@@ -130,6 +134,22 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process: alive
     return True
+
+
+def twin_using(path: str, what: str) -> tuple[str, int] | None:
+    """(serial, pid) of a running twin that holds `path` as its `what` (`pty`, `image`)."""
+    root = home() / "twins"
+    if not root.is_dir():
+        return None
+    for d in sorted(root.iterdir()):
+        try:
+            uses = json.loads((d / "uses.json").read_text())
+            pid = int((d / "pid").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and _alive(pid) and uses.get(what) == str(path):
+            return d.name, pid
+    return None
 
 
 def reap_twins() -> list[str]:

@@ -227,6 +227,13 @@ def run_live(args) -> int:
     """`theca twin`: start the live twin, say "ready" once it answers, run until a
     signal (or MAINTENANCE ends the firmware), then clean up."""
     speed, res_nl, image, pty_path = _checked(args)
+    # the folders (and keys) of twins that were killed: gone before this one starts
+    K.reap_twins()
+    for what, path, opt in (("pty", pty_path, "--pty"), ("image", image, "--flash-image")):
+        held = K.twin_using(str(path), what) if path is not None else None
+        if held:
+            raise BadInput(f"{opt}: {path} is in use by twin {held[0]} (pid {held[1]}); "
+                           "stop it first or give another path")
     mpy = None if args.source else compile_firmware("unix")
     serial, keys, new = device_keys(image)
 
@@ -236,9 +243,8 @@ def run_live(args) -> int:
         stop.append(signum)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    # the folders (and keys) of twins that were killed: gone before this one starts
-    K.reap_twins()
-    work = K.make_twin_dir(serial)  # 0700 under $THECA_HOME: it holds the keys
+    uses = {"pty": str(pty_path), **({"image": str(image)} if image else {})}
+    work = K.make_twin_dir(serial, uses=uses)  # 0700 under $THECA_HOME: it holds the keys
     master = slave = -1
     slave_name = None
     proc = None
