@@ -385,7 +385,7 @@ def over_limit() -> dict:
 
 def test_worst_case_over_hard_limit_message():
     assert one_error(over_limit()) == (
-        "worst-case 24 h dose 15.4 mg exceeds morphine hard limit 15 mg/day "
+        "steps[1].rate: worst-case 24 h dose 15.4 mg exceeds morphine hard limit 15 mg/day "
         "(basal 14 mg + timed 0.2 mg + patient 4 x 0.3 mg)")
     # The hard limit cannot be overridden.
     assert len(errors(over_limit(), override_soft=True)) == 1
@@ -395,7 +395,7 @@ def test_worst_case_soft_limit_needs_override():
     d = base()
     d["steps"] = [{"start": "00:00", "rate": "10 mg/day"}]
     assert one_error(d) == (
-        "worst-case 24 h dose 10.6 mg exceeds morphine soft limit 10 mg/day "
+        "steps[1].rate: worst-case 24 h dose 10.6 mg exceeds morphine soft limit 10 mg/day "
         "(basal 10 mg + timed 0.2 mg + patient 4 x 0.1 mg); confirm with --override-soft-limit")
     assert load_prescription(d, override_soft=True).worst_case_ng() == 10_600_000
 
@@ -416,7 +416,7 @@ def test_worst_case_is_exact_not_rounded():
     d["steps"] = [{"start": "00:00", "rate": "19.2 mcg/day"},
                   {"start": "00:01", "rate": "19.201 mcg/day"}]
     assert one_error(d, override_soft=True) == (
-        "worst-case 24 h dose 19.201 mcg exceeds ziconotide hard limit 19.2 mcg/day "
+        "steps[2].rate: worst-case 24 h dose 19.201 mcg exceeds ziconotide hard limit 19.2 mcg/day "
         "(basal 19.201 mcg + timed 0 mcg + no patient bolus)")
 
 
@@ -433,7 +433,8 @@ def test_druglib_env_override(tmp_path, monkeypatch):
     monkeypatch.setenv("THECA_DRUGLIB", str(lib_file(tmp_path, max_ng_day=2_000_000,
                                                      soft_ng_day=2_000_000)))
     m = one_error(base())
-    assert m.startswith("worst-case 24 h dose 2.433334 mg exceeds morphine hard limit 2 mg/day")
+    assert m.startswith("steps[2].rate: worst-case 24 h dose 2.433334 mg exceeds morphine hard "
+                        "limit 2 mg/day")
 
 
 # -- unknown keys, malformed files, locations, collecting everything ------------------
@@ -595,10 +596,11 @@ def test_problems_on_hand_made_prescriptions():
     assert rx.problems(LIB) == [
         "patient_bolus.lockout: 5 min is shorter than the bolus duration 10 min "
         "(the lockout must be at least the duration)",
-        "worst-case 1 h dose 1.233334 mg exceeds morphine hard limit max_per_hour 1.125 mg "
+        "steps[1].rate: worst-case 1 h dose 1.233334 mg exceeds morphine hard limit max_per_hour "
+        "1.125 mg "
         "(the fastest basal step for an hour, the timed boluses one hour can meet and the "
         "patient boluses its lockout allows)",
-        "worst-case 24 h dose 20.4 mg exceeds morphine hard limit 15 mg/day "
+        "steps[1].rate: worst-case 24 h dose 20.4 mg exceeds morphine hard limit 15 mg/day "
         "(basal 20 mg + timed 0 mg + patient 4 x 0.1 mg)",
     ]
     assert isinstance(rx.steps[0], Step) and isinstance(rx.pb, PatientBolus)
@@ -905,3 +907,23 @@ def test_device_library_is_what_the_device_reads():
         assert all(d[k] == getattr(full, k) for k in dl.DEVICE_KEYS)
     whole = (ROOT / "firmware" / "druglib.json").stat().st_size
     assert len(dl.device_json(LIB)) * 4 < whole
+
+
+def test_the_readme_s_over_limit_example_holds_as_written(tmp_path):
+    # issue 13: over-limit errors gave no line and field; the README's example did not hold
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("$ cat rx.toml\n", 1)[1].split("```", 1)[0]
+    rx_text, rest = block.split("$ theca ", 1)
+    cmd, expected = rest.split("\n", 1)
+    (tmp_path / "rx.toml").write_text(rx_text)
+    args = cmd.split()
+    r = subprocess.run([sys.executable, "-m", "theca.cli", *args], capture_output=True,
+                       text=True, cwd=tmp_path, env={**__import__("os").environ,
+                                                     "THECA_HOME": str(tmp_path / "h")})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == expected.strip(), (r.stderr, expected)
+    assert re.match(r"theca program: rx\.toml:5: steps\[1\]\.rate: ", r.stderr)

@@ -262,7 +262,7 @@ def test_unknown_and_missing_top_level_keys():
         "colour: unknown key (expected start, days, status_period_s, reservoir_ml, prescription, "
         "events, faults, capacity_ml, stroke_nl, catheter_ul, battery_days, local_offset, "
         "override_soft_limit, description, serial)",
-        "prescription: missing",
+        'prescription: missing (e.g. prescription = "rx.toml")',
     ]
     assert errors("not a file.toml")[0].startswith("not a file.toml: cannot read")
     assert errors(["x"]) == ["a scenario must be a table (start, days, prescription, ...)"]
@@ -294,7 +294,7 @@ def test_prescription_file_errors_name_both_files(tmp_path):
         prescription = "rx.toml"
         """)
     assert errors(sc) == [
-        f"{sc}:3: prescription: {tmp_path / 'rx.toml'}: worst-case 24 h dose 16 mg exceeds "
+        f"{sc}:3: prescription: {tmp_path / 'rx.toml'}:5: steps[1].rate: worst-case 24 h dose 16 mg exceeds "
         "morphine hard limit 15 mg/day (basal 16 mg + timed 0 mg + no patient bolus)"]
 
 
@@ -576,3 +576,22 @@ def test_event_times_are_utc_device_seconds(t, off):
     shift = 0 if off == "Z" else sign * (int(off[1:3]) * 3600 + int(off[4:6]) * 60)
     local = (utc + timedelta(seconds=shift)).strftime("%Y-%m-%dT%H:%M:%S") + off
     assert parse_datetime(local, "at") == T0 + t
+
+
+def test_a_prescription_given_as_a_scenario_is_named_as_such(tmp_path):
+    # issue 13: a prescription given to `simulate` got a list of unknown keys and the
+    # hint start = "08:00" (a prescription's step start, not a scenario's start)
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "theca.cli", "simulate",
+                        str(root / "examples" / "rx_morphine.toml"), "-o", str(tmp_path / "x.tlog")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "this is a prescription" in r.stderr and "unknown key" not in r.stderr, r.stderr
+    sc = tmp_path / "s.toml"
+    sc.write_text("days = 1\n")
+    r = subprocess.run([sys.executable, "-m", "theca.cli", "simulate", str(sc), "-o",
+                        str(tmp_path / "x.tlog")], capture_output=True, text=True)
+    assert r.returncode == 2 and "start = 2026-" in r.stderr and '"08:00"' not in r.stderr

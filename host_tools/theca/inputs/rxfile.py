@@ -500,11 +500,27 @@ class _Rules:
                                 f"{u.fmt_rate(drug.min_ng_day, self.unit)} (a mg/mcg slip?); "
                                 f"{_OVERRIDE_HINT}")
 
+    @staticmethod
+    def _culprit(rx: Prescription) -> str:
+        # The field to name for a worst case over a limit: the biggest of its parts (the
+        # fastest basal step, the largest timed bolus, the patient boluses), so that the
+        # message points at a line the clinician can change (issue 13: it named none).
+        parts = {"basal": rx.basal_ng(), "timed": rx.timed_ng(),
+                 "patient": rx.pb.max_per_day * rx.pb.dose_ng if rx.pb else 0}
+        top = max(parts, key=lambda k: parts[k])
+        if top == "timed" and rx.timed:
+            i = max(range(len(rx.timed)), key=lambda j: rx.timed[j].dose_ng)
+            return f"timed_boluses[{i + 1}].dose"
+        if top == "patient" and rx.pb:
+            return "patient_bolus.max_per_day"
+        i = max(range(len(rx.steps)), key=lambda j: rx.steps[j].rate_ng_day)
+        return f"steps[{i + 1}].rate"
+
     def worst_case(self, rx: Prescription) -> None:
         drug, unit, probs = rx_drug(self.drug), self.unit, self.probs
         hour = rx.worst_hour_ng()
         if hour > drug.max_ng_hour:
-            probs.add(None, f"worst-case 1 h dose {u.fmt_amount(hour, unit)} exceeds {drug.name} "
+            probs.add(self._culprit(rx), f"worst-case 1 h dose {u.fmt_amount(hour, unit)} exceeds {drug.name} "
                             f"hard limit max_per_hour {u.fmt_amount(drug.max_ng_hour, unit)} (the "
                             "fastest basal step for an hour, the timed boluses one hour can meet "
                             "and the patient boluses its lockout allows)")
@@ -523,7 +539,7 @@ class _Rules:
             parts += f" + patient {rx.pb.max_per_day} x {u.fmt_amount(rx.pb.dose_ng, unit)}"
         else:
             parts += " + no patient bolus"
-        probs.add(None, f"worst-case 24 h dose {u.fmt_amount(worst, unit)} exceeds {drug.name} "
+        probs.add(self._culprit(rx), f"worst-case 24 h dose {u.fmt_amount(worst, unit)} exceeds {drug.name} "
                         f"{kind} limit {u.fmt_rate(limit, unit)} ({parts}){hint}")
 
 
@@ -671,8 +687,9 @@ _EXAMPLES = {
 
 
 def check_keys(table: Mapping, allowed: tuple[str, ...], required: tuple[str, ...],
-               prefix: str, probs: Problems) -> bool:
-    """Report unknown keys (with a did-you-mean) and missing required keys; True if none missing."""
+               prefix: str, probs: Problems, examples: Mapping[str, str] | None = None) -> bool:
+    """Report unknown keys (with a did-you-mean) and missing required keys; True if none
+    missing. `examples`: the hint for a missing key (default: a prescription's)."""
     for k in table:
         if k not in allowed:
             close = difflib.get_close_matches(str(k), allowed, n=1)
@@ -682,7 +699,7 @@ def check_keys(table: Mapping, allowed: tuple[str, ...], required: tuple[str, ..
     ok = True
     for k in required:
         if k not in table:
-            ex = _EXAMPLES.get(k)
+            ex = (_EXAMPLES if examples is None else examples).get(k)
             probs.add(f"{prefix}.{k}" if prefix else k, f"missing{f' (e.g. {ex})' if ex else ''}")
             ok = False
     return ok

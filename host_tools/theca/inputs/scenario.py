@@ -74,6 +74,8 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 FAULT_KINDS = {"motor_stall": "duration", "occlusion": "duration", "power_loss": "duration",
                "battery": "remaining", "pocket_fill": "volume"}
 
+_EXAMPLES = {"start": "start = 2026-01-01T08:00:00Z", "days": "days = 30",
+             "prescription": 'prescription = "rx.toml"'}
 _TOP_KEYS = ("start", "days", "status_period_s", "reservoir_ml", "prescription", "events",
              "faults", "capacity_ml", "stroke_nl", "catheter_ul", "battery_days", "local_offset",
              "override_soft_limit", "description", "serial")
@@ -301,7 +303,13 @@ class _Loader:
         if not isinstance(d, Mapping):
             probs.add(None, "a scenario must be a table (start, days, prescription, ...)")
             return None
-        check_keys(d, _TOP_KEYS, ("start", "days", "prescription"), "", probs)
+        if "prescription" not in d and "drug" in d and "steps" in d:
+            # a prescription given where a scenario is wanted: say so, once
+            probs.add(None, "this is a prescription (drug, steps), not a scenario: a scenario "
+                            "names one with prescription = \"FILE.toml\" and says start and "
+                            "days (see examples/demo.toml)")
+            return None
+        check_keys(d, _TOP_KEYS, ("start", "days", "prescription"), "", probs, _EXAMPLES)
         self.override_soft = self.override_soft or self._override(d)
 
         start = self.call(u.parse_datetime, d["start"], "start") if "start" in d else None
