@@ -74,3 +74,38 @@ def test_a_second_twin_never_takes_over_a_path_in_use(tmp_path):
         assert r.returncode == 2 and "--flash-image" in r.stderr and "in use" in r.stderr
         assert dev.resolve() == target  # the first twin's link is untouched
         assert status_json(home, dev)["serial"] == t.serial
+
+
+def test_a_host_that_stops_reading_never_starves_therapy(tmp_path):
+    # issue 13: at --speed 60 a host that stopped reading (5,000 unread NACKs) left the
+    # pump delivering nothing for 78 device minutes; at speed 1 it was exact
+    from datetime import datetime
+
+    from theca.link.client import Client
+
+    def hours_between(a, b):
+        f = "%Y-%m-%dT%H:%M:%SZ"
+        return (datetime.strptime(b, f) - datetime.strptime(a, f)).total_seconds() / 3600
+
+    home = tmp_path / "home"
+    dev = tmp_path / "pump"
+    rx = tmp_path / "rx.toml"
+    rx.write_text('drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\n'
+                  'start = "00:00"\nrate = "4.8 mg/day"\n')  # 20 uL an hour
+    with LiveTwin(dev, speed=600, env=env_for(home), args=["--flash-image", tmp_path / "f.img"]):
+        assert run_theca(home, "--device", dev, "program", rx, "--yes").returncode == 0
+        s0 = status_json(home, dev)
+        with in_home(home), Client(str(dev)) as c:
+            c.identify("clinician")
+            frame, _, _ = c.sign(0x40, b"", "clinician")
+            t_end = time.monotonic() + 3
+            n = 0
+            while time.monotonic() < t_end:  # the same frame again and again, never read
+                c.link.send(frame)
+                n += 1
+        s1 = status_json(home, dev)
+    assert n > 1000
+    hours = hours_between(s0["device_time"], s1["device_time"])
+    delivered = s1["delivered_ul"] - s0["delivered_ul"]
+    assert hours > 0.3, hours
+    assert abs(delivered - 20 * hours) <= 1.0, (delivered, hours)

@@ -720,6 +720,9 @@ def test_device_given_by_serial_when_several_are_known(twin_a, twin_b, tmp_path)
     with pytest.raises(LinkFailure):
         with in_home(home):
             Client(str(tmp_path / "nothing"), twin_a["serial"])
+    # issue 13: a wrong path with keys of several devices was told about THECA_SERIAL
+    r = run_theca(home, "--device", tmp_path / "nothing", "status")
+    assert r.returncode == 4 and "cannot open" in r.stderr and "THECA_SERIAL" not in r.stderr
 
 
 def test_a_live_twin_survives_clock_changes_and_refuses_what_does_not_fit(tmp_path, rx_file):

@@ -2,7 +2,6 @@
 # stdout, which the host puts on a pseudo-terminal. Only those modes import it.
 import asyncio
 import sys
-import time
 
 
 class StdioLink:
@@ -22,6 +21,7 @@ class StdioLink:
         self.reader = asyncio.StreamReader(self.inp)
         self.nonblocking = nonblocking
         self.dropped = 0  # bytes of replies the host never took (its side was full)
+        self.torn = False  # the last reply was cut short: the next begins with 0x00
         if not nonblocking:
             import select
 
@@ -60,20 +60,28 @@ class StdioLink:
 
     def write(self, mv):
         """Send a reply. On the non-blocking pty a full buffer (a host that stopped
-        reading) must not stall therapy: retry briefly, then drop the rest."""
+        reading) must not stall therapy: what does not fit is dropped at once, never
+        waited for (a wait blocks the whole loop, and at --speed 60 each millisecond is
+        60 of the pump's: a host that stopped reading starved therapy, issue 13). After a
+        torn reply the next one starts with 0x00, so the host loses only the torn one."""
+        if self.torn:
+            try:
+                if not self.out.write(b"\x00"):
+                    self.dropped += len(mv)
+                    return
+            except OSError:
+                self.dropped += len(mv)
+                return
+            self.torn = False
         n = len(mv)
         off = 0
-        tries = 0
         while off < n:
             try:
                 k = self.out.write(mv[off:] if off else mv)
             except OSError:
                 k = None
-            if k:
-                off += k
-                continue
-            tries += 1
-            if tries > 20:
+            if not k:
                 self.dropped += n - off
+                self.torn = off > 0
                 return
-            time.sleep_ms(1)
+            off += k

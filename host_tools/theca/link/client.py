@@ -284,6 +284,10 @@ class Client:
         if not device:
             raise BadInput("no device: give --device DEV or set THECA_DEVICE")
         self.device = device
+        if not os.path.exists(device):
+            # a wrong path first: which keys to use is the next question, not this one
+            raise LinkFailure(f"cannot open {device}: no such device or pseudo-terminal "
+                              "(is the pump connected, the twin started, the path right?)")
         self.serial = K.resolve_serial(device, serial_no or os.environ.get("THECA_SERIAL"))
         self.timeout = timeout if timeout is not None else _env_float("THECA_TIMEOUT", TIMEOUT_S)
         self.retries = retries if retries is not None else int(_env_float("THECA_RETRIES", RETRIES))
