@@ -6,6 +6,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+from test_flash import repl  # noqa: F401  (the fixture: a unix REPL behind a pty)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,7 +22,11 @@ def test_every_subpackage_is_packaged():
             rel = init.parent.relative_to(base)
             found.add(".".join((top, *rel.parts)))
     assert found - listed == set(), f"packages missing from pyproject.toml: {found - listed}"
-    assert listed - found == set(), f"listed but not packages: {listed - found}"
+    device = {p for p in listed if p.split(".")[0] == "theca_device"}  # the device side as data
+    assert listed - found - device == set(), f"listed but not packages: {listed - found - device}"
+    dirs = cfg["package-dir"]
+    for p in device:
+        assert (ROOT / dirs[p]).is_dir(), p
 
 
 def test_the_cli_says_its_version_and_every_command_its_options():
@@ -48,3 +55,52 @@ def test_the_cli_says_its_version_and_every_command_its_options():
         lines = text.split("\n\n")
         assert len(lines) > 1 and lines[1].strip() and not lines[1].lstrip().startswith("positional"), (
             name, "no description")
+
+
+@pytest.mark.slow
+def test_an_installed_theca_works_from_any_folder(tmp_path, repl):  # noqa: F811
+    # issue 13: after `pip install .` (not editable) `theca decode` worked but `theca
+    # simulate` failed ("firmware/druglib.json: cannot read the drug library"). A wheel
+    # is built, installed into a fresh venv, and run from a folder outside the checkout.
+    import os
+    import subprocess
+    import sys
+
+    whl = tmp_path / "whl"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q",
+                        "-w", str(whl), "--disable-pip-version-check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    wheel = next(whl.glob("theca-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                        str(wheel)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    for f in ("demo.toml", "rx_morphine.toml"):
+        (work / f).write_text((ROOT / "examples" / f).read_text())
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MICROPYPATH",
+                                                             "THECA_MICROPYTHON")}
+    env.update(THECA_HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+               PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
+    theca = str(venv / "bin" / "theca")
+
+    def run(*a, timeout=300):
+        return subprocess.run([theca, *map(str, a)], capture_output=True, text=True,
+                              cwd=work, env=env, timeout=timeout)
+
+    r = run("simulate", "demo.toml", "-o", "run.tlog", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run("decode", "run.tlog", "--summary", "--strict")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the installed copy, not the checkout, is what ran
+    r = subprocess.run([str(venv / "bin" / "python"), "-c",
+                        "import theca.paths as p; print(p.FIRMWARE, p.CHECKOUT)"],
+                       capture_output=True, text=True, cwd=work, env=env)
+    assert "site-packages" in r.stdout and "False" in r.stdout, r.stdout
+    assert (tmp_path / "cache" / "theca" / "build").is_dir()  # compiled into the user cache
+    r = run("--device", repl["dev"], "flash", "--board", "unix")
+    assert r.returncode == 0 and "flashed TH" in r.stdout, r.stdout + r.stderr
+    assert "main.py" in {p.name for p in repl["board"].iterdir()}

@@ -291,3 +291,81 @@ def test_a_pulled_log_s_span_is_its_events(tmp_path):
     assert r.returncode == 0, r.stderr
     page = (out / "index.html").read_text()
     assert "2026-01-01" in page.split("period", 1)[1][:200], page.split("period", 1)[1][:200]
+
+
+def test_summary_and_report_agree_with_the_physical_truth(tmp_path):
+    # issue 13: the summary and the report from one accounting, checked day by day against
+    # the twin's physical truth over a power loss, a stall, a suspension, a missed timed
+    # bolus, patient and clinician boluses and a refill: every figure within one stroke
+    import struct
+    from collections import defaultdict
+    from datetime import UTC, datetime
+
+    from theca.inputs.scenario import load_scenario
+    from theca.twin.simulate import simulate
+
+    rx = tmp_path / "rx.toml"
+    rx.write_text(
+        'drug = "morphine"\nconcentration = "10 mg/mL"\n'
+        '[[steps]]\nstart = "00:00"\nrate = "2 mg/day"\n'
+        '[[steps]]\nstart = "08:00"\nrate = "3 mg/day"\n'
+        '[[timed_boluses]]\nstart = "12:00"\ndose = "0.2 mg"\nduration = "30 min"\n'
+        '[patient_bolus]\ndose = "0.1 mg"\nduration = "10 min"\nlockout = "2 h"\n'
+        'max_per_day = 4\n')
+    sc_path = tmp_path / "s.toml"
+    sc_path.write_text(
+        'start = 2026-01-01T00:00:00Z\ndays = 4\nstatus_period_s = 600\nprescription = "rx.toml"\n'
+        # a bolus inside the first status interval, which began before programming
+        '[[events]]\nat = 2026-01-01T00:02:00Z\naction = "patient_bolus"\n'
+        '[[events]]\nat = 2026-01-01T09:00:00Z\naction = "patient_bolus"\n'
+        '[[events]]\nat = 2026-01-01T15:00:00Z\naction = "clinician_bolus"\ndose = "0.3 mg"\n'
+        'duration = "20 min"\n'
+        '[[events]]\nat = 2026-01-02T14:00:00Z\naction = "suspend"\n'
+        '[[events]]\nat = 2026-01-02T15:00:00Z\naction = "resume"\n'
+        '[[events]]\nat = 2026-01-03T10:00:00Z\naction = "refill"\nvolume = "18 mL"\n'
+        'concentration = "10 mg/mL"\n'
+        '[[faults]]\nat = 2026-01-02T02:00:00Z\nkind = "power_loss"\nduration = "3 h"\n'
+        '[[faults]]\nat = 2026-01-03T11:30:00Z\nkind = "motor_stall"\nduration = "1 h"\n')
+    sc = load_scenario(sc_path)
+    out = tmp_path / "r.tlog"
+    stream = tmp_path / "truth.bin"
+    res = simulate(sc, out, extra={"truth_stream": str(stream)})
+    assert res["returncode"] == 0, res["stderr"][-2000:]
+    data = stream.read_bytes()
+    truth_ul: dict[str, float] = defaultdict(float)
+    for off in range(0, len(data) - len(data) % 16, 16):
+        t, nl, _tip = struct.unpack_from("<IIq", data, off)
+        day = datetime.fromtimestamp(t + 1_577_836_800, UTC).strftime("%Y-%m-%d")
+        truth_ul[day] += nl / 1000
+    stroke_ul = 0.25 + 1e-9  # (float sums)
+    summ = {d.date: d for d in summarize(out).days}
+    rep = {r.date: r for r in report.daily(read_log(out))}
+    for day, ul in sorted(truth_ul.items()):
+        s, r = summ[day], rep[day]
+        assert abs(s.delivered_ul - ul) <= stroke_ul, (day, "summary", s.delivered_ul, ul)
+        assert abs(r.delivered_ul - ul) <= stroke_ul, (day, "report", r.delivered_ul, ul)
+        mg = ul * 10 / 1000  # one concentration throughout
+        assert abs(s.drug_mg - mg) <= stroke_ul * 10 / 1000, (day, "summary mg", s.drug_mg, mg)
+        assert abs(r.delivered_mg - mg) <= stroke_ul * 10 / 1000, (day, "report mg", r.delivered_mg, mg)
+
+
+def test_the_report_lists_a_power_loss_as_not_running(tmp_path):
+    # issue 13: "pump not running" listed the stall but not 6 h without power
+    from theca.inputs.scenario import load_scenario
+    from theca.twin.simulate import simulate
+
+    (tmp_path / "rx.toml").write_text((ROOT / "examples" / "rx_morphine.toml").read_text())
+    sc_path = tmp_path / "s.toml"
+    sc_path.write_text(
+        'start = 2026-01-01T00:00:00Z\ndays = 2\nstatus_period_s = 600\nprescription = "rx.toml"\n'
+        '[[faults]]\nat = 2026-01-01T06:00:00Z\nkind = "power_loss"\nduration = "6 h"\n'
+        '[[faults]]\nat = 2026-01-01T20:00:00Z\nkind = "motor_stall"\nduration = "1 h"\n')
+    out = tmp_path / "r.tlog"
+    res = simulate(load_scenario(sc_path), out)
+    assert res["returncode"] == 0, res["stderr"][-2000:]
+    modes = report.mode_spans(read_log(out))
+    kinds = [m for _, _, m in modes]
+    assert "no power" in kinds and "halted" in kinds, modes
+    a, b, _ = next(x for x in modes if x[2] == "no power")
+    # from the last stroke the pump recorded before the cut (one stroke interval, 144 s here)
+    assert 6 * 3600 <= b - a < 6 * 3600 + 600, (a, b)

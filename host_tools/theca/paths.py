@@ -8,8 +8,29 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE = ROOT / "firmware"
-BOARDS = ROOT / "boards"
+
+
+def _device_side() -> tuple[Path, Path, bool]:
+    # (firmware, boards, from a checkout): a checkout's own folders, else the copies an
+    # installed `theca` carries as package data (theca_device)
+    if (ROOT / "firmware" / "main.py").exists() and (ROOT / "boards").is_dir():
+        return ROOT / "firmware", ROOT / "boards", True
+    import theca_device
+
+    base = Path(theca_device.__file__).resolve().parent
+    return base / "firmware", base / "boards", False
+
+
+FIRMWARE, BOARDS, CHECKOUT = _device_side()
+
+
+def build_dir() -> Path:
+    """Where compiled firmware goes: the checkout's build/, or an installed `theca`'s
+    user cache ($XDG_CACHE_HOME/theca, ~/.cache/theca): never inside site-packages."""
+    if CHECKOUT:
+        return ROOT / "build"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "theca" / "build"
 
 
 def micropython() -> str:

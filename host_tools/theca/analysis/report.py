@@ -246,7 +246,12 @@ def _delivered(s: _Series, days: _Days) -> None:
     # per interval between consecutive samples, on the day of the earlier one
     dv = np.diff(s.delivered_nl) / 1000.0  # uL
     dv = np.where(dv < 0, 0.0, dv)  # therapy restarted: the counter began again
-    for d, v, c in zip(s.dates[:-1].tolist(), dv.tolist(), s.conc[:-1].tolist(), strict=True):
+    # at the concentration delivered: the earlier frame's, or, when that frame came
+    # before the pump knew its drug (0: the boot's, before programming), the later one's
+    # (issue 13: the first interval was counted as no drug, a 1 mg bolus as 0)
+    before, after = s.conc[:-1], s.conc[1:]
+    conc = np.where(before > 0, before, after)
+    for d, v, c in zip(s.dates[:-1].tolist(), dv.tolist(), conc.tolist(), strict=True):
         r = days[d]
         r.delivered_ul += v
         r.delivered_mg += _mg(v, c)
@@ -395,6 +400,19 @@ def mode_spans(log: LogData) -> list[tuple[int, int, str]]:
                 end = first_event(int(t[b - 1]) - 1, end, _STARTS) or end
             if end > start:  # a mode seen for no time at all (e.g. before programming)
                 out.append((start, end, N.MODES.get(int(m[a]), f"mode_{m[a]}")))
+    out += _power_off(log)
+    return sorted(out)
+
+
+def _power_off(log: LogData) -> list[tuple[int, int, str]]:
+    # A power loss sends no status frames at all: its span is the delivery_gap the pump
+    # logs as it boots again (gap_s back from the boot). Issue 13: the report listed a
+    # stall but not 6 h without power.
+    out = []
+    boots = {e["time"] for e in log.events if e["event"] == "boot"}
+    for e in log.events:
+        if e["event"] == "delivery_gap" and e.get("gap_s") and e["time"] in boots:
+            out.append((int(e["time"]) - int(e["gap_s"]), int(e["time"]), "no power"))
     return out
 
 
@@ -562,6 +580,7 @@ def plot_daily(rep: Report, path: Path) -> None:
 
 
 _MODE_COLORS = {"halted": "tab:red", "suspended": "tab:orange", "stopped": "tab:gray",
+                "no power": "tab:purple",
                 "safe": "black"}
 
 

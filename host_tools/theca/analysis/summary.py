@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from theca_protocol import names as N
+
 from theca.log.records import records
+
+_FLAG_BRIDGE = N.mask_of(N.STATUS_FLAGS, "bridge")
 
 
 @dataclass
@@ -85,6 +89,10 @@ def summarize(path: str | Path) -> Summary:
         elif kind == "status":
             d = o["delivered_ul"]
             conc = o.get("conc_ng_ml") or 0
+            if o.get("flags", 0) & _FLAG_BRIDGE and prev is not None:
+                # the catheter still delivers what the reservoir held before the refill
+                # (the report's effective_conc: one accounting for both)
+                conc = prev[1] or conc
             if prev is not None:
                 # what was delivered since the previous status belongs to that one's day,
                 # at the concentration then in force: the previous frame's, or, when that

@@ -57,7 +57,7 @@ def prepared(board: str) -> dict[Path, str]:
 def compile_firmware(board: str = "unix", out: Path | None = None) -> Path:
     """Compile into `out` (default build/mpy/BOARD); only changed files are rebuilt.
     Returns the directory holding the .mpy files."""
-    out = out or paths.ROOT / "build" / "mpy" / board
+    out = out or paths.build_dir() / "mpy" / board
     out.mkdir(parents=True, exist_ok=True)
     arch = ARCH[board]
     with tempfile.TemporaryDirectory() as tmp:

@@ -144,19 +144,14 @@ def write_device_library(folder: Path, lib: DrugLibrary | None = None) -> Path:
 
 
 def default_path() -> Path:
-    """`$THECA_DRUGLIB` if set, else the repository's firmware/druglib.json.
-
-    Falls back to a druglib.json installed next to this module when the
-    package is used outside its repository.
-    """
+    """`$THECA_DRUGLIB` if set, else the firmware's druglib.json: the checkout's, or the
+    copy an installed `theca` carries (theca.paths)."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[3] / "firmware" / "druglib.json"
-    if repo.exists():
-        return repo
-    packaged = Path(__file__).resolve().parent / "druglib.json"
-    return packaged if packaged.exists() else repo
+    from theca import paths
+
+    return paths.FIRMWARE / "druglib.json"
 
 
 def _keys_ok(entry: dict, f: str, errs: list[str]) -> bool:
