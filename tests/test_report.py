@@ -369,3 +369,30 @@ def test_the_report_lists_a_power_loss_as_not_running(tmp_path):
     a, b, _ = next(x for x in modes if x[2] == "no power")
     # from the last stroke the pump recorded before the cut (one stroke interval, 144 s here)
     assert 6 * 3600 <= b - a < 6 * 3600 + 600, (a, b)
+
+
+def test_a_timed_bolus_lost_to_a_power_loss_is_prescribed_and_missed(tmp_path):
+    # issue 13: a timed bolus that never happened (the power was off) was not counted as
+    # prescribed; a bolus in the first status interval was shown as "on demand 0.0000"
+    from theca.inputs.scenario import load_scenario
+    from theca.twin.simulate import simulate
+
+    (tmp_path / "rx.toml").write_text(
+        'drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\n'
+        'rate = "2 mg/day"\n[[timed_boluses]]\nstart = "12:00"\ndose = "0.2 mg"\n'
+        'duration = "30 min"\n[patient_bolus]\ndose = "0.5 mg"\nduration = "10 min"\n'
+        'lockout = "6 h"\nmax_per_day = 2\n')
+    sc_path = tmp_path / "s.toml"
+    sc_path.write_text(
+        'start = 2026-01-01T00:00:00Z\ndays = 3\nstatus_period_s = 3600\nprescription = "rx.toml"\n'
+        '[[events]]\nat = 2026-01-01T00:05:00Z\naction = "patient_bolus"\n'
+        '[[faults]]\nat = 2026-01-02T11:00:00Z\nkind = "power_loss"\nduration = "3 h"\n')
+    out = tmp_path / "r.tlog"
+    res = simulate(load_scenario(sc_path), out)
+    assert res["returncode"] == 0, res["stderr"][-2000:]
+    days = {r.date: r for r in report.daily(read_log(out))}
+    d1, d2, d3 = days["2026-01-01"], days["2026-01-02"], days["2026-01-03"]
+    assert d1.timed_given == 1 and abs(d1.timed_mg - 0.2) < 1e-6
+    assert d2.timed_given == 0 and d2.timed_missed == 1 and abs(d2.timed_mg - 0.2) < 1e-6, d2
+    assert d3.timed_given == 1
+    assert abs(d1.on_demand_mg - 0.5) < 0.003, d1  # the 0.5 mg bolus, at the drug's concentration

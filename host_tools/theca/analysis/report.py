@@ -287,13 +287,39 @@ def _prescribed_basal(log: LogData, s: _Series, days: _Days) -> None:
             a = seg_end
 
 
+def _conc_at(s: _Series, t: int) -> float:
+    # the concentration delivered at t: the last frame's before it, or the next one's
+    # when that frame came before the pump knew its drug (0)
+    k = max(min(int(np.searchsorted(s.t, t, side="right")) - 1, s.n - 1), 0)
+    c = float(s.conc[k])
+    return c if c > 0 or k + 1 >= s.n else float(s.conc[k + 1])
+
+
+def _timed_during_power_off(log: LogData, s: _Series, days: _Days) -> None:
+    # A timed bolus due while the power was off never starts and is never denied: the
+    # pump cannot say so. The schedule is learned from the timed boluses the log shows
+    # (their time of day and dose), and each one due in a power-off span counts as
+    # prescribed and missed (issue 13: -36.6 % shown, about -42.8 % true).
+    slots = {(int(e["time"]) % DAY, float(e.get("dose_ul", 0.0))) for e in log.events
+             if e["event"] in ("bolus_started", "bolus_denied") and e.get("bolus") == "timed"}
+    for a, b, _ in _power_off(log):
+        for tod, dose in slots:
+            t = a - a % DAY + tod
+            while t < b:
+                if t >= a:
+                    r = days[_date(t)]
+                    r.timed_missed += 1
+                    r.timed_mg += _mg(dose, _conc_at(s, t))
+                t += DAY
+
+
 def _boluses(log: LogData, s: _Series, days: _Days) -> None:
+    _timed_during_power_off(log, s, days)
     for e in log.events:
         ev = e["event"]
         if ev not in ("bolus_started", "bolus_completed", "bolus_denied"):
             continue
-        k = min(int(np.searchsorted(s.t, e["time"], side="right")) - 1, s.n - 1)
-        c = s.conc[max(k, 0)]
+        c = _conc_at(s, e["time"])
         r = days[_date(e["time"])]
         kind = e.get("bolus")
         if ev == "bolus_started":

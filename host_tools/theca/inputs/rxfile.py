@@ -501,18 +501,25 @@ class _Rules:
                                 f"{_OVERRIDE_HINT}")
 
     @staticmethod
-    def _culprit(rx: Prescription) -> str:
+    def _culprit(rx: Prescription, hour: bool = False) -> str:
         # The field to name for a worst case over a limit: the biggest of its parts (the
-        # fastest basal step, the largest timed bolus, the patient boluses), so that the
-        # message points at a line the clinician can change (issue 13: it named none).
-        parts = {"basal": rx.basal_ng(), "timed": rx.timed_ng(),
-                 "patient": rx.pb.max_per_day * rx.pb.dose_ng if rx.pb else 0}
+        # fastest basal step, the largest timed bolus, the patient boluses; over a day, or
+        # over the worst hour), so that the message points at a line the clinician can
+        # change (issue 13: it named none).
+        if hour:
+            per_h = -(-3600 // max(rx.pb.lockout_s, 1)) if rx.pb else 0
+            parts = {"basal": max(st.rate_ng_day for st in rx.steps) // 24,
+                     "timed": max((t.dose_ng for t in rx.timed), default=0),
+                     "patient": min(per_h, rx.pb.max_per_day) * rx.pb.dose_ng if rx.pb else 0}
+        else:
+            parts = {"basal": rx.basal_ng(), "timed": rx.timed_ng(),
+                     "patient": rx.pb.max_per_day * rx.pb.dose_ng if rx.pb else 0}
         top = max(parts, key=lambda k: parts[k])
         if top == "timed" and rx.timed:
             i = max(range(len(rx.timed)), key=lambda j: rx.timed[j].dose_ng)
             return f"timed_boluses[{i + 1}].dose"
         if top == "patient" and rx.pb:
-            return "patient_bolus.max_per_day"
+            return "patient_bolus.dose" if hour else "patient_bolus.max_per_day"
         i = max(range(len(rx.steps)), key=lambda j: rx.steps[j].rate_ng_day)
         return f"steps[{i + 1}].rate"
 
@@ -520,7 +527,7 @@ class _Rules:
         drug, unit, probs = rx_drug(self.drug), self.unit, self.probs
         hour = rx.worst_hour_ng()
         if hour > drug.max_ng_hour:
-            probs.add(self._culprit(rx), f"worst-case 1 h dose {u.fmt_amount(hour, unit)} exceeds {drug.name} "
+            probs.add(self._culprit(rx, hour=True), f"worst-case 1 h dose {u.fmt_amount(hour, unit)} exceeds {drug.name} "
                             f"hard limit max_per_hour {u.fmt_amount(drug.max_ng_hour, unit)} (the "
                             "fastest basal step for an hour, the timed boluses one hour can meet "
                             "and the patient boluses its lockout allows)")
