@@ -146,6 +146,9 @@ STATE_HDR_SIZE = const(8)
 SNAP_FMT = "<IBiiIBBiIIIIIHIIHIIIIBBIBBIIIBBIiHHIIIIB"
 SNAP_SIZE = const(122)
 SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'held_first', 'held_n', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len', 'suspend_alarm_t', 'catheter_nl', 'unprimed_nl', 'fill_t', 'fill_first')
+# a bolus running at the snapshot (after the held events)
+SNAP_BOLUS_FMT = "<BIII"
+SNAP_BOLUS_SIZE = const(13)
 # twin link input record; the frame follows
 LINK_IN_FMT = "<IHB"
 LINK_IN_SIZE = const(7)

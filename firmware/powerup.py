@@ -30,10 +30,19 @@ def start(p, now, boot_cause):
         p.alarms.raise_(RX_INVALID, now, p.reservoir_nl)
         if p.mode == md.MODE_RUNNING:
             p.set_mode(now, md.MODE_HALTED)
-    if gap > 0:
+    missed = 0
+    for kind, done, rest in p.cut_boluses:
+        # a bolus the cut ended: its end, with what it delivered; its rest is missed (one
+        # whose schedule had run out ended before the cut: its own record says so)
+        if rest > 0:
+            p.log(now, md.EV_BOLUS_COMPLETED, 0, done, kind, 0)
+            missed += rest
+    p.cut_boluses = None
+    if gap > 0 or missed:
         # what the schedule would have delivered while the power was off (a running pump)
         e = p.engine
-        missed = e.plan_units(now - gap, now) // DAY if p.mode == md.MODE_RUNNING and e.loaded else 0
+        if gap > 0 and p.mode == md.MODE_RUNNING and e.loaded:
+            missed += e.plan_units(now - gap, now) // DAY
         p.log(now, md.EV_DELIVERY_GAP, 0, gap, missed, 0)
     # what the boot's status says is read now, not at the first tick: the battery (0
     # would read as end of service) and the low-reservoir projection

@@ -123,6 +123,7 @@ class Pump:
         self.suspend_alarm_t = 0  # suspended: when suspended_too_long is raised (0: never)
         self.halt_t = 0  # halted by an alarm since (0: not halted)
         self.halt_lost = 0  # nL missed at the halt's start (owed, boluses cut short)
+        self.cut_boluses = []  # (kind, delivered, rest) of boluses a power cut ended
         self.low_eta = 0
         # refill by this monotonic time (0: none); True if the fill's stability says so
         self.refill_due = 0

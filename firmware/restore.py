@@ -87,6 +87,12 @@ def _take_up(p, blob, jrec, now):
     p.reservoir_nl = res
     p.delivered_ul = dul
     p.delivered_nl = dnl
+    # boluses the cut ended: what each delivered by the last stroke recorded, and the rest
+    # (missed: it is not given after the restart); powerup.py logs them
+    for kind, dose, start, rate in v["boluses"]:
+        done = rate * (t_last - start) // 86400 if t_last > start else 0
+        done = done if done < dose else dose
+        p.cut_boluses.append((kind, done, dose - done))
     if v["rx_len"]:
         try:
             p.rx = rxmod.parse(v["rx"])

@@ -4,7 +4,14 @@
 # gate's start times, the rolling 24 h buckets and the Rx blob follow it.
 import struct
 
-from msgdefs import SNAP_FIELDS, SNAP_FMT, SNAP_SIZE
+from msgdefs import (
+    EVENT_SIZE,
+    SNAP_BOLUS_FMT,
+    SNAP_BOLUS_SIZE,
+    SNAP_FIELDS,
+    SNAP_FMT,
+    SNAP_SIZE,
+)
 
 _NONE_ID = 0xFFFFFFFF  # no command executed yet
 
@@ -33,7 +40,20 @@ def pack(p, now):
     v["held_first"], v["held_n"] = first, n
     held = b"".join(bytes(ev.record(first + i)) for i in range(n))
     head = struct.pack(SNAP_FMT, *[v[k] for k in SNAP_FIELDS])
-    return head + bytes(g.starts) + bytes(r.b) + rx + brx + held
+    return head + bytes(g.starts) + bytes(r.b) + rx + brx + held + _boluses(p.engine)
+
+
+def _boluses(e):
+    # the boluses running: a cut mid-bolus is then recorded at the restart (restore.py)
+    out = [b""]
+    n = 0
+    for k in range(len(e.b_on)):
+        if e.b_on[k]:
+            out.append(struct.pack(SNAP_BOLUS_FMT, e.b_kind[k], e.b_dose[k], e.b_start[k],
+                                   e.b_rate[k]))
+            n += 1
+    out[0] = bytes((n,))
+    return b"".join(out)
 
 
 def unpack(blob, gate_bytes, rolling_bytes):
@@ -49,7 +69,16 @@ def unpack(blob, gate_bytes, rolling_bytes):
     off += v["rx_len"]
     v["bridge_rx"] = blob[off : off + v["bridge_rx_len"]]
     off += v["bridge_rx_len"]
-    v["held"] = blob[off:]
+    hn = v["held_n"] * EVENT_SIZE
+    v["held"] = blob[off : off + hn]
+    off += hn
+    b = []
+    n = blob[off] if off < len(blob) else 0  # (none in a snapshot of older firmware)
+    off += 1
+    for _ in range(n):
+        b.append(struct.unpack_from(SNAP_BOLUS_FMT, blob, off))
+        off += SNAP_BOLUS_SIZE
+    v["boluses"] = b
     return v
 
 

@@ -51,6 +51,7 @@ _OTHER_LAYOUTS = [
     ("JOURNAL", S.JournalRecord, "journal.bin record"),
     ("STATE_HDR", S.StateHeader, "state.bin header; the snapshot follows"),
     ("SNAP", S.SnapshotHead, "snapshot head; gate times, rolling buckets, Rx blob follow"),
+    ("SNAP_BOLUS", S.SnapBolus, "a bolus running at the snapshot (after the held events)"),
     ("LINK_IN", S.LinkInRecord, "twin link input record; the frame follows"),
     ("TRUTH", S.TruthRecord, "twin truth stream record"),
 ]

@@ -350,3 +350,29 @@ def test_a_delivery_gap_says_what_was_missed(tmp_path):
     # period rounds it up), 20 uL an hour over it
     assert 2 * 3600 <= stall["gap_s"] <= 2 * 3600 + 1800, stall
     assert abs(stall["undelivered_ul"] - stall["gap_s"] / 3600 * 20) <= 1, stall
+
+
+def test_a_power_cut_mid_bolus_is_recorded(tmp_path):
+    # issue 13: after a cut mid-bolus no bolus ran and the log held only boot and
+    # time_changed: the bolus's end, what it delivered and what it missed were lost
+    rx = ('drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\n'
+          'rate = "2.4 mg/day"\n')  # 240 uL/day: 10 uL an hour
+    sc = _scenario(tmp_path, 'start = 2026-01-01T00:00:00Z\ndays = 1\nstatus_period_s = 600\n'
+                   'prescription = "rx.toml"\n'
+                   '[[events]]\nat = 2026-01-01T10:00:00Z\naction = "clinician_bolus"\n'
+                   'dose = "0.3 mg"\nduration = "60 min"\n'  # 30 uL over the hour
+                   '[[faults]]\nat = 2026-01-01T10:20:00Z\nkind = "power_loss"\nduration = "1 h"\n',
+                   rx)
+    out = tmp_path / "r.tlog"
+    r = theca("simulate", sc, "-o", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    ev = [o for o in jsonl(out) if o["kind"] == "event"]
+    done = [e for e in ev if e["event"] == "bolus_completed" and e["bolus"] == "clinician"]
+    assert len(done) == 1, done
+    assert abs(done[0]["volume_ul"] - 10) <= 0.5, done  # 20 of its 60 minutes
+    gap = next(e for e in ev if e["event"] == "delivery_gap")
+    # the bolus's other 20 uL and an hour of basal (10 uL)
+    assert abs(gap["undelivered_ul"] - (20 + 10 * gap["gap_s"] / 3600)) <= 0.75, gap
+    # and no bolus after the restart
+    boot = max(i for i, e in enumerate(ev) if e["event"] == "boot")
+    assert not [e for e in ev[boot:] if e["event"] == "bolus_started"]

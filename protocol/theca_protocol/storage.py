@@ -98,6 +98,16 @@ SnapshotHead = Struct(
     "fill_first" / u8 * "1: that fill is the reservoir's first of its drug",
 )
 
+#: A bolus running when the snapshot was taken (after the held events: a count u8, then
+#: these): a power cut mid-bolus is recorded at the restart as the bolus's end with what it
+#: delivered, and its rest counted as missed.
+SnapBolus = Struct(
+    "kind" / u8 * "BOLUS_KINDS",
+    "dose_nl" / u32 * "the bolus's dose",
+    "start" / u32 * "monotonic time it started",
+    "rate" / u32 * "its rate, 1/86400 nL per s",
+)
+
 #: The twin's scheduled link input (simulate): this head, then the frame.
 LinkInRecord = Struct(
     "t" / u32 * "true time the frame arrives",
@@ -135,5 +145,6 @@ STORAGE_STRUCTS = {
     "StateHeader": StateHeader,
     "SnapshotHead": SnapshotHead,
     "LinkInRecord": LinkInRecord,
+    "SnapBolus": SnapBolus,
     "TruthRecord": TruthRecord,
 }
