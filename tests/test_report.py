@@ -396,3 +396,25 @@ def test_a_timed_bolus_lost_to_a_power_loss_is_prescribed_and_missed(tmp_path):
     assert d2.timed_given == 0 and d2.timed_missed == 1 and abs(d2.timed_mg - 0.2) < 1e-6, d2
     assert d3.timed_given == 1
     assert abs(d1.on_demand_mg - 0.5) < 0.003, d1  # the 0.5 mg bolus, at the drug's concentration
+
+
+def test_a_mcg_drug_is_reported_in_mcg(tmp_path):
+    # issue 13: ziconotide was shown as "0.002 mg" per day and "0.025 mg/mL"
+    from theca.inputs.scenario import load_scenario
+    from theca.twin.simulate import simulate
+
+    (tmp_path / "rx.toml").write_text(
+        'drug = "ziconotide"\nconcentration = "25 mcg/mL"\n[[steps]]\nstart = "00:00"\n'
+        'rate = "2.4 mcg/day"\n')
+    sc_path = tmp_path / "s.toml"
+    sc_path.write_text('start = 2026-01-01T00:00:00Z\ndays = 2\nstatus_period_s = 600\n'
+                       'prescription = "rx.toml"\n')
+    out = tmp_path / "r.tlog"
+    assert simulate(load_scenario(sc_path), out)["returncode"] == 0
+    d = tmp_path / "rep"
+    r = subprocess.run([sys.executable, "-m", "theca.cli", "report", str(out), "-o", str(d)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    page = (d / "index.html").read_text()
+    assert "ziconotide 25 mcg/mL" in page and "delivered (mcg)" in page, page[:3000]
+    assert "0.025 mg/mL" not in page

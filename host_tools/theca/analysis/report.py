@@ -468,6 +468,18 @@ def notable_events(log: LogData) -> list[dict]:
 class Report:
     """Everything the page shows."""
 
+    @property
+    def unit(self) -> str:
+        """The unit the drug is dosed in (mcg for ziconotide, baclofen...; else mg)."""
+        from theca.inputs.druglib import dose_unit, load_druglib
+
+        return dose_unit(load_druglib().find(self.drug) if self.drug else None)
+
+    @property
+    def per_mg(self) -> int:
+        """How many of `unit` make a mg (1 or 1000): the figures are kept in mg."""
+        return 1000 if self.unit == "mcg" else 1
+
     log: LogData
     days: list[DayRow]
     spans: list[AlarmSpan]
@@ -574,9 +586,10 @@ def plot_daily(rep: Report, path: Path) -> None:
     plt = _plt()
     days = drug_days(rep.days)
     x = np.arange(len(days))
-    sched = np.array([d.scheduled_mg for d in days])
-    ond = np.array([d.on_demand_mg for d in days])
-    pres = np.array([d.prescribed_mg for d in days])
+    k = rep.per_mg
+    sched = np.array([d.scheduled_mg for d in days]) * k
+    ond = np.array([d.on_demand_mg for d in days]) * k
+    pres = np.array([d.prescribed_mg for d in days]) * k
     fig, ax = plt.subplots(figsize=(10, 4.2))
     ax.bar(x, sched, color="tab:blue", width=0.75, label="delivered on schedule (basal + timed)")
     ax.bar(x, ond, bottom=sched, color="tab:orange", width=0.75,
@@ -591,9 +604,9 @@ def plot_daily(rep: Report, path: Path) -> None:
     ax.set_xticks(x[::step])
     ax.set_xticklabels([d.date[5:] for d in days][::step], rotation=0, fontsize=8)
     ax.set_xlabel("day (UTC)")
-    unit = "mg"
+    unit = rep.unit
     if rep.drug:
-        unit = f"mg of {rep.drug}"
+        unit = f"{rep.unit} of {rep.drug}"
     ax.set_ylabel(unit)
     top = float(max((sched + ond).max(initial=0), pres.max(initial=0)))
     ax.set_ylim(0, top * 1.25 + 1e-6)
@@ -769,7 +782,7 @@ def _head(rep: Report, took: float | None) -> list[str]:
     ts += [e["time"] for e in log.events]
     first = iso(min(ts)) if ts else "-"
     last = iso(max(ts)) if ts else "-"
-    conc = f"{rep.conc_ng_ml / 1e6:g} mg/mL" if rep.conc_ng_ml else "-"
+    conc = f"{rep.conc_ng_ml / 1e6 * rep.per_mg:g} {rep.unit}/mL" if rep.conc_ng_ml else "-"
     integrity = ("<span class='ok'>clean</span>" if summ["clean"] else
                  "<span class='bad'>" + _e("; ".join(summ["problems"])) + "</span>")
     meta = [
@@ -850,26 +863,31 @@ def _daily_section(rep: Report, pictures: dict[str, str]) -> list[str]:
         "share. Days are UTC days; a row with fewer than 24 hours covers part of a day.</p>")
     rows: list[list] = []
     warn: list[bool] = []
+    k, u = rep.per_mg, rep.unit  # in the unit the drug is dosed in
+
+    def q(mg: float) -> str:
+        return f"{mg * k:.4f}"
+
     for d in drug_days(rep.days):
         err = d.error_pct
-        rows.append([d.date, f"{d.hours:.1f}", f"{d.delivered_ul:.2f}", f"{d.delivered_mg:.4f}",
-                     f"{d.on_demand_mg:.4f}", f"{d.scheduled_mg:.4f}", f"{d.basal_mg:.4f}",
-                     f"{d.timed_mg:.4f}", f"{d.prescribed_mg:.4f}",
+        rows.append([d.date, f"{d.hours:.1f}", f"{d.delivered_ul:.2f}", q(d.delivered_mg),
+                     q(d.on_demand_mg), q(d.scheduled_mg), q(d.basal_mg),
+                     q(d.timed_mg), q(d.prescribed_mg),
                      f"{err:+.2f}" if err is not None else "-",
                      f"{d.timed_given}" + (f" (+{d.timed_missed} missed)" if d.timed_missed else ""),
                      d.patient_given, d.patient_denied, d.clinician_given])
         warn.append(err is not None and abs(err) > 1.0)
     tot = _totals(rep.days)
-    rows.append(["total", f"{tot.hours:.1f}", f"{tot.delivered_ul:.2f}", f"{tot.delivered_mg:.4f}",
-                 f"{tot.on_demand_mg:.4f}", f"{tot.scheduled_mg:.4f}", f"{tot.basal_mg:.4f}",
-                 f"{tot.timed_mg:.4f}", f"{tot.prescribed_mg:.4f}",
+    rows.append(["total", f"{tot.hours:.1f}", f"{tot.delivered_ul:.2f}", q(tot.delivered_mg),
+                 q(tot.on_demand_mg), q(tot.scheduled_mg), q(tot.basal_mg),
+                 q(tot.timed_mg), q(tot.prescribed_mg),
                  f"{tot.error_pct:+.2f}" if tot.error_pct is not None else "-",
                  tot.timed_given, tot.patient_given, tot.patient_denied, tot.clinician_given])
     warn.append(False)
     parts.append(_table(
-        ["day (UTC)", "hours", "delivered (uL)", "delivered (mg)", "on demand (mg)",
-         "on schedule (mg)", "prescribed basal (mg)", "prescribed timed (mg)",
-         "prescribed (mg)", "error (%)", "timed boluses", "patient boluses", "denied",
+        ["day (UTC)", "hours", "delivered (uL)", f"delivered ({u})", f"on demand ({u})",
+         f"on schedule ({u})", f"prescribed basal ({u})", f"prescribed timed ({u})",
+         f"prescribed ({u})", "error (%)", "timed boluses", "patient boluses", "denied",
          "clinician boluses"], rows, set(range(1, 14)), warn))
 
     return parts
