@@ -320,11 +320,12 @@ def test_summary_and_report_agree_with_the_physical_truth(tmp_path):
         '[[events]]\nat = 2026-01-01T09:00:00Z\naction = "patient_bolus"\n'
         '[[events]]\nat = 2026-01-01T15:00:00Z\naction = "clinician_bolus"\ndose = "0.3 mg"\n'
         'duration = "20 min"\n'
-        '[[events]]\nat = 2026-01-02T14:00:00Z\naction = "suspend"\n'
-        '[[events]]\nat = 2026-01-02T15:00:00Z\naction = "resume"\n'
+        '[[events]]\nat = 2026-01-02T16:00:00Z\naction = "suspend"\n'
+        '[[events]]\nat = 2026-01-02T17:00:00Z\naction = "resume"\n'
         '[[events]]\nat = 2026-01-03T10:00:00Z\naction = "refill"\nvolume = "18 mL"\n'
         'concentration = "10 mg/mL"\n'
-        '[[faults]]\nat = 2026-01-02T02:00:00Z\nkind = "power_loss"\nduration = "3 h"\n'
+        # the power is off over day 2's timed bolus (12:00): it is missed
+        '[[faults]]\nat = 2026-01-02T11:00:00Z\nkind = "power_loss"\nduration = "3 h"\n'
         '[[faults]]\nat = 2026-01-03T11:30:00Z\nkind = "motor_stall"\nduration = "1 h"\n')
     sc = load_scenario(sc_path)
     out = tmp_path / "r.tlog"
@@ -347,6 +348,7 @@ def test_summary_and_report_agree_with_the_physical_truth(tmp_path):
         mg = ul * 10 / 1000  # one concentration throughout
         assert abs(s.drug_mg - mg) <= stroke_ul * 10 / 1000, (day, "summary mg", s.drug_mg, mg)
         assert abs(r.delivered_mg - mg) <= stroke_ul * 10 / 1000, (day, "report mg", r.delivered_mg, mg)
+    assert rep["2026-01-02"].timed_missed == 1 and rep["2026-01-02"].timed_given == 0
 
 
 def test_the_report_lists_a_power_loss_as_not_running(tmp_path):
