@@ -80,6 +80,19 @@ def effective_conc(st: dict) -> np.ndarray:
     return np.where(bridge, conc[before], conc)
 
 
+def effective_drug(st: dict) -> np.ndarray:
+    """The drug (library id) the patient receives at each status frame: the reservoir's,
+    or during a bridge the one before the refill that started it (as effective_conc)."""
+    drug = st["drug"].astype(np.int64)
+    bridge = (st["flags"] & _FLAG_BRIDGE) != 0
+    if not bridge.any():
+        return drug
+    idx = np.arange(len(drug))
+    start = bridge & ~np.concatenate(([False], bridge[:-1]))
+    run_start = np.maximum.accumulate(np.where(start, idx, 0))
+    return np.where(bridge, drug[np.maximum(run_start - 1, 0)], drug)
+
+
 @dataclass
 class DayRow:
     """One UTC day: what was delivered and what the prescription asked for."""
@@ -88,6 +101,7 @@ class DayRow:
     hours: float = 0.0  # of the day covered by status frames
     delivered_ul: float = 0.0
     delivered_mg: float = 0.0
+    per_drug_mg: dict = field(default_factory=dict)  # drug id -> mg delivered
     on_demand_ul: float = 0.0  # patient and clinician boluses completed
     on_demand_mg: float = 0.0
     basal_mg: float = 0.0  # prescribed basal
@@ -209,6 +223,7 @@ class _Series(NamedTuple):
     conc: np.ndarray
     basal: np.ndarray
     dates: np.ndarray
+    drug: np.ndarray  # drug id delivered (the catheter's old one during a bridge)
 
     @property
     def n(self) -> int:
@@ -229,6 +244,7 @@ def _series(log: LogData) -> _Series:
     dl = st["delivered_total_nl"][order].astype(np.int64)
     c_o = conc[order]
     b_o = basal[order]
+    g_o = effective_drug(st)[order]
     # The delivered counter starts at 0 at therapy start: when the log holds that moment
     # before its first status frame, it is a sample too.
     ts = [e["time"] for e in log.events if e["event"] == "therapy_started"
@@ -238,8 +254,9 @@ def _series(log: LogData) -> _Series:
         dl = np.concatenate(([0], dl))
         c_o = np.concatenate(([c_o[0]], c_o))
         b_o = np.concatenate(([b_o[0]], b_o))
+        g_o = np.concatenate(([g_o[0]], g_o))
     dates = np.array([_date(t) for t in t_o.tolist()])
-    return _Series(order, t_o, dl, c_o, b_o, dates)
+    return _Series(order, t_o, dl, c_o, b_o, dates, g_o)
 
 
 def _delivered(s: _Series, days: _Days) -> None:
@@ -251,10 +268,16 @@ def _delivered(s: _Series, days: _Days) -> None:
     # (issue 13: the first interval was counted as no drug, a 1 mg bolus as 0)
     before, after = s.conc[:-1], s.conc[1:]
     conc = np.where(before > 0, before, after)
-    for d, v, c in zip(s.dates[:-1].tolist(), dv.tolist(), conc.tolist(), strict=True):
+    drug = np.where(s.drug[:-1] > 0, s.drug[:-1], s.drug[1:])
+    for d, v, c, g in zip(s.dates[:-1].tolist(), dv.tolist(), conc.tolist(), drug.tolist(),
+                          strict=True):
         r = days[d]
         r.delivered_ul += v
-        r.delivered_mg += _mg(v, c)
+        mg = _mg(v, c)
+        r.delivered_mg += mg
+        if mg:
+            # each drug apart: one drug's mg say nothing of another's
+            r.per_drug_mg[g] = r.per_drug_mg.get(g, 0.0) + mg
 
 
 def _prescribed_basal(log: LogData, s: _Series, days: _Days) -> None:
@@ -889,6 +912,21 @@ def _daily_section(rep: Report, pictures: dict[str, str]) -> list[str]:
          f"on schedule ({u})", f"prescribed basal ({u})", f"prescribed timed ({u})",
          f"prescribed ({u})", "error (%)", "timed boluses", "patient boluses", "denied",
          "clinician boluses"], rows, set(range(1, 14)), warn))
+    drugs = sorted({g for d in rep.days for g in d.per_drug_mg})
+    if len(drugs) > 1:
+        # a change of drug: each drug's amount apart, each in the unit it is dosed in
+        from theca.inputs.druglib import dose_unit, load_druglib
+
+        lib = load_druglib()
+        named = [(g, lib.by_id(g)) for g in drugs]
+        heads = [f"{d.name if d else f'drug {g}'} ({dose_unit(d)})" for g, d in named]
+        scale = [1000 if dose_unit(d) == "mcg" else 1 for _, d in named]
+        parts.append("<p>After a change of drug each drug is counted apart (the catheter's "
+                     "old drug while the bridge pushes it out is the old drug's).</p>")
+        parts.append(_table(["day (UTC)", *heads],
+                            [[d.date, *[f"{d.per_drug_mg.get(g, 0.0) * k:.4f}"
+                                        for g, k in zip(drugs, scale, strict=True)]]
+                             for d in rep.days], set(range(1, 1 + len(drugs)))))
 
     return parts
 

@@ -23,7 +23,8 @@ _FLAG_BRIDGE = N.mask_of(N.STATUS_FLAGS, "bridge")
 class Day:
     date: str
     delivered_ul: float = 0.0
-    drug_mg: float = 0.0
+    drug_mg: float = 0.0  # all drugs (one drug: its mg)
+    per_drug: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # name -> mg
     boluses: int = 0
     denied: int = 0
     timed: int = 0
@@ -72,7 +73,7 @@ def _event(s: Summary, day: Day | None, o: dict, t: str) -> None:
 def summarize(path: str | Path) -> Summary:
     s = Summary()
     days: dict[str, Day] = {}
-    prev = None  # (delivered_ul, conc_ng_ml) of the previous status
+    prev = None  # (delivered_ul, conc_ng_ml, date, drug) of the previous status
     for o in records(path):
         s.frames += 1
         kind = o.get("kind")
@@ -89,10 +90,12 @@ def summarize(path: str | Path) -> Summary:
         elif kind == "status":
             d = o["delivered_ul"]
             conc = o.get("conc_ng_ml") or 0
+            drug = o.get("drug")
             if o.get("flags", 0) & _FLAG_BRIDGE and prev is not None:
-                # the catheter still delivers what the reservoir held before the refill
-                # (the report's effective_conc: one accounting for both)
+                # the catheter still delivers what the reservoir held before the refill,
+                # drug and concentration (the report's effective_conc: one accounting)
                 conc = prev[1] or conc
+                drug = prev[3] or drug
             if prev is not None:
                 # what was delivered since the previous status belongs to that one's day,
                 # at the concentration then in force: the previous frame's, or, when that
@@ -102,8 +105,12 @@ def summarize(path: str | Path) -> Summary:
                 pday = days.setdefault(prev[2], Day(prev[2]))
                 dv = d - prev[0]
                 pday.delivered_ul += dv
-                pday.drug_mg += dv * (prev[1] or conc) / 1e9  # uL x ng/mL = 1e-3 ng
-            prev = (d, conc, t[:10])
+                mg = dv * (prev[1] or conc) / 1e9  # uL x ng/mL = 1e-3 ng
+                pday.drug_mg += mg
+                if mg:
+                    # each drug apart: one drug's mg say nothing of another's
+                    pday.per_drug[str(prev[3] or drug)] += mg
+            prev = (d, conc, t[:10], drug)
             s.reservoir_ul = o["reservoir_ul"]
             s.delivered_ul = d
             s.low_eta = o.get("low_reservoir_eta")
@@ -148,11 +155,23 @@ def print_summary(s: Summary, path, seconds: float | None = None, truth: dict | 
     took = f" in {seconds:.2f} s" if seconds is not None else ""
     con.print(f"[bold]Theca twin[/bold]: {_date(s.first)} to {_date(s.last)}, {what}{took}")
     tab = Table(title="Drug delivered per day", title_justify="left")
-    for col in ("day", "date", "volume (uL)", f"drug ({unit})", "timed", "patient/clinician",
-                "denied"):
+    drugs = sorted({k for d in s.days for k in d.per_drug})
+    lib = load_druglib()
+    if len(drugs) > 1:
+        # a change of drug: a column per drug, each in its own unit
+        units = {n: dose_unit(lib.find(n)) for n in drugs}
+        dcols = [f"{n} ({units[n]})" for n in drugs]
+    else:
+        units, dcols = {}, [f"drug ({unit})"]
+    for col in ("day", "date", "volume (uL)", *dcols, "timed", "patient/clinician", "denied"):
         tab.add_column(col, justify="right" if col not in ("date",) else "left")
     for i, d in enumerate(s.days, 1):
-        tab.add_row(str(i), d.date, f"{d.delivered_ul:.1f}", f"{d.drug_mg * per_mg:.3f}", str(d.timed),
+        if units:
+            vals = [f"{d.per_drug.get(n, 0.0) * (1000 if units[n] == 'mcg' else 1):.3f}"
+                    for n in drugs]
+        else:
+            vals = [f"{d.drug_mg * per_mg:.3f}"]
+        tab.add_row(str(i), d.date, f"{d.delivered_ul:.1f}", *vals, str(d.timed),
                     str(d.boluses), str(d.denied))
     con.print(tab)
     if s.denials:
