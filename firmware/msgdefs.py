@@ -4,7 +4,7 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = const(441437682)  # 0x1a4fcdf2
+SCHEMA = 1336745014  # 0x4fad1c36
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1280)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
@@ -74,8 +74,8 @@ T_REPLY = const(128)  # 0x80 device -> host
 HDR_FMT = "<BBHI"
 HDR_SIZE = const(8)
 # DEVICE_INFO payload (also GET_INFO reply body)
-DEVICE_INFO_FMT = "<12sBBBBIHIIIII"
-DEVICE_INFO_SIZE = const(42)
+DEVICE_INFO_FMT = "<12sBBBBIHIIIII32s"
+DEVICE_INFO_SIZE = const(74)
 # STATUS payload (also GET_STATUS reply body)
 STATUS_FMT = "<BBBBIIIHHIIIIBBIIII"
 STATUS_SIZE = const(54)

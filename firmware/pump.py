@@ -8,6 +8,7 @@
 import gc
 import json
 import struct
+import sys
 
 import msgdefs as md
 from alarms import (
@@ -62,6 +63,15 @@ MAX_FRAME = md.MAX_FRAME
 _TX_MAX = md.HDR_SIZE + md.DEVICE_INFO_SIZE + md.CRC_SIZE + 16
 
 
+def _machine(info):
+    # the board as MicroPython names it, as ASCII of at most 32 bytes (DEVICE_INFO)
+    m = info.get("machine")
+    if m is None:
+        m = getattr(sys.implementation, "_machine", "")
+    b = bytes(c if 32 <= c < 127 else 63 for c in m.encode()[:32])
+    return b
+
+
 def load_druglib(path):
     """The drug library's hard limits as {id: entry}. Read once at boot."""
     with open(path) as f:
@@ -84,6 +94,7 @@ class Pump:
         self.max_rate_nl_h = info["max_rate_nl_h"]
         self.min_rate_nl_day = info["min_rate_nl_day"]
         self.serial = info["serial"]
+        self.machine = _machine(info)
         self.telemetry = hw.telemetry
         self.tx = FrameWriter(_TX_MAX)  # telemetry frames (status, events, info)
         self.rtx = FrameWriter(MAX_FRAME)  # replies
@@ -222,7 +233,7 @@ class Pump:
         struct.pack_into(
             md.DEVICE_INFO_FMT, buf, off, self.serial, FW_VERSION[0], FW_VERSION[1],
             FW_VERSION[2], md.RUNTIME_MICROPYTHON, md.SCHEMA, self.stroke_nl, self.capacity_nl, self.low_nl,
-            self.catheter_nl, self.max_rate_nl_h, self.min_rate_nl_day,
+            self.catheter_nl, self.max_rate_nl_h, self.min_rate_nl_day, self.machine,
         )
         return md.DEVICE_INFO_SIZE
 

@@ -33,6 +33,7 @@ TEST_KEYS = {
 T0 = 189388800  # 2026-01-01T00:00:00Z in device time (Theca epoch 2020-01-01)
 
 DEVICE_INFO = dict(
+    machine="Raspberry Pi Pico with RP2040",
     serial="TWIN00000001",
     fw_major=0,
     fw_minor=1,

@@ -181,6 +181,20 @@ def test_status_json_has_the_interface_fields(twin_a):
     assert r.returncode == 0, r.stderr
 
 
+def test_info_says_who_the_pump_is_and_its_memory(twin_a):
+    # issue 14: `theca info`, so an engineer sees the board's memory
+    r = run_theca(twin_a["home"], "--device", twin_a["dev"], "info", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert set(info) == {"runtime", "machine", "firmware", "schema", "serial", "heap_free",
+                         "heap_total"}
+    assert info["runtime"] == "micropython" and info["serial"] == twin_a["serial"]
+    assert info["machine"] and info["schema"] == f"0x{tp.SCHEMA:08x}"
+    assert 0 < info["heap_free"] < info["heap_total"]
+    r = run_theca(twin_a["home"], "--device", twin_a["dev"], "info")
+    assert r.returncode == 0 and "% free" in r.stdout and twin_a["serial"] in r.stdout
+
+
 def test_status_never_carries_keys(twin_a):
     keys = [bytes.fromhex((twin_a["home"] / f"{twin_a['serial']}-{r}.key").read_text())
             for r in ("clinician", "patient")]

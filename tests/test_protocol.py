@@ -118,7 +118,7 @@ def test_msgdefs_formats_match_construct():
         assert fmt.startswith("<")
         assert struct.calcsize(fmt) == md[f"{prefix}_SIZE"] == con.sizeof(), prefix
         assert md[f"{prefix}_FIELDS"] == tuple(s.name for s in con.subcons)
-    assert md["STATUS_SIZE"] == 54 and md["EVENT_SIZE"] == 26 and md["DEVICE_INFO_SIZE"] == 42
+    assert md["STATUS_SIZE"] == 54 and md["EVENT_SIZE"] == 26 and md["DEVICE_INFO_SIZE"] == 74
 
 
 def test_msgdefs_codes_match_names():
@@ -390,7 +390,7 @@ def _field_strategy(sc):
     code = S._field_code(S.unwrap(sc))
     if code.endswith("s"):
         n = int(code[:-1])
-        if sc.name == "serial":
+        if sc.name in ("serial", "machine"):
             return st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=n)
         return st.binary(min_size=n, max_size=n)
     bits = struct.calcsize("<" + code) * 8

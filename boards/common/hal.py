@@ -21,8 +21,8 @@ import machine
 import msgdefs as md
 
 # The Theca epoch (2020-01-01T00:00:00Z) as a time tuple: time.mktime() gives it in the
-# board's own epoch (2000-01-01 on rp2/esp32, 1970 on some builds), so the conversion
-# is right whatever epoch the port was built with.
+# board's own epoch (1970-01-01 on the official rp2 firmware, 2000-01-01 on esp32), so
+# the conversion is right whatever epoch the port was built with.
 _EPOCH_TUPLE = (2020, 1, 1, 0, 0, 0, 0, 0)
 # An RTC that reads before this (device seconds) was never set: rp2 starts its RTC at
 # 2021-01-01 on every hardware reset, esp32 at 2000-01-01 after a power loss. Device

@@ -69,6 +69,9 @@ DeviceInfo = Struct(
     "catheter_nl" / u32 * "catheter dead volume, nL",
     "max_rate_nl_h" / u32 * "fastest rate the mechanism delivers (basal or bolus), nL/h",
     "min_rate_nl_day" / u32 * "slowest basal rate the mechanism delivers, nL/day",
+    "machine" / Default(PaddedString(32, "ascii"), "") * (
+        "the board as its MicroPython names it (sys.implementation._machine), ASCII, "
+        "NUL-padded, cut at 32"),
 )
 
 Status = Struct(

@@ -150,3 +150,23 @@ def test_reset_cause_mapping():
     for rc, cause in expect:
         rig.setup(board, NAME, reset_cause=rc)
         assert board.build().reset_cause() == cause, (rc, cause)
+
+
+def test_the_fakes_have_the_real_port_s_constants():
+    # issue 14: the esp32 fake used rp2's Pin constants (ports/esp32/machine_pin.c:
+    # GPIO_MODE_INPUT 1, INPUT_OUTPUT 3, INPUT_OUTPUT_OD 7, GPIO_PULL_UP 2, GPIO_PULL_DOWN
+    # 1, GPIO_INTR_POSEDGE 1, GPIO_INTR_NEGEDGE 2); the esp32 epoch is 2000
+    import machine
+    import time
+
+    rig.setup(board, NAME)
+    P = machine.Pin
+    assert (P.IN, P.OUT, P.OPEN_DRAIN, P.PULL_UP, P.PULL_DOWN, P.IRQ_RISING,
+            P.IRQ_FALLING) == (1, 3, 7, 2, 1, 1, 2)
+    assert time.mktime((2020, 1, 1, 0, 0, 0, 0, 0)) == 1577836800 - 946684800
+    pwm = machine.PWM(machine.Pin(5), freq=2000, duty_u16=0)
+    try:
+        pwm.freq(40_000_001)
+        raise AssertionError("over 40 MHz")
+    except ValueError as e:
+        assert "1Hz to 40MHz" in str(e)

@@ -177,3 +177,33 @@ def test_watchdog_reset_keeps_the_clock():
 
 def test_wdt_timeout_within_rp2040_limit():
     assert board.pins.WATCHDOG["timeout_ms"] <= 8388
+
+
+def test_the_fakes_have_the_real_port_s_constants():
+    # issue 14: the fakes differed from the real rp2 port (checked against the official
+    # v1.28 source: ports/rp2/rp2_pio.c, machine_pin.c, machine_timer.c; and the measured
+    # epoch of the official firmware, ../shared/rp2/README.md)
+    import machine
+    import rp2
+    import time
+
+    rig.setup(board, NAME)
+    assert (rp2.PIO.IN_LOW, rp2.PIO.IN_HIGH, rp2.PIO.OUT_LOW, rp2.PIO.OUT_HIGH) == (0, 1, 2, 3)
+    P = machine.Pin
+    assert (P.IN, P.OUT, P.OPEN_DRAIN, P.PULL_UP, P.PULL_DOWN, P.IRQ_FALLING,
+            P.IRQ_RISING) == (0, 1, 2, 1, 2, 4, 8)
+    assert time.mktime((2020, 1, 1, 0, 0, 0, 0, 0)) == 1577836800  # the 1970 epoch
+    assert fakeworld.BOARD_EPOCH == 0
+    try:
+        machine.Timer(0)
+        raise AssertionError("rp2 has only the soft timer")
+    except ValueError as e:
+        assert "doesn't exist" in str(e)
+    machine.Timer(-1)
+    pwm = machine.PWM(machine.Pin(5), freq=2000, duty_u16=0)
+    for bad in (7, 125_000_001):
+        try:
+            pwm.freq(bad)
+            raise AssertionError(bad)
+        except ValueError:
+            pass

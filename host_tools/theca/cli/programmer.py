@@ -155,6 +155,34 @@ def cmd_status(args) -> int:
     return OK
 
 
+@_guard
+def cmd_info(args) -> int:
+    """Who the pump is (DEVICE_INFO) and its MicroPython heap (a fresh GET_STATUS sample)."""
+    with _client(args) as c:
+        role = _either(args, c.serial)
+        rep = c.request("GET_STATUS", role=role)
+        st = status_record(c, rep)
+        info = c.info or {}
+    out = {
+        "runtime": N.RUNTIMES.get(info.get("runtime", 0), "unknown"),
+        "machine": info.get("machine", ""),
+        "firmware": st["firmware"],
+        "schema": f"0x{info.get('schema', 0):08x}",
+        "serial": st["serial"],
+        "heap_free": st.get("heap_free"),
+        "heap_total": st.get("heap_total"),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        free, tot = out["heap_free"] or 0, out["heap_total"] or 0
+        pct = f" ({100 * free / tot:.0f} % free)" if tot else ""
+        print(f"{out['serial']}: {out['machine'] or '?'}, {out['runtime']} firmware "
+              f"{out['firmware']}, schema {out['schema']}\nheap: {free:,} of {tot:,} bytes "
+              f"free{pct}")
+    return OK
+
+
 # --- program -------------------------------------------------------------------------
 
 
@@ -530,11 +558,20 @@ def cmd_log_pull(args) -> int:
 # --- the parser ----------------------------------------------------------------------
 
 
-def add_parser(sub) -> None:
-    """Register the programmer's commands."""
+def _add_reads(sub) -> None:
     p = sub.add_parser("status", help="show the pump's status")
     p.add_argument("--json", action="store_true", help="one JSON object (interface fields)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("info", help="who the pump is and its memory: runtime, machine, "
+                                    "firmware, schema, serial, heap")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_info)
+
+
+def add_parser(sub) -> None:
+    """Register the programmer's commands."""
+    _add_reads(sub)
 
     p = sub.add_parser("program", help="program a prescription (read back and verified)")
     p.add_argument("rx", help="prescription TOML file")

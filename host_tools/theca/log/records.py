@@ -151,9 +151,11 @@ class Renderer:
 
     def info_fields(self, v: tuple) -> dict:
         """The named fields of a DEVICE_INFO payload."""
-        serial, fmaj, fmin, fpat, rt, schema, stroke, cap, low, cath, max_rate, min_rate = v
+        (serial, fmaj, fmin, fpat, rt, schema, stroke, cap, low, cath, max_rate, min_rate,
+         machine) = v
         return {
             "runtime": _RUNTIMES.get(rt, f"runtime_{rt}"),
+            "machine": machine.rstrip(b"\x00").decode("ascii", "replace"),
             "serial": serial.rstrip(b"\x00").decode("ascii", "replace"),
             "firmware": f"{fmaj}.{fmin}.{fpat}",
             "schema": schema,

@@ -16,7 +16,10 @@
 import sys
 
 INF = 1 << 62
-BOARD_EPOCH = 946684800  # rp2/esp32 time.time() counts from 2000-01-01 (Unix seconds)
+# Where the board's time.time() counts from (Unix seconds), as measured on the official
+# firmware (../shared/rp2/README.md): rp2 1970, esp32 2000. Set by reset() per profile.
+EPOCHS = {"rp2": 0, "esp32": 946684800}
+BOARD_EPOCH = EPOCHS["rp2"]
 
 
 class WatchdogBite(BaseException):
@@ -292,8 +295,12 @@ world = None
 
 def reset(profile):
     """A new world (every test starts from one); fakes always use the current one."""
-    global world
+    global world, BOARD_EPOCH
     world = World(profile)
+    BOARD_EPOCH = EPOCHS[profile]
+    m = sys.modules.get("machine")
+    if m is not None and hasattr(m, "profile"):
+        m.profile(profile)  # the fake's constants: the port's
     import utime
 
     # asyncio's C task queue stamps new tasks with the real tick counter: starting the
@@ -314,6 +321,9 @@ def install(board, mpy_dir=None):
         if p in sys.path:
             sys.path.remove(p)
         sys.path.insert(0, p)
+    import machine
+
+    machine.profile(world.profile)
     import vtime
 
     sys.modules["time"] = vtime

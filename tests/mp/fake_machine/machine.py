@@ -14,6 +14,7 @@ def _w():
 
 
 class Pin:
+    # the rp2 port's values (ports/rp2/machine_pin.c); profile() sets the esp32 port's
     IN = 0
     OUT = 1
     OPEN_DRAIN = 2
@@ -76,7 +77,7 @@ class PWM:
         self._f = 0
         self._d = 0
         if freq is not None:
-            self._f = freq
+            self.freq(freq)  # (the port checks the range here too)
         if duty_u16 is not None:
             self._d = duty_u16
         self._rec()
@@ -87,8 +88,13 @@ class PWM:
     def freq(self, f=None):
         if f is None:
             return self._f
-        if not 8 <= f <= 62_500_000:
-            raise ValueError("freq out of range")
+        if _w().profile == "esp32":
+            if not 1 <= f <= 40_000_000:  # ports/esp32/machine_pwm.c check_freq_ranges
+                raise ValueError("frequency must be from 1Hz to 40MHz")
+        elif f < 8:  # ports/rp2/machine_pwm.c at clk_sys 125 MHz: a divider past 256
+            raise ValueError("freq too small")
+        elif f > 125_000_000:
+            raise ValueError("freq too large")
         self._f = f
         self._rec()
 
@@ -165,6 +171,9 @@ class Timer:
         w = _w()
         if w.profile == "esp32" and id not in (0, 1, 2, 3):
             raise ValueError("esp32 timers are 0..3")
+        if w.profile == "rp2" and id != -1:
+            # ports/rp2/machine_timer.c: only the soft timer (-1) exists
+            raise ValueError("Timer doesn't exist")
         self.id = id
         self._ev = None
         if kw:
@@ -298,3 +307,19 @@ def freq(f=None):
 
 def idle():
     pass
+
+
+# The ports' values (checked against ports/esp32/machine_pin.c: GPIO_MODE_INPUT,
+# GPIO_MODE_INPUT_OUTPUT, GPIO_MODE_INPUT_OUTPUT_OD, GPIO_PULL_*, GPIO_INTR_*EDGE)
+_PIN = {
+    "rp2": {"IN": 0, "OUT": 1, "OPEN_DRAIN": 2, "PULL_UP": 1, "PULL_DOWN": 2,
+            "IRQ_FALLING": 4, "IRQ_RISING": 8},
+    "esp32": {"IN": 1, "OUT": 3, "OPEN_DRAIN": 7, "PULL_UP": 2, "PULL_DOWN": 1,
+              "IRQ_FALLING": 2, "IRQ_RISING": 1},
+}
+
+
+def profile(name):
+    """Give the fakes the constants of the port `name` ("rp2" or "esp32")."""
+    for k, v in _PIN[name].items():
+        setattr(Pin, k, v)

@@ -11,10 +11,11 @@ def _w():
 
 
 class PIO:
-    OUT_LOW = 0
-    OUT_HIGH = 1
-    IN_LOW = 2
-    IN_HIGH = 3
+    # ports/rp2/rp2_pio.c
+    IN_LOW = 0
+    IN_HIGH = 1
+    OUT_LOW = 2
+    OUT_HIGH = 3
     SHIFT_LEFT = 0
     SHIFT_RIGHT = 1
     JOIN_NONE = 0
