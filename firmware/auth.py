@@ -43,7 +43,7 @@ class Auth:
     def bad_mac(self, p, role, now):
         """A frame failed its MAC. Counted; recorded once per window with the count."""
         self.bad_macs += 1
-        self.bad_role = role if role < 256 else 0
+        self.bad_role = role
         if now - self.bad_t >= md.AUTH_FAILURE_WINDOW_S:
             self.flush_bad(p, now)
 

@@ -180,7 +180,7 @@ def _change(p, typ, body, role, cmd_id, now):
     p.hold_events()
     rep = None
     try:
-        rep = execute(p, typ, body, role, cmd_id, now)
+        rep = execute(p, typ, body, role, cmd_id, now, ticked=True)
         _, _, res, detail = struct.unpack_from(md.REPLY_HEAD_FMT, rep, md.HDR_SIZE)
         a.executed(role, cmd_id, typ, res, detail, None)  # (its answer is in the snapshot)
         if p.store is not None and p.dirty:
@@ -193,8 +193,9 @@ def _change(p, typ, body, role, cmd_id, now):
     return memoryview(a.cached[role])
 
 
-def execute(p, typ, body, role, cmd_id, now):
-    """Run an authenticated command of type `typ`; returns the REPLY frame."""
+def execute(p, typ, body, role, cmd_id, now, ticked=False):
+    """Run an authenticated command of type `typ`; returns the REPLY frame. `ticked`:
+    the caller has brought therapy up to `now` already."""
     h = HANDLERS.get(typ)
     if h is None:
         return p.reply(now, cmd_id, typ, md.NACK_UNKNOWN_COMMAND, 0, 0)
@@ -205,7 +206,8 @@ def execute(p, typ, body, role, cmd_id, now):
         return p.reply(now, cmd_id, typ, md.NACK_BAD_FRAME, nb, 0)
     # Bring therapy up to now first, so the command sees (and the reply reports) the
     # pump as it is, not as the therapy task last left it.
-    p.tick(now)
+    if not ticked:
+        p.tick(now)
     if not _reads(typ):
         p.changed = True
     if layout is None:

@@ -57,7 +57,7 @@ class EventLog:
                 if not self.held:
                     self.held = seq
                 if seq - self.held + 1 >= HOLD_MAX:
-                    self.release()  # more than a snapshot carries: written now
+                    self._write_held()  # more than a snapshot carries: written now
             else:
                 self._write(seq)
         elif seq - self.first_seq >= self.cap:
@@ -92,11 +92,16 @@ class EventLog:
 
     def release(self):
         """Write the held events to flash (after the snapshot that carries them)."""
+        self._write_held()
+        self.holding = False
+
+    def _write_held(self):
+        # (still holding: the command goes on, and its events stay off the air until
+        # release; Pump.release_events sends them all once)
         if self.held:
             for seq in range(self.held, self.next_seq):
                 self._write(seq)
             self.held = 0
-        self.holding = False
 
     def replay(self, recs, first, n):
         """After a restart: write those of n held records (first seq `first`) that the

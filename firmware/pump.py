@@ -64,12 +64,12 @@ _TX_MAX = md.HDR_SIZE + md.DEVICE_INFO_SIZE + md.CRC_SIZE + 16
 
 
 def _machine(info):
-    # the board as MicroPython names it, as ASCII of at most 32 bytes (DEVICE_INFO)
+    # the board as MicroPython names it, as ASCII (DEVICE_INFO's field cuts it at its
+    # width, as its description says)
     m = info.get("machine")
     if m is None:
         m = getattr(sys.implementation, "_machine", "")
-    b = bytes(c if 32 <= c < 127 else 63 for c in m.encode()[:32])
-    return b
+    return bytes(c if 32 <= c < 127 else 63 for c in m.encode())
 
 
 def load_druglib(path):

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import theca_protocol as tp
 from test_decode_extras import T0, Log
 from theca.analysis import report, trumpet
 from theca.analysis.summary import summarize
@@ -336,7 +337,7 @@ def test_summary_and_report_agree_with_the_physical_truth(tmp_path):
     truth_ul: dict[str, float] = defaultdict(float)
     for off in range(0, len(data) - len(data) % 16, 16):
         t, nl, _tip = struct.unpack_from("<IIq", data, off)
-        day = datetime.fromtimestamp(t + 1_577_836_800, UTC).strftime("%Y-%m-%d")
+        day = datetime.fromtimestamp(t + tp.EPOCH_UNIX, UTC).strftime("%Y-%m-%d")
         truth_ul[day] += nl / 1000
     stroke_ul = 0.25 + 1e-9  # (float sums)
     summ = {d.date: d for d in summarize(out).days}
@@ -455,7 +456,7 @@ def test_a_change_of_drug_is_counted_per_drug_against_the_truth(tmp_path):
         t, nl, tip = struct.unpack_from("<IIq", data, off)
         if not nl:
             continue
-        day = datetime.fromtimestamp(t + 1_577_836_800, UTC).strftime("%Y-%m-%d")
+        day = datetime.fromtimestamp(t + tp.EPOCH_UNIX, UTC).strftime("%Y-%m-%d")
         conc = tip / nl  # ng/mL at the tip (1e-6 ng per nL)
         drug = "morphine" if conc > 5_000_000 else "hydromorphone"
         truth[(day, drug)] += tip / 1e12  # 1e-6 ng -> mg

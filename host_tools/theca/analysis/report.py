@@ -21,6 +21,7 @@ import datetime as _dt
 import html
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -62,6 +63,18 @@ def _mg(ul: float, conc_ng_ml: float) -> float:
 # --- the numbers -------------------------------------------------------------------------------
 
 
+def _through_bridge(st: dict, values: np.ndarray) -> np.ndarray:
+    # `values` per status frame, with each frame of a bridge given the value of the
+    # frame before the refill that started it: what the catheter still delivers
+    bridge = (st["flags"] & _FLAG_BRIDGE) != 0
+    if not bridge.any():
+        return values
+    idx = np.arange(len(values))
+    start = bridge & ~np.concatenate(([False], bridge[:-1]))
+    run_start = np.maximum.accumulate(np.where(start, idx, 0))
+    return np.where(bridge, values[np.maximum(run_start - 1, 0)], values)
+
+
 def effective_conc(st: dict) -> np.ndarray:
     """The concentration (ng/mL) the patient receives at each status frame.
 
@@ -69,28 +82,13 @@ def effective_conc(st: dict) -> np.ndarray:
     the catheter still delivers the concentration held before the refill that
     started the bridge (the firmware converts rates with that one too).
     """
-    conc = st["conc_ng_ml"].astype(np.float64)
-    bridge = (st["flags"] & _FLAG_BRIDGE) != 0
-    if not bridge.any():
-        return conc
-    idx = np.arange(len(conc))
-    start = bridge & ~np.concatenate(([False], bridge[:-1]))
-    run_start = np.maximum.accumulate(np.where(start, idx, 0))
-    before = np.maximum(run_start - 1, 0)
-    return np.where(bridge, conc[before], conc)
+    return _through_bridge(st, st["conc_ng_ml"].astype(np.float64))
 
 
 def effective_drug(st: dict) -> np.ndarray:
     """The drug (library id) the patient receives at each status frame: the reservoir's,
     or during a bridge the one before the refill that started it (as effective_conc)."""
-    drug = st["drug"].astype(np.int64)
-    bridge = (st["flags"] & _FLAG_BRIDGE) != 0
-    if not bridge.any():
-        return drug
-    idx = np.arange(len(drug))
-    start = bridge & ~np.concatenate(([False], bridge[:-1]))
-    run_start = np.maximum.accumulate(np.where(start, idx, 0))
-    return np.where(bridge, drug[np.maximum(run_start - 1, 0)], drug)
+    return _through_bridge(st, st["drug"].astype(np.int64))
 
 
 @dataclass
@@ -491,7 +489,7 @@ def notable_events(log: LogData) -> list[dict]:
 class Report:
     """Everything the page shows."""
 
-    @property
+    @cached_property
     def unit(self) -> str:
         """The unit the drug is dosed in (mcg for ziconotide, baclofen...; else mg)."""
         from theca.inputs.druglib import dose_unit, load_druglib

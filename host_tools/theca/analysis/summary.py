@@ -147,7 +147,8 @@ def print_summary(s: Summary, path, seconds: float | None = None, truth: dict | 
     from theca.inputs.druglib import dose_unit, load_druglib
 
     # each drug in the unit it is dosed in: ziconotide in mcg, not "0.002 mg"
-    unit = dose_unit(load_druglib().find(s.drug) if s.drug else None)
+    lib = load_druglib()
+    unit = dose_unit(lib.find(s.drug) if s.drug else None)
     per_mg = 1000 if unit == "mcg" else 1
     what = f"{s.drug or 'drug ?'}"
     if s.conc_mg_ml:
@@ -156,7 +157,6 @@ def print_summary(s: Summary, path, seconds: float | None = None, truth: dict | 
     con.print(f"[bold]Theca twin[/bold]: {_date(s.first)} to {_date(s.last)}, {what}{took}")
     tab = Table(title="Drug delivered per day", title_justify="left")
     drugs = sorted({k for d in s.days for k in d.per_drug})
-    lib = load_druglib()
     if len(drugs) > 1:
         # a change of drug: a column per drug, each in its own unit
         units = {n: dose_unit(lib.find(n)) for n in drugs}

@@ -24,10 +24,9 @@ MICROSTEPS_PER_REV = 3200
 EDGES_PER_REV = 100
 MICROSTEPS_PER_STROKE = 128  # docs/hardware.md, "Mechanism"
 DEVICE_T0 = 189_388_800  # 2026-01-01T00:00:00Z in device seconds
-_THECA_EPOCH_UNIX = 1_577_836_800  # 2020-01-01T00:00:00Z
 # device seconds -> board-epoch seconds: the port's epoch (rp2 1970, esp32 2000); setup()
 # sets it for the board of the world it makes
-TO_BOARD = _THECA_EPOCH_UNIX - fakeworld.BOARD_EPOCH
+TO_BOARD = md.EPOCH_UNIX - fakeworld.BOARD_EPOCH
 DAY = 86400
 
 PROVISION = {
@@ -131,7 +130,7 @@ def setup(board_mod, name, provision=PROVISION, druglib=True, battery_mv=4100, f
     FS_ROOT points at the new filesystem."""
     global TO_BOARD
     w = fakeworld.reset("rp2" if name == "rp2_pico" else "esp32")
-    TO_BOARD = _THECA_EPOCH_UNIX - fakeworld.BOARD_EPOCH
+    TO_BOARD = md.EPOCH_UNIX - fakeworld.BOARD_EPOCH
     wire = WIRING[name]
     w.mech = fakeworld.Mechanism(
         w, wire["step"], wire["dir"], wire["enable"], wire["feedback"],
