@@ -48,6 +48,7 @@ def start(p, now, boot_cause):
     # would read as end of service) and the low-reservoir projection
     p._sense(now)
     p._update_eta(now)
+    p.rearm_probe(now)
     p.emit_info(now)
     if p.telemetry is not None:
         # what the pump believes as it boots (after a restart: what it recovered)

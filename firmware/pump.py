@@ -433,6 +433,12 @@ class Pump:
             self.retry_t = now + STALL_RETRY_S
         self._update_mode(now)
 
+    def rearm_probe(self, now):
+        """At boot: a pump halted by a stall before the reset tries its motor again
+        STALL_RETRY_S on, as it would have had it not restarted (retry_t is not stored)."""
+        if self._probing():
+            self.retry_t = now + STALL_RETRY_S
+
     def _probing(self):
         # a halted pump with a stalled motor tries it again at retry_t
         return self.mode == HALTED and self.alarms.active(MOTOR_STALL)

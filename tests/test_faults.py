@@ -92,3 +92,19 @@ def test_power_loss_reboots_without_catch_up(tmp_path):
     assert end["delivered_ul"] < full_day - 3 / 24 * 200 + 1
     assert "Mechanism (physical truth)" in text
     assert abs(end["reservoir_ul"] - (20000 - end["delivered_ul"])) < 0.001
+
+
+def test_a_stalled_pump_that_restarts_still_tries_its_motor(tmp_path):
+    # REQ: SR-STALL-01
+    # Found on the emulated Pico: the retry of a stalled motor lived in RAM only, so a
+    # pump halted by a stall that then restarted (power loss, watchdog) stayed halted
+    # for good though the motor was free again.
+    body = ('[[faults]]\nat = 2026-01-01T06:00:00Z\nkind = "motor_stall"\nduration = "40 min"\n'
+            '[[faults]]\nat = 2026-01-01T06:20:00Z\nkind = "power_loss"\nduration = "10 min"\n')
+    objs, _ = run(tmp_path, body)
+    raised = [e for e in events(objs, "alarm_raised") if e["alarm"] == "motor_stall"]
+    cleared = [e for e in events(objs, "alarm_cleared") if e["alarm"] == "motor_stall"]
+    assert [b["t"][:16] for b in events(objs, "boot")] == ["2026-01-01T00:00", "2026-01-01T06:30"]
+    assert len(raised) == 1 and len(cleared) == 1
+    assert "2026-01-01T06:40" <= cleared[0]["t"] < "2026-01-01T06:42"
+    assert status_at(objs, "2026-01-01T07:00:00Z")["mode"] == "running"

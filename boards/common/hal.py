@@ -465,6 +465,12 @@ class StepperMotor:
         self.strokes += 1
         return 0
 
+    def _run(self):
+        raise NotImplementedError  # the board's pulse train
+
+    def _halt(self):
+        raise NotImplementedError
+
     def off(self):
         """Stop now: outputs off first (the rotor stops even if pulses still come)."""
         self.en.value(self.en_off)
@@ -577,11 +583,20 @@ class Hardware:
         self.druglib_path = root + "druglib.json"
         self._boot_cause = boot_cause
         self.failed = None
-        self.led = None
+        # (type comments: the MicroPython code carries no annotations; pyright reads these)
+        self.led = None  # type: machine.Pin | None
         self.safe_held = None  # function -> True while the safe-boot input is held
         self.safe_hold_s = 3
-        self.clock = self.motor = self.occlusion = self.battery = None
-        self.buzzer = self.wdt = self.link = None
+        self.clock = None  # type: Clock | None
+        self.motor = None  # type: StepperMotor | None
+        self.occlusion = None  # type: Occlusion | None
+        self.battery = None  # type: Battery | None
+        self.buzzer = None  # type: Buzzer | None
+        self.wdt = None  # type: Watchdog | None
+        self.link = None  # type: StreamLink | None
+        # the board's way to the REPL after MAINTENANCE with its watchdog running (None:
+        # the watchdog is fed from a timer, which a soft reset stops: see rp2_pico)
+        self.maintenance = None
 
     def reset_cause(self):
         """Why the board booted: a msgdefs BOOT_* code (read before the watchdog started)."""
@@ -620,12 +635,15 @@ class Hardware:
             pass
 
     def close(self, cut=None):
-        """Last call: motor and buzzer off. After MAINTENANCE the watchdog is fed from
-        a timer so the REPL stays usable; after a failure it is left to bite."""
+        """Last call: motor and buzzer off. After MAINTENANCE the board resets into its
+        maintenance boot (where no watchdog runs) if it has one, else the watchdog is fed
+        from a timer so the REPL stays usable; after a failure it is left to bite."""
         self.motor.off()
         if self.buzzer is not None:
             self.buzzer.off()
         if self.led is not None:
             self.led.value(0)
         if self.failed is None and self.wdt is not None:
+            if self.maintenance is not None and cut is None:
+                self.maintenance()  # resets the board: does not return
             self.wdt.hand_over()

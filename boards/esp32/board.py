@@ -124,7 +124,7 @@ def build():
         pins.BUZZER["duty_u16"],
     )
     hw.led = Pin(p["led"], Pin.OUT, value=0)
-    hw.safe_held = lambda: safe.value() == 0
+    hw.safe_held = lambda: safe.value() == 0  # pyright: ignore[reportAttributeAccessIssue] (a function)
     hw.link = _link(extra.get("link", pins.LINK["default"]))
     # Last: a started watchdog cannot be stopped, so a build that failed above must
     # leave a REPL that is not reset under the user.

@@ -27,6 +27,15 @@ _TIME_MASK = const(0x3A5A5A5A)  # scratch[0] = scratch[1] ^ mask marks a saved t
 # build() runs about a second after a reset: an RTC a minute or more past 2021-01-01 has
 # kept running since an earlier boot (a soft reset), even if the time was never set.
 _RTC_RESET_WINDOW_S = const(60)
+# Maintenance (MAINTENANCE, or BOOTSEL held while the firmware runs): the watchdog that
+# build() started cannot be stopped, and a soft reset (Ctrl-D, mpremote exec/run/fs
+# without `resume`) stops the soft timer feeding it, so it would bite under the REPL.
+# Instead the board resets into a maintenance boot, where no watchdog runs, and stays
+# there across soft resets. scratch[2] says which: MAINT_ENTER before that reset,
+# MAINT_IN after it; the next hardware reset (machine.reset(), the RUN pin, a power
+# cycle) starts the firmware again.
+MAINT_ENTER = const(0x4D4E5452)
+MAINT_IN = const(0x4D4E5449)
 
 
 def _step_train():
@@ -37,8 +46,8 @@ def _step_train():
     pull(block)  # noqa: F821 (PIO assembler names)
     mov(x, osr)  # noqa: F821 (PIO assembler names)
     label("pulse")  # noqa: F821 (PIO assembler names)
-    set(pins, 1)[15]  # noqa: F821 (PIO assembler names)
-    set(pins, 0)[14]  # noqa: F821 (PIO assembler names)
+    set(pins, 1)[15]  # noqa: F821  # pyright: ignore[reportCallIssue, reportIndexIssue] (PIO)
+    set(pins, 0)[14]  # noqa: F821  # pyright: ignore[reportCallIssue, reportIndexIssue] (PIO)
     jmp(x_dec, "pulse")  # noqa: F821 (PIO assembler names)
     push(noblock)  # noqa: F821 (PIO assembler names)
 
@@ -143,6 +152,27 @@ def boot_cause(rtc, off):
     return md.BOOT_POWER_ON
 
 
+def _maintenance(cause):
+    """True if this boot stays at the REPL for maintenance (see MAINT_ENTER)."""
+    a = pins.CHIP["watchdog_base"] + 0x14
+    v = machine.mem32[a]
+    if v == MAINT_ENTER and cause != md.BOOT_SOFT_RESET:
+        machine.mem32[a] = MAINT_IN
+        return True
+    if v == MAINT_IN:
+        if cause == md.BOOT_SOFT_RESET:
+            return True
+        machine.mem32[a] = 0
+    return False
+
+
+def _enter_maintenance():
+    # the MAINTENANCE reply is on its way out of the USB port: let it go, then reset
+    machine.mem32[pins.CHIP["watchdog_base"] + 0x14] = MAINT_ENTER
+    time.sleep_ms(200)
+    machine.reset()
+
+
 def _link(kind):
     if kind == "uart":
         c = pins.LINK
@@ -154,19 +184,23 @@ def _link(kind):
     return hal.usb_link()
 
 
-def build():
-    """The Pico's hardware for the firmware. Raises (and main.py stops, leaving the
+def build(maintenance=True):
+    """The Pico's hardware for the firmware (maintenance=False: also in a maintenance
+    boot, for bench()). Raises (and main.py stops, leaving the
     REPL) if BOOTSEL is held, or provision.json, druglib.json or littlefs2 is missing."""
     root = FS_ROOT
     if rp2.bootsel_button():
         raise hal.SafeBoot("BOOTSEL held: firmware not started, the REPL is yours")
+    rtc = machine.RTC()
+    cause = boot_cause(rtc, hal.epoch_offset())
+    if maintenance and _maintenance(cause):
+        raise hal.SafeBoot("maintenance: firmware stopped, no watchdog runs, the REPL is yours "
+                           "across soft resets; machine.reset() or a power cycle starts it")
     info, keys, extra = hal.load_provision(root, BOARD)
     hal.require_file(root + "druglib.json",
                      "the drug library must sit next to provision.json (theca flash writes both)")
     hal.check_storage(root)
     motor_cfg = hal.motor_settings(pins.MOTOR, extra)
-    rtc = machine.RTC()
-    cause = boot_cause(rtc, hal.epoch_offset())
     hw = hal.Hardware(root, info, keys, cause)
     hw.clock = hal.Clock(rtc)
     p = pins.PINS
@@ -186,11 +220,12 @@ def build():
         pins.BUZZER["duty_u16"],
     )
     hw.led = Pin(p["led"], Pin.OUT, value=0)
-    hw.safe_held = rp2.bootsel_button
+    hw.safe_held = rp2.bootsel_button  # pyright: ignore[reportAttributeAccessIssue] (a function)
     hw.link = _link(extra.get("link", pins.LINK["default"]))
     # Last: a started watchdog cannot be stopped, so a build that failed above must
     # leave a REPL that is not reset under the user.
     hw.wdt = Rp2Watchdog(hw.clock, pins.WATCHDOG, machine.Timer(pins.WATCHDOG["timer"]))
+    hw.maintenance = _enter_maintenance  # pyright: ignore[reportAttributeAccessIssue] (a function)
     return hw
 
 
@@ -200,6 +235,6 @@ def bench():
         >>> import board, hal
         >>> hw = board.bench()
         >>> hal.run_strokes(hw, 1000)"""
-    hw = build()
+    hw = build(False)
     hw.wdt.hand_over()
     return hw

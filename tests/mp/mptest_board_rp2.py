@@ -175,6 +175,38 @@ def test_watchdog_reset_keeps_the_clock():
     assert got == (md.BOOT_WATCHDOG, t), (got, t)
 
 
+def test_maintenance_boot_survives_soft_resets():
+    # issue 14, found on the emulated Pico: after MAINTENANCE a soft reset (Ctrl-D,
+    # mpremote exec without resume) stopped the timer feeding the watchdog, which bit
+    # 9 s later and started the firmware under the user. Now MAINTENANCE resets into
+    # a boot where no watchdog runs, kept across soft resets, left at a hard reset.
+    s2 = WDT_BASE + 0x14
+    floor = hal.UNSET_FLOOR
+
+    def boot(rtc_t, s2_value, cause=3):
+        w = rig.setup(board, NAME, device_t=rtc_t, reset_cause=cause)
+        w.regs.update({s2: s2_value, SCRATCH4: 0})
+        try:
+            board.build()
+            return "firmware", w.regs.get(s2, 0), w.wdt_timeout_ns or None
+        except hal.SafeBoot as e:
+            assert "maintenance" in str(e)
+            return "repl", w.regs.get(s2, 0), w.wdt_timeout_ns or None
+
+    enter, inside = board.MAINT_ENTER, board.MAINT_IN
+    # the reset MAINTENANCE makes (machine.reset(): a hardware reset), then soft resets
+    assert boot(floor, enter) == ("repl", inside, None)
+    assert boot(floor + 120, inside) == ("repl", inside, None)
+    assert boot(floor + 900, inside) == ("repl", inside, None)
+    # machine.reset() or the RUN pin: the firmware again, with its watchdog
+    kind, left, wdt = boot(floor, inside)
+    assert (kind, left) == ("firmware", 0) and wdt is not None
+    # a power cycle clears the scratch registers: the firmware
+    assert boot(floor, 0, cause=1)[0] == "firmware"
+    # and an ENTER left from before a soft reset does not trap a running board
+    assert boot(floor + 3600, enter)[0] == "firmware"
+
+
 def test_wdt_timeout_within_rp2040_limit():
     assert board.pins.WATCHDOG["timeout_ms"] <= 8388
 

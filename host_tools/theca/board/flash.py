@@ -15,7 +15,7 @@ pseudo-terminal) with the real `mpremote`, and provisions it:
    library and a small main.py that starts the firmware (`import theca_main`), with
    `mpremote connect DEV resume fs cp ...` (`resume`: no soft reset, which the unix
    port's REPL cannot do);
-5. start it: on a board a soft reset from the friendly REPL runs main.py; the unix
+5. start it: on a board a hard reset (machine.reset()) from the friendly REPL runs main.py; the unix
    REPL cannot reset, so its firmware modules are dropped from sys.modules and main.py
    imported with `mpremote ... exec --no-follow`;
 6. check that the firmware answers GET_INFO with the serial just provisioned.
@@ -50,7 +50,15 @@ MAIN_PY = """\
 # Theca: starts the pump firmware at boot (written by `theca flash`).
 # Back to the REPL, to flash again: `theca --device PORT maintenance`, or hold the
 # board's safe-boot button (README, "The way back to the REPL").
-import theca_main
+import micropython
+
+# A host may send frames while the firmware loads: a 0x03 in one must not stop it.
+micropython.kbd_intr(-1)
+try:
+    import theca_main
+except BaseException:
+    micropython.kbd_intr(3)
+    raise
 theca_main.main()
 """
 # The firmware's main.py goes to the board as theca_main.mpy: main.py is the board's
@@ -58,6 +66,10 @@ theca_main.main()
 # the folder where the firmware keeps its state, and a folder wins an import.)
 _RENAME = {"main": "theca_main"}
 _MPREMOTE_TIMEOUT_S = 120
+_REPL_AFTER_MAINTENANCE_S = 40
+#: how long a freshly flashed board may take to answer (a real Pico: about 2 s; the
+#: emulated one imports its modules at a quarter of the real chip's speed)
+_BOOT_S = 30
 
 
 def mpremote() -> str:
@@ -153,9 +165,17 @@ class Flasher:
             try:
                 with Client(self.device, serial_no, timeout=1.0, retries=1, quiet=True) as c:
                     c.request("MAINTENANCE", b"", "clinician")
-                time.sleep(0.3)  # the firmware winds down and the REPL comes back
-                if self.repl_ready(3.0):
-                    return f"stopped {serial_no} (MAINTENANCE)"
+                # the firmware winds down and the REPL comes back: at once on the unix
+                # port, after a reset into its maintenance boot on a Pico (its USB port
+                # goes and comes back; an emulated one boots slower than a real one)
+                deadline = time.monotonic() + _REPL_AFTER_MAINTENANCE_S
+                while time.monotonic() < deadline:
+                    time.sleep(0.3)
+                    try:
+                        if self.repl_ready(3.0):
+                            return f"stopped {serial_no} (MAINTENANCE)"
+                    except LinkFailure:
+                        pass  # the port is away while the board resets
             except (LinkFailure, Refused, BadInput):
                 pass
         raise LinkFailure(
@@ -238,8 +258,9 @@ class Flasher:
             code = f"import sys\nfor _m in {names!r}:\n    sys.modules.pop(_m, None)\nimport main\n"
             self.mp("exec", "--no-follow", code)
             return
-        # A board: leave the raw REPL and soft-reset from the friendly one, which runs
-        # main.py (a soft reset from the raw REPL would not).
+        # A board: a hard reset from the friendly REPL (machine.reset()), which runs
+        # main.py and leaves a Pico's maintenance boot (a soft reset would keep it:
+        # boards/rp2_pico/board.py).
         import serial
 
         try:
@@ -249,8 +270,9 @@ class Flasher:
                 s.write(b"\r\x02")
                 time.sleep(0.2)
                 s.reset_input_buffer()
-                s.write(b"\x04")
+                s.write(b"import machine; machine.reset()\r")
                 s.flush()
+                time.sleep(0.2)
         except (serial.SerialException, OSError) as e:
             raise LinkFailure(f"cannot restart the board on {self.device}: {e}") from None
 
@@ -258,10 +280,19 @@ class Flasher:
         """The new firmware answers with the serial just provisioned."""
         assert self.serial is not None  # provision() chose it
         K.remember_device(self.device, self.serial)
-        with Client(self.device, self.serial, timeout=1.0, retries=9, quiet=True) as c:
-            info = c.identify("clinician")
-            c.request("GET_STATUS", b"", "clinician")
-        return info
+        deadline = time.monotonic() + _BOOT_S
+        while True:
+            try:
+                with Client(self.device, self.serial, timeout=1.0, retries=_BOOT_S - 1,
+                            quiet=True) as c:
+                    info = c.identify("clinician")
+                    c.request("GET_STATUS", b"", "clinician")
+                return info
+            except LinkFailure as e:
+                # a board's USB port is away for a moment while it resets
+                if "cannot open" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
 _WIPE_STATE = (

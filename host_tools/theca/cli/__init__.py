@@ -15,7 +15,7 @@ import sys
 from theca.errors import BAD_INPUT, BadInput
 
 # Subcommand modules; each has add_parser(subparsers) and run(args) -> int.
-_COMMANDS = ["simulate", "decode", "report", "trumpet", "programmer", "twin", "flash"]
+_COMMANDS = ["simulate", "decode", "report", "trumpet", "programmer", "twin", "emu", "flash"]
 # Options that belong to the programmer and may stand before or after the command name.
 _GLOBAL = {"--device": True, "--role": True}
 
