@@ -283,11 +283,11 @@ def benchmarks_md(r: dict) -> str:
             f"| Pico (official rp2 v1.28.0, emulated): `gc.mem_free()` after boot | "
             f"{heap(pc['heap_free_boot'])} | - | >= half free |",
             f"| Pico: lowest `gc.mem_free()` in {pc['therapy_device_s'] // 3600} h of therapy "
-            f"(status every 5 s) | {heap(pc['heap_free_therapy_min'])} | - | >= half free |",
+            f"(status every 15 s of real time) | {heap(pc['heap_free_therapy_min'])} | - | >= half free |",
             f"| Pico: `gc.mem_free()` after a log pull | {heap(pc['heap_free_after_pull'])} | - | "
             ">= half free |",
             f"| Pico: .mpy of the firmware and board (armv6m) | {_n(pc['mpy_bytes'])} bytes | - | - |",
-            f"| Pico: CPU time of one GET_STATUS at 125 MHz (host's last byte to the reply's "
+            f"| Pico: CPU time of a request at 125 MHz (median of the run's, host's last byte to the reply's "
             f"first) | {pc['frame_cpu_us_median']} us (median) | - | - |",
             f"| Pico: one stroke (128 PIO pulses at 2 kHz, settling, feedback) | "
             f"{pc['stroke_us']} us | - | 64 ms of pulses |",

@@ -144,6 +144,7 @@ class Pump:
         self.heap_free = 0
         self.heap_total = 0
         self.heap_t = 0  # when the heap is sampled next
+        self.heap_gc_t = 0  # when a sample may collect the garbage next
         self.eta_dirty = True
         self.retry_t = NEVER
         self.last_tick = now
@@ -276,7 +277,13 @@ class Pump:
 
     def sample_heap(self, now):
         """The heap's figures for STATUS (gc.mem_free walks the whole heap: not for every
-        frame; telemetry carries a sample at most HEAP_SAMPLE_S old, GET_STATUS a new one)."""
+        frame; telemetry carries a sample at most HEAP_SAMPLE_S old, GET_STATUS a new one).
+        The garbage is collected first (at most once a second: a flood of requests cannot
+        keep the CPU collecting), so the figure is what the pump really holds, not how
+        long ago the last collection ran."""
+        if now >= self.heap_gc_t:
+            gc.collect()
+            self.heap_gc_t = now + 1
         free = gc.mem_free()
         self.heap_free = free
         self.heap_total = free + gc.mem_alloc()

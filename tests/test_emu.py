@@ -299,7 +299,7 @@ def test_4_the_same_scenario_on_the_emulated_pico_and_on_the_twin(tmp_path):
         return [key(e) for e in evs[i:] if e["event"] != "boot" and _t(e["t"]) <= end]
 
     a, b = from_program(ev), from_program(twin_ev)
-    assert a == b, "\n".join(f"{x}\n{y}\n" for x, y in zip(a, b) if x != y) or (len(a), len(b))
+    assert a == b, "\n".join(f"{x}\n{y}\n" for x, y in zip(a, b, strict=False) if x != y) or (len(a), len(b))
     names = [e["event"] for e in a]
     assert "step_changed" in names and "bolus_denied" in names and names.count("bolus_completed") == 2
     data = stream.read_bytes()
