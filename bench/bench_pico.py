@@ -80,6 +80,8 @@ def run() -> dict:
                 raise RuntimeError(r.stderr.strip())
             out["log_pull"] = r.stdout.strip()
             out["heap_free_after_pull"] = _status(home, dev)["heap_free"]
+            # `theca status` ends with GET_STATUS: the last reply timed is its own
+            out["status_cpu_us"] = round(emu.stats()["reply_ns"][-1] / 1000)
             replies = sorted(emu.stats()["reply_ns"])
             out["frame_cpu_us_median"] = round(replies[len(replies) // 2] / 1000) if replies else None
             # a stroke's length on the chip: the bench helper at the maintenance REPL

@@ -289,6 +289,8 @@ def benchmarks_md(r: dict) -> str:
             f"| Pico: .mpy of the firmware and board (armv6m) | {_n(pc['mpy_bytes'])} bytes | - | - |",
             f"| Pico: CPU time of a request at 125 MHz (median of the run's, host's last byte to the reply's "
             f"first) | {pc['frame_cpu_us_median']} us (median) | - | - |",
+            f"| Pico: CPU time of one GET_STATUS at 125 MHz (with its heap sample) | "
+            f"{pc['status_cpu_us']} us | - | - |",
             f"| Pico: one stroke (128 PIO pulses at 2 kHz, settling, feedback) | "
             f"{pc['stroke_us']} us | - | 64 ms of pulses |",
             f"| Pico: emulated therapy against real time | {pc['x_real_time']}x "

@@ -118,9 +118,12 @@ def test_2_a_stall_and_an_occlusion_raise_their_alarms(pico):
     home, dev, emu = pico["home"], pico["dev"], pico["emu"]
     wait_status(home, dev, lambda s: s["mode"] == "running", 60, "running")
     n = emu.strokes()
+    first = len(emu.events)
     emu.control(encoder=False)  # the rotor does not turn: no feedback edge
     s = wait_status(home, dev, lambda s: "motor_stall" in s["alarms"], 120, "with motor_stall")
     assert s["mode"] == "halted"
+    # the alarm sounds: the buzzer's PWM makes a tone
+    assert emu.wait_for(lambda e: e["ev"] == "tone" and e["hz"] > 100, 60, start=first) is not None
     # a stalled stroke delivered nothing the pump counted as delivered
     emu.control(encoder=True)
     s = wait_status(home, dev, lambda s: "motor_stall" not in s["alarms"] and s["mode"] == "running",
@@ -199,13 +202,12 @@ def test_3_the_real_watchdog_resets_a_hung_therapy_task_and_maintenance_leaves_a
 
 
 def test_missing_or_damaged_firmware_is_named(tmp_path, monkeypatch):
+    from theca.emu import BOOTROM_NAME, FIRMWARE_NAME, rp2_dir
+
+    real = rp2_dir()  # this run's: $THECA_RP2_FIRMWARE or ../shared/rp2
     monkeypatch.setenv("THECA_RP2_FIRMWARE", str(tmp_path))
     with pytest.raises(BadInput, match="SHA256SUMS"):
         Emulator(tmp_path / "dev")
-    from theca.emu import BOOTROM_NAME, FIRMWARE_NAME, rp2_dir
-
-    monkeypatch.delenv("THECA_RP2_FIRMWARE")
-    real = rp2_dir()
     for name in (FIRMWARE_NAME, BOOTROM_NAME, "SHA256SUMS"):
         (tmp_path / name).write_bytes((real / name).read_bytes())
     monkeypatch.setenv("THECA_RP2_FIRMWARE", str(tmp_path))
@@ -216,7 +218,7 @@ def test_missing_or_damaged_firmware_is_named(tmp_path, monkeypatch):
     with pytest.raises(BadInput, match="does not match SHA256SUMS"):
         Emulator(tmp_path / "dev")
     (tmp_path / "img").write_bytes(b"\xff" * 100)
-    monkeypatch.delenv("THECA_RP2_FIRMWARE")
+    monkeypatch.setenv("THECA_RP2_FIRMWARE", str(real))
     with pytest.raises(BadInput, match="not a 2097152-byte Pico flash image"):
         Emulator(tmp_path / "dev", flash_image=tmp_path / "img")
 

@@ -104,3 +104,22 @@ def test_an_installed_theca_works_from_any_folder(tmp_path, repl):  # noqa: F811
     r = run("--device", repl["dev"], "flash", "--board", "unix")
     assert r.returncode == 0 and "flashed TH" in r.stdout, r.stdout + r.stderr
     assert "main.py" in {p.name for p in repl["board"].iterdir()}
+    # issue 14: the installed `theca emu` installs the pinned rp2040js into the user's
+    # cache on first use, and its emulated Pico answers mpremote
+    from theca.emu import rp2_dir
+
+    pico = tmp_path / "pico"
+    env["THECA_RP2_FIRMWARE"] = str(rp2_dir())
+    emu = subprocess.Popen([theca, "emu", "--pty", str(pico)], cwd=work, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = emu.stdout.readline() if emu.stdout else ""
+        assert "emulated Pico on" in line, line + (emu.stderr.read() if emu.poll() is not None
+                                                   and emu.stderr else "")
+        assert (tmp_path / "cache" / "theca" / "emu" / "node_modules" / "rp2040js").is_dir()
+        r = subprocess.run([str(venv / "bin" / "mpremote"), "connect", str(pico), "exec",
+                            "print(6 * 7)"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "42" in r.stdout, r.stdout + r.stderr
+    finally:
+        emu.terminate()
+        emu.wait(timeout=30)

@@ -446,7 +446,7 @@ function attachPump() {
   const ch = mcu.pwm.channels[slice];
   const poll = clock.createAlarm(() => {
     const cc = chB ? ch.cc >>> 16 : ch.cc & 0xffff;
-    const on = ch.en && cc > 0 && mcu.gpio[PINS.buzzer].functionSelect === 4;
+    const on = (ch.csr & 1) === 1 && cc > 0 && mcu.gpio[PINS.buzzer].functionSelect === 4;
     if (on && pump.tone === null) {
       const div = (ch.div >> 4) + (ch.div & 15) / 16 || 1;
       const hz = Math.round(mcu.clkSys / ((ch.top + 1) * div));
