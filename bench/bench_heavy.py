@@ -18,12 +18,15 @@ from theca.inputs.scenario import load_scenario  # noqa: E402
 from theca.twin.simulate import simulate  # noqa: E402
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
-#: mg/day of morphine at 10 mg/mL giving about N strokes of 250 nL a day
-RATES = {300: "0.75 mg/day", 2200: "5.5 mg/day", 6000: "15 mg/day"}
+#: (concentration, rate) of morphine giving N strokes of 250 nL a day (6,000 at 10 mg/mL
+#: would pass its 15 mg/day hard limit: 5 mg/mL there)
+RATES = {300: ("10 mg/mL", "0.75 mg/day"), 2200: ("10 mg/mL", "5.5 mg/day"),
+         6000: ("5 mg/mL", "7.5 mg/day")}
 
 
-def _rx(rate: str) -> str:
-    return (f'drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\n'
+def _rx(conc_rate: tuple[str, str]) -> str:
+    conc, rate = conc_rate
+    return (f'drug = "morphine"\nconcentration = "{conc}"\n[[steps]]\nstart = "00:00"\n'
             f'rate = "{rate}"\n[patient_bolus]\ndose = "0.25 mg"\nduration = "10 min"\n'
             'lockout = "6 h"\nmax_per_day = 4\n')
 
@@ -41,11 +44,10 @@ def heavy(d: Path, days: int, strokes_per_day: int = 2200):
     for k in range(30, days, 30):
         t = START + timedelta(days=k, hours=10)
         ev.append(f'[[events]]\nat = {t:%Y-%m-%dT%H:%M:%SZ}\naction = "refill"\n'
-                  'volume = "20 mL"\nconcentration = "10 mg/mL"\n')
+                  f'volume = "20 mL"\nconcentration = "{RATES[strokes_per_day][0]}"\n')
     p = d / f"heavy_{days}_{strokes_per_day}.toml"
-    override = "override_soft_limit = true\n" if strokes_per_day == 6000 else ""
     p.write_text(f'start = {START:%Y-%m-%dT%H:%M:%SZ}\ndays = {days}\nstatus_period_s = 60\n'
-                 f'reservoir_ml = 20.0\nprescription = "{rx.name}"\n{override}' + "".join(ev))
+                 f'reservoir_ml = 20.0\nprescription = "{rx.name}"\n' + "".join(ev))
     return p
 
 

@@ -188,6 +188,64 @@ def _heap_verdict(hp: dict) -> str:
     return "" if not isinstance(k, int) or k <= HEAP_REQUIREMENT_KIB else " (NOT MET)"
 
 
+def _heavy_rows(hv: dict, tw: dict) -> list[str]:
+    rows: list[str] = []
+    if "error" in hv:
+        rows.append(f"| twin, heavy scenario | not measured: {hv['error']} | - | - |")
+    elif hv:
+        light_s = tw.get("seconds")
+        rows += [
+            f"| twin: {hv['days']} days of heavy therapy (5.5 mg/day morphine at 10 mg/mL, "
+            f"{_n(hv['strokes'])} strokes, 2 boluses a day, a refill every 30 days), firmware | "
+            f"{hv['firmware_s']} s ({_n(hv['x_real_time'])}x real time"
+            + (f"; {_ratio(hv['firmware_s'], light_s)} of the light scenario's time" if light_s else "")
+            + ") | - | 10,000,000x (1.6 s): "
+            + ("met" if hv["x_real_time"] >= 10_000_000 else
+               f"NOT MET ({_ratio(hv['x_real_time'], 10_000_000)} of it)") + " |",
+            f"| twin, heavy: strokes per second / microseconds per stroke | "
+            f"{_n(hv['strokes_per_s'])} /s, {hv['us_per_stroke']} us | - | - |",
+            f"| `theca simulate` of the heavy scenario, the whole command | {hv['simulate_cli_s']} s | - | "
+            "host work no slower than the firmware's |",
+            f"| smallest heap, 30 days of the heavy scenario (4 KiB steps) | "
+            f"{hv['min_heap_kib_30d']} KiB | - | 96 KiB: "
+            + ("met" if (hv["min_heap_kib_30d"] or 999) <= 96 else "NOT MET") + " |",
+        ]
+        for k, v in hv["growth"].items():
+            rows.append(f"| twin time, {k} | {v} s | - | - |")
+    return rows
+
+
+def _pico_rows(pc: dict) -> list[str]:
+    rows: list[str] = []
+    if "error" in pc:
+        rows.append(f"| emulated Pico | not measured: {pc['error']} | - | - |")
+    elif pc:
+        tot = pc["heap_total"]
+
+        def heap(v):
+            return f"{_n(v)} of {_n(tot)} bytes free ({100 * v // tot} %)"
+
+        rows += [
+            f"| Pico (official rp2 v1.28.0, emulated): `gc.mem_free()` after boot | "
+            f"{heap(pc['heap_free_boot'])} | - | >= half free |",
+            f"| Pico: lowest `gc.mem_free()` in {pc['therapy_device_s'] // 3600} h of therapy "
+            f"(status every 15 s of real time) | {heap(pc['heap_free_therapy_min'])} | - | >= half free |",
+            f"| Pico: `gc.mem_free()` after a log pull | {heap(pc['heap_free_after_pull'])} | - | "
+            ">= half free |",
+            f"| Pico: .mpy of the firmware and board (armv6m) | {_n(pc['mpy_bytes'])} bytes | - | - |",
+            f"| Pico: CPU time of a request at 125 MHz (median of the run's, host's last byte to the reply's "
+            f"first) | {pc['frame_cpu_us_median']} us (median) | - | - |",
+            f"| Pico: CPU time of one GET_STATUS at 125 MHz (with its heap sample) | "
+            f"{pc['status_cpu_us']} us | - | - |",
+            f"| Pico: one stroke (128 PIO pulses at 2 kHz, settling, feedback) | "
+            f"{pc['stroke_us']} us | - | 64 ms of pulses |",
+            f"| Pico: emulated therapy against real time | {pc['x_real_time']}x "
+            f"({pc['therapy_device_s']} s in {pc['therapy_wall_s']} s, {pc['strokes']} strokes) | - | - |",
+            f"| Pico: `theca flash` of a bare emulated board | {pc['flash_s']} s | - | - |",
+        ]
+    return rows
+
+
 def benchmarks_md(r: dict) -> str:
     """BENCHMARKS.md from the results of main()."""
     m = r["machine"]
@@ -270,33 +328,7 @@ def benchmarks_md(r: dict) -> str:
                            f"{v.get('requirement', '-')} |")
             else:
                 out.append(f"| link: {k} | {_n(v)} | - | - |")
-    pc = r.get("pico", {})
-    if "error" in pc:
-        out.append(f"| emulated Pico | not measured: {pc['error']} | - | - |")
-    elif pc:
-        tot = pc["heap_total"]
-
-        def heap(v):
-            return f"{_n(v)} of {_n(tot)} bytes free ({100 * v // tot} %)"
-
-        out += [
-            f"| Pico (official rp2 v1.28.0, emulated): `gc.mem_free()` after boot | "
-            f"{heap(pc['heap_free_boot'])} | - | >= half free |",
-            f"| Pico: lowest `gc.mem_free()` in {pc['therapy_device_s'] // 3600} h of therapy "
-            f"(status every 15 s of real time) | {heap(pc['heap_free_therapy_min'])} | - | >= half free |",
-            f"| Pico: `gc.mem_free()` after a log pull | {heap(pc['heap_free_after_pull'])} | - | "
-            ">= half free |",
-            f"| Pico: .mpy of the firmware and board (armv6m) | {_n(pc['mpy_bytes'])} bytes | - | - |",
-            f"| Pico: CPU time of a request at 125 MHz (median of the run's, host's last byte to the reply's "
-            f"first) | {pc['frame_cpu_us_median']} us (median) | - | - |",
-            f"| Pico: CPU time of one GET_STATUS at 125 MHz (with its heap sample) | "
-            f"{pc['status_cpu_us']} us | - | - |",
-            f"| Pico: one stroke (128 PIO pulses at 2 kHz, settling, feedback) | "
-            f"{pc['stroke_us']} us | - | 64 ms of pulses |",
-            f"| Pico: emulated therapy against real time | {pc['x_real_time']}x "
-            f"({pc['therapy_device_s']} s in {pc['therapy_wall_s']} s, {pc['strokes']} strokes) | - | - |",
-            f"| Pico: `theca flash` of a bare emulated board | {pc['flash_s']} s | - | - |",
-        ]
+    out += _heavy_rows(r.get("heavy", {}), tw) + _pico_rows(r.get("pico", {}))
     out += [
         "",
         f"Decoding is compared on frames of about the same size ({size}: Theca's carry more",
@@ -328,6 +360,12 @@ def main() -> int:
         results["report"] = report_speed(d)
         results["link"] = link_figures()
         results["guard"] = guard_cost()
+        import bench_heavy
+
+        try:
+            results["heavy"] = bench_heavy.run(d)
+        except RuntimeError as e:
+            results["heavy"] = {"error": str(e)[-300:]}
         try:
             import bench_pico
 
