@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from heap_search import smallest_heap_kib  # noqa: E402
 from theca.board.build import compile_firmware  # noqa: E402
 from theca.inputs.scenario import load_scenario  # noqa: E402
 from theca.twin.simulate import simulate  # noqa: E402
@@ -94,19 +95,7 @@ def run(d: Path) -> dict:
 
 
 def _min_heap(p: Path, d: Path) -> int | None:
-    def ok(kib: int) -> bool:
-        return _run(p, d, heapsize=f"{kib}k")["returncode"] == 0
-
-    lo, hi = 16, 512
-    if not ok(hi):
-        return None
-    while hi - lo > 4:
-        mid = (lo + hi) // 2 // 4 * 4
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return smallest_heap_kib(lambda kib: _run(p, d, heapsize=f"{kib}k")["returncode"] == 0)
 
 
 if __name__ == "__main__":

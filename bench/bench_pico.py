@@ -6,6 +6,7 @@ emulated pump runs against real time. Part of `make bench` (bench/run.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,10 +35,7 @@ THERAPY_S = 86400  # a day of device time (about 6 min of real time)
 
 
 def _theca(home: Path, *args, timeout=300) -> subprocess.CompletedProcess:
-    env = {"THECA_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    import os
-
-    env = {**os.environ, **env}
+    env = {**os.environ, "THECA_HOME": str(home)}
     env.pop("THECA_DEVICE", None)
     return subprocess.run(THECA + [str(a) for a in args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=ROOT)

@@ -25,6 +25,7 @@ from theca.log.data import read_log
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from heap_search import smallest_heap_kib  # noqa: E402
 from theca.board.build import compile_firmware  # noqa: E402
 from theca.inputs.scenario import load_scenario  # noqa: E402
 from theca.twin.simulate import simulate  # noqa: E402
@@ -78,16 +79,7 @@ def min_heap(d: Path, days: int = 30) -> dict:
     def ok(kib: int) -> bool:
         return simulate(sc, d / "heap.tlog", heapsize=f"{kib}k", mpy_dir=mpy)["returncode"] == 0
 
-    lo, hi = 16, 512
-    if not ok(hi):
-        return {"days": days, "min_heap_kib": None}
-    while hi - lo > 4:
-        mid = (lo + hi) // 2 // 4 * 4
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return {"days": days, "min_heap_kib": hi}
+    return {"days": days, "min_heap_kib": smallest_heap_kib(ok)}
 
 
 def report_speed(d: Path) -> dict:

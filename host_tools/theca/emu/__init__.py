@@ -240,8 +240,8 @@ class Emulator:
     # -- the pump around the chip --------------------------------------------------------
 
     def control(self, **kw: Any) -> None:
-        """Change the world: occlusion=True/False, encoder=True/False, vbat_mv=N,
-        pause_at=ns, resume=True, stats=True."""
+        """Change the world: occlusion=True/False, encoder=True/False, vbat_mv=N;
+        stats=True asks for the counters; stop=True ends the run."""
         assert self.proc is not None and self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(kw) + "\n")
         self.proc.stdin.flush()

@@ -5,7 +5,7 @@
 //
 // fd 3 is the master side of the pseudo-terminal that is the board's USB serial port.
 // stdin takes control lines (JSON), stdout gives the physical truth (JSON lines):
-//   {"ev":"ready"|"boot"|"stroke"|"tone"|"flash"|"stats"|"paused", "t": sim ns, ...}
+//   {"ev":"ready"|"usb"|"stroke"|"partial"|"tone"|"reset"|"stats", "t": sim ns, ...}
 // Every time is simulated nanoseconds since this run began (across chip resets).
 import fs from 'node:fs';
 import path from 'node:path';
@@ -25,8 +25,6 @@ const { values: opt } = parseArgs({
     'no-encoder': { type: 'boolean', default: false },
     occlusion: { type: 'boolean', default: false },
     'vbat-mv': { type: 'string', default: '4000' },
-    bootsel: { type: 'boolean', default: false },
-    'uart-fd': { type: 'string' },
     'serial-fd': { type: 'string', default: '3' },
   },
 });
@@ -97,8 +95,6 @@ let clock = null;
 let cdc = null;
 let simBase = 0; // sim ns at which the current chip came out of reset
 let resetPending = null; // 'watchdog' | 'force': a bite or machine.reset(), served between batches
-let paused = false;
-let pauseAt = Infinity;
 let stopped = false;
 const scratch = new Uint32Array(8);
 let reason = 0;
@@ -161,7 +157,6 @@ function onBreak(code) {
   core.PC = r[14] & ~1; // return to the caller (bx lr)
 }
 const flashOps = { erase: 0, program: 0 };
-const DEBUG = !!process.env.THECA_EMU_DEBUG;
 
 function makeChip() {
   clock = new SimulationClock();
@@ -192,9 +187,9 @@ function makeChip() {
   wd.onWatchdogTrigger = () => {
     if (resetPending === null) resetPending = wd.reason === 1 ? 'watchdog' : 'force';
   };
-  // QSPI_SS's pad resets to pull-up (0x5a): BOOTSEL is not pressed unless --bootsel
+  // QSPI_SS's pad resets to pull-up (0x5a): BOOTSEL is not pressed
   mcu.qspi[1].padValue = 0x5a;
-  mcu.qspi[1].setInputValue(!opt.bootsel);
+  mcu.qspi[1].setInputValue(true);
   // the inter-core FIFO (core 1 is not emulated) reads as rp2040js reads any register it
   // lacks (all ones), without a warning for each of the firmware's flash writes
   const sioRead = mcu.sio.readUint32.bind(mcu.sio);
@@ -231,8 +226,9 @@ function chipReset(kind) {
 // -- gaps -----------------------------------------------------------------------------
 function fixUart() {
   // rp2040js raises the TX interrupt on every register access, so MicroPython's UART
-  // IRQ handler never returns. Here TX is a FIFO that empties a byte time after each write.
-  for (const [i, uart] of mcu.uart.entries()) {
+  // IRQ handler never returns. Here TX is a FIFO that empties a byte time after each
+  // write (the bytes go nowhere: no link is carried on the UART here).
+  for (const uart of mcu.uart) {
     const TX = 1 << 5;
     uart.checkInterrupts = function () {
       this.rp2040.setInterrupt(this.irq, !!(this.interruptStatus & this.interruptMask));
@@ -242,10 +238,9 @@ function fixUart() {
       uart.checkInterrupts();
     });
     uart.interruptStatus |= TX; // the FIFO is empty at reset
-    uart.onByte = (b) => {
+    uart.onByte = () => {
       uart.interruptStatus &= ~TX;
       alarm.schedule(87_000); // a byte at 115200 baud
-      if (i === 0 && uartFd !== null) fs.writeSync(uartFd, Buffer.from([b]));
     };
   }
 }
@@ -290,7 +285,6 @@ function fixPio() {
 
 // -- USB serial over the pty ------------------------------------------------------------
 const serialFd = Number(opt['serial-fd']);
-const uartFd = opt['uart-fd'] !== undefined ? Number(opt['uart-fd']) : null;
 const hostBytes = []; // from the host, not yet taken by the firmware
 let pendingRead = null; // an OUT transfer the firmware armed while nothing was waiting
 
@@ -305,14 +299,12 @@ function attachUsb() {
       if (replyNs.length > 64) replyNs.shift();
       hostT = null;
     }
-    if (DEBUG) out({ ev: 'devbytes', t: now(), n: buf.length, wall: Date.now() % 100000, b: Buffer.from(buf).toString('latin1').slice(0, 120) });
     fs.writeSync(serialFd, buf);
   };
   const usb = mcu.usbCtrl;
   // rp2040js answers every OUT transfer at once with nothing, so the CPU never sleeps;
   // here the transfer waits until the host sends bytes (as on a board).
   usb.onEndpointRead = (endpoint, size) => {
-    if (DEBUG) out({ ev: 'usbread', t: now(), endpoint, size, have: hostBytes.length });
     if (endpoint !== cdc.outEndpoint) return;
     if (hostBytes.length === 0) {
       pendingRead = { endpoint, size };
@@ -351,7 +343,6 @@ const replyNs = [];
 function feedHost(data) {
   pace();
   hostT = now();
-  if (DEBUG) out({ ev: 'hostbytes', t: now(), n: data.length, pending: pendingRead !== null, wall: Date.now() % 100000, b: Buffer.from(data).toString('latin1').slice(0, 120) });
   for (const b of data) hostBytes.push(b);
   if (pendingRead !== null && hostBytes.length) {
     const { endpoint, size } = pendingRead;
@@ -360,13 +351,12 @@ function feedHost(data) {
   }
 }
 
-// A blocking read on the libuv thread pool for each fd: a tty stream on a pty master
-// delivers late (hundreds of ms) while the run loop keeps the event loop busy.
+// The host's bytes: a blocking read of the pty master on libuv's thread pool, one at a
+// time; EAGAIN/EIO (no one holds the slave side yet) is tried again shortly.
 function readForever(fd, onData) {
   const buf = Buffer.alloc(4096);
   const next = () => {
     fs.read(fd, buf, 0, buf.length, null, (err, n) => {
-      if (DEBUG) out({ ev: 'read', err: err?.code ?? null, n, wall: Date.now() % 100000 });
       if (err) {
         if (err.code === 'EAGAIN' || err.code === 'EIO') {
           setTimeout(next, 10); // no one holds the other side yet
@@ -384,12 +374,6 @@ readForever(serialFd, (d) => {
   feedHost(d);
   kick();
 });
-if (uartFd !== null) {
-  readForever(uartFd, (d) => {
-    for (const b of d) mcu.uart[0].feedByte(b);
-    kick();
-  });
-}
 
 // -- the pump around the chip -------------------------------------------------------------
 const pump = {
@@ -480,13 +464,6 @@ const control = {
     pump.vbatMv = Number(v);
     setBattery();
   },
-  pause_at(v) {
-    pauseAt = Number(v);
-  },
-  resume() {
-    paused = false;
-    pauseAt = Infinity;
-  },
   stats() {
     report();
   },
@@ -527,7 +504,7 @@ function kick() {
     wakeTimer = null;
     scheduled = false;
   }
-  if (!scheduled && !paused && !stopped) {
+  if (!scheduled && !stopped) {
     scheduled = true;
     setImmediate(loop);
   }
@@ -536,11 +513,10 @@ function kick() {
 function loop() {
   scheduled = false;
   wakeTimer = null;
-  if (stopped || paused) return;
-  if (DEBUG) dbg.loops++;
+  if (stopped) return;
   const deadline = Date.now() + 20;
   let idle = false;
-  while (!paused && Date.now() < deadline) {
+  while (Date.now() < deadline) {
     const core = mcu.core;
     for (let i = 0; i < 20000; i++) {
       if (core.waiting) {
@@ -563,16 +539,10 @@ function loop() {
           }
         }
         clock.tick(dt);
-        if (DEBUG) dbg.jumps++;
       } else {
         clock.tick(core.executeInstruction() * CYCLE_NS);
       }
       if (resetPending !== null) break;
-      if (simBase + clock.nanos >= pauseAt) {
-        paused = true;
-        out({ ev: 'paused', t: now() });
-        break;
-      }
     }
     if (resetPending !== null) {
       const k = resetPending;
@@ -581,10 +551,8 @@ function loop() {
     }
     if (idle) break;
   }
-  if (paused) return; // resume (control) kicks it again
   scheduled = true;
   if (idle) {
-    if (DEBUG) dbg.idles++;
     wakeTimer = setTimeout(loop, paceUntil > 0 ? 1 : 5);
   } else {
     setImmediate(loop);
@@ -608,8 +576,6 @@ function finish(code) {
   process.exit(code);
 }
 process.on('SIGTERM', () => finish(0));
-if (process.env.THECA_EMU_DEBUG) setInterval(() => { out({ ev: 'debug', t: now(), pc: mcu.core.PC.toString(16), waiting: mcu.core.waiting, dt: clock.nanosToNextAlarm, loops: dbg.loops, idles: dbg.idles, jumps: dbg.jumps }); dbg.loops = dbg.idles = dbg.jumps = 0; }, 1000);
-const dbg = { loops: 0, idles: 0, jumps: 0 };
 process.on('SIGINT', () => finish(0));
 
 makeChip();
