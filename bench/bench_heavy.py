@@ -32,8 +32,9 @@ def _rx(conc_rate: tuple[str, str]) -> str:
             'lockout = "6 h"\nmax_per_day = 4\n')
 
 
-def heavy(d: Path, days: int, strokes_per_day: int = 2200):
-    """The heavy scenario (a lighter or heavier basal for the growth table)."""
+def heavy(d: Path, days: int, strokes_per_day: int = 2200, status_period_s: int = 60):
+    """The heavy scenario (a lighter or heavier basal for the growth table; a longer status
+    period for the telemetry's share)."""
     rx = d / f"rx_{strokes_per_day}.toml"
     rx.write_text(_rx(RATES[strokes_per_day]))
     ev = []
@@ -46,8 +47,8 @@ def heavy(d: Path, days: int, strokes_per_day: int = 2200):
         t = START + timedelta(days=k, hours=10)
         ev.append(f'[[events]]\nat = {t:%Y-%m-%dT%H:%M:%SZ}\naction = "refill"\n'
                   f'volume = "20 mL"\nconcentration = "{RATES[strokes_per_day][0]}"\n')
-    p = d / f"heavy_{days}_{strokes_per_day}.toml"
-    p.write_text(f'start = {START:%Y-%m-%dT%H:%M:%SZ}\ndays = {days}\nstatus_period_s = 60\n'
+    p = d / f"heavy_{days}_{strokes_per_day}_{status_period_s}.toml"
+    p.write_text(f'start = {START:%Y-%m-%dT%H:%M:%SZ}\ndays = {days}\nstatus_period_s = {status_period_s}\n'
                  f'reservoir_ml = 20.0\nprescription = "{rx.name}"\n' + "".join(ev))
     return p
 

@@ -1,5 +1,6 @@
 # Alarm state: which alarms are raised, which the patient or clinician acknowledged.
 # Alarm bit numbers and the critical set come from the protocol definition.
+import micropython
 from msgdefs import (  # noqa: F401  (re-exported for the pump and the tests)
     ALARM_BATTERY_EOS as BATTERY_EOS,
     ALARM_BATTERY_ERI as BATTERY_ERI,
@@ -27,9 +28,11 @@ class Alarms:
         self.acked = 0
         self.log = log
 
+    @micropython.native
     def active(self, bit):
         return (self.mask >> bit) & 1
 
+    @micropython.native
     def raise_(self, bit, now, reservoir_nl, detail=0):
         """Raise; returns True if newly raised (an event is logged only then). The event
         carries the reservoir and a detail (battery days, role, fault code)."""
@@ -41,6 +44,7 @@ class Alarms:
         self.log(now, EV_ALARM_RAISED, 0, bit, reservoir_nl, detail)
         return True
 
+    @micropython.native
     def clear(self, bit, now, reservoir_nl, detail=0):
         m = 1 << bit
         if not self.mask & m:
@@ -56,6 +60,7 @@ class Alarms:
         self.acked |= mask & self.mask & ~UNSILENCEABLE
         return self.acked
 
+    @micropython.native
     def sounding(self):
         """Mask of raised alarms not yet acknowledged."""
         return self.mask & ~self.acked

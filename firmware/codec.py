@@ -107,6 +107,7 @@ class FrameWriter:
     # native: measured 0.69 -> 0.59 us per call on the twin (x64 .mpy); feed()
     # and the rest gained nothing measurable, so they stay bytecode.
     @micropython.native
+    @micropython.native
     def finish(self, type, seq, time, payload_len):
         """Header + CRC around the payload already in buf; returns the frame view."""
         n = _HDR + payload_len
@@ -427,6 +428,7 @@ class TlogWriter:
         if header:  # False: appending to a log that has one (the twin after a restart)
             f.write(struct.pack(M.TLOG_HDR_FMT, M.TLOG_MAGIC, M.TLOG_FORMAT, flags, schema))
 
+    @micropython.native
     def _put(self, src, n):
         soff = 0
         cap = len(self.buf)
@@ -442,6 +444,7 @@ class TlogWriter:
                 self.f.write(self.buf)
                 self.fill = 0
 
+    @micropython.native
     def write_record(self, frame, n=-1):
         """Append one frame (frame[0:n]; n defaults to all of it) as a record."""
         if n < 0:

@@ -11,6 +11,7 @@
 # boluses and is told about step changes and finished boluses.
 from array import array
 
+import micropython
 from micropython import const
 
 NEVER = const(0x3FFFFFFF)  # "no such event": a time no schedule reaches (< 2**30)
@@ -149,6 +150,7 @@ class Engine:
         self.b_next_end = nxt
 
     # -- time -------------------------------------------------------------------------
+    @micropython.native
     def advance(self, now, deliver=True):
         """Integrate the plan up to `now`; returns the number of strokes due now.
 
@@ -193,6 +195,7 @@ class Engine:
             return 0
         return self.acc // self.Q
 
+    @micropython.native
     def stroke_done(self):
         """One stroke was delivered and confirmed by the mechanism."""
         self.acc -= self.Q
@@ -295,6 +298,7 @@ class Engine:
         self._sum_rate()
 
     # -- planning ---------------------------------------------------------------------
+    @micropython.native
     def next_breakpoint(self):
         """The next step change, timed bolus start or bolus end (NEVER if none)."""
         nxt = self.next_step_t
@@ -304,6 +308,7 @@ class Engine:
             nxt = self.b_next_end
         return nxt
 
+    @micropython.native
     def next_time(self, now):
         """When the engine next needs the pump: a stroke, a step, a bolus start or end."""
         nxt = self.next_breakpoint()

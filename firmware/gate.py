@@ -2,6 +2,7 @@
 # a button on a handheld remote and an overdose.
 from array import array
 
+import micropython
 from micropython import const
 
 BUCKET_S = const(300)
@@ -36,6 +37,7 @@ class Rolling:
         self.idx = 0  # bucket number (time // BUCKET_S) of the newest bucket
         self.total = 0
 
+    @micropython.native
     def _roll(self, now):
         k = now // BUCKET_S
         d = k - self.idx
@@ -58,11 +60,13 @@ class Rolling:
             self.b[i] = 0
         self.total = 0
 
+    @micropython.native
     def add(self, now, ng):
         self._roll(now)
         self.b[self.idx % NBUCKETS] += ng
         self.total += ng
 
+    @micropython.native
     def sum(self, now):
         self._roll(now)
         return self.total
@@ -75,6 +79,13 @@ class Gate:
         self.starts = array("i", bytes(4 * MAX_STARTS))  # ring of recent start times
         self.n = 0
         self.head = 0
+        self.forget_count()
+
+    def forget_count(self):
+        """The ring changed (a start, a restore): the next count_24h counts again."""
+        self.c = 0
+        self.c_from = 1
+        self.c_until = 0  # [c_from, c_until): when the counted c still holds
 
     def last_start(self):
         if self.n == 0:
@@ -82,11 +93,23 @@ class Gate:
         return self.starts[(self.head - 1) % MAX_STARTS]
 
     def count_24h(self, now):
+        """Starts in the 24 h before `now`. Counted once, then reused until the first counted
+        start ages out (every STATUS frame asks; a count over 24 starts each time was a
+        third of the frame's cost). A start older than 24 h stays so as `now` goes on, so
+        only a new start, a restore or a clock that goes back counts again."""
+        if self.c_from <= now < self.c_until:
+            return self.c
         c = 0
+        until = 2**30 - 1
         for i in range(self.n):
             t = self.starts[(self.head - 1 - i) % MAX_STARTS]
             if now - t < 86400:
                 c += 1
+                if t + 86400 < until:
+                    until = t + 86400
+        self.c = c
+        self.c_from = now
+        self.c_until = until
         return c
 
     def check(self, now, lockout_s, max_per_day):
@@ -103,3 +126,4 @@ class Gate:
         self.head = (self.head + 1) % MAX_STARTS
         if self.n < MAX_STARTS:
             self.n += 1
+        self.forget_count()

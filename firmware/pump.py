@@ -39,6 +39,7 @@ from gate import (
     Gate,
     Rolling,
 )
+import micropython
 from micropython import const
 import guard as guardmod
 import rx as rxmod
@@ -219,6 +220,7 @@ class Pump:
         return self.rtx.finish_reply(md.T_REPLY, self._next_seq(), t, n, self.reply_key,
                                      self.reply_bind)
 
+    @micropython.native
     def _next_seq(self):
         s = self.seq
         self.seq = (s + 1) & 0xFFFF
@@ -238,6 +240,7 @@ class Pump:
         )
         return md.DEVICE_INFO_SIZE
 
+    @micropython.native
     def status_into(self, buf, off, now):
         """Pack the STATUS payload; allocation-free (called every status period)."""
         flags = 0
@@ -289,12 +292,14 @@ class Pump:
         self.heap_total = free + gc.mem_alloc()
         self.heap_t = now + HEAP_SAMPLE_S
 
+    @micropython.native
     def status_frame(self, now):
         """A complete STATUS frame (memoryview into a reused buffer)."""
         n = self.status_into(self.tx.buf, md.HDR_SIZE, now)
         return self.tx.finish(md.T_STATUS, self._next_seq(), now + self.wall_delta, n)
 
     # -- the therapy loop ---------------------------------------------------------------
+    @micropython.native
     def tick(self, now):
         """Do everything due at `now`; return the device time to be called again."""
         if self.mode == SAFE:
@@ -342,6 +347,7 @@ class Pump:
             nxt = lim
         return nxt
 
+    @micropython.native
     def _sense(self, now):
         hw = self.hw
         days = hw.battery.days_left(now)
@@ -362,6 +368,7 @@ class Pump:
             self.alarms.clear(OCCLUSION, now, self.reservoir_nl)
             self._update_mode(now)
 
+    @micropython.native
     def _stroke(self, now):
         # One stroke: check, move, then account. Returns False if delivery must stop.
         if self.reservoir_nl < self.stroke_nl:
@@ -391,6 +398,7 @@ class Pump:
         acc = self.engine.acc - (self.engine.Q if s else 0)
         self.store.journal(now, self.reservoir_nl - s, ul, nl, acc, self.mode)
 
+    @micropython.native
     def _account(self, now):
         # A confirmed stroke: reservoir, delivered, drug in the rolling window.
         s = self.stroke_nl

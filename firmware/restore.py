@@ -57,6 +57,7 @@ def _take_up(p, blob, jrec, now):
     g.starts[:] = array("i", v["gate"])
     g.n = v["gate_n"]
     g.head = v["gate_head"]
+    g.forget_count()
     r.b[:] = array("i", v["rolling"])
     r.idx = v["rolling_idx"]
     r.total = v["rolling_total"]

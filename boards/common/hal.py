@@ -243,6 +243,10 @@ class Clock:
         dt = (t - self._base) * 1000 - time.ticks_diff(time.ticks_ms(), self._ms0)
         return asyncio.sleep_ms(dt if dt > 0 else 0)
 
+    def skip_to(self, t):
+        """A board's time passes by itself: never skipped (the task sleeps)."""
+        return False
+
 
 # -- sensors and outputs -------------------------------------------------------------
 

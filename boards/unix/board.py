@@ -5,6 +5,7 @@
 # sink. The mechanism keeps its own physical truth (what it really pumped) apart from
 # the firmware's belief, so tests can compare the two.
 import asyncio
+import micropython
 import asyncio.core as _core
 import json
 import os
@@ -48,11 +49,13 @@ class Clock:
         _core.ticks = self.ticks
         _core._io_queue.wait_io_event = self._wait_io
 
+    @micropython.native
     def ticks(self):
         if self.speed:
             self.ms = self.ms0 + time.ticks_diff(time.ticks_ms(), self._real0) * self.speed
         return self.ms
 
+    @micropython.native
     def _wait_io(self, dt):
         if self.speed:
             self._wait(-1 if dt < 0 else (dt + self.speed - 1) // self.speed)
@@ -61,9 +64,11 @@ class Clock:
         elif dt < 0 and not _core._io_queue.map:
             raise RuntimeError("twin: nothing left to run")
 
+    @micropython.native
     def now(self):
         return self.base + (self.ticks() - self.ms0) // 1000
 
+    @micropython.native
     def true_now(self):
         """The world's time (device seconds), which no firmware command moves."""
         return self.true0 + (self.ticks() - self.ms0) // 1000
@@ -77,6 +82,26 @@ class Clock:
         """Awaitable: sleep until true time t (the world's events)."""
         dt = (t - self.true0) * 1000 - (self.ticks() - self.ms0)
         return asyncio.sleep_ms(dt if dt > 0 else 0)
+
+    @micropython.native
+    @micropython.native
+    def skip_to(self, t):
+        """Virtual time: if no other task wakes up to device time t, move the clock to t
+        and return True, and the caller goes on at once, as asyncio would have woken it
+        next anyway; else False (the caller sleeps). One task's run of wake-ups (strokes
+        between two status frames) then costs no trip through the scheduler."""
+        if self.speed:
+            return False
+        dt = (t - self.base) * 1000 - (self.ms - self.ms0)
+        target = self.ms + (dt if dt > 0 else 0)
+        head = _core._task_queue.peek()
+        # a task due at the same millisecond might run first: only a strict lead skips
+        if head is not None and time.ticks_diff(head.ph_key, target) <= 0:
+            return False
+        if _core._io_queue.map:
+            return False  # a stream waits on poll (the live twin): asyncio must look
+        self.ms = target
+        return True
 
     def sleep_until(self, t):
         """Awaitable: sleep until device time t. A plain function returning asyncio's
@@ -102,11 +127,14 @@ class Faults:
                 return True
         return False
 
+    @micropython.native
     def stalled(self):
-        return self._in(self.stall, self.clock.true_now())
+        # most runs have no window at all: no clock read then (a stroke asks, and a tick)
+        return bool(self.stall) and self._in(self.stall, self.clock.true_now())
 
+    @micropython.native
     def occluded(self):
-        return self._in(self.occl, self.clock.true_now())
+        return bool(self.occl) and self._in(self.occl, self.clock.true_now())
 
     def add(self, kind, at, duration_s):
         """A fault window from now (the control channel)."""
@@ -178,6 +206,7 @@ class Mechanism:
             return True
         return False
 
+    @micropython.native
     def stroke(self):
         if self.refills:
             self._refill()
@@ -200,6 +229,7 @@ class Mechanism:
         self.strokes += 1
         return 0
 
+    @micropython.native
     def _push(self, v, m):
         # v nL of drug m enter the catheter; as much leaves its tip
         cat = self.catheter
@@ -254,6 +284,7 @@ class Occlusion:
     def __init__(self, faults):
         self.faults = faults
 
+    @micropython.native
     def blocked(self):
         return self.faults.occluded()
 
@@ -266,12 +297,14 @@ class Battery:
         self.t0 = start
         self.faults = faults
 
+    @micropython.native
     def days_left(self, now):
         now = self.faults.clock.true_now()  # the cell's chemistry, not the pump's clock
         days, t0 = self.days, self.t0
-        for at, rem in self.faults.battery:
-            if at <= now:
-                days, t0 = rem, at
+        if self.faults.battery:
+            for at, rem in self.faults.battery:
+                if at <= now:
+                    days, t0 = rem, at
         return days - (now - t0) // 86400
 
 
@@ -297,6 +330,7 @@ class Watchdog:
         self.timeout_s = timeout_s
         self.fed = clock.true_now()
 
+    @micropython.native
     def feed(self):
         # true time: a watchdog counts real seconds, whatever the firmware's clocks say
         self.fed = self.clock.true_now()
@@ -379,6 +413,7 @@ class TlogSink:
         self.f = open(path, "ab" if append else "wb")
         self.w = TlogWriter(self.f, header=not append)
 
+    @micropython.native
     def emit(self, mv):
         self.w.write_record(mv)
 
