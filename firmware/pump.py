@@ -388,6 +388,7 @@ class Pump:
         self._account(now)
         return True
 
+    @micropython.native
     def _journal(self, now, s):
         # Write ahead: the accounting as it stands once a stroke of s nL is done.
         nl = self.delivered_nl + s

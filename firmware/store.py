@@ -13,6 +13,8 @@
 import os
 import struct
 
+import micropython
+
 from binascii import crc32
 
 from codec import crc_ok, crc_put
@@ -120,6 +122,7 @@ class Store:
         return memoryview(buf)[:_EV_REC]
 
     # -- stroke journal -----------------------------------------------------------------
+    @micropython.native
     def journal(self, t, reservoir_nl, delivered_ul, delivered_nl, acc, flags):
         """Write ahead: the accounting as it will be after the coming stroke."""
         self.j_seq += 1

@@ -18,6 +18,7 @@ import time
 from binascii import unhexlify
 
 import machine
+import micropython
 import msgdefs as md
 
 # The Theca epoch (2020-01-01T00:00:00Z) as a time tuple: time.mktime() gives it in the
@@ -264,6 +265,7 @@ class Occlusion:
         return self.pin.value() == self.active
 
 
+@micropython.native
 def days_from_curve(curve, mv):
     """Days left for a battery at `mv` millivolts, interpolated linearly in `curve`
     (pairs of (mV, days), mV decreasing). Above the first point: its days; below the

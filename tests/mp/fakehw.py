@@ -207,3 +207,24 @@ def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None,
 
 # installed at import: `p.command(Host().cmd(...))` looks up p.command before Host() runs
 install_fresh()
+
+
+def heap_blocks_taken(fn, n):
+    """Whether n calls of fn() took any heap block, even one given back before the call
+    returned. heap_lock() cannot see those: a function whose frame (locals and stack) is
+    over 11 words gets it from the heap on every call, and falls back to the C stack,
+    silently, when the heap is locked. gc.threshold counts every block taken, so a
+    collection (which frees the garbage left here) means fn took some."""
+    import gc
+
+    gc.collect()
+    gc.threshold(1024)
+    junk = bytearray(2048)
+    junk = None  # noqa: F841  (garbage only a collection frees)
+    before = gc.mem_alloc()
+    try:
+        for _ in range(n):
+            fn()
+        return gc.mem_alloc() < before
+    finally:
+        gc.threshold(-1)

@@ -4,7 +4,7 @@ import struct
 import micropython
 import msgdefs as md
 from msgfields import DEVICE_INFO_FIELDS
-from fakehw import HW, Host, reply, rx_blob
+from fakehw import HW, Host, heap_blocks_taken, reply, rx_blob
 
 import pump as P
 
@@ -214,6 +214,32 @@ def test_tick_and_status_allocate_nothing():
     finally:
         micropython.heap_unlock()
     assert hw.motor.strokes > 200
+
+
+def _twelve_locals(a):
+    b = c = d = e = f = g = h = i = j = k = a
+    return a + b + c + d + e + f + g + h + i + j + k + (a + (b + (c + d)))
+
+
+def test_tick_and_status_take_no_heap_block_even_for_their_frames():
+    # REQ: SR-HEAP-01
+    # the probe sees a frame taken from the heap and given back (heap_lock does not)
+    assert heap_blocks_taken(lambda: _twelve_locals(1), 200)
+    assert not heap_blocks_taken(lambda: None, 200)
+    hw, p, h = started(steps=((0, 15_000_000),), reservoir_nl=20_000_000)
+    hw.telemetry.keep = False
+    t = [T0]
+    for _ in range(50):  # warm up: caches, first rolling buckets, the heap sample
+        t[0] = p.tick(t[0])
+    p.status_frame(t[0])
+    s0 = hw.motor.strokes
+
+    def stroke_and_status():
+        t[0] = p.tick(t[0])
+        p.status_frame(t[0])
+
+    assert not heap_blocks_taken(stroke_and_status, 300)
+    assert hw.motor.strokes - s0 >= 299
 
 
 def test_suspend_resume_no_catch_up():

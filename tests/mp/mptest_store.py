@@ -4,7 +4,7 @@ import struct
 
 import micropython
 import msgdefs as md
-from fakehw import HW, Host, reply, rx_blob
+from fakehw import HW, Host, heap_blocks_taken, reply, rx_blob
 from ramflash import mounted
 from store import EVENT_SLOTS, Store
 
@@ -73,6 +73,14 @@ def test_journaled_stroke_path_allocates_nothing():
     finally:
         micropython.heap_unlock()
     assert hw.motor.strokes - before >= 50
+    # nor a frame taken from the heap and given back (which heap_lock cannot see)
+    tt = [t]
+
+    def tick():
+        tt[0] = p.tick(tt[0])
+
+    assert not heap_blocks_taken(tick, 60)
+    assert hw.motor.strokes - before >= 100
 
 
 def test_new_battery_resumes_delivery():

@@ -9,7 +9,7 @@ import fakeworld
 import hal
 import msgdefs as md
 import rig
-from fakehw import Host, reply, rx_blob
+from fakehw import Host, heap_blocks_taken, reply, rx_blob
 
 import pump as P
 
@@ -217,6 +217,11 @@ def check_battery(board, name):
     p.tick(hw.clock.now())
     assert not p.alarms.active(md.ALARM_BATTERY_EOS) and not p.alarms.active(md.ALARM_BATTERY_ERI)
     assert p.battery_days > 2000
+    # every tick reads the cell: on the curve's slope too, no heap block, not even a frame
+    rig.set_battery(w, name, 3500)
+    w.record = False
+    assert not heap_blocks_taken(lambda: hw.battery.days_left(0), 50)
+    w.record = True
 
 
 def check_occlusion(board, name):
