@@ -350,42 +350,47 @@ class ScheduledLink:
     def __init__(self, path, clock, hw=None):
         self.clock = clock
         self.hw = hw  # the roles' keys; a refill's residual is measured from its mechanism
-        self.recs = []
-        if path:
-            with open(path, "rb") as f:
-                data = f.read()
-            off = 0
-            h = md.LINK_IN_SIZE
-            while off + h <= len(data):
-                t, n, flags = struct.unpack_from(md.LINK_IN_FMT, data, off)
-                self.recs.append((t, data[off + h : off + h + n], flags))
-                off += h + n
+        # read one record at a time: a long scenario's commands are not all in the heap
+        self.f = open(path, "rb") if path else None
+        self._head = bytearray(md.LINK_IN_SIZE)
+        self.cur = None  # (true time, bytes, flags) of the record being delivered
         # after a restart, what was sent before it was already delivered (or was lost
         # while the power was off: a command to a pump that is off gets no answer)
-        self.i = 0
         t0 = clock.true_now()
-        while self.i < len(self.recs) and self.recs[self.i][0] < t0:
-            self.i += 1
+        self._next()
+        while self.cur is not None and self.cur[0] < t0:
+            self._next()
         self.pos = 0
         self.written = 0
         self.challenge = 0  # the challenge the device last gave (0: none this session)
         self._out = None
 
+    def _next(self):
+        # the next record of the inputs file, or None at its end (a cut record is its end)
+        self.cur = None
+        f = self.f
+        if f is None or f.readinto(self._head) != md.LINK_IN_SIZE:
+            return
+        t, n, flags = struct.unpack_from(md.LINK_IN_FMT, self._head, 0)
+        data = f.read(n)
+        if len(data) == n:
+            self.cur = (t, data, flags)
+
     async def readinto(self, buf):
-        if self.i >= len(self.recs):
+        if self.cur is None:
             await asyncio.Event().wait()  # no more input: wait for the end of the run
-        t, data, flags = self.recs[self.i]
+        t, data, flags = self.cur
         await self.clock.sleep_until_true(t)
         if flags & (md.LINK_IN_MEASURE_RESIDUAL | md.LINK_IN_FRESH) and self.pos == 0:
             import visit
 
             data = visit.signed(self.hw, t, data, flags, self.challenge)
-            self.recs[self.i] = (t, data, 0)
+            self.cur = (t, data, 0)
         n = min(len(buf), len(data) - self.pos)
         buf[:n] = data[self.pos : self.pos + n]
         self.pos += n
         if self.pos >= len(data):
-            self.i += 1
+            self._next()
             self.pos = 0
         return n
 
@@ -566,6 +571,8 @@ class Hardware:
         becomes the process's exit status (5 watchdog, 7 power cut) for the host."""
         if self.telemetry is not None:
             self.telemetry.close()
+        if isinstance(self.link, ScheduledLink) and self.link.f is not None:
+            self.link.f.close()
         if self.stream is not None:
             self.stream.close()
         if self.truth_path:
