@@ -9,6 +9,7 @@ import random
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import theca_protocol as P
 from hypothesis import given, settings
@@ -17,7 +18,7 @@ from theca.cli import main as cli_main
 from theca.log.records import Renderer, to_json
 from theca.log.stats import Summary
 from theca.log.tlog import Tlog, TlogError, build_tlog, header_bytes, read_frames, record_bytes
-from theca.log.writers.jsonl import write_jsonl
+from theca.log.writers.jsonl import _status_text, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 189388800  # 2026-01-01T00:00:00Z in device time
@@ -154,6 +155,34 @@ def test_fast_status_lines_equal_generic(items):
     r = Renderer()
     want = [to_json(r.record(f)) for f in lg.frames]
     assert out.getvalue().splitlines() == want
+    # the matrix path too, on every run however short (a long log takes it for its runs)
+    s = Summary(t)
+    (b,) = list(t.batches())
+    st_ = b.starts[s.a[b.starts + 1] == P.T_STATUS]
+    got = _status_text(r, s.a, st_, min_run=1).splitlines()
+    assert got == [w for w in want if w.startswith('{"kind":"status"')]
+
+
+def test_status_matrix_runs_equal_the_per_line_formatter():
+    # a long run of same-shaped lines and runs cut by digit counts, names and nulls
+    lg = Log()
+    base = dict(mode=1, step=0, flags=0, drug=1, alarms=0, delivered_ul=0, delivered_nl=0,
+                battery_days=2000, rate_nl_day=600_000, low_eta=0, rolling_ng=0,
+                conc_ng_ml=10_000_000, boluses_24h=0, acked=0, rx_crc=7, refill_due=0,
+                heap_free=1000, heap_total=2000)
+    for i in range(3000):
+        f = dict(base, reservoir_nl=20_000_000 - 250 * i, delivered_ul=i // 4,
+                 delivered_nl=250 * (i % 4), rolling_ng=2500 * min(i, 40),
+                 alarms=4 if 1000 <= i < 1100 else 0, low_eta=T0 + 99 if i > 2000 else 0,
+                 mode=3 if 2500 <= i < 2600 else 1)
+        lg.status(T0 + 60 * i, **f)
+    t = Tlog.from_bytes(lg.tlog())
+    r = Renderer()
+    want = [to_json(r.record(f)) for f in lg.frames]
+    s = Summary(t)
+    starts = np.concatenate([b.starts for b in t.batches()])
+    for min_run in (1, 64, 10_000):
+        assert _status_text(r, s.a, starts, min_run=min_run).splitlines() == want
 
 
 def test_jsonl_device_info(tmp_path, capsys):

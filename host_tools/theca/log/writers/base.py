@@ -44,12 +44,18 @@ class Out:
         if len(self.buf) >= 4096:
             self.flush()
 
-    def flush(self) -> None:
+    def text(self, s: str) -> None:
+        """Whole lines, each ended by a newline, written after the buffered ones."""
+        self.flush(final=False)
+        self.stream.write(s)
+
+    def flush(self, final: bool = True) -> None:
         if self.buf:
             self.buf.append("")
             self.stream.write("\n".join(self.buf))
             self.buf = []
-        self.stream.flush()
+        if final:
+            self.stream.flush()
 
 
 def table_value(v) -> str:
@@ -101,9 +107,12 @@ def batches(t: Tlog, summary: Summary, sel: Selection | None) -> Iterator[Batch]
 
 
 def fast_lines(t: Tlog, a: np.ndarray, b: Batch, status_lines: Callable[[np.ndarray], list[str]],
-               one: Callable[[dict], str], r: Renderer, out: Out) -> int:
+               one: Callable[[dict], str], r: Renderer, out: Out,
+               status_text: Callable[[np.ndarray], str] | None = None) -> int:
     """Write a batch's lines: well-formed STATUS frames through `status_lines` (all at
-    once), every other frame through `one(record)`, in log order. Returns the count."""
+    once), every other frame through `one(record)`, in log order. Returns the count.
+    `status_text`, if given, formats a batch of STATUS frames only as one text (each
+    line ended by a newline), in place of `status_lines`."""
     starts, lens = b.starts, b.lens
     if not len(starts):
         return 0
@@ -113,10 +122,27 @@ def fast_lines(t: Tlog, a: np.ndarray, b: Batch, status_lines: Callable[[np.ndar
         & (a[starts] == N.FRAME_VERSION)
     )
     if fast.all():
-        out.lines(status_lines(starts))
+        if status_text is not None:
+            out.text(status_text(starts))
+        else:
+            out.lines(status_lines(starts))
+        return len(starts)
+    data = t.data
+    if status_text is not None:
+        # the STATUS lines between two other frames go out as slices of one formatting
+        sl = status_text(starts[fast]).split("\n") if fast.any() else []
+        k = prev = 0
+        st, ln = starts.tolist(), lens.tolist()
+        for i in np.flatnonzero(~fast).tolist():
+            if i > prev:
+                out.lines(sl[k : k + i - prev])
+                k += i - prev
+            out.line(one(r.record(data[st[i] : st[i] + ln[i]])))
+            prev = i + 1
+        if prev < len(st):
+            out.lines(sl[k : k + len(st) - prev])
         return len(starts)
     sl = iter(status_lines(starts[fast]) if fast.any() else ())
-    data = t.data
     for s, n, f in zip(starts.tolist(), lens.tolist(), fast.tolist(), strict=True):
         out.line(next(sl) if f else one(r.record(data[s : s + n])))
     return len(starts)

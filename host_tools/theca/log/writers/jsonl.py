@@ -2,21 +2,212 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+
 import numpy as np
 from theca_protocol import names as N
 
 from theca.log.frames import _FRAC, Selection, _iso_many, status_columns
-from theca.log.records import Renderer, _dumps_str, to_json
+from theca.log.records import _EPOCH, Renderer, _dumps_str, to_json
 from theca.log.stats import Summary
 from theca.log.tlog import Tlog
 from theca.log.writers.base import Out, Writer, batches, fast_lines
 
 
-def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
-    """jsonl lines of STATUS frames at `starts`, fields gathered column-wise with numpy.
+# --- STATUS lines assembled as bytes, a run of same-shaped lines at a time ----------------
+#
+# A long log's STATUS frames change little from one to the next: the digit counts of their
+# numbers and their names (mode, alarms, drug) stay the same for thousands of frames. Such a
+# run of lines has one layout, so it is built as one uint8 matrix, a column slice per field,
+# and written out whole: no Python per line. Lines of a run shorter than _MIN_RUN (values
+# whose digit counts flicker) go through the per-line formatter below; both give the same
+# text (a test compares them, and both with the generic record formatter).
 
-    The common case on a long log; must equal to_json(r.record(frame)) exactly
-    (a test checks), only faster.
+_P10 = np.array([10**k for k in range(1, 20)], dtype=np.uint64)
+_MIN_RUN = 64
+
+
+def _ndigits(v: np.ndarray) -> np.ndarray:
+    """Decimal digits of non-negative integers."""
+    return 1 + np.searchsorted(_P10, v.astype(np.uint64), side="right")
+
+
+def _cat(codes: np.ndarray, name) -> tuple[np.ndarray, list[bytes]]:
+    """A column of codes as (index, table of distinct texts): name(code) once per code."""
+    u, inv = np.unique(codes, return_inverse=True)
+    return inv.astype(np.int64), [name(c).encode() for c in u.tolist()]
+
+
+_D2 = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], np.uint8)
+_ORD_1970 = _dt.date(1970, 1, 1).toordinal()
+
+
+def _iso_matrix(t: np.ndarray) -> np.ndarray:
+    """records.iso() of device times as an (n, 20) matrix of ASCII: the date of each
+    distinct day once, the time of day from two-digit tables."""
+    day, sec = np.divmod(t.astype(np.int64) + _EPOCH, 86400)
+    ud, inv = np.unique(day, return_inverse=True)
+    dates = np.frombuffer(b"".join(_dt.date.fromordinal(_ORD_1970 + d).isoformat().encode()
+                                   for d in ud.tolist()), np.uint8).reshape(-1, 10)
+    m = np.empty((len(t), 20), np.uint8)
+    m[:, :10] = dates[inv]
+    m[:, 10] = ord("T")
+    m[:, 11:13] = _D2[sec // 3600]
+    m[:, 13] = m[:, 16] = ord(":")
+    m[:, 14:16] = _D2[sec // 60 % 60]
+    m[:, 17:19] = _D2[sec % 60]
+    m[:, 19] = ord("Z")
+    return m
+
+
+def _null_or_iso(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # (is set, '"ISO"' as an (n, 22) matrix): 0 is no time (JSON null)
+    is_set = (t != 0).astype(np.int64)
+    m = np.empty((len(t), 22), np.uint8)
+    if is_set.any():  # most logs have no low-reservoir horizon or refill date for long
+        m[:, 0] = m[:, 21] = ord('"')
+        m[:, 1:21] = _iso_matrix(t)
+    return is_set, m
+
+
+_NULL = b"null"
+
+
+def _status_segments(r: Renderer, col: dict[str, np.ndarray]) -> list[tuple]:
+    """The layout of a STATUS line, in to_json's key order: ("c", text), ("i", ints),
+    ("f", 0..999 as 3 digits), ("x", fixed-width bytes), ("n", set, bytes or null), or
+    ("k", codes, table)."""
+    res = col["reservoir_nl"].astype(np.int64)
+    rate = col["rate_nl_day"].astype(np.int64)
+    dnl = col["delivered_nl"].astype(np.int64)
+    times = _iso_matrix(col["time"])
+    modes = _cat(col["mode"], lambda m: N.MODES.get(m, f"mode_{m}"))
+    alarms = _cat(col["alarms"], lambda m: to_json(N.alarm_names(m)))
+    drugs = _cat(col["drug"], lambda d: "null" if (dn := r._drug(d)) is None else _dumps_str(dn))
+    eta_set, eta = _null_or_iso(col["low_eta"])
+    due_set, due = _null_or_iso(col["refill_due"])
+
+    def i(name: str) -> tuple:
+        return ("i", col[name].astype(np.int64))
+
+    return [
+        ("c", '{"kind":"status","t":"'), ("x", times), ("c", '","seq":'), i("seq"),
+        ("c", ',"mode":"'), ("k", *modes), ("c", '","reservoir_ul":'), ("i", res // 1000),
+        ("c", "."), ("f", res % 1000), ("c", ',"delivered_ul":'),
+        ("i", col["delivered_ul"].astype(np.int64) + dnl // 1000), ("c", "."), ("f", dnl % 1000),
+        ("c", ',"rate_ul_per_day":'), ("i", rate // 1000), ("c", "."), ("f", rate % 1000),
+        ("c", ',"alarms":'), ("k", *alarms), ("c", ',"low_reservoir_eta":'), ("n", eta_set, eta),
+        ("c", ',"step":'), i("step"), ("c", ',"drug":'), ("k", *drugs), ("c", ',"conc_ng_ml":'),
+        i("conc_ng_ml"), ("c", ',"battery_days":'), i("battery_days"),
+        ("c", ',"rolling_24h_ng":'), i("rolling_ng"), ("c", ',"boluses_24h":'), i("boluses_24h"),
+        ("c", ',"flags":'), i("flags"), ("c", ',"acked":'), i("acked"), ("c", ',"rx_crc":'),
+        i("rx_crc"), ("c", ',"refill_due":'), ("n", due_set, due), ("c", ',"heap_free":'),
+        i("heap_free"), ("c", ',"heap_total":'), i("heap_total"), ("c", "}\n"),
+    ]
+
+
+def _layout_cuts(segs: list[tuple], n: int) -> np.ndarray:
+    # where a line's layout differs from the line before: a number's digit count, a name
+    cut = np.zeros(max(n - 1, 0), bool)
+    for s in segs:
+        if s[0] == "i":
+            k = _ndigits(s[1])
+        elif s[0] in "kn":
+            k = s[1]
+        else:
+            continue
+        cut |= k[1:] != k[:-1]
+    return np.flatnonzero(cut) + 1
+
+
+def _digit_matrix(x: np.ndarray, v: int) -> np.ndarray:
+    """v decimal digits of each of x (all under 10**v) as an (m, v) matrix of ASCII, two
+    digits at a time from a table."""
+    m = np.empty((len(x), v + (v & 1)), np.uint8)
+    for j in range(0, v + (v & 1), 2):  # an odd count starts with a pair whose first is 0
+        m[:, j : j + 2] = _D2[x // 10 ** (v + (v & 1) - 2 - j) % 100]
+    return m[:, v & 1 :]
+
+
+def _run_bytes(segs: list[tuple], a: int, b: int) -> bytes:
+    """Lines a..b, which share one layout, as bytes: what is the same in every line of the
+    run (text, names, nulls, numbers that do not change) is joined into one constant, so
+    only the fields that change are written column by column."""
+    m = b - a
+    parts: list[tuple[int, object]] = []  # (column, bytes) or (column, (m, w) matrix)
+    const = bytearray()
+    w = 0
+
+    def put(v) -> None:
+        nonlocal w, const
+        if const:
+            parts.append((w, bytes(const)))
+            w += len(const)
+            const = bytearray()
+        if v is not None:
+            parts.append((w, v))
+            w += v.shape[1]
+
+    for s in segs:
+        kind = s[0]
+        if kind == "c":
+            const += s[1].encode()
+        elif kind == "k":
+            const += s[2][int(s[1][a])]
+        elif kind == "n" and not s[1][a]:
+            const += _NULL
+        elif kind in "if":
+            x = s[1][a:b]
+            v = 3 if kind == "f" else int(_ndigits(x[:1])[0])
+            if x[0] == x[-1] and (x == x[0]).all():
+                const += f"{int(x[0]):0{v}d}".encode()
+            else:
+                put(_digit_matrix(x, v))
+        else:  # "x", or a set "n": fixed-width bytes per line
+            put(s[2 if kind == "n" else 1][a:b])
+    put(None)
+    out = np.empty((m, w), np.uint8)
+    for c, v in parts:
+        if type(v) is bytes:
+            out[:, c : c + len(v)] = np.frombuffer(v, np.uint8)
+        else:
+            out[:, c : c + v.shape[1]] = v  # type: ignore[union-attr]
+    return out.tobytes()
+
+
+def _status_text(r: Renderer, a: np.ndarray, starts: np.ndarray, min_run: int = _MIN_RUN) -> str:
+    """The jsonl lines of STATUS frames at `starts`, each ended by a newline: runs of at
+    least `min_run` same-shaped lines as matrices, the rest line by line."""
+    col = status_columns(a, starts)
+    n = len(starts)
+    segs = _status_segments(r, col)
+    cut = _layout_cuts(segs, n)
+    bounds = [0, *cut.tolist(), n]
+    out: list[str] = []
+    slow: list[int] = []  # pending short runs: (first, end) pairs, formatted together
+
+    def flush_slow() -> None:
+        if slow:
+            idx = np.concatenate([np.arange(x, y) for x, y in zip(slow[::2], slow[1::2],
+                                                                   strict=True)])
+            out.append("".join(x + "\n" for x in _status_lines(r, a, starts[idx])))
+            slow.clear()
+
+    for x, y in zip(bounds, bounds[1:], strict=False):
+        if y - x >= min_run:
+            flush_slow()
+            out.append(_run_bytes(segs, x, y).decode("ascii"))
+        else:
+            slow += (x, y)
+    flush_slow()
+    return "".join(out)
+
+
+def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
+    """jsonl lines of STATUS frames at `starts`, fields gathered column-wise with numpy
+    and formatted line by line (short runs, and the reference for _status_text).
+
+    Must equal to_json(r.record(frame)) exactly (a test checks), only faster.
     """
     col = status_columns(a, starts)
     seq = col["seq"].tolist()
@@ -83,7 +274,8 @@ def write_jsonl(t: Tlog, stream, summary: Summary, sel: Selection | None = None)
     out = Out(stream)
     n = 0
     for b in batches(t, summary, sel):
-        n += fast_lines(t, a, b, lambda st: _status_lines(r, a, st), to_json, r, out)
+        n += fast_lines(t, a, b, lambda st: _status_lines(r, a, st), to_json, r, out,
+                        lambda st: _status_text(r, a, st))
     out.flush()
     return n
 
