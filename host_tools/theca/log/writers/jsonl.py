@@ -13,7 +13,6 @@ from theca.log.stats import Summary
 from theca.log.tlog import Tlog
 from theca.log.writers.base import Out, Writer, batches, fast_lines
 
-
 # --- STATUS lines assembled as bytes, a run of same-shaped lines at a time ----------------
 #
 # A long log's STATUS frames change little from one to the next: the digit counts of their
