@@ -130,17 +130,17 @@ def fast_lines(t: Tlog, a: np.ndarray, b: Batch, status_lines: Callable[[np.ndar
     data = t.data
     if status_text is not None:
         # the STATUS lines between two other frames go out as slices of one formatting
-        sl = status_text(starts[fast]).split("\n") if fast.any() else []
+        lines = status_text(starts[fast]).split("\n") if fast.any() else []
         k = prev = 0
         st, ln = starts.tolist(), lens.tolist()
         for i in np.flatnonzero(~fast).tolist():
             if i > prev:
-                out.lines(sl[k : k + i - prev])
+                out.lines(lines[k : k + i - prev])
                 k += i - prev
             out.line(one(r.record(data[st[i] : st[i] + ln[i]])))
             prev = i + 1
         if prev < len(st):
-            out.lines(sl[k : k + len(st) - prev])
+            out.lines(lines[k : k + len(st) - prev])
         return len(starts)
     sl = iter(status_lines(starts[fast]) if fast.any() else ())
     for s, n, f in zip(starts.tolist(), lens.tolist(), fast.tolist(), strict=True):

@@ -133,7 +133,7 @@ def _run_bytes(segs: list[tuple], a: int, b: int) -> bytes:
     run (text, names, nulls, numbers that do not change) is joined into one constant, so
     only the fields that change are written column by column."""
     m = b - a
-    parts: list[tuple[int, object]] = []  # (column, bytes) or (column, (m, w) matrix)
+    parts: list[tuple[int, bytes | np.ndarray]] = []  # (column, text) or (column, matrix)
     const = bytearray()
     w = 0
 
@@ -166,11 +166,11 @@ def _run_bytes(segs: list[tuple], a: int, b: int) -> bytes:
             put(s[2 if kind == "n" else 1][a:b])
     put(None)
     out = np.empty((m, w), np.uint8)
-    for c, v in parts:
-        if type(v) is bytes:
-            out[:, c : c + len(v)] = np.frombuffer(v, np.uint8)
+    for c, p in parts:
+        if isinstance(p, bytes):
+            out[:, c : c + len(p)] = np.frombuffer(p, np.uint8)
         else:
-            out[:, c : c + v.shape[1]] = v  # type: ignore[union-attr]
+            out[:, c : c + p.shape[1]] = p
     return out.tobytes()
 
 
