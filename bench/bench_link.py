@@ -5,7 +5,7 @@
   byte written to the reply's last byte read; median and 95th percentile. Also the
   whole `Client.request` cost per command (signing, the counter written to disk first).
 - log download efficiency: a twin on a flash image with thousands of events in its
-  log, pulled page by page with LOG_READ (48 EventRecords of 26 bytes per page). The
+  log, pulled page by page with LOG_READ (LOG_PAGE_MAX EventRecords of 26 bytes a page). The
   payload is the record bytes; the line bytes are every byte of those exchanges in
   both directions (the request, COBS, delimiters, headers, MACs, CRCs), as they go
   over a 115200-baud UART; the time such a pull needs on that line follows from them.
@@ -32,9 +32,8 @@ for _p in (ROOT / "protocol", ROOT / "host_tools"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 import theca_protocol as tp  # noqa: E402
-from theca_protocol import names as N  # noqa: E402
 
-PAGE = N.LOG_PAGE_MAX
+PAGE = tp.LOG_PAGE_MAX
 REC = tp.EventRecord.sizeof()  # from the definition: it grew from 22 to 26 bytes once
 BAUD = 115200
 BITS_PER_BYTE = 10  # 8N1: start, 8 data, stop
@@ -125,7 +124,7 @@ def run() -> dict:
             "value": round(rtt["request_ms"], 2), "unit": "ms",
             "note": "Client.request: signing, the counter fsync'd to disk, the exchange"},
         "log download efficiency": {
-            "value": round(100 * pull["efficiency"], 1), "unit": "%", "requirement": ">= 90 %",
+            "value": round(100 * pull["efficiency"], 1), "unit": "%", "requirement": ">= 93 %",
             "note": f"{pull['records']} events of {REC} bytes in {pull['pages']} LOG_READ pages; "
                     f"{pull['payload_bytes']} payload bytes over {pull['line_bytes']} line bytes "
                     "both ways (requests, COBS, delimiters, headers, MACs, CRCs)"},

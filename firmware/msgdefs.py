@@ -6,12 +6,12 @@ from micropython import const
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
 SCHEMA = 1336745014  # 0x4fad1c36
 VERSION = const(1)  # frame header version
-MAX_FRAME = const(1280)  # header + payload + crc, before COBS
+MAX_FRAME = const(1536)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
 MAC_SIZE = const(16)
 RX_SHA256_SIZE = const(32)  # READ_RX reply: sha256 of the blob, then the blob
 RUNTIME_MICROPYTHON = const(1)  # DEVICE_INFO.runtime
-LOG_PAGE_MAX = const(47)  # records per LOG_READ reply
+LOG_PAGE_MAX = const(57)  # records per LOG_READ reply
 RX_VERSION = const(2)
 RX_MAX_STEPS = const(24)
 RX_MAX_TIMED = const(8)

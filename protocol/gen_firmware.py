@@ -197,7 +197,7 @@ def _render_all() -> str:
         _const("RX_SHA256_SIZE", 32, "READ_RX reply: sha256 of the blob, then the blob"),
         _const("RUNTIME_MICROPYTHON", next(k for k, v in N.RUNTIMES.items() if v == "micropython"),
                "DEVICE_INFO.runtime"),
-        _const("LOG_PAGE_MAX", N.LOG_PAGE_MAX, "records per LOG_READ reply"),
+        _const("LOG_PAGE_MAX", M.LOG_PAGE_MAX, "records per LOG_READ reply"),
         _const("RX_VERSION", M.RX_VERSION),
         _const("RX_MAX_STEPS", M.RX_MAX_STEPS),
         _const("RX_MAX_TIMED", M.RX_MAX_TIMED),

@@ -496,7 +496,7 @@ def reference_scan(data: bytes) -> tuple[list[bytes], list[tuple[int, int]]]:
         ok = False
         if data[pos] == 0xA5 and pos + 3 <= n:
             ln = data[pos + 1] | data[pos + 2] << 8
-            if 12 <= ln <= 1280 and pos + 3 + ln <= n:
+            if 12 <= ln <= P.MAX_FRAME and pos + 3 + ln <= n:
                 ok = zlib.crc32(data[pos + 3 : pos + 3 + ln]) == P.CRC_RESIDUE
         if ok:
             if start is not None:

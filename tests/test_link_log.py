@@ -16,7 +16,6 @@ from test_link import ROOT, THECA, device_events, env_for, in_home, run_theca
 from theca.link.client import Client
 from theca.log.tlog import build_tlog
 from theca.twin.live import LiveTwin
-from theca_protocol import names as N
 
 ACK_ALL = struct.pack("<I", 0xFFFFFFFF)
 
@@ -69,7 +68,7 @@ def test_pull_in_pages_and_resume(twin, tmp_path):
     out = tmp_path / "log.tlog"
     r = run_theca(home, "--device", dev, "log", "pull", "-o", out, "--pages", "2")
     assert r.returncode == 0, r.stderr
-    k = 2 * N.LOG_PAGE_MAX
+    k = 2 * tp.LOG_PAGE_MAX
     assert f"pulled {k} events (#1-#{k})" in r.stdout and "more on the device" in r.stdout
     assert check_log(home, dev, out) == list(range(1, k + 1))
     # the process dies in the middle of writing a page: the last record is torn
@@ -80,7 +79,7 @@ def test_pull_in_pages_and_resume(twin, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "bytes after the last good record" in r.stderr
     # the torn record was the STATUS after event k: the pull goes on from #k+1
-    assert f"resumed after #{k}" in r.stdout and f"(#{k + 1}-#{k + N.LOG_PAGE_MAX})" in r.stdout
+    assert f"resumed after #{k}" in r.stdout and f"(#{k + 1}-#{k + tp.LOG_PAGE_MAX})" in r.stdout
     add_events(home, dev, 30)  # the device goes on logging meanwhile
     r = run_theca(home, "--device", dev, "log", "pull", "-o", out)
     assert r.returncode == 0, r.stderr

@@ -99,7 +99,7 @@ def test_protocol_md_is_fresh():
         "protocol/PROTOCOL.md is stale: run python protocol/gen_vectors.py"
     )
     # The written spec states the numbers implementers need.
-    for needle in ("0xCBF43926", "0x2144DF1C", "1280", "THECALOG", "HMAC-SHA256",
+    for needle in ("0xCBF43926", "0x2144DF1C", str(P.MAX_FRAME), "THECALOG", "HMAC-SHA256",
                    "| 8 | 4 | reservoir_nl | u32 |", "replay", f"0x{P.SCHEMA:08x}"):
         assert needle in spec, needle
 
@@ -112,7 +112,7 @@ def test_gen_scripts_check_mode():
 def test_msgdefs_formats_match_construct():
     md = _msgdefs()
     assert md["HDR_SIZE"] == P.HDR_SIZE == 8
-    assert md["CRC_SIZE"] == 4 and md["MAC_SIZE"] == 16 and md["MAX_FRAME"] == 1280
+    assert md["CRC_SIZE"] == 4 and md["MAC_SIZE"] == 16 and md["MAX_FRAME"] == 1536
     for prefix, con, _ in gen_firmware.LAYOUTS:
         fmt = md[f"{prefix}_FMT"]
         assert fmt.startswith("<")
@@ -289,8 +289,8 @@ def test_parse_frame_rejects_damage():
     with pytest.raises(P.FrameError, match="shorter"):
         P.parse_frame(f[:11])
     with pytest.raises(P.FrameError, match="exceeds"):
-        P.build_frame(2, 0, 0, bytes(1280))
-    assert len(P.build_frame(2, 0, 0, bytes(1280 - 12))) == 1280
+        P.build_frame(2, 0, 0, bytes(1536))
+    assert len(P.build_frame(2, 0, 0, bytes(1536 - 12))) == 1536
 
 
 def test_build_command_layout():

@@ -45,9 +45,6 @@ MAX_LOCAL_OFFSET_S = 14 * 3600
 #: The longest clinician bolus (CLINICIAN_BOLUS duration_s).
 MAX_BOLUS_DURATION_S = 86400
 
-#: Records in one LOG_READ reply at most (a reply frame, with its MAC, holds 47
-#: EventRecords).
-LOG_PAGE_MAX = 47
 #: Seconds a CHALLENGE stays valid: a state-changing command signed with it is executed
 #: only if it arrives within this long of the device issuing the challenge (device time,
 #: monotonic: SET_TIME does not move it), else NACK `stale`.

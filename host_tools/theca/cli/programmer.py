@@ -265,8 +265,8 @@ def _since_programmed(c: Client, role: str, now: int) -> int | None:
     for _ in range(8):
         if frm <= first:
             return None
-        frm = max(first, frm - N.LOG_PAGE_MAX)
-        rep = c.request("LOG_READ", R.log_read(frm, N.LOG_PAGE_MAX), role)
+        frm = max(first, frm - tp.LOG_PAGE_MAX)
+        rep = c.request("LOG_READ", R.log_read(frm, tp.LOG_PAGE_MAX), role)
         count = head.unpack_from(rep.body)[2]
         recs = [ev.unpack_from(rep.body, head.size + i * ev.size) for i in range(count)]
         hits = [r for r in recs if r[2] == code]
@@ -633,6 +633,6 @@ def add_parser(sub) -> None:
     q.add_argument("--from", dest="from_seq", type=int, default=0, metavar="N",
                    help="start at event N (a new file only)")
     q.add_argument("--pages", type=int, default=0, metavar="N",
-                   help=f"stop after N pages of {N.LOG_PAGE_MAX} events (a slow link; run again to go on)")
+                   help=f"stop after N pages of {tp.LOG_PAGE_MAX} events (a slow link; run again to go on)")
     q.set_defaults(func=cmd_log_pull)
 

@@ -47,7 +47,7 @@ BAUD = 115200
 TIMEOUT_S = 1.0
 #: How many times a frame is sent again after a timeout.
 RETRIES = 2
-# a frame on the wire is at most COBS(1280) + delimiter; more without a 0x00 is noise
+# a frame on the wire is at most COBS(MAX_FRAME) + delimiter; more without a 0x00 is noise
 _MAX_WIRE = tp.MAX_FRAME + tp.MAX_FRAME // 254 + 2
 _HDR = tp.compiled(tp.Header)
 _REPLY_HEAD = tp.compiled(tp.ReplyHead)

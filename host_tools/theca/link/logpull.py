@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import theca_protocol as tp
-from theca_protocol import names as N
 
 from theca.errors import BadInput
 from theca.link import requests as R
@@ -22,7 +21,7 @@ from theca.link.client import Client, Refused
 from theca.log.tlog import Tlog, TlogError, header_bytes, record_bytes
 
 #: Records per LOG_READ page.
-LOG_PAGE = N.LOG_PAGE_MAX
+LOG_PAGE = tp.LOG_PAGE_MAX
 _LOG_HEAD = tp.compiled(tp.LogReadReplyHead)
 _EVENT = tp.compiled(tp.EventRecord)
 _INFO = tp.compiled(tp.DeviceInfo)
