@@ -82,6 +82,13 @@ def run(d: Path) -> dict:
     out["simulate_cli_s"] = round(time.perf_counter() - t, 2)
     if r.returncode:
         out["simulate_cli_s"] = f"failed: {r.stderr.strip()[-200:]}"
+    else:
+        # what the host does beside the firmware's run: start-up, the scenario, signing,
+        # reading the run back
+        out["host_s"] = round(out["simulate_cli_s"] - best["seconds"], 2)
+    hourly = _run(heavy(d, 180, 2200, 3600), d)
+    out["hourly_s"] = round(hourly["seconds"], 2)
+    out["hourly_x_real_time"] = round(180 * 86400 / hourly["seconds"])
     out["min_heap_kib_30d"] = _min_heap(heavy(d, 30), d)
     growth = {}
     for days in (30, 90, 180, 365):
@@ -92,6 +99,12 @@ def run(d: Path) -> dict:
         growth[f"30 days, {spd:,} strokes/day"] = (round(res["seconds"], 2) if res["returncode"] == 0
                                                   else "failed")
     out["growth"] = growth
+    import bench_profile
+
+    try:
+        out["profile"] = bench_profile.run(d / "profile")
+    except RuntimeError as e:
+        out["profile"] = {"error": str(e)[-300:]}
     return out
 
 

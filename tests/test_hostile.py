@@ -55,7 +55,7 @@ def garbage(rng: random.Random) -> tuple[str, bytes]:
                            rng.getrandbits(32)) + rng.randbytes(rng.randrange(0, 60))
         return "bad_mac", wire(frame(rng.randrange(0x40, 0x4D), body + rng.randbytes(16)))
     if k == 4:  # oversize: more than a frame can be, then a delimiter
-        return "oversize", bytes(rng.randrange(1, 256) for _ in range(rng.randrange(1300, 3000))) + b"\x00"
+        return "oversize", bytes(rng.randrange(1, 256) for _ in range(rng.randrange(tp.MAX_FRAME + 20, 3000))) + b"\x00"
     if k == 5:  # 0x03 (Ctrl-C on a REPL) everywhere, in a frame with a good CRC
         return "ctrl_c", wire(frame(0x40, b"\x03" * rng.randrange(0, 120))) + b"\x03" * rng.randrange(8)
     if k == 6:  # another frame version

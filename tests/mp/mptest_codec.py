@@ -308,7 +308,7 @@ def test_no_allocation_in_hot_paths():
     out = open(TMP_TLOG, "wb")
     tw = codec.TlogWriter(out, bufsize=256)
     d = codec.Deframer()
-    junk = b"\x11\x22\x00" + b"\x05\x01\x00" + b"\x01" * 1400 + b"\x00"
+    junk = b"\x11\x22\x00" + b"\x05\x01\x00" + b"\x01" * (M.MAX_FRAME + 120) + b"\x00"
     args = _status_args(1)
     # Warm up: the first frame of a length caches its view.
     struct.pack_into(M.STATUS_FMT, w.buf, M.HDR_SIZE, *args)
