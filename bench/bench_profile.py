@@ -33,7 +33,9 @@ ABLATIONS = (
     ("mechanism", "the twin's mechanism model (reservoir, drug mass, catheter)"),
     ("sensing", "sensing each tick (battery, occlusion)"),
     ("accounting", "a stroke's accounting (reservoir, delivered, rolling 24 h)"),
-    ("skip_to", "the twin's skip past the scheduler (skip_to off: every wake-up through asyncio)"),
+    ("skip_to", "the twin's skip past the scheduler, `Clock.skip_to` (negative: with a STATUS "
+                "frame a minute the therapy and telemetry tasks take turns, so it never skips "
+                "and only costs its check)"),
 )
 
 _SCHED = """
@@ -102,9 +104,12 @@ def run(d: Path, days: int = 30) -> dict:
                          "each": "wake-up"}
     # the same run with a STATUS frame an hour: what the strokes cost without telemetry
     (d / "hourly").mkdir(exist_ok=True)
-    hourly, _ = _best(_config(d / "hourly", days, 3600), mpy)
+    hcfg = _config(d / "hourly", days, 3600)
+    hourly, _ = _best(hcfg, mpy)
+    hourly_no_skip, _ = _best(hcfg, mpy, "skip_to")
     return {"days": days, "strokes": strokes, "status_frames": status, "frames_written": frames,
             "rows": rows, "hourly_status_s": round(hourly / 1e6, 3),
+            "hourly_skip_to_s": round((hourly_no_skip - hourly) / 1e6, 3),
             "hourly_us_per_stroke": round(hourly / strokes, 1)}
 
 

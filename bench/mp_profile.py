@@ -52,4 +52,4 @@ board.TlogSink.emit = _count
 t0 = time.ticks_us()
 fwmain.main()
 us = time.ticks_diff(time.ticks_us(), t0)
-sys.stderr.write("PROFILE %d %d\n" % (us, _frames[0]))
+sys.stderr.write(f"PROFILE {us} {_frames[0]}\n")

@@ -239,6 +239,8 @@ def profile_md(pf: dict) -> str:
     out += [
         f"| the same run with a STATUS frame an hour | {pf['hourly_status_s']} | "
         f"{pf['hourly_us_per_stroke']} per stroke, all included |",
+        f"| of which saved by `Clock.skip_to` (strokes in a row with no other task due) | "
+        f"{pf.get('hourly_skip_to_s', '-')} | - |",
         "",
     ]
     return "\n".join(out)
