@@ -306,12 +306,14 @@ def _jsonable(v):
     return v
 
 
-def records(path) -> Iterator[dict]:
-    """Every frame of a .tlog as a record, in file order (TlogError if not a .tlog)."""
+def records(path, types: frozenset[int] | None = None) -> Iterator[dict]:
+    """Every frame of a .tlog as a record, in file order (TlogError if not a .tlog); with
+    `types`, only frames of those message types (the others are not decoded at all)."""
     r = Renderer()
     with Tlog(path) as t:
         for _, fr in t.frames():
-            yield r.record(fr)
+            if types is None or (len(fr) > 1 and fr[1] in types):
+                yield r.record(fr)
 
 
 # --- JSON with uL at exactly 3 decimals ----------------------------------------------------

@@ -38,7 +38,9 @@ class Outcome(NamedTuple):
 
 def outcomes(sc: Scenario, tlog: Path) -> list[Outcome]:
     """The commands of `sc` whose replies in `tlog` were not a plain ACK, in order."""
-    replies = {r["cmd_id"]: r for r in records(tlog) if r.get("kind") == "reply"}
+    # only the replies are decoded: a long run's log is nearly all STATUS frames
+    replies = {r["cmd_id"]: r for r in records(tlog, frozenset((tp.T_REPLY,)))
+               if r.get("kind") == "reply"}
     out = []
     for k, (name, ev) in enumerate(scenario_commands(sc), 1):
         rep = replies.get(k)
