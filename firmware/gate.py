@@ -3,6 +3,7 @@
 from array import array
 
 import micropython
+from engine import NEVER
 from micropython import const
 
 BUCKET_S = const(300)
@@ -100,7 +101,7 @@ class Gate:
         if self.c_from <= now < self.c_until:
             return self.c
         c = 0
-        until = 2**30 - 1
+        until = NEVER
         for i in range(self.n):
             t = self.starts[(self.head - 1 - i) % MAX_STARTS]
             if now - t < 86400:

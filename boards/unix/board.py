@@ -5,7 +5,6 @@
 # sink. The mechanism keeps its own physical truth (what it really pumped) apart from
 # the firmware's belief, so tests can compare the two.
 import asyncio
-import micropython
 import asyncio.core as _core
 import json
 import os
@@ -14,6 +13,7 @@ import sys
 import time
 from binascii import unhexlify
 
+import micropython
 import msgdefs as md
 from codec import TlogWriter, cobs_decode_inplace
 
@@ -83,7 +83,6 @@ class Clock:
         dt = (t - self.true0) * 1000 - (self.ticks() - self.ms0)
         return asyncio.sleep_ms(dt if dt > 0 else 0)
 
-    @micropython.native
     @micropython.native
     def skip_to(self, t):
         """Virtual time: if no other task wakes up to device time t, move the clock to t
@@ -301,10 +300,9 @@ class Battery:
     def days_left(self, now):
         now = self.faults.clock.true_now()  # the cell's chemistry, not the pump's clock
         days, t0 = self.days, self.t0
-        if self.faults.battery:
-            for at, rem in self.faults.battery:
-                if at <= now:
-                    days, t0 = rem, at
+        for at, rem in self.faults.battery:
+            if at <= now:
+                days, t0 = rem, at
         return days - (now - t0) // 86400
 
 
