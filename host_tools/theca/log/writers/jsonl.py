@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-
 import numpy as np
 from theca_protocol import names as N
 
-from theca.log.frames import _FRAC, Selection, _iso_many, status_columns
-from theca.log.records import _EPOCH, Renderer, _dumps_str, to_json
+from theca.log.frames import _D2, _FRAC, Selection, _iso_many, _iso_matrix, status_columns
+from theca.log.records import Renderer, _dumps_str, to_json
 from theca.log.stats import Summary
 from theca.log.tlog import Tlog
 from theca.log.writers.base import Out, Writer, batches, fast_lines
@@ -35,28 +33,6 @@ def _cat(codes: np.ndarray, name) -> tuple[np.ndarray, list[bytes]]:
     """A column of codes as (index, table of distinct texts): name(code) once per code."""
     u, inv = np.unique(codes, return_inverse=True)
     return inv.astype(np.int64), [name(c).encode() for c in u.tolist()]
-
-
-_D2 = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], np.uint8)
-_ORD_1970 = _dt.date(1970, 1, 1).toordinal()
-
-
-def _iso_matrix(t: np.ndarray) -> np.ndarray:
-    """records.iso() of device times as an (n, 20) matrix of ASCII: the date of each
-    distinct day once, the time of day from two-digit tables."""
-    day, sec = np.divmod(t.astype(np.int64) + _EPOCH, 86400)
-    ud, inv = np.unique(day, return_inverse=True)
-    dates = np.frombuffer(b"".join(_dt.date.fromordinal(_ORD_1970 + d).isoformat().encode()
-                                   for d in ud.tolist()), np.uint8).reshape(-1, 10)
-    m = np.empty((len(t), 20), np.uint8)
-    m[:, :10] = dates[inv]
-    m[:, 10] = ord("T")
-    m[:, 11:13] = _D2[sec // 3600]
-    m[:, 13] = m[:, 16] = ord(":")
-    m[:, 14:16] = _D2[sec // 60 % 60]
-    m[:, 17:19] = _D2[sec % 60]
-    m[:, 19] = ord("Z")
-    return m
 
 
 def _null_or_iso(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
