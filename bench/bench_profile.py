@@ -62,20 +62,20 @@ def _config(d: Path, days: int, status_period_s: int = 60) -> Path:
     return twinproc.write_config(d / f"profile_{days}_{status_period_s}.json", cfg)
 
 
-def _run(cfg: Path, mpy: Path, ablate: str = "") -> tuple[int, int]:
+def _run(cfg: Path, mpy: Path, ablate: str = "") -> int:
     env = twinproc.twin_env(cfg, mpy)
     env["MICROPYPATH"] = f"{ROOT / 'bench'}:{env['MICROPYPATH']}"
     env["ABLATE"] = ablate
     r = subprocess.run([paths.micropython(), "-m", "mp_profile"], env=env, capture_output=True,
                        text=True, cwd=ROOT)
-    m = re.search(r"PROFILE (\d+) (\d+)", r.stderr)
+    m = re.search(r"PROFILE (\d+)", r.stderr)
     if r.returncode or not m:
         raise RuntimeError(f"mp_profile {ablate or 'as is'}: {r.stderr[-400:]}")
-    return int(m[1]), int(m[2])
+    return int(m[1])
 
 
-def _best(cfg: Path, mpy: Path, ablate: str = "", n: int = 2) -> tuple[int, int]:
-    return min((_run(cfg, mpy, ablate) for _ in range(n)), key=lambda x: x[0])
+def _best(cfg: Path, mpy: Path, ablate: str = "", n: int = 2) -> int:
+    return min(_run(cfg, mpy, ablate) for _ in range(n))
 
 
 def run(d: Path, days: int = 30) -> dict:
@@ -83,13 +83,13 @@ def run(d: Path, days: int = 30) -> dict:
     d.mkdir(parents=True, exist_ok=True)
     mpy = compile_firmware("unix")
     cfg = _config(d, days)
-    base, frames = _best(cfg, mpy)
+    base = _best(cfg, mpy)
     truth = json.loads((d / "truth.json").read_text())
     strokes = truth["strokes"]
     status = days * 86400 // 60
     rows = {"as is": {"s": round(base / 1e6, 3), "us_per_stroke": round(base / strokes, 1)}}
     for name, what in ABLATIONS:
-        us, _ = _best(cfg, mpy, name)
+        us = _best(cfg, mpy, name)
         per = status if name in ("status_build", "tlog_write") else strokes
         rows[name] = {"what": what, "s": round((base - us) / 1e6, 3),
                       "us_each": round((base - us) / per, 2),
@@ -105,9 +105,9 @@ def run(d: Path, days: int = 30) -> dict:
     # the same run with a STATUS frame an hour: what the strokes cost without telemetry
     (d / "hourly").mkdir(exist_ok=True)
     hcfg = _config(d / "hourly", days, 3600)
-    hourly, _ = _best(hcfg, mpy)
-    hourly_no_skip, _ = _best(hcfg, mpy, "skip_to")
-    return {"days": days, "strokes": strokes, "status_frames": status, "frames_written": frames,
+    hourly = _best(hcfg, mpy)
+    hourly_no_skip = _best(hcfg, mpy, "skip_to")
+    return {"days": days, "strokes": strokes, "status_frames": status,
             "rows": rows, "hourly_status_s": round(hourly / 1e6, 3),
             "hourly_skip_to_s": round((hourly_no_skip - hourly) / 1e6, 3),
             "hourly_us_per_stroke": round(hourly / strokes, 1)}

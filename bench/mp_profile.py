@@ -1,7 +1,7 @@
 # Where the twin's time goes (bench/bench_profile.py runs this under the unix port with
 # the twin's configuration): the firmware's main() timed as it is, or with one concern
 # replaced by a stand-in that does nothing (ABLATE names it). The difference is that
-# concern's cost. Prints "PROFILE <microseconds> <strokes> <status frames>".
+# concern's cost. Prints "PROFILE <microseconds>".
 import os
 import sys
 import time
@@ -11,7 +11,6 @@ import main as fwmain
 import pump
 
 ABLATE = os.getenv("ABLATE", "")
-_frames = [0]
 
 if ABLATE == "status_build":
     _build = pump.Pump.status_frame
@@ -40,16 +39,7 @@ elif ABLATE == "skip_to":
 elif ABLATE:
     raise SystemExit("mp_profile: unknown ABLATE " + ABLATE)
 
-_emit = board.TlogSink.emit
-
-
-def _count(self, mv):
-    _frames[0] += 1
-    _emit(self, mv)
-
-
-board.TlogSink.emit = _count
 t0 = time.ticks_us()
 fwmain.main()
 us = time.ticks_diff(time.ticks_us(), t0)
-sys.stderr.write(f"PROFILE {us} {_frames[0]}\n")
+sys.stderr.write(f"PROFILE {us}\n")
