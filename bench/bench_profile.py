@@ -74,7 +74,7 @@ def _run(cfg: Path, mpy: Path, ablate: str = "") -> int:
     return int(m[1])
 
 
-def _best(cfg: Path, mpy: Path, ablate: str = "", n: int = 2) -> int:
+def _best(cfg: Path, mpy: Path, ablate: str = "", n: int = 3) -> int:
     return min(_run(cfg, mpy, ablate) for _ in range(n))
 
 

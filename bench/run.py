@@ -225,7 +225,7 @@ def profile_md(pf: dict) -> str:
         f"{_n(pf['strokes'])} strokes and {_n(pf['status_frames'])} STATUS frames, inside MicroPython"
         " (bench/bench_profile.py): each concern's cost is the run's time less the time with that",
         "concern replaced by a stand-in that does nothing; the scheduler is asyncio alone with as",
-        "many wake-ups. The shares overlap a little and do not add up to the whole exactly.",
+        "many wake-ups. Best of 3 runs each; a share moves by about 0.05 s from one `make bench` to the next, and the shares overlap a little and do not add up to the whole exactly.",
         "",
         "| concern | seconds | microseconds each |",
         "|---|---|---|",
