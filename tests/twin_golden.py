@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import sys
 from pathlib import Path
 
@@ -48,12 +47,14 @@ def run(d: Path, status_period_s: int = 60, extra: dict | None = None) -> dict:
     """Run the scenario on the twin (compiled firmware); returns the per-day digests."""
     sys.path.insert(0, str(ROOT / "host_tools"))
     import theca_protocol as tp
+    from construct import Struct
     from theca.board.build import compile_firmware
     from theca.inputs.scenario import load_scenario
     from theca.log.tlog import Tlog
     from theca.twin import proc as twinproc
     from theca.twin.simulate import input_records, scenario_frames, twin_config
     from theca_protocol.messages import Status
+    from theca_protocol.storage import TruthRecord
 
     (d / "rx.toml").write_text(RX)
     (d / "sc.toml").write_text(scenario_text(status_period_s))
@@ -68,6 +69,13 @@ def run(d: Path, status_period_s: int = 60, extra: dict | None = None) -> dict:
     if r.returncode:
         raise RuntimeError((r.stdout + r.stderr).decode()[-800:])
     kinds = {tp.T_EVENT: "event", tp.T_STATUS: "status"}
+    header = tp.compiled(tp.Header)
+    rec = tp.compiled(TruthRecord)
+    # the heap's figures in a STATUS frame: the run's memory, not a decision (they move with
+    # the length of a path), so they and the CRC over them are left out
+    names = [s.name for s in Status.subcons]
+    heap = tp.HDR_SIZE + Struct(*Status.subcons[:names.index("heap_free")]).sizeof()
+    heap_end = tp.HDR_SIZE + Status.sizeof()
     digests: dict[str, dict[str, list]] = {}
 
     def put(kind: str, t: int, data: bytes) -> None:
@@ -80,19 +88,15 @@ def run(d: Path, status_period_s: int = 60, extra: dict | None = None) -> dict:
         for _, fr in log.frames():
             kind = kinds.get(fr[1])
             if kind is not None:
-                t = struct.unpack_from("<I", fr, 4)[0]
+                t = header.unpack_from(fr, 0)[3]
                 data = bytearray(fr[:-tp.CRC_SIZE])
                 if kind == "status":
-                    # the heap's figures are the run's memory, not a decision (they move
-                    # with the length of a path): left out, as is the CRC over them
-                    end = tp.HDR_SIZE + Status.sizeof()
-                    data[end - 8:end] = bytes(8)
+                    data[heap:heap_end] = bytes(heap_end - heap)
                 put(kind, t, bytes(data))
     raw = stream.read_bytes()
-    size = struct.calcsize("<IIq")
-    for off in range(0, len(raw), size):
-        t = struct.unpack_from("<I", raw, off)[0]
-        put("stroke", t, raw[off:off + size])
+    for off in range(0, len(raw), rec.size):
+        t = rec.unpack_from(raw, off)[0]
+        put("stroke", t, raw[off:off + rec.size])
     truth = json.loads((d / "truth.json").read_text())
     out = {k: {day: [n, h.hexdigest()[:16]] for day, (n, h) in sorted(v.items(), key=lambda x: int(x[0]))}
            for k, v in sorted(digests.items())}
