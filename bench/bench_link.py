@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ for _p in (ROOT / "protocol", ROOT / "host_tools"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 import theca_protocol as tp  # noqa: E402
+from theca_protocol import messages as M  # noqa: E402
 
 PAGE = tp.LOG_PAGE_MAX
 REC = tp.EventRecord.sizeof()  # from the definition: it grew from 22 to 26 bytes once
@@ -69,8 +69,10 @@ def log_pull(c) -> dict:
     frm, records, pages = 1, 0, 0
     t = time.perf_counter()
     while True:
-        rep = c.request("LOG_READ", struct.pack("<IB", frm, PAGE), "clinician")
-        nxt, first, count = struct.unpack_from("<IIB", rep.body)
+        rep = c.request("LOG_READ", M.LogRead.build({"from_seq": frm, "max_count": PAGE}),
+                        "clinician")
+        head = M.LogReadReplyHead.parse(rep.body)
+        nxt, first, count = head.next_seq, head.first_seq, head.count
         records += count
         pages += 1
         frm = first + count
@@ -101,7 +103,8 @@ def run() -> dict:
                     c.identify("clinician")
                     t = time.perf_counter()
                     for i in range(EVENTS):  # each catheter record is an event in the log
-                        c.request("CATHETER", struct.pack("<I", 100_000 + i % 1000), "clinician")
+                        c.request("CATHETER", M.Catheter.build({"volume_nl": 100_000 + i % 1000}),
+                                  "clinician")
                     fill_s = time.perf_counter() - t
                 with Client(str(dev)) as c:
                     c.identify("clinician")

@@ -25,7 +25,7 @@ gc.disable()
 a0 = gc.mem_alloc()
 t0 = time.ticks_us()
 for _ in range(N):
-    r = p.guard.check(t, d, p.conc, 100_000, 10_000, 600)
+    r = p.guard.check(t, d, p.plan.conc, 100_000, 10_000, 600)
 us = time.ticks_diff(time.ticks_us(), t0) / N
 alloc = (gc.mem_alloc() - a0) // N
 gc.enable()

@@ -1,6 +1,7 @@
 # Alarm state: which alarms are raised, which the patient or clinician acknowledged.
 # Alarm bit numbers and the critical set come from the protocol definition.
 import micropython
+from part import Part
 from msgdefs import (  # noqa: F401  (re-exported for the pump and the tests)
     ALARM_BATTERY_EOS as BATTERY_EOS,
     ALARM_BATTERY_ERI as BATTERY_ERI,
@@ -15,20 +16,23 @@ from msgdefs import (  # noqa: F401  (re-exported for the pump and the tests)
     ALARMS_UNSILENCEABLE as UNSILENCEABLE,
     ALARM_WATCHDOG_RESET as WATCHDOG_RESET,
     ALARMS_CRITICAL as CRITICAL,
+    EV_ALARM_ACKNOWLEDGED,
     EV_ALARM_CLEARED,
     EV_ALARM_RAISED,
 )
 
 
-class Alarms:
+class Alarms(Part):
     """A bit mask of raised alarms; `log(code, a, b)` records raise and clear events."""
+
+    SNAP_PREFIX = "alarm_"
+    SNAP = ("mask", "acked")
 
     def __init__(self, log):
         self.mask = 0
         self.acked = 0
         self.log = log
 
-    @micropython.native
     def active(self, bit):
         return (self.mask >> bit) & 1
 
@@ -60,10 +64,32 @@ class Alarms:
         self.acked |= mask & self.mask & ~UNSILENCEABLE
         return self.acked
 
-    @micropython.native
+    def acknowledge(self, now, mask, who, reservoir_nl):
+        """ACK_ALARM: silence the tones of the alarms in `mask`; returns the acknowledged
+        mask. A volume discrepancy lasts until it is acknowledged: the clinician has
+        seen it."""
+        before = self.acked
+        acked = self.ack(mask)
+        disc = mask >> VOLUME_DISCREPANCY & 1 and self.active(VOLUME_DISCREPANCY)
+        if acked != before or disc:
+            # only an acknowledgement that silenced something is a record (a repeated
+            # one, or one of nothing raised, changes nothing: no flood fills the log),
+            # and it names what it silenced, not the mask asked (all bits: "every alarm")
+            done = (acked & ~before) | (1 << VOLUME_DISCREPANCY if disc else 0)
+            self.log(now, EV_ALARM_ACKNOWLEDGED, who, done, 0, 0)
+        if disc:
+            self.clear(VOLUME_DISCREPANCY, now, reservoir_nl)
+        return acked
+
     def sounding(self):
         """Mask of raised alarms not yet acknowledged."""
         return self.mask & ~self.acked
 
     def critical(self):
         return self.mask & CRITICAL
+
+    def retire(self, bit):
+        """Forget an alarm no firmware raises any more (a state saved by older firmware
+        may hold it): no event, it was never this firmware's."""
+        self.mask &= ~(1 << bit)
+        self.acked &= ~(1 << bit)

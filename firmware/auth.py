@@ -12,6 +12,8 @@ import hashlib
 import msgdefs as md
 from codec import MacKey
 
+_NONE_ID = 0xFFFFFFFF  # in the snapshot: no command executed yet
+
 
 class Auth:
     """Authentication state of the link, one slot per role id (slot 0 unused)."""
@@ -86,3 +88,34 @@ class Auth:
             return 0
         age = now - self.challenge_t[role]
         return -1 if 0 <= age <= md.FRESH_S else age
+
+    def snap_into(self, v):
+        """Put what a reboot must keep (counters, the last command and its answer, per
+        role) into the snapshot's values `v`."""
+        ids = [_NONE_ID if i is None else i for i in self.last_id]
+        lr = [x if x is not None else (0, 0, 0) for x in self.last_result]
+        v["ctr_clinician"], v["ctr_patient"] = self.last_ctr[1], self.last_ctr[2]
+        v["id_clinician"], v["id_patient"] = ids[1], ids[2]
+        (v["last_type_clinician"], v["last_result_clinician"],
+         v["last_detail_clinician"]) = lr[1]
+        v["last_type_patient"], v["last_result_patient"], v["last_detail_patient"] = lr[2]
+
+    def take_up(self, v):
+        """After a restart: what snap_into() saved."""
+        self.last_ctr = [0, v["ctr_clinician"], v["ctr_patient"]]
+        i1, i2 = v["id_clinician"], v["id_patient"]
+        self.last_id = [None, None if i1 == _NONE_ID else i1, None if i2 == _NONE_ID else i2]
+        t1, t2 = v["last_type_clinician"], v["last_type_patient"]
+        self.last_result = [
+            None,
+            (t1, v["last_result_clinician"], v["last_detail_clinician"]) if t1 else None,
+            (t2, v["last_result_patient"], v["last_detail_patient"]) if t2 else None,
+        ]
+
+    def accept(self, role, ctr):
+        """The role's counter moves on to `ctr` (a fresh, authentic command)."""
+        self.last_ctr[role] = ctr
+
+    def remember(self, role, reply):
+        """The reply a retry of the role's last command gets, as sent."""
+        self.cached[role] = reply

@@ -98,6 +98,12 @@ class Engine:
         self.next_timed_t = NEVER
         self.t = now
 
+    def take_up_owed(self, acc):
+        """After a restart: the fraction of a stroke the journal says was owed (never
+        more than a stroke)."""
+        if 0 < acc < self.Q:
+            self.acc = acc
+
     def set_offset(self, offset, now):
         """A new local offset moves the schedule; nothing is integrated across it."""
         self.offset = offset
@@ -195,7 +201,6 @@ class Engine:
             return 0
         return self.acc // self.Q
 
-    @micropython.native
     def stroke_done(self):
         """One stroke was delivered and confirmed by the mechanism."""
         self.acc -= self.Q
@@ -298,7 +303,6 @@ class Engine:
         self._sum_rate()
 
     # -- planning ---------------------------------------------------------------------
-    @micropython.native
     def next_breakpoint(self):
         """The next step change, timed bolus start or bolus end (NEVER if none)."""
         nxt = self.next_step_t

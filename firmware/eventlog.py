@@ -82,6 +82,12 @@ class EventLog:
         ot, _, ocode = struct.unpack_from(REC, old, 0)[:3]
         return ocode < len(EV_PROTECTED) and EV_PROTECTED[ocode] and t - ot < PROTECTED_S
 
+    def lapped(self):
+        """True once after an append overwrote the oldest event on flash (a new lap)."""
+        w = self.wrapped
+        self.wrapped = False
+        return w
+
     def hold(self):
         """Hold the coming events back from flash until release()."""
         self.holding = True

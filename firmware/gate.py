@@ -5,6 +5,7 @@ from array import array
 import micropython
 from engine import NEVER
 from micropython import const
+from part import Part
 
 BUCKET_S = const(300)
 # the current (partial) bucket and the 288 before it: always at least 24 h
@@ -24,7 +25,7 @@ from msgdefs import (  # noqa: E402,F401
 )
 
 
-class Rolling:
+class Rolling(Part):
     """Drug delivered in the last 24 h (ng), in 5-minute buckets.
 
     The sum covers the current bucket and the 288 before it, i.e. between 24 h and
@@ -32,6 +33,9 @@ class Rolling:
     denial.
     Per-stroke `add` is allocation-free.
     """
+
+    SNAP_PREFIX = "rolling_"
+    SNAP = ("idx", "total")
 
     def __init__(self):
         self.b = array("i", bytes(4 * NBUCKETS))
@@ -55,31 +59,49 @@ class Rolling:
                 self.b[j] = 0
         self.idx = k
 
+    def snap_into(self, v):
+        super().snap_into(v)
+        v["rolling"] = bytes(self.b)
+
+    def take_up(self, v):
+        super().take_up(v)
+        self.b[:] = array("i", v["rolling"])
+
     def clear(self):
         """Forget the history (another drug: one drug's ng say nothing of another's)."""
         for i in range(NBUCKETS):
             self.b[i] = 0
         self.total = 0
 
-    @micropython.native
     def add(self, now, ng):
         self._roll(now)
         self.b[self.idx % NBUCKETS] += ng
         self.total += ng
 
-    @micropython.native
     def sum(self, now):
         self._roll(now)
         return self.total
 
 
-class Gate:
+class Gate(Part):
     """Lockout from the last start and a maximum count in any rolling 24 h."""
+
+    SNAP_PREFIX = "gate_"
+    SNAP = ("n", "head")
 
     def __init__(self):
         self.starts = array("i", bytes(4 * MAX_STARTS))  # ring of recent start times
         self.n = 0
         self.head = 0
+        self.forget_count()
+
+    def snap_into(self, v):
+        super().snap_into(v)
+        v["gate"] = bytes(self.starts)
+
+    def take_up(self, v):
+        super().take_up(v)
+        self.starts[:] = array("i", v["gate"])
         self.forget_count()
 
     def forget_count(self):

@@ -8,7 +8,7 @@ import sys
 import board
 import micropython
 from codec import Deframer, cobs_frame_into, cobs_max
-from msgdefs import ALARMS_CRITICAL, ALARMS_UNSILENCEABLE
+from msgdefs import ALARMS_CRITICAL, ALARMS_UNSILENCEABLE, MAX_FRAME
 from store import Store
 
 import pump as pumpmod
@@ -64,7 +64,7 @@ async def therapy_task(app, clock, sh):
         except Exception as e:  # unexpected: motor off, critical alarm, logged, safe state
             _fault(app, clock, F_THERAPY, e)
             nxt = clock.now() + pumpmod.SENSE_S
-        app.changed = False
+        app.planned()
         _poke_tones(app, sh)
         sh.expect_by = nxt + 30
         if clock.skip_to(nxt):
@@ -120,8 +120,8 @@ class _LinkBuffers:
     def __init__(self):
         self.rx = bytearray(_LINK_CHUNK)
         self.rxmv = memoryview(self.rx)
-        self.outmv = memoryview(bytearray(cobs_max(pumpmod.MAX_FRAME) + 1))  # + the 0x00
-        self.deframer = Deframer(pumpmod.MAX_FRAME)
+        self.outmv = memoryview(bytearray(cobs_max(MAX_FRAME) + 1))  # + the 0x00
+        self.deframer = Deframer(MAX_FRAME)
 
 
 async def link_task(app, hw, sh, bufs):
@@ -168,7 +168,7 @@ async def link_task(app, hw, sh, bufs):
 
 async def telemetry_task(app, clock, period):
     """A STATUS frame every `period` seconds of device time."""
-    tel = app.telemetry
+    tel = app.hw.telemetry
     t = clock.now()
     while True:
         t += period

@@ -20,7 +20,7 @@ RX_MAX_LOCKOUT_S = const(86400)
 RX_LOW_RESERVOIR_MIN_UL = const(1000)
 RX_LOW_RESERVOIR_MAX_UL = const(5000)
 EPOCH_UNIX = 1577836800  # device time 0 in Unix seconds
-# (unused) RESULT_ACK = const(0)
+RESULT_ACK = const(0)
 UTC_MIN = const(0)  # SET_TIME bounds (device seconds)
 UTC_MAX = const(946771199)  # 2049-12-31T23:59:59Z
 DEFAULT_MAX_RATE_NL_H = const(1000000)  # 1000 uL/h
@@ -35,7 +35,7 @@ MAX_CATHETER_NL = const(1000000)
 DEFAULT_LOW_RESERVOIR_NL = const(2000000)
 MAX_LOCAL_OFFSET_S = const(50400)
 MAX_BOLUS_DURATION_S = const(86400)
-# (unused) DEFAULT_SUSPEND_MAX_S = const(7200)
+DEFAULT_SUSPEND_MAX_S = const(7200)
 FRESH_S = const(60)  # a CHALLENGE's life
 DENIAL_WINDOW_S = const(60)  # identical bolus denials: one record
 AUTH_FAILURE_WINDOW_S = const(3600)  # bad MACs: one record
@@ -156,11 +156,13 @@ LINK_IN_SIZE = const(7)
 TRUTH_FMT = "<IIq"
 TRUTH_SIZE = const(16)
 
-# Command table, indexed by type - CMD_FIRST: body size (-1 variable),
-# allowed roles as a mask of 1 << role.
+# Command table, indexed by type - CMD_FIRST: body size (-1 variable, -2 no such
+# command), body layout (None: variable, handed over as bytes), allowed roles as a
+# mask of 1 << role.
 CMD_FIRST = const(64)
 CMD_LAST = const(79)
 CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 4, 0, 4, 8, 5, 0, 0, 4, 0, 0)
+CMD_BODY_FMT = ('', None, '', '<IIIB', '', '<II', '<I', '', '<I', '<Ii', '<IB', '', '', '<I', '', '')
 CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02\x02\x02\x06'
 # 1: the command only reads (executing it again changes nothing)
 CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x00\x00\x01'
@@ -187,9 +189,9 @@ ALARM_VOLUME_DISCREPANCY = const(10)
 ALARM_SUSPENDED_TOO_LONG = const(11)
 
 # EventRecord.who
-# (unused) WHO_DEVICE = const(0)
-# (unused) WHO_CLINICIAN = const(1)
-# (unused) WHO_PATIENT = const(2)
+WHO_DEVICE = const(0)
+WHO_CLINICIAN = const(1)
+WHO_PATIENT = const(2)
 
 # command roles
 ROLE_CLINICIAN = const(1)
@@ -198,10 +200,10 @@ ROLE_PATIENT = const(2)
 # boot causes (boot event a)
 BOOT_POWER_ON = const(0)
 BOOT_WATCHDOG = const(1)
-# (unused) BOOT_BROWN_OUT = const(2)
+BOOT_BROWN_OUT = const(2)
 BOOT_SOFT_RESET = const(3)
 BOOT_HARD_RESET = const(4)
-# (unused) BOOT_POWER_LOSS_RECOVERED = const(5)
+BOOT_POWER_LOSS_RECOVERED = const(5)
 
 # bolus kinds (bolus events b)
 BOLUS_TIMED = const(0)
@@ -233,15 +235,15 @@ NACK_LIMIT = const(6)
 NACK_BUSY = const(7)
 NACK_SCHEMA = const(8)
 NACK_UNKNOWN_COMMAND = const(9)
-# (unused) NACK_BACKOFF = const(10)
+NACK_BACKOFF = const(10)
 NACK_STALE = const(11)
 
 # stroke_failed a
-# (unused) STROKE_STALL = const(1)
-# (unused) STROKE_OCCLUSION = const(2)
+STROKE_STALL = const(1)
+STROKE_OCCLUSION = const(2)
 
 # the twin's exit statuses
-# (unused) TWIN_EXIT_OK = const(0)
+TWIN_EXIT_OK = const(0)
 TWIN_EXIT_FIRMWARE_FAILED = const(3)
 TWIN_EXIT_WATCHDOG = const(5)
 TWIN_EXIT_POWER_CUT = const(7)
@@ -259,10 +261,10 @@ LINK_IN_FRESH = const(2)  # bit 1
 
 # Rx blob flags bits, as masks
 RX_FLAG_TRIAL = const(1)  # bit 0
-# (unused) RX_FLAG_OVERRIDE_DAILY_LIMIT = const(2)  # bit 1
-# (unused) RX_FLAG_OVERRIDE_MAX_CONCENTRATION = const(4)  # bit 2
-# (unused) RX_FLAG_OVERRIDE_MIN_PER_DAY = const(8)  # bit 3
-# (unused) RX_FLAG_OVERRIDE_TITRATION = const(16)  # bit 4
+RX_FLAG_OVERRIDE_DAILY_LIMIT = const(2)  # bit 1
+RX_FLAG_OVERRIDE_MAX_CONCENTRATION = const(4)  # bit 2
+RX_FLAG_OVERRIDE_MIN_PER_DAY = const(8)  # bit 3
+RX_FLAG_OVERRIDE_TITRATION = const(16)  # bit 4
 
 # fields a NACK `invalid` names (REPLY.detail)
 FIELD_LENGTH = const(1)  # length
@@ -277,8 +279,8 @@ FIELD_PATIENT_BOLUS_LOCKOUT = const(9)  # patient_bolus.lockout
 FIELD_PATIENT_BOLUS_MAX_PER_DAY = const(10)  # patient_bolus.max_per_day
 FIELD_DRUG = const(11)  # drug
 FIELD_CONCENTRATION = const(12)  # concentration
-# (unused) FIELD_MAX_NG_DAY = const(13)  # max_ng_day
-# (unused) FIELD_STEPS_RATE = const(14)  # steps.rate
+FIELD_MAX_NG_DAY = const(13)  # max_ng_day
+FIELD_STEPS_RATE = const(14)  # steps.rate
 FIELD_VOLUME = const(15)  # volume
 FIELD_DOSE = const(16)  # dose
 FIELD_OFFSET = const(17)  # offset

@@ -13,31 +13,30 @@ def start(p, now, boot_cause):
     store = p.store
     gap = 0
     bad = False
+    cut = ()
     if store is not None:
         import restore  # a pump without a store never pays for it
 
-        now, gap, bad = restore.restore(p, store, now)
+        now, gap, bad, cut = restore.restore(p, store, now)
     p.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
     if p.clock_moved is not None:
         d = p.wall_delta
         p.log(now, md.EV_TIME_CHANGED, 0, wall_u32(p.clock_moved[0] + d),
               wall_u32(p.clock_moved[1] + d), p.offset)
-    if bad or p.rx_bad:
+    if bad or p.plan.rx_bad:
         # the stored state failed its CRC or its prescription does not parse: no
         # delivery until a clinician programs the pump again
-        p.rx = None
-        p.engine.unload(now)
-        p.alarms.raise_(RX_INVALID, now, p.reservoir_nl)
+        p.unload_plan(now)
+        p.alarms.raise_(RX_INVALID, now, p.delivery.reservoir_nl)
         if p.mode == md.MODE_RUNNING:
             p.set_mode(now, md.MODE_HALTED)
     missed = 0
-    for kind, done, rest in p.cut_boluses:
+    for kind, done, rest in cut:
         # a bolus the cut ended: its end, with what it delivered; its rest is missed (one
         # whose schedule had run out ended before the cut: its own record says so)
         if rest > 0:
             p.log(now, md.EV_BOLUS_COMPLETED, 0, done, kind, 0)
             missed += rest
-    p.cut_boluses = None
     if gap > 0 or missed:
         # what the schedule would have delivered while the power was off (a running pump)
         e = p.engine
@@ -46,19 +45,17 @@ def start(p, now, boot_cause):
         p.log(now, md.EV_DELIVERY_GAP, 0, gap, missed, 0)
     # what the boot's status says is read now, not at the first tick: the battery (0
     # would read as end of service) and the low-reservoir projection
-    p._sense(now)
-    p._update_eta(now)
+    p.sense(now)
+    p.update_eta(now)
     p.rearm_probe(now)
     p.emit_info(now)
-    if p.telemetry is not None:
+    if p.hw.telemetry is not None:
         # what the pump believes as it boots (after a restart: what it recovered)
-        p.telemetry.emit(p.status_frame(now))
+        p.hw.telemetry.emit(p.status_frame(now))
     if store is not None:
         p.save(now)
-    # the rooms of commands and projections, after the pump's buffers and the boot's
-    # garbage: their code goes where the heap has room, and a command later allocates
-    # nothing for it (commands.py, _ROOM)
-    import clinic  # noqa: F401
+    # the commands and their rooms, after the pump's buffers and the boot's garbage:
+    # their code goes where the heap has room, and a command later allocates nothing
+    # for it
+    import commands  # noqa: F401
     import refilldue  # noqa: F401
-
-

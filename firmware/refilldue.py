@@ -1,8 +1,9 @@
 # When the pump should be refilled (STATUS.refill_due): the earliest of the reservoir
 # reaching its low threshold with every allowed patient bolus taken, and the fill's
-# stability limit from the drug library. Imported at the first projection, after the
-# boot, so its code is not part of the boot's memory peak.
-from engine import NEVER
+# stability limit from the drug library; and when the reservoir reaches its threshold
+# by the plan alone (STATUS.low_reservoir_eta). Imported at the first projection, after
+# the boot, so its code is not part of the boot's memory peak.
+from engine import KIND_CLINICIAN, KIND_PATIENT, NEVER
 from micropython import const
 import rx as rxmod
 
@@ -17,24 +18,43 @@ def due(p, now):
     below 2**30 because margin is under a day's volume times the days it lasts."""
     t = NEVER
     stab = False
-    rx = p._plan_rx()
+    pl = p.plan
+    rx = pl.plan_rx()
     e = p.engine
     if rx is not None and e.loaded:
         day = e.day_units // _DAY
         if rx.pb_max_per_day:
-            day += rx.pb_max_per_day * rxmod.ng_to_nl(rx.pb_dose_ng, p._drug_conc())
-        margin = p.reservoir_nl - p.low_nl
+            day += rx.pb_max_per_day * rxmod.ng_to_nl(rx.pb_dose_ng, pl.drug_conc())
+        margin = p.delivery.reservoir_nl - pl.low_nl
         if margin <= 0:
             t = now
         elif day > 0:
             days = margin // day
             t = now + days * _DAY + (margin - days * day) * 24 // day * 3600
-    d = p.druglib.get(p.drug) if p.fill_t and p.drug else None
+    d = p.druglib.get(pl.drug) if pl.fill_t and pl.drug else None
     if d is not None:
         n = d["stability_days"]
-        if p.fill_first and d["first_fill_stability_days"]:
+        if pl.fill_first and d["first_fill_stability_days"]:
             n = d["first_fill_stability_days"]
-        if n and p.fill_t + n * _DAY < t:
-            t = p.fill_t + n * _DAY
+        if n and pl.fill_t + n * _DAY < t:
+            t = pl.fill_t + n * _DAY
             stab = True
     return (t if t < NEVER else 0), stab
+
+
+def low_eta(p, now):
+    """Monotonic time the running plan takes the reservoir below its threshold (0: not
+    known, or already below). The alarm comes with the stroke that crosses it."""
+    if p.plan.rx is None:
+        return 0
+    d = p.delivery
+    margin = d.reservoir_nl - p.plan.low_nl
+    if margin < 0:
+        return 0
+    k = margin // d.stroke_nl + 1
+    extra = 0
+    e = p.engine
+    if e.bolus_active(KIND_PATIENT) or e.bolus_active(KIND_CLINICIAN):
+        extra = e.committed_nl(now)
+    t = e.time_to_deliver(now, k * d.stroke_nl, extra)
+    return 0 if t >= NEVER else t

@@ -105,66 +105,17 @@ def _const(name: str, value: int, comment: str = "") -> str:
     return f"{name} = {value}{tail}"
 
 
-_NAME = re.compile(r"\b(?:md|msgdefs|M)\.([A-Z][A-Z0-9_]*)\b")
 _ASSIGN = re.compile(r"^([A-Z][A-Z0-9_]*) = (.*)$")
 
 
-def used_names(root: Path | None = None) -> set[str]:
-    """Names of msgdefs that firmware, board and MicroPython test code refers to.
-
-    Each public name of a module costs RAM on the device (a global and its qstr), so
-    msgdefs.py defines only these; the rest stay in the file as comments.
-    """
-    root = root or OUT.parent.parent
-    files = [p for p in (root / "firmware").glob("*.py") if p.name != OUT.name]
-    files += list((root / "boards").rglob("*.py")) + list((root / "tests" / "mp").rglob("*.py"))
-    names: set[str] = set()
-    for f in files:
-        text = f.read_text()
-        names.update(_NAME.findall(text))
-        names.update(_from_imports(text))
-    return names
-
-
-def _from_imports(text: str) -> set[str]:
-    """Names in `from msgdefs import A, B as C` and its parenthesised multi-line form."""
-    out: set[str] = set()
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i].split("#")[0]
-        i += 1
-        if not line.strip().startswith("from msgdefs import"):
-            continue
-        rest = line.split("import", 1)[1]
-        parts = [rest]
-        if "(" in rest and ")" not in rest:
-            while i < len(lines):
-                seg = lines[i].split("#")[0]
-                i += 1
-                parts.append(seg)
-                if ")" in seg:
-                    break
-        for part in ",".join(parts).replace("(", ",").replace(")", ",").split(","):
-            name = part.split(" as ")[0].strip()
-            if name:
-                out.add(name)
-    return out
-
-
 def render() -> str:
-    """The text of firmware/msgdefs.py: every definition, those no firmware code uses
-    as comments."""
-    used = used_names()
+    """The text of firmware/msgdefs.py: a function of the protocol definition alone
+    (field names, which only tests read, are in msgfields.py)."""
     lines = []
     for line in _render_all().splitlines():
         m = _ASSIGN.match(line)
         if m and m.group(1).endswith("_FIELDS") and m.group(1)[:-7] not in NAMED:
             continue  # in msgfields.py
-        # layouts always stay: the codec's vectors are checked against them by name
-        keep = m and m.group(1).endswith(("_FMT", "_SIZE"))
-        if m and not keep and m.group(1) not in used:
-            line = "# (unused) " + line
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -178,6 +129,47 @@ def render_fields() -> str:
         if m and m.group(1).endswith("_FIELDS"):
             out.append(line)
     return "\n".join(out) + "\n"
+
+
+def _command_table() -> list[str]:
+    """Commands, indexed by type - CMD_FIRST: body size (-1 variable: PROGRAM's Rx blob),
+    body layout, allowed roles, whether the command only reads."""
+    cmds = sorted(M.COMMANDS.values(), key=lambda m: m.type)
+    first, last = cmds[0].type, cmds[-1].type
+    sizes, fmts, roles, reads = [], [], [], []
+    role_ids = {v: k for k, v in N.ROLES.items()}
+    for t in range(first, last + 1):
+        m = M.COMMANDS.get(t)
+        if m is None:
+            sizes.append(-2)
+            fmts.append(None)
+            roles.append(0)
+            reads.append(0)
+            continue
+        if m.body is M.Empty:
+            sizes.append(0)
+            fmts.append("")
+        elif is_fixed(m.body):
+            sizes.append(m.body.sizeof())
+            fmts.append(fixed_format(m.body))
+        else:
+            sizes.append(-1)
+            fmts.append(None)
+        roles.append(sum(1 << role_ids[r] for r in m.roles))
+        reads.append(1 if m.reads else 0)
+    return [
+        "",
+        "# Command table, indexed by type - CMD_FIRST: body size (-1 variable, -2 no such",
+        "# command), body layout (None: variable, handed over as bytes), allowed roles as a",
+        "# mask of 1 << role.",
+        _const("CMD_FIRST", first),
+        _const("CMD_LAST", last),
+        f"CMD_BODY_SIZE = {tuple(sizes)!r}",
+        f"CMD_BODY_FMT = {tuple(fmts)!r}",
+        f"CMD_ROLES = {bytes(roles)!r}",
+        "# 1: the command only reads (executing it again changes nothing)",
+        f"CMD_READS = {bytes(reads)!r}",
+    ]
 
 
 def _render_all() -> str:
@@ -244,35 +236,7 @@ def _render_all() -> str:
         out.append(f'{prefix}_FMT = "{fmt}"')
         out.append(_const(f"{prefix}_SIZE", st.sizeof()))
         out.append(f"{prefix}_FIELDS = {field_names(st)!r}")
-    # Commands: body size (-1 = variable: PROGRAM's Rx blob) and allowed roles.
-    cmds = sorted(M.COMMANDS.values(), key=lambda m: m.type)
-    first, last = cmds[0].type, cmds[-1].type
-    sizes, roles, reads = [], [], []
-    role_ids = {v: k for k, v in N.ROLES.items()}
-    for t in range(first, last + 1):
-        m = M.COMMANDS.get(t)
-        if m is None:
-            sizes.append(-2)
-            roles.append(0)
-            reads.append(0)
-            continue
-        try:
-            sizes.append(m.body.sizeof())
-        except Exception:
-            sizes.append(-1)
-        roles.append(sum(1 << role_ids[r] for r in m.roles))
-        reads.append(1 if m.reads else 0)
-    out += [
-        "",
-        "# Command table, indexed by type - CMD_FIRST: body size (-1 variable),",
-        "# allowed roles as a mask of 1 << role.",
-        _const("CMD_FIRST", first),
-        _const("CMD_LAST", last),
-        f"CMD_BODY_SIZE = {tuple(sizes)!r}",
-        f"CMD_ROLES = {bytes(roles)!r}",
-        "# 1: the command only reads (executing it again changes nothing)",
-        f"CMD_READS = {bytes(reads)!r}",
-    ]
+    out += _command_table()
     for prefix, table, what in CODE_TABLES:
         out += ["", f"# {what}"]
         for code, name in sorted(table.items()):

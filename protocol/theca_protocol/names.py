@@ -165,16 +165,14 @@ RESULTS: dict[int, str] = {
     7: "busy",
     8: "schema",
     9: "unknown_command",
-    10: "backoff",
+    10: "backoff",  # no longer sent (the bad-MAC back-off per claimed role let a keyless
+    #               sender lock a role out); kept so that old logs decode
     11: "stale",
 }
 #: NACKs the device sends without a reply MAC (it has no key to sign with: the frame was
 #: unreadable, its MAC failed, or it speaks another frame version): a host shows them as
 #: unauthenticated diagnoses and changes nothing on their word.
 UNSIGNED_RESULTS: frozenset[str] = frozenset({"bad_frame", "bad_mac", "schema"})
-#: Results no longer sent (kept so that old logs decode): `backoff` (the bad-MAC back-off
-#: per claimed role, removed: it let a keyless sender lock a role out).
-RETIRED_RESULTS: frozenset[str] = frozenset({"backoff"})
 #: NACK reasons only (RESULTS without ack).
 NACK_REASONS: dict[int, str] = {k: v for k, v in RESULTS.items() if k}
 

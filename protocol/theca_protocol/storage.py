@@ -137,14 +137,3 @@ TWIN_EXITS: dict[int, str] = {
     7: "power_cut",  # a scheduled power cut ended the run
 }
 TWIN_EXIT: dict[str, int] = {v: k for k, v in TWIN_EXITS.items()}
-
-#: Every layout of this module, by name.
-STORAGE_STRUCTS = {
-    "EventSlot": EventSlot,
-    "JournalRecord": JournalRecord,
-    "StateHeader": StateHeader,
-    "SnapshotHead": SnapshotHead,
-    "LinkInRecord": LinkInRecord,
-    "SnapBolus": SnapBolus,
-    "TruthRecord": TruthRecord,
-}

@@ -25,12 +25,12 @@ def test_snapshot_roundtrip_restores_therapy_without_catch_up():
     while t < T0 + 6 * 3600:
         hw.clock.t = t
         t = p.tick(t)
-    res, dul, seq = p.reservoir_nl, p.delivered_ul, p.events.next_seq
+    res, dul, seq = p.delivery.reservoir_nl, p.delivery.delivered_ul, p.events.next_seq
     # reboot two hours later on the same flash
     hw2 = HW(T0 + 8 * 3600)
     p2 = P.Pump(hw2, T0 + 8 * 3600, LIB, md.BOOT_WATCHDOG, Store(root))
-    assert p2.mode == P.RUNNING and p2.rx is not None
-    assert p2.reservoir_nl == res and p2.delivered_ul == dul
+    assert p2.mode == P.RUNNING and p2.plan.rx is not None
+    assert p2.delivery.reservoir_nl == res and p2.delivery.delivered_ul == dul
     assert p2.events.next_seq > seq  # numbers go on, never reused
     boot = hw2.telemetry.events(md.EV_BOOT)[0]
     assert boot[4] == md.BOOT_WATCHDOG
@@ -77,7 +77,7 @@ def test_damaged_state_raises_rx_invalid_and_stops_delivery():
     hw2 = HW(T0 + 60)
     p2 = P.Pump(hw2, T0 + 60, LIB, 0, Store(root))
     assert p2.alarms.active(md.ALARM_RX_INVALID)
-    assert p2.rx is None and p2.mode != P.RUNNING
+    assert p2.plan.rx is None and p2.mode != P.RUNNING
     assert p2.tick(T0 + 3600) and hw2.motor.strokes == 0
 
 
@@ -110,8 +110,8 @@ def test_prescription_threshold_survives_a_reboot():
     assert p.alarms.active(P.LOW_RESERVOIR)  # 4 mL left, below the prescription's 4.5 mL
     hw2 = HW(T0 + 3600, 4_000_000)
     p2 = P.Pump(hw2, T0 + 3600, LIB, md.BOOT_WATCHDOG, Store(root))
-    assert p2.low_nl == 4_500_000 and p2.alarms.active(P.LOW_RESERVOIR)
+    assert p2.plan.low_nl == 4_500_000 and p2.alarms.active(P.LOW_RESERVOIR)
     buf = bytearray(md.DEVICE_INFO_SIZE)
-    p2.info_into(buf, 0)
+    p2.telemetry.info_into(p2, buf, 0)
     info = struct.unpack(md.DEVICE_INFO_FMT, buf)
     assert info[DEVICE_INFO_FIELDS.index("low_reservoir_nl")] == 4_500_000

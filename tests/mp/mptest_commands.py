@@ -37,4 +37,4 @@ def test_rx_of_another_version_gets_nack_schema_as_the_vector():
     blob = rx_blob(version=md.RX_VERSION + 1)
     r = reply(p.command(Host().cmd(md.T_PROGRAM, blob, t=T0), T0))
     assert (r[1], r[2], r[3]) == (want["cmd_type"], want["result"], want["detail"])
-    assert r[2] == md.NACK_SCHEMA and p.rx is None
+    assert r[2] == md.NACK_SCHEMA and p.plan.rx is None

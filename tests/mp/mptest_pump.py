@@ -44,8 +44,8 @@ def test_one_day_delivers_the_prescribed_volume():
     hw, p, h = started()  # 1.5 mg/day at 10 mg/mL = 150 uL/day
     run_until(p, hw, T0 + DAY)
     assert hw.motor.strokes == 600, hw.motor.strokes
-    assert p.delivered_ul == 150 and p.delivered_nl == 0
-    assert p.reservoir_nl == 20_000_000 - 150_000
+    assert p.delivery.delivered_ul == 150 and p.delivery.delivered_nl == 0
+    assert p.delivery.reservoir_nl == 20_000_000 - 150_000
 
 
 def test_hard_limit_refused_by_the_device():
@@ -56,14 +56,14 @@ def test_hard_limit_refused_by_the_device():
     # 16 mg/day morphine: over the 15 mg hard limit
     r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(steps=((0, 16_000_000),))), T0))
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT
-    assert p.mode == P.STOPPED and p.rx is None
+    assert p.mode == P.STOPPED and p.plan.rx is None
     # worst case with patient boluses over the limit: 14 mg basal + 4 x 0.5 mg
     r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(steps=((0, 14_000_000),), pb=(500_000, 600, 3600, 4))), T0))
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT
     # concentration over the drug's maximum (morphine: 25 mg/mL, the labelled product)
     r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(conc=26_000_000)), T0))
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_MAX_CONCENTRATION
-    assert p.rx is None
+    assert p.plan.rx is None
     ev = hw.telemetry.events(md.EV_PRESCRIPTION_REFUSED)
     assert [e[4] for e in ev] == [md.DENY_DAILY_LIMIT, md.DENY_DAILY_LIMIT,
                                   md.DENY_MAX_CONCENTRATION]
@@ -90,7 +90,7 @@ def test_empty_stops_refill_resumes_overfill_refused():
     run_until(p, hw, T0 + DAY)
     assert hw.motor.strokes == 40
     assert p.mode == P.HALTED and p.alarms.active(md.ALARM_EMPTY_RESERVOIR)
-    assert p.reservoir_nl == 0
+    assert p.delivery.reservoir_nl == 0
     r = reply(p.command(h.cmd(md.T_REFILL, struct.pack(md.REFILL_FMT, 20_000_001, 10_000_000, 0, 0)), T0 + DAY))
     assert r[2] == md.NACK_LIMIT  # over the 20 mL capacity
     assert hw.telemetry.events(md.EV_REFILL_REFUSED)
@@ -136,17 +136,17 @@ def test_stall_counts_nothing_and_recovers():
     # REQ: SR-STALL-01
     hw, p, h = started()
     run_until(p, hw, T0 + 3600)
-    before = p.delivered_ul * 1000 + p.delivered_nl
+    before = p.delivery.delivered_ul * 1000 + p.delivery.delivered_nl
     hw.motor.fail = 1
     run_until(p, hw, T0 + 2 * 3600)
     assert p.alarms.active(md.ALARM_MOTOR_STALL) and p.mode == P.HALTED
-    assert p.delivered_ul * 1000 + p.delivered_nl == before
+    assert p.delivery.delivered_ul * 1000 + p.delivery.delivered_nl == before
     hw.motor.fail = 0
     run_until(p, hw, T0 + 3 * 3600)
     assert not p.alarms.active(md.ALARM_MOTOR_STALL) and p.mode == P.RUNNING
     assert hw.telemetry.events(md.EV_MOTOR_RECOVERED)
     # nothing caught up: about two hours of delivery (150 uL/day), not three
-    got = p.delivered_ul * 1000 + p.delivered_nl
+    got = p.delivery.delivered_ul * 1000 + p.delivery.delivered_nl
     assert got <= 2 * 150_000 // 24 + 2 * 250, got
 
 
@@ -187,13 +187,13 @@ def test_new_concentration_keeps_drug_per_day_after_the_catheter_bridge():
     hw, p, h = started(reservoir_nl=1_000_000)
     run_until(p, hw, T0 + 3600)
     # empty the rest by refilling to nearly full with 5 mg/mL: the mix is mostly 5 mg/mL
-    r = reply(p.command(h.cmd(md.T_REFILL, struct.pack(md.REFILL_FMT, 18_000_000, 5_000_000, p.reservoir_nl, 0)),
+    r = reply(p.command(h.cmd(md.T_REFILL, struct.pack(md.REFILL_FMT, 18_000_000, 5_000_000, p.delivery.reservoir_nl, 0)),
                         T0 + 3600))
     assert r[2] == 0
-    assert p.bridge_nl == 150_000 and p.bridge_conc == 10_000_000
+    assert p.plan.bridge_nl == 150_000 and p.plan.bridge_conc == 10_000_000
     run_until(p, hw, T0 + 3600 + DAY)  # the bridge (150 uL) is a day at the old rate
     run_until(p, hw, T0 + 3600 + 3 * DAY)
-    assert p.bridge_nl == 0
+    assert p.plan.bridge_nl == 0
     # twice the volume per day at about half the concentration: same mg/day
     assert p.engine.basal > 280_000, p.engine.basal
 
@@ -305,7 +305,7 @@ def test_status_bridge_flag_is_what_the_spec_says():
     want = _vector("status_bridge")
     hw, p, h = started(reservoir_nl=10_000_000)
     run_until(p, hw, T0 + 3600)
-    body = struct.pack(md.REFILL_FMT, 5_000_000, 5_000_000, p.reservoir_nl, 0)
+    body = struct.pack(md.REFILL_FMT, 5_000_000, 5_000_000, p.delivery.reservoir_nl, 0)
     assert reply(p.command(h.cmd(md.T_REFILL, body), T0 + 3600))[2] == 0
     head, _ = _status(p, T0 + 3600)
     assert head["flags"] == want["flags"] == md.STATUS_FLAG_BRIDGE
@@ -352,7 +352,7 @@ def test_prescription_low_reservoir_out_of_range_refused():
     for low_ul in (999, 5001):
         r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(low_ul=low_ul)), T0))
         assert r[2] == md.NACK_INVALID and r[3] == md.FIELD_LOW_RESERVOIR, r
-    assert p.rx is None and p.low_nl == 2_000_000
+    assert p.plan.rx is None and p.plan.low_nl == 2_000_000
 
 
 def test_basal_below_the_mechanisms_min_rate_refused():
@@ -365,7 +365,7 @@ def test_basal_below_the_mechanisms_min_rate_refused():
         blob = rx_blob(steps=((0, 1_500_000), (480, rate)))
         r = reply(p.command(h.cmd(md.T_PROGRAM, blob), T0))
         assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_MIN_RATE, (rate, r)
-    assert p.rx is None and hw.motor.strokes == 0
+    assert p.plan.rx is None and hw.motor.strokes == 0
     ev = hw.telemetry.events(md.EV_PRESCRIPTION_REFUSED)
     assert [e[4] for e in ev] == [md.DENY_MIN_RATE, md.DENY_MIN_RATE]
     # 48 uL/day is the slowest it keeps up

@@ -34,7 +34,7 @@ def _refill(p, h, tq, q, out):
     # a refill visit: emptied (the pump's reservoir aspirated), then q[2] filled; the
     # pump is brought up to tq first, so the residual is what it holds at the refill
     p.tick(tq)
-    residual = p.reservoir_nl
+    residual = p.delivery.reservoir_nl
     body = struct.pack(md.REFILL_FMT, q[2], q[3], residual, 0)
     rr = reply(p.command(h.cmd(md.T_REFILL, body, t=tq), tq))
     if rr[2] == 0:
@@ -88,12 +88,12 @@ def run_case(case):
         n = hw.motor.strokes - before
         if n:
             strokes.append(t)
-            ngs.append(n * p.stroke_nl * p._drug_conc())
-        d = p.delivered_ul * 1000 + p.delivered_nl
+            ngs.append(n * p.delivery.stroke_nl * p.plan.drug_conc())
+        d = p.delivery.delivered_ul * 1000 + p.delivery.delivered_nl
         if d < last_delivered:
             out["monotonic"] = False
         last_delivered = d
-        if d + p.reservoir_nl != out["fills_nl"]:
+        if d + p.delivery.reservoir_nl != out["fills_nl"]:
             out["conserved"] = False
         if nxt_req <= nxt and i < len(reqs):
             q = reqs[i]
@@ -107,12 +107,12 @@ def run_case(case):
             n = hw.motor.strokes - before
             if n:
                 strokes.append(tq)
-                ngs.append(n * p.stroke_nl * p._drug_conc())
+                ngs.append(n * p.delivery.stroke_nl * p.plan.drug_conc())
             t = tq
         else:
             t = nxt if nxt < end else end
-    out["delivered_nl"] = p.delivered_ul * 1000 + p.delivered_nl
-    out["reservoir_nl"] = p.reservoir_nl
+    out["delivered_nl"] = p.delivery.delivered_ul * 1000 + p.delivery.delivered_nl
+    out["reservoir_nl"] = p.delivery.reservoir_nl
     out["stroke_count"] = hw.motor.strokes
     out["lockout_s"] = case["pb"][2] if case.get("pb") else 0
     return out

@@ -50,11 +50,6 @@ def _date(t: int) -> str:
     return iso(int(t))[:10]
 
 
-def _when(t: int) -> str:
-    s = iso(int(t))
-    return f"{s[:10]} {s[11:16]}"
-
-
 def _mg(ul: float, conc_ng_ml: float) -> float:
     # uL x ng/mL = 1e-3 ng; 1 mg = 1e6 ng
     return ul * conc_ng_ml / 1e9

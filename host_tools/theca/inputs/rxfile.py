@@ -590,10 +590,6 @@ def _rules(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[
     return r.overridden
 
 
-def _fmt_ml(nl: Fraction) -> str:
-    return u.fmt_decimal(u.round_half_up(nl), u.NL_PER_ML) if nl >= 0 else "?"
-
-
 # ---------------------------------------------------------------------------
 # TOML reading and locating fields in the text, for `file:line:` messages.
 

@@ -338,8 +338,3 @@ def fmt_clock(minutes: int) -> str:
 def fmt_time(t: int) -> str:
     """device seconds -> "2026-01-01T00:00:00Z"."""
     return (THECA_EPOCH + timedelta(seconds=t)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def device_time(dt: datetime) -> int:
-    """An aware datetime -> device seconds (no range check)."""
-    return (dt - THECA_EPOCH) // timedelta(seconds=1)

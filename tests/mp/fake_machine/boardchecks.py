@@ -60,7 +60,8 @@ def run_pump(w, hw, p, seconds):
 
 
 def delivered_strokes(p):
-    return (p.delivered_ul * 1000 + p.delivered_nl) // p.stroke_nl
+    d = p.delivery
+    return (d.delivered_ul * 1000 + d.delivered_nl) // d.stroke_nl
 
 
 def wire(name):

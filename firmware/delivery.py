@@ -1,0 +1,99 @@
+# Delivery: the mechanism's volumes. What is in the reservoir, what the pump has pushed
+# since therapy started, the drug each stroke carries (exactly, in 1e-6 ng) and the
+# catheter that drug must fill before it reaches the patient. Everything here changes
+# through its methods; the pump decides when a stroke happens, this part counts it.
+import micropython
+from part import Part
+
+_UNG = 1_000_000  # 1e-6 ng per ng
+
+
+class Delivery(Part):
+    """The reservoir, the delivered total and the catheter, in nL (ints, < 2**30)."""
+
+    # snapshot fields this part owns (protocol/theca_protocol/storage.py SnapshotHead)
+    SNAP = ("reservoir_nl", "delivered_ul", "delivered_nl", "ng_frac", "catheter_nl",
+            "unprimed_nl")
+
+    def __init__(self, info):
+        self.stroke_nl = info["stroke_nl"]
+        self.capacity_nl = info["capacity_nl"]
+        self.max_rate_nl_h = info["max_rate_nl_h"]
+        self.min_rate_nl_day = info["min_rate_nl_day"]
+        self.reservoir_nl = info.get("reservoir_nl", 0)
+        self.delivered_ul = 0
+        self.delivered_nl = 0  # 0..999, the nL beyond delivered_ul
+        self.catheter_nl = info["catheter_nl"]  # CATHETER sets it
+        self.unprimed_nl = 0  # catheter volume not yet pushed since the last CATHETER
+        # drug per stroke = ng_q + ng_r / 1e6 ng, carried exactly in ng_frac
+        self.ng_q = 0
+        self.ng_r = 0
+        self.ng_frac = 0
+
+    def set_conc(self, conc):
+        """The concentration now leaving the catheter (ng/mL): the drug per stroke."""
+        self.ng_q, self.ng_r = divmod(self.stroke_nl * conc, _UNG)
+
+    def fill(self, volume_nl):
+        """The reservoir was emptied and filled with volume_nl."""
+        self.reservoir_nl = volume_nl
+
+    def new_catheter(self, volume_nl):
+        """A new, empty catheter of volume_nl: unprimed until that much is pushed."""
+        self.catheter_nl = volume_nl
+        self.unprimed_nl = volume_nl
+
+    def held_nl(self):
+        """What the catheter holds of the fill before the one now going in."""
+        return self.catheter_nl - self.unprimed_nl
+
+    @micropython.native
+    def journal(self, store, now, s, acc, mode):
+        """Write ahead: the accounting as it stands once a stroke of s nL is done (0: the
+        stroke did not move), with the engine's accumulator `acc` after it."""
+        nl = self.delivered_nl + s
+        ul = self.delivered_ul
+        while nl >= 1000:
+            nl -= 1000
+            ul += 1
+        store.journal(now, self.reservoir_nl - s, ul, nl, acc, mode)
+
+    @micropython.native
+    def account(self):
+        """A confirmed stroke: the reservoir and the delivered total move on. Returns
+        the drug (ng) that reached the patient with it: none of what fills a new
+        catheter (SR-CATH-01), the part that does rounded up."""
+        s = self.stroke_nl
+        self.reservoir_nl -= s
+        nl = self.delivered_nl + s
+        while nl >= 1000:
+            nl -= 1000
+            self.delivered_ul += 1
+        self.delivered_nl = nl
+        ng = self.ng_q
+        f = self.ng_frac + self.ng_r
+        if f >= _UNG:
+            f -= _UNG
+            ng += 1
+        self.ng_frac = f
+        u = self.unprimed_nl
+        if u > 0:
+            if u >= s:
+                self.unprimed_nl = u - s
+                return 0
+            self.unprimed_nl = 0
+            ng = (ng * (s - u) + s - 1) // s
+        return ng
+
+    def take_up_journal(self, reservoir_nl, delivered_ul, delivered_nl):
+        """After a restart: strokes the journal recorded after the snapshot. Returns
+        the nL they pushed (they also filled the catheter that much: a volume is never
+        exempt twice)."""
+        extra = (delivered_ul - self.delivered_ul) * 1000 + (delivered_nl - self.delivered_nl)
+        if extra > 0:
+            u = self.unprimed_nl
+            self.unprimed_nl = u - extra if u > extra else 0
+        self.reservoir_nl = reservoir_nl
+        self.delivered_ul = delivered_ul
+        self.delivered_nl = delivered_nl
+        return extra
