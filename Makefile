@@ -53,12 +53,14 @@ soak: setup
 	THECA_FLOOD_FRAMES=100000 $(BIN)/pytest -q -p no:cacheprovider --timeout=0 tests -k mptest_flood
 
 # ruff on the host code and on the MicroPython code (its own builtins), mypy on the host
-# package, pyright on each board against its port's official stubs (no call to an API
-# the real port lacks); the complexity ceiling is ruff's (C901, PLR0915)
+# package, pyright on the firmware and on each board against its port's official stubs
+# (no call to an API the real port lacks, every part's method called as defined); the
+# complexity ceiling is ruff's (C901, PLR0915)
 lint: setup
 	$(BIN)/ruff check host_tools protocol tests bench
 	$(BIN)/ruff check --config mpy.ruff.toml firmware boards tests/mp
 	$(BIN)/mypy
+	$(BIN)/pyright -p pyright-firmware.json
 	$(BIN)/pyright -p pyright-rp2_pico.json
 	$(BIN)/pyright -p pyright-esp32.json
 

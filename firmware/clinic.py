@@ -7,10 +7,11 @@
 # volume is exempt from the dose limits, Delivery.account). Each changes the pump's parts
 # through their methods. Imported with commands.py at the end of the boot.
 import msgdefs as md
+import schedule
 from alarms import EMPTY_RESERVOIR, LOW_RESERVOIR, RX_INVALID, VOLUME_DISCREPANCY
 from engine import KIND_PRIME
 from eventlog import wall_u32
-from gate import IN_PROGRESS, OK, RESERVOIR
+from gate import CAPACITY, IN_PROGRESS, NOT_RUNNING, OK, RESERVOIR
 from micropython import const
 import guard as guardmod
 import rx as rxmod
@@ -43,12 +44,12 @@ def program(p, now, who, blob):
         # The new plan together with what was already delivered and what is running:
         # tried in the engine, put back if the guard says no.
         old = pl.try_rx(rx)
-        p.load_plan(now)
-        reason = p.guard_check(now)
+        schedule.load(p, now)
+        reason = schedule.guard_check(p, now)
         if reason != OK:
             pl.put_back(old)
             if pl.rx is not None:
-                p.load_plan(now)
+                schedule.load(p, now)
             else:
                 p.engine.unload(now)
     if reason != OK:
@@ -59,7 +60,7 @@ def program(p, now, who, blob):
     p.log(now, md.EV_PRESCRIPTION_CHANGED, who, rx.crc, rx.drug, len(blob), rx.flags >> 1)
     if p.alarms.clear(RX_INVALID, now, dv.reservoir_nl):
         p.update_mode(now)  # a prescription is in force again
-    if p.use_threshold(now):
+    if schedule.use_threshold(p, now):
         p.emit_info(now)  # DEVICE_INFO says the threshold in force
     if first or p.mode == md.MODE_STOPPED:
         p.set_mode(now, md.MODE_RUNNING)
@@ -80,7 +81,7 @@ def refill(p, now, who, volume_nl, conc, residual_nl, drug):
         return md.NACK_INVALID, md.FIELD_VOLUME
     if volume_nl > dv.capacity_nl:
         p.log(now, md.EV_REFILL_REFUSED, who, volume_nl, dv.reservoir_nl, dv.capacity_nl)
-        return md.NACK_LIMIT, dv.capacity_nl
+        return md.NACK_LIMIT, CAPACITY
     if conc <= 0:
         return md.NACK_INVALID, md.FIELD_CONCENTRATION
     if drug == 0:
@@ -94,7 +95,7 @@ def refill(p, now, who, volume_nl, conc, residual_nl, drug):
     end_now = pl.refill(now, drug, conc, dv.held_nl())
     dv.fill(volume_nl)
     if end_now:
-        p.end_bridge(now)
+        schedule.end_bridge(p, now)
     p.log(now, md.EV_REFILLED, who, volume_nl, residual_nl, conc, drug)
     off = residual_nl - expected if residual_nl > expected else expected - residual_nl
     tol = expected // 5
@@ -127,7 +128,7 @@ def set_time(p, now, who, utc, offset):
     old_wall = now + p.wall_delta
     old_utc, old_offset = old_wall, p.offset
     p.set_clock(now, utc, offset)
-    reason = p.guard_check(now) if p.plan.rx is not None else OK
+    reason = schedule.guard_check(p, now) if p.plan.rx is not None else OK
     if reason != OK:
         p.set_clock(now, old_utc, old_offset)
         p.log(now, md.EV_TIME_REFUSED, who, reason, utc, 0)
@@ -149,7 +150,7 @@ def catheter(p, now, who, volume_nl):
     p.delivery.new_catheter(volume_nl)
     p.log(now, md.EV_CATHETER_CHANGED, who, volume_nl, 0, 0)
     if p.plan.bridging():
-        p.end_bridge(now)
+        schedule.end_bridge(p, now)
     p.emit_info(now)  # DEVICE_INFO.catheter_nl
     p.replanned()
     return 0, 0
@@ -163,7 +164,7 @@ def prime(p, now, who):
     if vol <= 0:
         return md.NACK_INVALID, md.FIELD_PRIMED
     if p.mode != md.MODE_RUNNING:
-        return md.NACK_INVALID, p.mode
+        return md.NACK_LIMIT, NOT_RUNNING  # (PRIME needs the motor running)
     e = p.engine
     if e.bolus_active(KIND_PRIME):
         return md.NACK_BUSY, IN_PROGRESS

@@ -443,7 +443,6 @@ class TlogWriter:
                 self.f.write(self.buf)
                 self.fill = 0
 
-    @micropython.native
     def write_record(self, frame, n=-1):
         """Append one frame (frame[0:n]; n defaults to all of it) as a record."""
         if n < 0:

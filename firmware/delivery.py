@@ -3,6 +3,7 @@
 # catheter that drug must fill before it reaches the patient. Everything here changes
 # through its methods; the pump decides when a stroke happens, this part counts it.
 import micropython
+from engine import NEVER
 from part import Part
 
 _UNG = 1_000_000  # 1e-6 ng per ng
@@ -29,6 +30,11 @@ class Delivery(Part):
         self.ng_q = 0
         self.ng_r = 0
         self.ng_frac = 0
+        self.retry_t = NEVER  # a stalled motor is tried again then (strokes.probe)
+
+    def retry_at(self, t):
+        """The stalled motor is tried again at t (NEVER: not)."""
+        self.retry_t = t
 
     def set_conc(self, conc):
         """The concentration now leaving the catheter (ng/mL): the drug per stroke."""
@@ -48,17 +54,26 @@ class Delivery(Part):
         return self.catheter_nl - self.unprimed_nl
 
     @micropython.native
-    def journal(self, store, now, s, acc, mode):
-        """Write ahead: the accounting as it stands once a stroke of s nL is done (0: the
-        stroke did not move), with the engine's accumulator `acc` after it."""
-        nl = self.delivered_nl + s
-        ul = self.delivered_ul
-        while nl >= 1000:
-            nl -= 1000
-            ul += 1
-        store.journal(now, self.reservoir_nl - s, ul, nl, acc, mode)
+    def move(self, motor, store, now, acc, q, mode):
+        """The motor's stroke, journaled ahead (write-ahead: a cut can only make the pump
+        believe it delivered a stroke it did not): the accounting as it will be, with the
+        engine's accumulator after it (acc - q); if nothing moved, the journal says so
+        again at once. 0, or the mechanism's fault. (Native: its frame would be a heap
+        block per stroke, SR-HEAP-01.)"""
+        s = self.stroke_nl
+        if store is not None:
+            nl = self.delivered_nl + s
+            ul = self.delivered_ul
+            while nl >= 1000:
+                nl -= 1000
+                ul += 1
+            store.journal(now, self.reservoir_nl - s, ul, nl, acc - q, mode)
+        r = motor.stroke()
+        if r != 0 and store is not None:
+            store.journal(now, self.reservoir_nl, self.delivered_ul, self.delivered_nl, acc,
+                          mode)
+        return r
 
-    @micropython.native
     def account(self):
         """A confirmed stroke: the reservoir and the delivered total move on. Returns
         the drug (ng) that reached the patient with it: none of what fills a new

@@ -4,6 +4,7 @@
 # it; a denial is an event. A flood of identical patient denials is one record per
 # window, with its count (Denials), so the patient's button cannot fill the log.
 import msgdefs as md
+import schedule
 import rx as rxmod
 from engine import KIND_CLINICIAN, KIND_PATIENT, KIND_TIMED
 from gate import IN_PROGRESS, NOT_CONFIGURED, NOT_RUNNING, OK, RESERVOIR
@@ -46,7 +47,7 @@ class Denials:
 
 def _allowed(p, now, dose_ng, dose_nl, duration_s):
     # the dose guard, then the reservoir
-    reason = p.guard_check(now, dose_ng, dose_nl, duration_s)
+    reason = schedule.guard_check(p, now, dose_ng, dose_nl, duration_s)
     if reason == OK and p.delivery.reservoir_nl < dose_nl:
         reason = RESERVOIR
     return reason
@@ -89,7 +90,7 @@ def clinician_bolus(p, now, who, dose_ng, duration_s):
     """A clinician's bolus of dose_ng over duration_s. Returns (result, detail)."""
     if p.mode != md.MODE_RUNNING or p.plan.rx is None:
         p.log(now, md.EV_BOLUS_DENIED, who, NOT_RUNNING, KIND_CLINICIAN, 0)
-        return md.NACK_INVALID, NOT_RUNNING
+        return md.NACK_LIMIT, NOT_RUNNING
     if p.plan.bridge_drug:
         p.log(now, md.EV_BOLUS_DENIED, who, NOT_CONFIGURED, KIND_CLINICIAN, 0)
         return md.NACK_LIMIT, NOT_CONFIGURED

@@ -11,7 +11,6 @@
 # boluses and is told about step changes and finished boluses.
 from array import array
 
-import micropython
 from micropython import const
 
 NEVER = const(0x3FFFFFFF)  # "no such event": a time no schedule reaches (< 2**30)
@@ -156,7 +155,6 @@ class Engine:
         self.b_next_end = nxt
 
     # -- time -------------------------------------------------------------------------
-    @micropython.native
     def advance(self, now, deliver=True):
         """Integrate the plan up to `now`; returns the number of strokes due now.
 
@@ -312,7 +310,6 @@ class Engine:
             nxt = self.b_next_end
         return nxt
 
-    @micropython.native
     def next_time(self, now):
         """When the engine next needs the pump: a stroke, a step, a bolus start or end."""
         nxt = self.next_breakpoint()

@@ -26,17 +26,18 @@ F_TONES = 4
 class _Shared:
     # Small state the tasks share; never allocated per stroke or per frame.
     def __init__(self):
-        self.therapy = None
+        # (annotations for the type checker; MicroPython does not evaluate them)
+        self.therapy: "asyncio.Task | None" = None
         self.waiting = False
         self.poked = False
-        self.tones = None
+        self.tones: "asyncio.Task | None" = None
         self.tones_waiting = False
         self.tones_poked = False
         self.alarms_seen = 0
         self.expect_by = 0
         self.stop = False
-        self.until = None  # the board's until_done task, woken by MAINTENANCE
-        self.died = None  # the exception a task ended with (none may end so, silently)
+        self.until: "asyncio.Task | None" = None  # the board's until_done, woken by MAINTENANCE
+        self.died: "BaseException | None" = None  # the exception a task ended with (none may end so, silently)
 
 
 def _poke(sh):
@@ -222,9 +223,9 @@ async def run(hw, app, bufs=None):
         sh.tones = asyncio.create_task(tone_task(app, hw, sh))
         tasks.append(sh.tones)
     try:
-        sh.until = asyncio.create_task(hw.until_done(sh))
+        until = sh.until = asyncio.create_task(hw.until_done(sh))
         try:
-            await sh.until
+            await until
         except asyncio.CancelledError:
             if sh.died is not None:
                 raise sh.died

@@ -224,6 +224,7 @@ DENY_MAX_BOLUS = const(9)
 DENY_MAX_CONCENTRATION = const(10)
 DENY_MAX_RATE = const(11)
 DENY_MIN_RATE = const(12)
+DENY_CAPACITY = const(13)
 
 # REPLY.result when not ACK
 NACK_BAD_FRAME = const(1)

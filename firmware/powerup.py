@@ -2,6 +2,8 @@
 # what it found, says who it is and what it believes. (Not named boot.py: a MicroPython
 # board runs a boot.py at every reset, frozen or on its filesystem.)
 import msgdefs as md
+import schedule
+import strokes
 from alarms import RX_INVALID
 from engine import DAY
 from eventlog import wall_u32
@@ -26,7 +28,7 @@ def start(p, now, boot_cause):
     if bad or p.plan.rx_bad:
         # the stored state failed its CRC or its prescription does not parse: no
         # delivery until a clinician programs the pump again
-        p.unload_plan(now)
+        schedule.unload(p, now)
         p.alarms.raise_(RX_INVALID, now, p.delivery.reservoir_nl)
         if p.mode == md.MODE_RUNNING:
             p.set_mode(now, md.MODE_HALTED)
@@ -47,7 +49,7 @@ def start(p, now, boot_cause):
     # would read as end of service) and the low-reservoir projection
     p.sense(now)
     p.update_eta(now)
-    p.rearm_probe(now)
+    strokes.rearm(p, now)
     p.emit_info(now)
     if p.hw.telemetry is not None:
         # what the pump believes as it boots (after a restart: what it recovered)

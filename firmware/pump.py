@@ -1,35 +1,29 @@
-# The pump's therapy core: its modes and the tick that delivers. No clocks, no pins:
-# `now` comes in, the hardware object `hw` built by the board is used only through its
-# small interface (docs/DESIGN.md), and every decision is an ordinary method call a test
-# can make. The pump is made of parts, each owning its state (docs/DESIGN.md): delivery
-# (reservoir, delivered, catheter), plan (fill, prescription, bridge), alarms, the bolus
-# gate and the rolling 24 h window, the engine (the schedule), telemetry (frames out),
-# auth (who may command) and the denials. Other modules change a part only through its
-# methods; the pump keeps the mode, the wall clock and the tick.
+# The pump's therapy core: its modes and the tick that delivers. No clocks, no pins: `now`
+# comes in, the board's hardware `hw` is used only through its small interface, and every
+# decision is an ordinary method call a test can make. The pump is made of parts, each
+# owning its state (docs/DESIGN.md, "Firmware rooms"); other modules change a part only
+# through its methods. The pump keeps the mode, the wall clock and the tick.
 import json
 
 import dosing
 import guard as guardmod
-import micropython
 import msgdefs as md
 import powerup
+import schedule
+import strokes
 from alarms import (
     BATTERY_EOS,
     BATTERY_ERI,
-    EMPTY_RESERVOIR,
     INTERNAL_FAULT,
-    LOW_RESERVOIR,
-    MOTOR_STALL,
     OCCLUSION,
-    RX_INVALID,
     SUSPENDED_TOO_LONG,
     Alarms,
 )
 from auth import Auth
 from delivery import Delivery
-from engine import DAY, KIND_PRIME, KIND_TIMED, NEVER, Engine
+from engine import DAY, KIND_PRIME, KIND_TIMED, Engine
 from eventlog import EventLog
-from gate import NOT_CONFIGURED, NOT_RUNNING, Gate, Rolling
+from gate import NOT_RUNNING, Gate, Rolling
 from micropython import const
 from part import Part
 from plan import Plan
@@ -40,10 +34,7 @@ RUNNING = md.MODE_RUNNING
 SUSPENDED = md.MODE_SUSPENDED
 HALTED = md.MODE_HALTED
 SAFE = md.MODE_SAFE
-CLINICIAN = md.ROLE_CLINICIAN
-PATIENT = md.ROLE_PATIENT
 
-STALL_RETRY_S = const(60)  # how often a stalled motor is tried again
 SENSE_S = const(600)  # longest sleep: battery and sensors are looked at this often
 SAVE_S = const(3600)  # the snapshot is at most this old (rolling 24 h buckets)
 ERI_DAYS = const(90)
@@ -92,7 +83,6 @@ class Pump(Part):
         self.refill_due = 0
         self.refill_stab = False
         self.eta_dirty = True
-        self.retry_t = NEVER
         self.last_tick = now
         # the boot's salt for challenges: the board's entropy if it has some, else the
         # boot time (a reboot never issues the challenges of the boot before)
@@ -136,6 +126,14 @@ class Pump(Part):
 
     clock_moved = None
 
+    def low_reached(self):
+        """The low-reservoir alarm came: its projection is passed."""
+        self.low_eta = 0
+
+    def missed(self, nl):
+        """nL the schedule owed that a halt's delivery gap counts as missed."""
+        self.halt_lost += nl
+
     def resumed_at(self, now):
         """After a restart: the stored state is taken up, therapy goes on from `now`."""
         self.last_tick = now
@@ -169,7 +167,6 @@ class Pump(Part):
                                     body_len)
 
     # -- the therapy loop ---------------------------------------------------------------
-    @micropython.native
     def tick(self, now):
         """Do everything due at `now`; return the device time to be called again."""
         if self.mode == SAFE:
@@ -188,13 +185,13 @@ class Pump(Part):
         if self.mode == RUNNING:
             due = self.engine.advance(now)
             while due > 0:
-                if not self._stroke(now):
+                if not strokes.stroke(self, now):
                     break
                 due -= 1
         else:
             self.engine.advance(now, False)
-            if self._probing() and now >= self.retry_t:
-                self._probe(now)
+            if strokes.probing(self) and now >= self.delivery.retry_t:
+                strokes.probe(self, now)
         if self.eta_dirty:
             self.update_eta(now)
         if self.store is not None and (self.dirty or now - self.saved_t >= SAVE_S):
@@ -210,8 +207,9 @@ class Pump(Part):
             # the stall retry only while a probe can happen: a suspended pump keeps its
             # retry time, and waking for it would wake at once for ever (found by the
             # stateful test: the therapy task spun at one instant)
-            if self._probing() and self.retry_t < nxt:
-                nxt = self.retry_t
+            r = self.delivery.retry_t
+            if r < nxt and strokes.probing(self):
+                nxt = r
             a = self.suspend_alarm_t
             if a and now < a < nxt:
                 nxt = a  # the suspension's maximum: its alarm comes on time
@@ -226,13 +224,12 @@ class Pump(Part):
         if a.bad_macs and now - a.bad_t >= md.AUTH_FAILURE_WINDOW_S:
             a.flush_bad(self, now)
 
-    @micropython.native
     def sense(self, now):
         """The battery and the occlusion sensor, and the alarms they call for."""
-        hw = self.hw
+        # (no more locals: its frame stays within the C stack's 11 words, SR-HEAP-01)
         res = self.delivery.reservoir_nl
         al = self.alarms
-        days = hw.battery.days_left(now)
+        days = self.hw.battery.days_left(now)
         self.battery_days = days if days < 0xFFFF else 0xFFFF
         if days <= 0:
             if al.raise_(BATTERY_EOS, now, res, days):
@@ -243,102 +240,12 @@ class Pump(Part):
             al.clear(BATTERY_ERI, now, res, days)
             if al.clear(BATTERY_EOS, now, res, days):
                 self.update_mode(now)  # a new battery: delivery goes on by the schedule
-        if hw.occlusion.blocked():
+        if self.hw.occlusion.blocked():
             if al.raise_(OCCLUSION, now, res):
                 self.update_mode(now)
         elif al.active(OCCLUSION):
             al.clear(OCCLUSION, now, res)
             self.update_mode(now)
-
-    @micropython.native
-    def _stroke(self, now):
-        # One stroke: check, move, then account. Returns False if delivery must stop.
-        d = self.delivery
-        if d.reservoir_nl < d.stroke_nl:
-            if self.alarms.raise_(EMPTY_RESERVOIR, now, d.reservoir_nl):
-                self.update_mode(now)
-            return False
-        r = self._move(now)
-        if r != 0:
-            self._stroke_failed(now, r)
-            return False
-        self.engine.stroke_done()
-        self._account(now)
-        return True
-
-    @micropython.native
-    def _move(self, now):
-        # The motor makes one stroke, journaled ahead (write-ahead: a cut can only make
-        # the pump believe it delivered a stroke it did not). 0, or the mechanism's fault.
-        st = self.store
-        if st is not None:
-            self._journal(now, self.delivery.stroke_nl)
-        r = self.hw.motor.stroke()
-        if r != 0 and st is not None:
-            self._journal(now, 0)  # nothing moved: the journal must not say it did
-        return r
-
-    @micropython.native
-    def _journal(self, now, s):
-        # the accounting as it stands once a stroke of s nL is done
-        acc = self.engine.acc - (self.engine.Q if s else 0)
-        self.delivery.journal(self.store, now, s, acc, self.mode)
-
-    @micropython.native
-    def _account(self, now):
-        # A confirmed stroke: the volumes, the drug in the rolling window.
-        d = self.delivery
-        unprimed = d.unprimed_nl
-        self.rolling.add(now, d.account())
-        if unprimed and not d.unprimed_nl:
-            self.changed = True
-        if self.plan.pushed(d.stroke_nl):
-            self.end_bridge(now)
-        res = d.reservoir_nl
-        if res < self.plan.low_nl:
-            if self.alarms.raise_(LOW_RESERVOIR, now, res):
-                self.low_eta = 0
-        if res < d.stroke_nl:
-            if self.alarms.raise_(EMPTY_RESERVOIR, now, res):
-                self.update_mode(now)
-
-    def _stroke_failed(self, now, r):
-        # Nothing is counted for a stroke the mechanism did not confirm.
-        self.log(now, md.EV_STROKE_FAILED, 0, r, 0, 0)
-        bit = MOTOR_STALL if r == 1 else OCCLUSION
-        self.alarms.raise_(bit, now, self.delivery.reservoir_nl)
-        # what was owed is not caught up; it is counted into the halt's delivery_gap
-        self.halt_lost += self.engine.drop_owed()
-        if bit == MOTOR_STALL:
-            self.retry_t = now + STALL_RETRY_S
-        self.update_mode(now)
-
-    def rearm_probe(self, now):
-        """At boot: a pump halted by a stall before the reset tries its motor again
-        STALL_RETRY_S on, as it would have had it not restarted (retry_t is not stored)."""
-        if self._probing():
-            self.retry_t = now + STALL_RETRY_S
-
-    def _probing(self):
-        # a halted pump with a stalled motor tries it again at retry_t
-        return self.mode == HALTED and self.alarms.active(MOTOR_STALL)
-
-    def _probe(self, now):
-        # Try the stalled motor with one real stroke. A success counts as an early
-        # stroke (acc goes below zero), so the plan is kept and never exceeded.
-        d = self.delivery
-        if d.reservoir_nl < d.stroke_nl:
-            self.retry_t = NEVER
-            return
-        if self._move(now) != 0:
-            self.retry_t = now + STALL_RETRY_S
-            return
-        self.engine.stroke_done()
-        self._account(now)
-        self.retry_t = NEVER
-        self.alarms.clear(MOTOR_STALL, now, d.reservoir_nl)
-        self.log(now, md.EV_MOTOR_RECOVERED, 0, 0, 0, 0)
-        self.update_mode(now)
 
     # -- modes ---------------------------------------------------------------------------
     def set_mode(self, now, mode):
@@ -426,56 +333,6 @@ class Pump(Part):
         if kind != KIND_TIMED:
             self.eta_dirty = True
 
-    def guard_check(self, now, dose_ng=0, dose_nl=0, duration_s=0):
-        """The dose guard's answer (gate.OK or the limit) for a dose starting now, or with
-        dose_ng = 0 for the plan as it stands (guard.py)."""
-        pl = self.plan
-        d = self.druglib.get(pl.tip_drug()) if pl.plan_rx() is not None else None
-        if d is None:
-            return NOT_CONFIGURED
-        return self.guard.check(now, d, pl.drug_conc(), dose_ng, dose_nl, duration_s,
-                                pl.guard_cap())
-
-    def use_threshold(self, now):
-        """The low-reservoir threshold of the prescription in force (the board's without
-        one), and the alarm as it now stands against it. True if the threshold moved."""
-        moved = self.plan.threshold()
-        res = self.delivery.reservoir_nl
-        if res < self.plan.low_nl:
-            self.alarms.raise_(LOW_RESERVOIR, now, res)
-        else:
-            self.alarms.clear(LOW_RESERVOIR, now, res)
-        self.eta_dirty = True
-        return moved
-
-    def load_plan(self, now):
-        """The engine takes up the volume plan of the prescription in force."""
-        starts, rates, timed = self.plan.volume_plan()
-        self.engine.load(starts, rates, timed, now, self.offset + self.wall_delta)
-        self.delivery.set_conc(self.plan.drug_conc())
-        self.replanned()
-
-    def unload_plan(self, now):
-        """No prescription in force: nothing is scheduled."""
-        self.plan.drop_rx()
-        self.engine.unload(now)
-
-    def end_bridge(self, now):
-        """The old fill is out of the catheter (pushed, or gone with a new catheter)."""
-        r = self.plan.end_bridge()
-        if r:
-            # one drug's ng say nothing of another's limits: its history starts here (the
-            # patient's bolus count and lockout stay: they are the patient's)
-            self.rolling.clear()
-        if r == 2:
-            # the new drug reaches the tip with no prescription of its own
-            self.engine.unload(now)
-            self.use_threshold(now)
-            self.alarms.raise_(RX_INVALID, now, self.delivery.reservoir_nl)
-            self.update_mode(now)
-        elif self.plan.rx is not None:
-            self.load_plan(now)
-
     def set_clock(self, now, utc, offset):
         """The wall clock (UTC) and local offset; only the daily schedule moves."""
         self.wall_delta = utc - now
@@ -498,7 +355,7 @@ class Pump(Part):
         if self.mode not in (SUSPENDED, SAFE):
             return md.NACK_INVALID, self.mode
         if self.plan.rx is not None:
-            reason = self.guard_check(now)
+            reason = schedule.guard_check(self, now)
             if reason:
                 return md.NACK_LIMIT, reason
         self.engine.advance(now, False)

@@ -3,6 +3,7 @@
 # on top. Nothing missed while it was off is caught up: the schedule resumes at the boot
 # time. Only a pump with a store loads this module.
 import msgdefs as md
+import schedule
 import rx as rxmod
 import snapshot
 
@@ -64,7 +65,7 @@ def _take_up(p, blob, jrec, now):
         cut.append((kind, done, dose - done))
     p.plan.take_up_rx(v["rx"], v["bridge_rx"])
     if p.plan.plan_rx() is not None:
-        p.load_plan(now)
+        schedule.load(p, now)
     p.set_mode(now, v["mode"])
     if p.plan.rx is not None:
         p.engine.take_up_owed(acc)

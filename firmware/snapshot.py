@@ -53,7 +53,7 @@ def unpack(blob, gate_bytes, rolling_bytes):
     """The snapshot's values by name; "gate", "rolling", "rx", "bridge_rx" and "held" are
     the byte strings that follow the head (the gate's and the buckets' sizes are the
     pump's own), "boluses" the running boluses as tuples."""
-    v = dict(zip(SNAP_FIELDS, struct.unpack_from(SNAP_FMT, blob, 0)))
+    v: dict = dict(zip(SNAP_FIELDS, struct.unpack_from(SNAP_FMT, blob, 0)))
     off = SNAP_SIZE
     for name, n in (("gate", gate_bytes), ("rolling", rolling_bytes),
                     ("rx", v["rx_len"]), ("bridge_rx", v["bridge_rx_len"]),

@@ -161,7 +161,6 @@ class Telemetry:
         )
         return md.STATUS_SIZE
 
-    @micropython.native
     def status(self, p, now):
         """A complete STATUS frame (memoryview into a reused buffer)."""
         n = self.status_into(p, self.tx.buf, md.HDR_SIZE, now)

@@ -49,13 +49,11 @@ class Clock:
         _core.ticks = self.ticks
         _core._io_queue.wait_io_event = self._wait_io
 
-    @micropython.native
     def ticks(self):
         if self.speed:
             self.ms = self.ms0 + time.ticks_diff(time.ticks_ms(), self._real0) * self.speed
         return self.ms
 
-    @micropython.native
     def _wait_io(self, dt):
         if self.speed:
             self._wait(-1 if dt < 0 else (dt + self.speed - 1) // self.speed)
@@ -64,11 +62,9 @@ class Clock:
         elif dt < 0 and not _core._io_queue.map:
             raise RuntimeError("twin: nothing left to run")
 
-    @micropython.native
     def now(self):
         return self.base + (self.ticks() - self.ms0) // 1000
 
-    @micropython.native
     def true_now(self):
         """The world's time (device seconds), which no firmware command moves."""
         return self.true0 + (self.ticks() - self.ms0) // 1000
@@ -83,7 +79,6 @@ class Clock:
         dt = (t - self.true0) * 1000 - (self.ticks() - self.ms0)
         return asyncio.sleep_ms(dt if dt > 0 else 0)
 
-    @micropython.native
     def skip_to(self, t):
         """Virtual time: if no other task wakes up to device time t, move the clock to t
         and return True, and the caller goes on at once, as asyncio would have woken it
@@ -126,12 +121,10 @@ class Faults:
                 return True
         return False
 
-    @micropython.native
     def stalled(self):
         # most runs have no window at all: no clock read then (a stroke asks, and a tick)
         return bool(self.stall) and self._in(self.stall, self.clock.true_now())
 
-    @micropython.native
     def occluded(self):
         return bool(self.occl) and self._in(self.occl, self.clock.true_now())
 
@@ -205,7 +198,6 @@ class Mechanism:
             return True
         return False
 
-    @micropython.native
     def stroke(self):
         if self.refills:
             self._refill()
@@ -283,7 +275,6 @@ class Occlusion:
     def __init__(self, faults):
         self.faults = faults
 
-    @micropython.native
     def blocked(self):
         return self.faults.occluded()
 
@@ -296,13 +287,17 @@ class Battery:
         self.t0 = start
         self.faults = faults
 
-    @micropython.native
     def days_left(self, now):
         now = self.faults.clock.true_now()  # the cell's chemistry, not the pump's clock
-        days, t0 = self.days, self.t0
-        for at, rem in self.faults.battery:
-            if at <= now:
-                days, t0 = rem, at
+        days = self.days
+        t0 = self.t0
+        b = self.faults.battery
+        i = 0
+        while i < len(b):  # (no iterator: the frame fits the C stack, SR-HEAP-01)
+            if b[i][0] <= now:
+                days = b[i][1]
+                t0 = b[i][0]
+            i += 1
         return days - (now - t0) // 86400
 
 
@@ -328,7 +323,6 @@ class Watchdog:
         self.timeout_s = timeout_s
         self.fed = clock.true_now()
 
-    @micropython.native
     def feed(self):
         # true time: a watchdog counts real seconds, whatever the firmware's clocks say
         self.fed = self.clock.true_now()
@@ -416,7 +410,6 @@ class TlogSink:
         self.f = open(path, "ab" if append else "wb")
         self.w = TlogWriter(self.f, header=not append)
 
-    @micropython.native
     def emit(self, mv):
         self.w.write_record(mv)
 

@@ -301,14 +301,24 @@ class Message(NamedTuple):
     roles: tuple[str, ...] = ()
     reply: Any = None
     reads: bool = False  # only reads: executing it again changes nothing (a retry may)
+    #: what REPLY.detail means for the results this command gives beyond every command's
+    #: (names.RESULT_DETAILS): result name -> detail kind (names.DETAIL_KINDS)
+    details: dict[str, str] = {}  # (never mutated)
+
+    def detail_kind(self, result: str) -> str:
+        """The kind of REPLY.detail for `result` in reply to this command."""
+        return self.details.get(result) or N.RESULT_DETAILS.get(result, "none")
 
 
 _EITHER = ("clinician", "patient")
 _CLIN = ("clinician",)
 
 
-def _cmd(t, name, roles, body, reply, reads=False):
-    return Message(t, name, "host", command_payload(body), body, roles, reply, reads)
+def _cmd(t, name, roles, body, reply, reads=False, **details):
+    return Message(t, name, "host", command_payload(body), body, roles, reply, reads, details)
+
+
+_FIELD_DENY = {"invalid": "field", "limit": "deny"}
 
 
 MESSAGE_LIST = [
@@ -317,20 +327,20 @@ MESSAGE_LIST = [
     Message(0x03, "EVENT", "device", EventRecord),
     Message(0x80, "REPLY", "device", Reply),
     _cmd(0x40, "GET_STATUS", _EITHER, Empty, Status, reads=True),
-    _cmd(0x41, "PROGRAM", _CLIN, RxBlob, Empty),
-    _cmd(0x42, "READ_RX", _EITHER, Empty, ReadRxReply, reads=True),
-    _cmd(0x43, "REFILL", _CLIN, Refill, Empty),
-    _cmd(0x44, "PATIENT_BOLUS", _EITHER, Empty, Empty),
-    _cmd(0x45, "CLINICIAN_BOLUS", _CLIN, ClinicianBolus, Empty),
-    _cmd(0x46, "SUSPEND", _CLIN, Suspend, Empty),
-    _cmd(0x47, "RESUME", _CLIN, Empty, Empty),
-    _cmd(0x48, "ACK_ALARM", _EITHER, AckAlarm, Empty),
-    _cmd(0x49, "SET_TIME", _CLIN, SetTime, Empty),
+    _cmd(0x41, "PROGRAM", _CLIN, RxBlob, Empty, **_FIELD_DENY, schema="rx_version"),
+    _cmd(0x42, "READ_RX", _EITHER, Empty, ReadRxReply, reads=True, invalid="none"),
+    _cmd(0x43, "REFILL", _CLIN, Refill, Empty, **_FIELD_DENY),
+    _cmd(0x44, "PATIENT_BOLUS", _EITHER, Empty, Empty, limit="deny"),
+    _cmd(0x45, "CLINICIAN_BOLUS", _CLIN, ClinicianBolus, Empty, **_FIELD_DENY, busy="deny"),
+    _cmd(0x46, "SUSPEND", _CLIN, Suspend, Empty, invalid="mode"),
+    _cmd(0x47, "RESUME", _CLIN, Empty, Empty, invalid="mode", limit="deny"),
+    _cmd(0x48, "ACK_ALARM", _EITHER, AckAlarm, Empty, ack="alarms"),
+    _cmd(0x49, "SET_TIME", _CLIN, SetTime, Empty, **_FIELD_DENY),
     _cmd(0x4A, "LOG_READ", _EITHER, LogRead, LogReadReply, reads=True),
     _cmd(0x4B, "GET_INFO", _EITHER, Empty, DeviceInfo, reads=True),
     _cmd(0x4C, "MAINTENANCE", _CLIN, Empty, Empty),
-    _cmd(0x4D, "CATHETER", _CLIN, Catheter, Empty),
-    _cmd(0x4E, "PRIME", _CLIN, Empty, Empty),
+    _cmd(0x4D, "CATHETER", _CLIN, Catheter, Empty, invalid="field", busy="deny"),
+    _cmd(0x4E, "PRIME", _CLIN, Empty, Empty, **_FIELD_DENY, busy="deny"),
     _cmd(0x4F, "CHALLENGE", _EITHER, Empty, ChallengeReply, reads=True),
 ]
 

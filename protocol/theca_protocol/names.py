@@ -151,6 +151,7 @@ DENY_REASONS: dict[int, str] = {
     10: "max_concentration",
     11: "max_rate",
     12: "min_rate",
+    13: "capacity",
 }
 
 #: REPLY.result: 0 is ACK, anything else is the NACK reason.
@@ -183,6 +184,21 @@ INVALID_FIELDS: tuple[str, ...] = (
     "patient_bolus.max_per_day", "drug", "concentration", "max_ng_day", "steps.rate",
     "volume", "dose", "offset", "utc", "low_reservoir", "primed",
 )
+
+#: What REPLY.detail means: its kind, by result. Each command may declare its own kinds for
+#: the results it gives (messages.py, Message.details); these are every command's.
+#: Kinds: `field` (INVALID_FIELDS, index + 1), `deny` (DENY_REASONS), `mode` (MODES),
+#: `role` (ROLES), `alarms` (a mask of 1 << ALARMS bit), `bytes` (a body's length),
+#: `counter` (the role's last counter), `age_s` (seconds since the challenge; 0: not one
+#: the device issued), `version` (the frame version), `rx_version` (the prescription
+#: format's version), `none` (0).
+DETAIL_KINDS: tuple[str, ...] = ("field", "deny", "mode", "role", "alarms", "bytes", "counter",
+                                 "age_s", "version", "rx_version", "none")
+RESULT_DETAILS: dict[str, str] = {
+    "ack": "none", "bad_frame": "bytes", "bad_mac": "none", "replay": "counter",
+    "forbidden": "role", "schema": "version", "unknown_command": "none", "stale": "age_s",
+    "backoff": "none",
+}
 
 #: stroke_failed a.
 STROKE_FAILURES: dict[int, str] = {1: "stall", 2: "occlusion"}

@@ -107,10 +107,10 @@ def test_prescription_threshold_survives_a_reboot():
     p = P.Pump(hw, T0, LIB, 0, Store(root))
     h = Host()
     assert reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(low_ul=4500)), T0))[2] == 0
-    assert p.alarms.active(P.LOW_RESERVOIR)  # 4 mL left, below the prescription's 4.5 mL
+    assert p.alarms.active(md.ALARM_LOW_RESERVOIR)  # 4 mL left, below the prescription's 4.5 mL
     hw2 = HW(T0 + 3600, 4_000_000)
     p2 = P.Pump(hw2, T0 + 3600, LIB, md.BOOT_WATCHDOG, Store(root))
-    assert p2.plan.low_nl == 4_500_000 and p2.alarms.active(P.LOW_RESERVOIR)
+    assert p2.plan.low_nl == 4_500_000 and p2.alarms.active(md.ALARM_LOW_RESERVOIR)
     buf = bytearray(md.DEVICE_INFO_SIZE)
     p2.telemetry.info_into(p2, buf, 0)
     info = struct.unpack(md.DEVICE_INFO_FMT, buf)

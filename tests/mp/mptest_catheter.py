@@ -7,7 +7,6 @@ import msgdefs as md
 from msgfields import STATUS_FIELDS
 from fakehw import reply, rx_blob
 
-import pump as P
 from mptest_pump import DAY, T0, run_until, started
 
 STROKE = 250
@@ -70,7 +69,7 @@ def test_catheter_and_prime_refusals():
     assert _catheter(p, h, T0, 150_000)[2] == 0
     assert reply(p.command(h.cmd(md.T_SUSPEND, struct.pack(md.SUSPEND_FMT, 0)), T0))[2] == 0
     r = reply(p.command(h.cmd(md.T_PRIME), T0 + 10))
-    assert r[2] == md.NACK_INVALID and r[3] == P.SUSPENDED  # the motor must be running
+    assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_NOT_RUNNING  # the motor must be running
     # the patient key may not change or prime the catheter
     r = reply(p.command(h.cmd(md.T_PRIME, role=md.ROLE_PATIENT), T0 + 20))
     assert r[2] == md.NACK_FORBIDDEN
@@ -91,7 +90,7 @@ def test_refill_due_assumes_every_allowed_patient_bolus():
     # the motor made) does not come before the date, and comes within a day of it
     t = T0
     n = 0
-    while not p.alarms.active(P.LOW_RESERVOIR):
+    while not p.alarms.active(md.ALARM_LOW_RESERVOIR):
         if (t - T0) % DAY < 4 * 3600:  # 00:00, 01:00, 02:00, 03:00: the lockout is 1 h
             if reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT), t))[2] == 0:
                 n += 1

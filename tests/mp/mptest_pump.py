@@ -160,9 +160,9 @@ def test_a_suspended_stalled_pump_sleeps_instead_of_spinning():
     run_until(p, hw, T0 + 3600)
     hw.motor.fail = 1
     run_until(p, hw, T0 + 3900)  # a stroke is due in there (one every 144 s)
-    assert p.mode == P.HALTED and T0 + 3600 < p.retry_t < T0 + 4000
+    assert p.mode == P.HALTED and T0 + 3600 < p.delivery.retry_t < T0 + 4000
     assert reply(p.command(h.cmd(md.T_SUSPEND, struct.pack(md.SUSPEND_FMT, 0)), T0 + 3900))[2] == 0
-    t = p.retry_t + 5
+    t = p.delivery.retry_t + 5
     assert p.tick(t) > t  # it sleeps: nothing is due while suspended
     hw.motor.fail = 0
     assert reply(p.command(h.cmd(md.T_RESUME), t + 60))[2] == 0
@@ -187,8 +187,8 @@ def test_new_concentration_keeps_drug_per_day_after_the_catheter_bridge():
     hw, p, h = started(reservoir_nl=1_000_000)
     run_until(p, hw, T0 + 3600)
     # empty the rest by refilling to nearly full with 5 mg/mL: the mix is mostly 5 mg/mL
-    r = reply(p.command(h.cmd(md.T_REFILL, struct.pack(md.REFILL_FMT, 18_000_000, 5_000_000, p.delivery.reservoir_nl, 0)),
-                        T0 + 3600))
+    body = struct.pack(md.REFILL_FMT, 18_000_000, 5_000_000, p.delivery.reservoir_nl, 0)
+    r = reply(p.command(h.cmd(md.T_REFILL, body), T0 + 3600))
     assert r[2] == 0
     assert p.plan.bridge_nl == 150_000 and p.plan.bridge_conc == 10_000_000
     run_until(p, hw, T0 + 3600 + DAY)  # the bridge (150 uL) is a day at the old rate
@@ -292,8 +292,8 @@ def test_status_flags_and_acked_are_what_the_spec_says():
     r = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT), T0 + 2 * 3600))
     assert r[2] == 0, r
     run_until(p, hw, T0 + 2 * 3600 + 120)
-    assert p.alarms.active(P.LOW_RESERVOIR)
-    r = reply(p.command(h.cmd(md.T_ACK_ALARM, struct.pack(md.ACK_ALARM_FMT, 1 << P.LOW_RESERVOIR),
+    assert p.alarms.active(md.ALARM_LOW_RESERVOIR)
+    r = reply(p.command(h.cmd(md.T_ACK_ALARM, struct.pack(md.ACK_ALARM_FMT, 1 << md.ALARM_LOW_RESERVOIR),
                               role=md.ROLE_PATIENT), T0 + 2 * 3600 + 120))
     assert r[2] == 0, r
     head, acked = _status(p, T0 + 2 * 3600 + 120)
@@ -327,7 +327,7 @@ def test_prescription_low_reservoir_threshold_moves_the_alarm():
     # judged on the strokes the motor made: the alarm comes with the stroke that takes the
     # reservoir below 3 mL, not before and not later
     t = T0
-    while not p.alarms.active(P.LOW_RESERVOIR) and t < T0 + DAY:
+    while not p.alarms.active(md.ALARM_LOW_RESERVOIR) and t < T0 + DAY:
         hw.clock.t = t
         t = p.tick(t)
     truth = 3_100_000 - hw.motor.strokes * 250
@@ -339,7 +339,7 @@ def test_prescription_low_reservoir_threshold_moves_the_alarm():
     t = T0 + DAY
     r = reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(), t=t), t))
     assert r[2] == 0, r
-    assert not p.alarms.active(P.LOW_RESERVOIR) and _infos(hw)[-1] == 2_000_000
+    assert not p.alarms.active(md.ALARM_LOW_RESERVOIR) and _infos(hw)[-1] == 2_000_000
     cleared = [e for e in hw.telemetry.events(md.EV_ALARM_CLEARED)
                if e[4] == md.ALARM_LOW_RESERVOIR]
     assert len(cleared) == 1

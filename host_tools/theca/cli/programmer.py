@@ -381,20 +381,24 @@ def cmd_refill(args) -> int:
 
 
 def _refill_refused(e: Refused, vol: int, conc: int, before: dict) -> Refused:
+    # the limit's name is the detail (REFILL's `limit` detail is a deny reason); the
+    # figures are what was sent and the pump's or the library's
     if e.reason != "limit":
         return e
-    cap = round(before["capacity_ul"] * 1000)
-    if vol > cap:
+    r = N.name_of(N.DENY_REASONS, e.detail, "reason")
+    if r == "capacity":
+        cap = round(before["capacity_ul"] * 1000)
         msg = (f"limit: overfill refused: {U.fmt_volume(vol)} is more than the reservoir's "
                f"{U.fmt_volume(cap)}")
-    else:
-        # the detail names the limit (max_concentration); its value is the library's
+    elif r == "max_concentration":
         from theca.inputs.druglib import load_druglib
 
         d = load_druglib().find(before["drug"]) if before.get("drug") else None
         top = f" {U.fmt_conc(d.max_conc_ng_ml)}" if d is not None else ""
         msg = (f"limit: max_concentration: {U.fmt_conc(conc)} is over the drug's "
                f"maximum concentration{top}")
+    else:
+        return e
     return Refused(msg, "limit", e.detail)
 
 

@@ -28,16 +28,9 @@ from theca_protocol import names as N
 from theca.errors import BadInput, Problems, checked
 from theca.inputs import units as u
 from theca.inputs.druglib import Drug, DrugLibrary, load_druglib
-from theca.inputs.rxfile import (
-    MAX_RATE_NL_H,
-    Prescription,
-    check_keys,
-    load_prescription,
-    read_toml,
-    table_list,
-    toml_locator,
-    too_fast,
-)
+from theca.inputs.prescription import MAX_RATE_NL_H, Prescription, too_fast
+from theca.inputs.rxfile import load_prescription
+from theca.inputs.tomlfile import check_keys, read_toml, table_list, toml_locator
 
 MAX_DAYS = 3660
 DEFAULT_STATUS_PERIOD_S = 60

@@ -61,9 +61,11 @@ READ_ONLY = {T["GET_STATUS"], T["GET_INFO"]}
 _CHANGES = {m.type for m in tp.COMMANDS.values() if not m.reads}
 _CHALLENGE = tp.compiled(M.ChallengeReply)
 
-#: NACK `invalid` details of PROGRAM, REFILL, SET_TIME, CLINICIAN_BOLUS: the field
-#: (index + 1), from the protocol definition.
+#: NACK `invalid` details of kind `field` (messages.Message.details): the field (index +
+#: 1), from the protocol definition.
 FIELDS = N.INVALID_FIELDS
+#: NACKs the device sends before it could read the command's id (cmd_id 0).
+_HEADLESS = frozenset({"bad_frame", "schema"})
 
 def _iso(t: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t + N.EPOCH_UNIX))
@@ -107,6 +109,7 @@ DENY_WORDS = {
     "max_concentration": "the concentration is over the drug's hard maximum",
     "max_rate": "it is faster than the pump's mechanism delivers (max_rate)",
     "min_rate": "a basal step is slower than the pump's mechanism keeps up (min_rate)",
+    "capacity": "the volume is more than the reservoir holds",
 }
 
 _VERBS = {
@@ -351,7 +354,7 @@ class Client:
                 rep = parse_reply(fr)
                 if rep is None or rep.cmd_type != ctype:
                     continue  # telemetry, or an old reply nobody read
-                if not (rep.cmd_id == cmd_id or (rep.cmd_id == 0 and rep.result in (1, 8))):
+                if not (rep.cmd_id == cmd_id or (rep.cmd_id == 0 and rep.reason in _HEADLESS)):
                     continue
                 rep.attempts = attempt + 1
                 rep.authentic = tp.verify_reply(fr, key, role, ctr)
@@ -476,11 +479,13 @@ class Client:
 
 def explain(cmd_type: int, result: int, detail: int, role: str = "", key_file=None,
             device: str = "the device") -> str:
-    """The words for NACK `result` with `detail` in reply to `cmd_type`."""
+    """The words for NACK `result` with `detail` in reply to `cmd_type`; what the detail
+    means is the protocol definition's (Message.detail_kind)."""
     m = tp.MESSAGES.get(cmd_type)
     name = m.name if m else f"command 0x{cmd_type:02x}"
     verb = _VERBS.get(name, name)
     reason = N.name_of(N.RESULTS, result, "result")
+    kind = m.detail_kind(reason) if m else N.RESULT_DETAILS.get(reason, "none")
     if reason == "bad_frame":
         return (f"bad frame: {device} could not read the {name} command ({detail} bytes "
                 "received; a body of the wrong length)")
@@ -495,15 +500,16 @@ def explain(cmd_type: int, result: int, detail: int, role: str = "", key_file=No
         who = N.name_of(N.ROLES, detail, "role") if detail else role
         return f"forbidden for this role: the {who} key may not {verb}"
     if reason == "invalid":
-        return "invalid value: " + _invalid_words(name, detail)
+        return "invalid value: " + _invalid_words(name, kind, detail)
     if reason == "limit":
-        return "limit: " + _limit_words(name, detail)
+        return "limit: " + _limit_words(name, kind, detail)
     if reason == "busy":
-        return f"busy: {DENY_WORDS['in_progress']}" if name == "CLINICIAN_BOLUS" else \
-            f"busy: {device} cannot {verb} now"
+        r = N.name_of(N.DENY_REASONS, detail, "reason") if kind == "deny" else ""
+        return f"busy: {DENY_WORDS[r]}" if r in DENY_WORDS else f"busy: {device} cannot {verb} now"
     if reason == "schema":
-        return (f"schema mismatch: {device} speaks frame version {detail}, this host "
-                f"{tp.FRAME_VERSION}")
+        what = "prescription format" if kind == "rx_version" else "frame"
+        mine = M.RX_VERSION if kind == "rx_version" else tp.FRAME_VERSION
+        return f"schema mismatch: {device} speaks {what} version {detail}, this host {mine}"
     if reason == "unknown_command":
         return f"unknown command: the firmware of {device} does not know {name} (0x{cmd_type:02x})"
     if reason == "backoff":
@@ -524,40 +530,39 @@ def _field(detail: int) -> str:
     return f"field #{detail}"
 
 
-def _invalid_words(name: str, detail: int) -> str:
-    if name == "PRIME" and FIELDS[detail - 1:detail] != ("primed",):
-        # the detail is the mode (PRIME needs the motor running)
-        return (f"the pump is {N.name_of(N.MODES, detail, 'mode')}; only a running pump can "
-                "prime its catheter")
-    if name in ("SUSPEND", "RESUME"):
+# words for an `invalid` field that say more for a given command
+_FIELD_WORDS_BY_COMMAND = {
+    ("PROGRAM", "drug"): ("drug: the prescription is for another drug than the one in the "
+                          "reservoir (refill with that drug first: theca refill ... --drug NAME)"),
+    ("PROGRAM", "concentration"): ("concentration: the prescription's concentration differs "
+                                   "from the drug in the reservoir (record a refill with the "
+                                   "new concentration first)"),
+}
+
+
+def _invalid_words(name: str, kind: str, detail: int) -> str:
+    if kind == "mode":
         mode = N.name_of(N.MODES, detail, "mode")
-        need = "running or halted" if name == "SUSPEND" else "suspended"
-        done = {"SUSPEND": "suspended", "RESUME": "resumed"}[name]
+        need = {"SUSPEND": "running or halted", "RESUME": "suspended"}.get(name, "running")
+        done = {"SUSPEND": "suspended", "RESUME": "resumed"}.get(name, "changed so")
         return f"the pump is {mode}; only a {need} pump can be {done}"
-    if name == "READ_RX":
-        return "no prescription is stored on the device"
-    if name == "CLINICIAN_BOLUS" and detail == 4:
-        return "the pump is not running (program it or resume it first)"
-    if name == "PROGRAM" and detail and FIELDS[detail - 1:detail] == ("drug",):
-        return ("drug: the prescription is for another drug than the one in the reservoir "
-                "(refill with that drug first: theca refill ... --drug NAME)")
-    if name == "PROGRAM" and detail and FIELDS[detail - 1:detail] == ("concentration",):
-        return ("concentration: the prescription's concentration differs from the drug in "
-                "the reservoir (record a refill with the new concentration first)")
-    return _field(detail)
+    if kind == "none":
+        return ("no prescription is stored on the device" if name == "READ_RX"
+                else f"the {name} command (no detail)")
+    f = FIELDS[detail - 1] if 1 <= detail <= len(FIELDS) else ""
+    return _FIELD_WORDS_BY_COMMAND.get((name, f)) or _field(detail)
 
 
-def _limit_words(name: str, detail: int) -> str:
+def _limit_words(name: str, kind: str, detail: int) -> str:
+    if kind != "deny":
+        return f"refused (detail {detail})"
     r = N.name_of(N.DENY_REASONS, detail, "reason")
     words = DENY_WORDS.get(r, "see the event log")
     if name in ("PATIENT_BOLUS", "CLINICIAN_BOLUS"):
         return f"bolus denied: {r} ({words})"
-    if name == "REFILL":
-        # overfill: detail = room left (nL); a concentration over the maximum: detail =
-        # max_concentration. The caller knows which from what it sent.
-        return f"refill refused (detail {detail})"
     what = {"PROGRAM": "prescription refused", "SET_TIME": "clock change refused",
-            "RESUME": "resume refused"}.get(name, "refused")
+            "RESUME": "resume refused", "REFILL": "refill refused",
+            "PRIME": "priming refused"}.get(name, "refused")
     return f"{r}: {what} ({words})"
 
 

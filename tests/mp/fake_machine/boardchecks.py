@@ -12,6 +12,7 @@ import rig
 from fakehw import Host, heap_blocks_taken, reply, rx_blob
 
 import pump as P
+import strokes
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -170,7 +171,7 @@ def check_stall(board, name):
     assert delivered_strokes(p) == 0
     # the mechanism frees itself: the pump's retry finds it turning and clears the alarm
     w.mech.stalled = False
-    run_pump(w, hw, p, 3 * P.STALL_RETRY_S)
+    run_pump(w, hw, p, 3 * strokes.STALL_RETRY_S)
     assert not p.alarms.active(md.ALARM_MOTOR_STALL) and p.mode == P.RUNNING
     assert delivered_strokes(p) >= 1 and w.mech.pos == delivered_strokes(p) * STROKE_N
 
