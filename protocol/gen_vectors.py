@@ -192,172 +192,81 @@ def command_vector(name, msg_type, seq, time, role, cmd_id, counter, body_fields
 
 
 def vectors() -> list[dict]:
-    """Every named frame vector."""
-    v = [
+    """Every named frame vector: the device's frames, its replies, then the commands."""
+    return _device_vectors() + _reply_vectors() + _command_vectors()
+
+
+def _device_vectors() -> list[dict]:
+    return [
         device_vector("device_info", 0x01, 0, T0, DEVICE_INFO),
         device_vector("status_running_low_reservoir", 0x02, 1, T0 + 60, STATUS_RUNNING),
         device_vector("status_stopped", 0x02, 65535, T0 + 120, STATUS_STOPPED),
         device_vector("status_bolus_trial_acked", 0x02, 13, T0 + 180, STATUS_BOLUS_TRIAL_ACKED),
         device_vector("status_bridge", 0x02, 14, T0 + 240, STATUS_BRIDGE),
         device_vector("event_boot", 0x03, 2, T0, _ev(T0, 1, 1, a=0)),
-        device_vector(
-            "event_bolus_completed", 0x03, 3, T0 + 700, _ev(T0 + 700, 7, 6, who=2, a=10_000, b=1)
-        ),
-        device_vector(
-            "event_alarm_raised", 0x03, 4, T0 + 800, _ev(T0 + 800, 8, 8, a=0, b=1_999_750)
-        ),
-        device_vector(
-            "event_refilled",
-            0x03,
-            5,
-            T0 + 900,
-            _ev(T0 + 900, 9, 10, who=1, a=18_000_000, b=1_950_000, c=10_000_000, d=1),
-        ),
-        device_vector(
-            "event_time_changed",
-            0x03,
-            6,
-            T0 + 1000,
-            _ev(T0 + 1000, 10, 13, who=1, a=T0 + 990, b=T0 + 1000, c=(-3600) & 0xFFFFFFFF),
-        ),
-        reply_vector(
-            "reply_ack_program",
-            7,
-            T0 + 1100,
-            "clinician",
-            1,
-            dict(cmd_id=1001, cmd_type=0x41, result=0, detail=0, body=b""),
-        ),
-        reply_vector(
-            "reply_nack_limit_lockout",
-            8,
-            T0 + 1200,
-            "patient",
-            2,
-            dict(cmd_id=1002, cmd_type=0x44, result=6, detail=1, body=b""),
-        ),
-        reply_vector(
-            "reply_nack_schema_rx_version",
-            15,
-            T0 + 1250,
-            "clinician",
-            7,
-            dict(cmd_id=1007, cmd_type=0x41, result=8, detail=P.RX_VERSION, body=b""),
-        ),
-        reply_vector(
-            "reply_get_status",
-            9,
-            T0 + 1300,
-            "patient",
-            1,
-            dict(cmd_id=1003, cmd_type=0x40, result=0, detail=0, body=STATUS_RUNNING),
-        ),
-        reply_vector(
-            "reply_get_info",
-            10,
-            T0 + 1400,
-            "clinician",
-            8,
-            dict(cmd_id=1004, cmd_type=0x4B, result=0, detail=0, body=DEVICE_INFO),
-        ),
-        reply_vector(
-            "reply_log_read",
-            11,
-            T0 + 1500,
-            "clinician",
-            9,
-            dict(
-                cmd_id=1005,
-                cmd_type=0x4A,
-                result=0,
-                detail=0,
-                body=dict(
-                    next_seq=3,
-                    first_seq=1,
-                    records=[_ev(T0, 1, 1), _ev(T0 + 10, 2, 2, who=1)],
-                ),
-            ),
-        ),
-        reply_vector(
-            "reply_read_rx",
-            12,
-            T0 + 1600,
-            "clinician",
-            2,
-            dict(
-                cmd_id=1006,
-                cmd_type=0x42,
-                result=0,
-                detail=0,
-                body=dict(rx_sha256=P.rx_hash(P.RxBlob.build(RX)), rx=RX),
-            ),
-        ),
+        device_vector("event_bolus_completed", 0x03, 3, T0 + 700, _ev(T0 + 700, 7, 6, who=2, a=10000, b=1)),
+        device_vector("event_alarm_raised", 0x03, 4, T0 + 800, _ev(T0 + 800, 8, 8, a=0, b=1999750)),
+        device_vector("event_refilled", 0x03, 5, T0 + 900,
+            _ev(T0 + 900, 9, 10, who=1, a=18000000, b=1950000, c=10000000, d=1)),
+        device_vector("event_time_changed", 0x03, 6, T0 + 1000,
+            _ev(T0 + 1000, 10, 13, who=1, a=T0 + 990, b=T0 + 1000, c=-3600 & 4294967295)),
+    ]
+
+
+def _reply_vectors() -> list[dict]:
+    return [
+        reply_vector("reply_ack_program", 7, T0 + 1100, "clinician", 1,
+            dict(cmd_id=1001, cmd_type=0x41, result=0, detail=0, body=b"")),
+        reply_vector("reply_nack_limit_lockout", 8, T0 + 1200, "patient", 2,
+            dict(cmd_id=1002, cmd_type=0x44, result=6, detail=1, body=b"")),
+        reply_vector("reply_nack_schema_rx_version", 15, T0 + 1250, "clinician", 7,
+            dict(cmd_id=1007, cmd_type=0x41, result=8, detail=P.RX_VERSION, body=b"")),
+        reply_vector("reply_get_status", 9, T0 + 1300, "patient", 1,
+            dict(cmd_id=1003, cmd_type=0x40, result=0, detail=0, body=STATUS_RUNNING)),
+        reply_vector("reply_get_info", 10, T0 + 1400, "clinician", 8,
+            dict(cmd_id=1004, cmd_type=0x4B, result=0, detail=0, body=DEVICE_INFO)),
+        reply_vector("reply_log_read", 11, T0 + 1500, "clinician", 9,
+            dict(cmd_id=1005, cmd_type=0x4A, result=0, detail=0,
+                 body=dict(next_seq=3, first_seq=1, records=[_ev(T0, 1, 1), _ev(T0 + 10, 2, 2, who=1)]))),
+        reply_vector("reply_read_rx", 12, T0 + 1600, "clinician", 2,
+            dict(cmd_id=1006, cmd_type=0x42, result=0, detail=0,
+                 body=dict(rx_sha256=P.rx_hash(P.RxBlob.build(RX)), rx=RX))),
+    ]
+
+
+def _command_vectors() -> list[dict]:
+    return [
         command_vector("cmd_get_status", 0x40, 100, T0 + 2000, "patient", 2001, 1, {}),
         command_vector("cmd_program", 0x41, 101, T0 + 2010, "clinician", 2002, 1, RX),
         command_vector("cmd_read_rx", 0x42, 102, T0 + 2020, "clinician", 2003, 2, {}),
-        command_vector(
-            "cmd_refill",
-            0x43,
-            103,
-            T0 + 2030,
-            "clinician",
-            2004,
-            3,
-            dict(volume_nl=18_000_000, conc_ng_ml=10_000_000, residual_nl=1_950_000, drug=1),
-        ),
+        command_vector("cmd_refill", 0x43, 103, T0 + 2030, "clinician", 2004, 3,
+            dict(volume_nl=18000000, conc_ng_ml=10000000, residual_nl=1950000, drug=1)),
         command_vector("cmd_patient_bolus", 0x44, 104, T0 + 2040, "patient", 2005, 2, {}),
-        command_vector(
-            "cmd_clinician_bolus",
-            0x45,
-            105,
-            T0 + 2050,
-            "clinician",
-            2006,
-            4,
-            dict(dose_ng=200_000, duration_s=600),
-        ),
-        command_vector("cmd_suspend", 0x46, 106, T0 + 2060, "clinician", 2007, 5,
-                       dict(max_s=7200)),
+        command_vector("cmd_clinician_bolus", 0x45, 105, T0 + 2050, "clinician", 2006, 4,
+            dict(dose_ng=200000, duration_s=600)),
+        command_vector("cmd_suspend", 0x46, 106, T0 + 2060, "clinician", 2007, 5, dict(max_s=7200)),
         command_vector("cmd_resume", 0x47, 107, T0 + 2070, "clinician", 2008, 6, {}),
         command_vector("cmd_ack_alarm", 0x48, 108, T0 + 2080, "patient", 2009, 3, dict(mask=1)),
-        command_vector(
-            "cmd_set_time",
-            0x49,
-            109,
-            T0 + 2090,
-            "clinician",
-            2010,
-            7,
-            dict(utc=T0 + 2090, local_offset_s=-3600),
-        ),
-        command_vector(
-            "cmd_log_read",
-            0x4A,
-            110,
-            T0 + 2100,
-            "clinician",
-            2011,
-            8,
-            dict(from_seq=1, max_count=40),
-        ),
+        command_vector("cmd_set_time", 0x49, 109, T0 + 2090, "clinician", 2010, 7,
+            dict(utc=T0 + 2090, local_offset_s=-3600)),
+        command_vector("cmd_log_read", 0x4A, 110, T0 + 2100, "clinician", 2011, 8,
+            dict(from_seq=1, max_count=40)),
         command_vector("cmd_get_info", 0x4B, 111, T0 + 2110, "patient", 2012, 4, {}),
         command_vector("cmd_maintenance", 0x4C, 112, T0 + 2120, "clinician", 2013, 9, {}),
         command_vector("cmd_catheter", 0x4D, 113, T0 + 2130, "clinician", 2014, 10,
-                       dict(volume_nl=150_000)),
-        command_vector("cmd_prime", 0x4E, 114, T0 + 2140, "clinician", 2015, 11, {},
-                       challenge=CHALLENGE),
+            dict(volume_nl=150000)),
+        command_vector("cmd_prime", 0x4E, 114, T0 + 2140, "clinician", 2015, 11, {}, challenge=CHALLENGE),
         command_vector("cmd_challenge", 0x4F, 115, T0 + 2150, "clinician", 2016, 12, {}),
         reply_vector("reply_challenge", 16, T0 + 2150, "clinician", 12,
-                     dict(cmd_id=2016, cmd_type=0x4F, result=0, detail=0,
-                          body=dict(challenge=CHALLENGE, valid_s=N.FRESH_S))),
+            dict(cmd_id=2016, cmd_type=0x4F, result=0, detail=0,
+                 body=dict(challenge=CHALLENGE, valid_s=N.FRESH_S))),
         command_vector("cmd_patient_bolus_fresh", 0x44, 116, T0 + 2160, "patient", 2017, 5,
-                       {}, challenge=CHALLENGE),
+            {}, challenge=CHALLENGE),
         reply_vector("reply_nack_stale", 17, T0 + 2230, "patient", 5,
-                     dict(cmd_id=2017, cmd_type=0x44, result=11, detail=70, body=b"")),
+            dict(cmd_id=2017, cmd_type=0x44, result=11, detail=70, body=b"")),
         reply_vector("reply_nack_bad_mac_unsigned", 18, T0 + 2240, None, 0,
-                     dict(cmd_id=2018, cmd_type=0x46, result=2, detail=0, body=b"")),
+            dict(cmd_id=2018, cmd_type=0x46, result=2, detail=0, body=b"")),
     ]
-    return v
 
 
 #: The challenge the freshness vectors carry.

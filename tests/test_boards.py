@@ -208,18 +208,23 @@ def _compile_x64(src: Path, out: Path):
 
 def test_board_heap_from_mpy(tmp_path: Path):
     """main.main() on the rp2 board over the fakes, all from .mpy, six virtual hours:
-    the live heap other than the fake hardware stays below 176 KiB (a Pico's MicroPython
+    the live heap other than the fake hardware stays below 186 KiB (a Pico's MicroPython
     heap is ~190 KiB; a frozen build also moves the ~50 KB of bytecode and the qstr pools
     out of RAM). A tripwire, not a target: the reply MAC, freshness and the log's guards
     (issue 12) added ~5 KB of bytecode and their names pushed the qstr table into a new
-    pool (~14 KB at once); issue 15 owns the board's heap."""
+    pool (~14 KB at once); issue 15 owns the board's heap. Issue 22 moved it from 176 to
+    186 KiB (183 measured): on the unix port native code lives outside the GC heap, so
+    the ~25 functions it turned from native into bytecode (their frames fit the C stack)
+    now count here, while on the Pico, where native code is in the heap, the same change freed memory
+    (make bench: 134,912 bytes free after boot, was 134,080). The Pico's figure is the
+    requirement; this one only catches growth."""
     files = list(build.sources("rp2_pico"))
     files += [p for p in (ROOT / "tests" / "mp" / "fake_machine").glob("*.py") if p.name != "heapcheck.py"]
     files.append(ROOT / "tests" / "mp" / "fakehw.py")
     for f in files:
         _compile_x64(f, tmp_path)
     proc = subprocess.run(
-        [micropython_exe(), "-X", "heapsize=256k",
+        [micropython_exe(), "-X", "heapsize=288k",
          str(ROOT / "tests" / "mp" / "fake_machine" / "heapcheck.py"), str(tmp_path),
          str(tmp_path / "flash.bin")],
         env=dict(os.environ, MICROPYPATH=".frozen"), cwd=ROOT, capture_output=True, timeout=120,
@@ -232,7 +237,7 @@ def test_board_heap_from_mpy(tmp_path: Path):
     # SET_TIME, PROGRAM, 5 patient boluses (the 5th over max_per_day: NACK limit), status, MAINTENANCE
     assert [tuple(x) for x in r["replies"]] == [(0x49, 0), (0x41, 0), (0x44, 0), (0x44, 0), (0x44, 0),
                                                (0x44, 0), (0x44, 6), (0x40, 0), (0x4C, 0)]
-    assert r["peak"] - r["fakes"] < 176 * 1024, r
+    assert r["peak"] - r["fakes"] < 186 * 1024, r
 
 
 # -- make flash ---------------------------------------------------------------------------------

@@ -121,3 +121,20 @@ def test_commands_are_one_table_by_reference():
     assert isinstance(table.value, ast.Dict)
     for v in table.value.values:
         assert isinstance(v, ast.Name | ast.Call), ast.unparse(v)
+
+
+def test_no_module_over_600_lines_and_no_function_of_60():
+    # rooms by concern stay readable: a module holds one idea, a function one step
+    big, long_fns = [], []
+    for f in PRODUCT + list((ROOT / "protocol").rglob("*.py")):
+        text = f.read_text()
+        name = str(f.relative_to(ROOT))
+        if f.name == "msgdefs.py":
+            continue  # generated: one definition a line
+        if text.count("\n") > 600:
+            big.append(name)
+        for n in ast.walk(ast.parse(text)):
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and \
+                    n.end_lineno - n.lineno + 1 >= 60:
+                long_fns.append(f"{name}:{n.lineno} {n.name}")
+    assert not big and not long_fns, (big, long_fns)

@@ -16,6 +16,7 @@ import time
 from machine import Pin
 
 import hal
+import motor
 import msgdefs as md
 import pins
 
@@ -23,15 +24,15 @@ FS_ROOT = pins.FS_ROOT  # module-level so a bench or a test can point it elsewhe
 BOARD = "esp32"
 
 
-class LoopMotor(hal.StepperMotor):
-    """The stepper with its STEP pulses made by a timed loop (see hal.StepperMotor).
+class LoopMotor(motor.StepperMotor):
+    """The stepper with its STEP pulses made by a timed loop (see motor.StepperMotor).
 
     Each STEP level is held for at least its half period, timed from the moment the
     pin was written; the occlusion input is looked at after every pulse.
     """
 
     def __init__(self, step, dir_, en, feedback, occlusion, cfg):
-        hal.StepperMotor.__init__(self, step, dir_, en, feedback, occlusion, cfg)
+        motor.StepperMotor.__init__(self, step, dir_, en, feedback, occlusion, cfg)
         period_us = 1_000_000 // self.step_hz
         self.hi_us = period_us // 2
         self.lo_us = period_us - self.hi_us

@@ -30,3 +30,4 @@ for _f in sorted(_os.listdir("../../firmware")):
 module("board.py")
 module("pins.py")
 module("hal.py", base_path="../common")
+module("motor.py", base_path="../common")

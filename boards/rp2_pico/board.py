@@ -14,6 +14,7 @@ from machine import Pin
 from micropython import const
 
 import hal
+import motor
 import msgdefs as md
 import pins
 
@@ -52,15 +53,15 @@ def _step_train():
     push(noblock)  # noqa: F821 (PIO assembler names)
 
 
-class PioMotor(hal.StepperMotor):
-    """The stepper driven by PIO state machine pins.MOTOR["pio_sm"] (see hal.StepperMotor).
+class PioMotor(motor.StepperMotor):
+    """The stepper driven by PIO state machine pins.MOTOR["pio_sm"] (see motor.StepperMotor).
 
     The state machine makes the pulses; the CPU only polls for the end of the train
     (and the occlusion latch) every 0.5 ms.
     """
 
     def __init__(self, step, dir_, en, feedback, occlusion, cfg):
-        hal.StepperMotor.__init__(self, step, dir_, en, feedback, occlusion, cfg)
+        motor.StepperMotor.__init__(self, step, dir_, en, feedback, occlusion, cfg)
         self.step_pin = step
         self.prog = rp2.asm_pio(set_init=rp2.PIO.OUT_LOW)(_step_train)
         self.freq = self.step_hz * _CYCLES_PER_STEP

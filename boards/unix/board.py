@@ -13,9 +13,9 @@ import sys
 import time
 from binascii import unhexlify
 
-import micropython
 import msgdefs as md
 from codec import TlogWriter, cobs_decode_inplace
+from mechanism import Mechanism
 
 EPOCH_UNIX = md.EPOCH_UNIX  # Theca epoch (2020-01-01T00:00:00Z) in Unix seconds
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
@@ -131,144 +131,6 @@ class Faults:
     def add(self, kind, at, duration_s):
         """A fault window from now (the control channel)."""
         (self.stall if kind == "motor_stall" else self.occl).append((at, at + duration_s))
-
-
-class Mechanism:
-    """The pump mechanism, its physical reservoir and the catheter: the truth the firmware
-    believes. Nothing here is the firmware's: it is the world the firmware acts on.
-
-    Drug is tracked as mass in units of 1e-6 ng (nL x ng/mL), so every stroke's drug is
-    exact up to a floor division inside one fill: the reservoir mixes what a refill adds,
-    and the catheter is a first-in first-out column of such fills, so the drug that
-    reaches the tip lags the drug that leaves the pump by the catheter volume.
-
-    Refills are physical too: the drug a clinician injects through the septum at a
-    scenario's refill time (if it fits), whatever the firmware makes of the command.
-    `stream`, if given, is a file that gets one record per stroke (true time u32,
-    nL u32, drug at the tip i64 in 1e-6 ng): the truth outside the firmware's heap.
-    """
-
-    def __init__(self, stroke_nl, reservoir_nl, faults, capacity_nl=md.DEFAULT_CAPACITY_NL, refills=(),
-                 conc=0, catheter_nl=0, stream=None, catheters=()):
-        self.stroke_nl = stroke_nl
-        self.reservoir_nl = reservoir_nl
-        self.mass = reservoir_nl * conc  # drug in the reservoir, 1e-6 ng
-        self.capacity_nl = capacity_nl
-        self.refills = sorted(refills)
-        self.last_visit = (None, None)  # (true time, nL aspirated) of the last refill visit
-        self.catheters = sorted(catheters)  # [true time, nL]: a new, empty catheter
-        self.pumped_nl = 0
-        self.left_mass = 0  # drug that left the pump
-        self.tip_mass = 0  # drug that left the catheter tip (reached the patient)
-        self.strokes = 0
-        self.failed = 0
-        self.pocket_nl = 0  # drug injected beside the pump (pocket fills)
-        self.faults = faults
-        self.running = False
-        # the catheter, primed with the first fill: [[nL, mass], ...], oldest first
-        self.catheter = [[catheter_nl, catheter_nl * conc]] if catheter_nl else []
-        self.stream = stream
-        self.rec = bytearray(md.TRUTH_SIZE)
-
-    def _refill(self, before=None):
-        # the scenario's refills due now (or, with `before`, those before that time)
-        now = self.faults.clock.true_now()
-        while self.refills and (self.refills[0][0] < before if before is not None
-                                else self.refills[0][0] <= now):
-            r = self.refills.pop(0)
-            import visit  # only a twin with refills pays for it
-
-            # what was aspirated, kept by time: the REFILL command reports it even if a
-            # stroke at the same instant (a CHALLENGE before it) made the visit first
-            self.last_visit = (r[0], visit.refill(self, r[1], r[2], r[3] if len(r) > 3 else 0))
-
-    def _new_catheter(self):
-        # a catheter revision due now: the old catheter and what it held are gone, the
-        # new one holds no drug (CSF) until the pump has pushed its volume
-        now = self.faults.clock.true_now()
-        while self.catheters and self.catheters[0][0] <= now:
-            self.catheter = [[self.catheters.pop(0)[1], 0]]
-
-    def fill(self, nl, conc):
-        """The clinician injects nl of conc through the septum without emptying (refused
-        if it overfills)."""
-        if self.reservoir_nl + nl <= self.capacity_nl:
-            self.reservoir_nl += nl
-            self.mass += nl * conc
-            return True
-        return False
-
-    def stroke(self):
-        if self.refills:
-            self._refill()
-        if self.catheters:
-            self._new_catheter()
-        if self.faults.stalled():
-            self.failed += 1
-            return 1
-        if self.faults.occluded():
-            self.failed += 1
-            return 2
-        v = self.stroke_nl
-        if self.reservoir_nl >= v:
-            m = self.mass * v // self.reservoir_nl
-            self.reservoir_nl -= v
-            self.mass -= m
-            self.pumped_nl += v
-            self.left_mass += m
-            self._push(v, m)
-        self.strokes += 1
-        return 0
-
-    @micropython.native
-    def _push(self, v, m):
-        # v nL of drug m enter the catheter; as much leaves its tip
-        cat = self.catheter
-        if not cat:
-            tip = m  # no catheter modelled: the pump's outlet is the tip
-        else:
-            tail = cat[-1]
-            if tail[1] * v == m * tail[0]:
-                tail[0] += v  # the same concentration: one column
-                tail[1] += m
-            else:
-                cat.append([v, m])
-            tip = 0
-            need = v
-            while need:
-                head = cat[0]
-                if head[0] <= need:
-                    need -= head[0]
-                    tip += head[1]
-                    cat.pop(0)
-                else:
-                    out = head[1] * need // head[0]
-                    head[0] -= need
-                    head[1] -= out
-                    tip += out
-                    need = 0
-        self.tip_mass += tip
-        if self.stream is not None:
-            struct.pack_into(md.TRUTH_FMT, self.rec, 0, self.faults.clock.true_now(), v, tip)
-            self.stream.write(self.rec)
-
-    def resume(self, phys, start):
-        """The world after a restart of the twin, as `physical()` left it."""
-        self.reservoir_nl = phys["reservoir_nl"]
-        self.pumped_nl = phys["pumped_nl"]
-        self.strokes = phys["strokes"]
-        self.failed = phys["failed_strokes"]
-        self.refills = [r for r in self.refills if r[0] > start]
-        self.catheters = [c for c in self.catheters if c[0] > start]
-        self.pocket_nl = phys.get("pocket_nl", 0)
-        if "mass" in phys:
-            self.mass = phys["mass"]
-            self.left_mass = phys["left_mass"]
-            self.tip_mass = phys["tip_mass"]
-            self.catheter = phys["catheter"]
-
-    def off(self):
-        self.running = False
 
 
 class Occlusion:
@@ -441,6 +303,21 @@ def _read_json(path):
         return None
 
 
+def _info(cfg):
+    # what the firmware's hw.info says of this twin (the configuration's, or the defaults)
+    return {
+        "serial": cfg.get("serial", "TWIN00000001").encode(),
+        "board": "unix",
+        "stroke_nl": cfg.get("stroke_nl", md.DEFAULT_STROKE_NL),
+        "capacity_nl": cfg.get("capacity_nl", md.DEFAULT_CAPACITY_NL),
+        "catheter_nl": cfg.get("catheter_nl", md.DEFAULT_CATHETER_NL),
+        "low_reservoir_nl": cfg.get("low_reservoir_nl", md.DEFAULT_LOW_RESERVOIR_NL),
+        "max_rate_nl_h": cfg.get("max_rate_nl_h", md.DEFAULT_MAX_RATE_NL_H),
+        "min_rate_nl_day": cfg.get("min_rate_nl_day", md.DEFAULT_MIN_RATE_NL_DAY),
+        "reservoir_nl": cfg.get("reservoir_nl", md.DEFAULT_CAPACITY_NL),
+    }
+
+
 class Hardware:
     """What `build()` hands the firmware (docs/DESIGN.md, "Hardware interface")."""
 
@@ -462,17 +339,7 @@ class Hardware:
         self.clock = Clock(start, cfg.get("speed", 0), rtc)
         faults = Faults(cfg.get("faults", []), self.clock)
         self.faults = faults
-        self.info = {
-            "serial": cfg.get("serial", "TWIN00000001").encode(),
-            "board": "unix",
-            "stroke_nl": cfg.get("stroke_nl", md.DEFAULT_STROKE_NL),
-            "capacity_nl": cfg.get("capacity_nl", md.DEFAULT_CAPACITY_NL),
-            "catheter_nl": cfg.get("catheter_nl", md.DEFAULT_CATHETER_NL),
-            "low_reservoir_nl": cfg.get("low_reservoir_nl", md.DEFAULT_LOW_RESERVOIR_NL),
-            "max_rate_nl_h": cfg.get("max_rate_nl_h", md.DEFAULT_MAX_RATE_NL_H),
-            "min_rate_nl_day": cfg.get("min_rate_nl_day", md.DEFAULT_MIN_RATE_NL_DAY),
-            "reservoir_nl": cfg.get("reservoir_nl", md.DEFAULT_CAPACITY_NL),
-        }
+        self.info = _info(cfg)
         stream = cfg.get("truth_stream")
         self.stream = open(stream, "ab") if stream else None
         self.motor = Mechanism(

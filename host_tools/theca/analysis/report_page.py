@@ -132,6 +132,25 @@ def _reservoir_section(rep: Report, pictures: dict[str, str]) -> list[str]:
     return parts
 
 
+def _per_drug_table(rep: Report) -> list[str]:
+    # after a change of drug: each drug's amount apart, each in the unit it is dosed in
+    drugs = sorted({g for d in rep.days for g in d.per_drug_mg})
+    if len(drugs) <= 1:
+        return []
+    from theca.inputs.druglib import dose_unit, load_druglib
+
+    lib = load_druglib()
+    named = [(g, lib.by_id(g)) for g in drugs]
+    heads = [f"{d.name if d else f'drug {g}'} ({dose_unit(d)})" for g, d in named]
+    scale = [1000 if dose_unit(d) == "mcg" else 1 for _, d in named]
+    return ["<p>After a change of drug each drug is counted apart (the catheter's "
+            "old drug while the bridge pushes it out is the old drug's).</p>",
+            _table(["day (UTC)", *heads],
+                   [[d.date, *[f"{d.per_drug_mg.get(g, 0.0) * k:.4f}"
+                               for g, k in zip(drugs, scale, strict=True)]]
+                    for d in rep.days], set(range(1, 1 + len(drugs))))]
+
+
 def _daily_section(rep: Report, pictures: dict[str, str]) -> list[str]:
     """2: drug delivered per day against the prescription."""
     parts: list[str] = []
@@ -179,22 +198,7 @@ def _daily_section(rep: Report, pictures: dict[str, str]) -> list[str]:
          f"on schedule ({u})", f"prescribed basal ({u})", f"prescribed timed ({u})",
          f"prescribed ({u})", "error (%)", "timed boluses", "patient boluses", "denied",
          "clinician boluses"], rows, set(range(1, 14)), warn))
-    drugs = sorted({g for d in rep.days for g in d.per_drug_mg})
-    if len(drugs) > 1:
-        # a change of drug: each drug's amount apart, each in the unit it is dosed in
-        from theca.inputs.druglib import dose_unit, load_druglib
-
-        lib = load_druglib()
-        named = [(g, lib.by_id(g)) for g in drugs]
-        heads = [f"{d.name if d else f'drug {g}'} ({dose_unit(d)})" for g, d in named]
-        scale = [1000 if dose_unit(d) == "mcg" else 1 for _, d in named]
-        parts.append("<p>After a change of drug each drug is counted apart (the catheter's "
-                     "old drug while the bridge pushes it out is the old drug's).</p>")
-        parts.append(_table(["day (UTC)", *heads],
-                            [[d.date, *[f"{d.per_drug_mg.get(g, 0.0) * k:.4f}"
-                                        for g, k in zip(drugs, scale, strict=True)]]
-                             for d in rep.days], set(range(1, 1 + len(drugs)))))
-
+    parts += _per_drug_table(rep)
     return parts
 
 

@@ -134,6 +134,54 @@ def _date(iso: str | None) -> str:
     return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _daily_table(s: Summary, lib, unit: str, per_mg: int):
+    # the drug delivered per day; a change of drug: a column per drug, each in its own unit
+    from rich.table import Table
+
+    from theca.inputs.druglib import dose_unit
+
+    tab = Table(title="Drug delivered per day", title_justify="left")
+    drugs = sorted({k for d in s.days for k in d.per_drug})
+    if len(drugs) > 1:
+        # a change of drug: a column per drug, each in its own unit
+        units = {n: dose_unit(lib.find(n)) for n in drugs}
+        dcols = [f"{n} ({units[n]})" for n in drugs]
+    else:
+        units, dcols = {}, [f"drug ({unit})"]
+    for col in ("day", "date", "volume (uL)", *dcols, "timed", "patient/clinician", "denied"):
+        tab.add_column(col, justify="right" if col not in ("date",) else "left")
+    for i, d in enumerate(s.days, 1):
+        if units:
+            vals = [f"{d.per_drug.get(n, 0.0) * (1000 if units[n] == 'mcg' else 1):.3f}"
+                    for n in drugs]
+        else:
+            vals = [f"{d.drug_mg * per_mg:.3f}"]
+        tab.add_row(str(i), d.date, f"{d.delivered_ul:.1f}", *vals, str(d.timed),
+                    str(d.boluses), str(d.denied))
+    return tab
+
+
+def _print_visits_and_end(con, s: Summary, truth: dict | None) -> None:
+    # the refills, their discrepancies, the pump at the end and the physical truth
+    for t, emptied, filled in s.refills:
+        con.print(f"Refill {_date(t)}: emptied {emptied / 1000:.2f} mL, filled {filled / 1000:.2f} mL")
+    for t, expected, found in s.discrepancies:
+        con.print(f"[bold red]Refill {_date(t)}: {found / 1000:.2f} mL aspirated where the pump "
+                  f"expected {expected / 1000:.2f} mL (volume_discrepancy: a pocket fill, a leak "
+                  "or an underdose may have happened)[/bold red]")
+    if s.reservoir_ul is not None:
+        con.print(f"Reservoir at the end: {s.reservoir_ul / 1000:.3f} mL; delivered since therapy "
+                  f"start {(s.delivered_ul or 0) / 1000:.3f} mL; mode {s.mode}"
+                  + (f"; alarms active: {', '.join(s.active_alarms)}" if s.active_alarms else ""))
+    if s.low_eta:
+        con.print(f"Projected refill date (reservoir below 2 mL): [bold]{_date(s.low_eta)}[/bold]")
+    elif s.reservoir_ul is not None and s.reservoir_ul < 2000:
+        con.print("[bold]Refill now[/bold]: the reservoir is below 2 mL")
+    if truth:
+        con.print(f"Mechanism (physical truth): {truth['pumped_nl'] / 1e6:.3f} mL pumped, "
+                  f"{truth['reservoir_nl'] / 1e6:.3f} mL left, {truth['failed_strokes']} strokes failed")
+
+
 def print_summary(s: Summary, path, seconds: float | None = None, truth: dict | None = None) -> None:
     """Print the summary as tables (rich) on stdout."""
     import sys
@@ -155,25 +203,7 @@ def print_summary(s: Summary, path, seconds: float | None = None, truth: dict | 
         what += f" {s.conc_mg_ml * per_mg:g} {unit}/mL"
     took = f" in {seconds:.2f} s" if seconds is not None else ""
     con.print(f"[bold]Theca twin[/bold]: {_date(s.first)} to {_date(s.last)}, {what}{took}")
-    tab = Table(title="Drug delivered per day", title_justify="left")
-    drugs = sorted({k for d in s.days for k in d.per_drug})
-    if len(drugs) > 1:
-        # a change of drug: a column per drug, each in its own unit
-        units = {n: dose_unit(lib.find(n)) for n in drugs}
-        dcols = [f"{n} ({units[n]})" for n in drugs]
-    else:
-        units, dcols = {}, [f"drug ({unit})"]
-    for col in ("day", "date", "volume (uL)", *dcols, "timed", "patient/clinician", "denied"):
-        tab.add_column(col, justify="right" if col not in ("date",) else "left")
-    for i, d in enumerate(s.days, 1):
-        if units:
-            vals = [f"{d.per_drug.get(n, 0.0) * (1000 if units[n] == 'mcg' else 1):.3f}"
-                    for n in drugs]
-        else:
-            vals = [f"{d.drug_mg * per_mg:.3f}"]
-        tab.add_row(str(i), d.date, f"{d.delivered_ul:.1f}", *vals, str(d.timed),
-                    str(d.boluses), str(d.denied))
-    con.print(tab)
+    con.print(_daily_table(s, lib, unit, per_mg))
     if s.denials:
         con.print("Denied boluses: " + ", ".join(f"{k} {v}" for k, v in sorted(s.denials.items())))
     if s.alarms:
@@ -186,22 +216,6 @@ def print_summary(s: Summary, path, seconds: float | None = None, truth: dict | 
         con.print(at)
     else:
         con.print("Alarms: none")
-    for t, emptied, filled in s.refills:
-        con.print(f"Refill {_date(t)}: emptied {emptied / 1000:.2f} mL, filled {filled / 1000:.2f} mL")
-    for t, expected, found in s.discrepancies:
-        con.print(f"[bold red]Refill {_date(t)}: {found / 1000:.2f} mL aspirated where the pump "
-                  f"expected {expected / 1000:.2f} mL (volume_discrepancy: a pocket fill, a leak "
-                  "or an underdose may have happened)[/bold red]")
-    if s.reservoir_ul is not None:
-        con.print(f"Reservoir at the end: {s.reservoir_ul / 1000:.3f} mL; delivered since therapy "
-                  f"start {(s.delivered_ul or 0) / 1000:.3f} mL; mode {s.mode}"
-                  + (f"; alarms active: {', '.join(s.active_alarms)}" if s.active_alarms else ""))
-    if s.low_eta:
-        con.print(f"Projected refill date (reservoir below 2 mL): [bold]{_date(s.low_eta)}[/bold]")
-    elif s.reservoir_ul is not None and s.reservoir_ul < 2000:
-        con.print("[bold]Refill now[/bold]: the reservoir is below 2 mL")
-    if truth:
-        con.print(f"Mechanism (physical truth): {truth['pumped_nl'] / 1e6:.3f} mL pumped, "
-                  f"{truth['reservoir_nl'] / 1e6:.3f} mL left, {truth['failed_strokes']} strokes failed")
+    _print_visits_and_end(con, s, truth)
     con.print(f"Telemetry: {path} ({s.frames} frames"
               + (f", {s.anomalies} unreadable" if s.anomalies else "") + ")")

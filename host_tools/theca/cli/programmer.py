@@ -15,7 +15,6 @@ in words); 4 link failure; 1 the user did not confirm (nothing sent).
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from dataclasses import replace
@@ -24,178 +23,28 @@ from pathlib import Path
 import theca_protocol as tp
 from theca_protocol import names as N
 
-from theca.errors import DEVICE_REFUSED, LINK_FAILURE, OK, BadInput
+from theca.cli.device import (
+    NOT_CONFIRMED,
+    client_for,
+    cmd_info,
+    cmd_status,
+    confirm,
+    either_role,
+    guarded,
+    role_of,
+    status_record,
+)
+from theca.errors import OK, BadInput
 from theca.inputs import units as U
-from theca.link import keys as K
 from theca.link import logpull
 from theca.link import requests as R
-from theca.link.client import Client, LinkFailure, Refused, Reply
-from theca.log.records import Renderer, iso
-
-NOT_CONFIRMED = 1
-_STATUS = tp.compiled(tp.Status)
-_STATUS_FLAG = {n: N.mask_of(N.STATUS_FLAGS, n) for n in N.STATUS_FLAGS.values()}
-
-
-def _role(args, default: str) -> str:
-    """The role to sign with: --role, else the command's own default."""
-    return args.role or default
-
-
-def _either(args, serial: str) -> str:
-    """For commands either key may send: --role, else the clinician key if this host
-    has it, else the patient key (a patient's handheld has only that one)."""
-    if args.role:
-        return args.role
-    return "clinician" if K.key_path(serial, "clinician").exists() else "patient"
-
-
-def _client(args) -> Client:
-    return Client(args.device)  # timeouts and retries: $THECA_TIMEOUT, $THECA_RETRIES
-
-
-def _guard(fn):
-    """Run a command; turn refusals and link failures into their exit status."""
-
-    def run(args) -> int:
-        name = " ".join(x for x in (args.command, getattr(args, "log_command", None)) if x)
-        try:
-            return fn(args)
-        except Refused as e:
-            print(f"theca {name}: {e}", file=sys.stderr)
-            return DEVICE_REFUSED
-        except LinkFailure as e:
-            print(f"theca {name}: link failure: {e}", file=sys.stderr)
-            return LINK_FAILURE
-
-    run.__doc__ = fn.__doc__
-    return run
-
-
-# --- status --------------------------------------------------------------------------
-
-
-def status_record(c: Client, rep: Reply) -> dict:
-    """The `status --json` object: STATUS in interface units, device time, identity."""
-    r = Renderer()
-    st = r.status_fields(_STATUS.unpack(rep.body))
-    flags = st.pop("flags")
-    conc = st.pop("conc_ng_ml")
-    info = c.info or {}
-    out = {
-        "serial": info.get("serial", c.serial),
-        "firmware": f"{info.get('fw_major', 0)}.{info.get('fw_minor', 0)}.{info.get('fw_patch', 0)}",
-        "schema_ok": c.schema_ok(),
-        "device_time": iso(rep.time),
-        "mode": st["mode"],
-        "reservoir_ul": st["reservoir_ul"],
-        "delivered_ul": st["delivered_ul"],
-        "rate_ul_per_day": st["rate_ul_per_day"],
-        "alarms": st["alarms"],
-        "drug": st["drug"],
-        "concentration": U.fmt_conc(conc) if conc else None,
-        "conc_ng_ml": conc,
-        "low_reservoir_eta": st["low_reservoir_eta"],
-        "battery_days": st["battery_days"],
-        "step": st["step"],
-        "boluses_24h": st["boluses_24h"],
-        "rolling_24h_ng": st["rolling_24h_ng"],
-        "bolus_running": bool(flags & _STATUS_FLAG["bolus_running"]),
-        "catheter_bridge": bool(flags & _STATUS_FLAG["bridge"]),
-        "trial": bool(flags & _STATUS_FLAG["trial"]),
-        "rx_crc": st["rx_crc"],
-        "capacity_ul": info.get("capacity_nl", 0) / 1000,
-        "refill_due": st["refill_due"],
-        "refill_due_reason": (None if st["refill_due"] is None else "stability"
-                              if flags & _STATUS_FLAG["refill_due_stability"] else "reservoir"),
-        "catheter_primed": not flags & _STATUS_FLAG["catheter_unprimed"],
-        "catheter_ul": info.get("catheter_nl", 0) / 1000,
-        "heap_free": st["heap_free"],
-        "heap_total": st["heap_total"],
-    }
-    return out
-
-
-def _fmt_status(s: dict) -> str:
-    ml = s["reservoir_ul"] / 1000
-    lines = [
-        f"{s['serial']}  firmware {s['firmware']}  device time {s['device_time']}"
-        + ("" if s["schema_ok"] else "  (SCHEMA MISMATCH)"),
-        f"  mode        {s['mode']}",
-        f"  drug        {s['drug'] or 'none programmed'}"
-        + (f" {s['concentration']}" if s["concentration"] else ""),
-        f"  reservoir   {ml:.3f} mL of {s['capacity_ul'] / 1000:g} mL"
-        + (f" (low-reservoir alarm expected {s['low_reservoir_eta']})"
-           if s["low_reservoir_eta"] else ""),
-        f"  delivered   {s['delivered_ul']:.3f} uL since therapy start",
-        f"  rate now    {s['rate_ul_per_day']:.3f} uL/day (step {s['step'] + 1})"
-        + ("; a bolus is running" if s["bolus_running"] else ""),
-        f"  last 24 h   {U.fmt_amount(s['rolling_24h_ng']) if s['rolling_24h_ng'] else '0'} "
-        f"of drug, {s['boluses_24h']} patient bolus(es)",
-        f"  refill by   {s['refill_due'] or 'no date'}"
-        + (f" ({'the fill' + chr(39) + 's stability' if s['refill_due_reason'] == 'stability' else 'the reservoir, every allowed patient bolus taken'})"
-           if s["refill_due"] else ""),
-        f"  catheter    {s['catheter_ul']:g} uL, "
-        + ("primed" if s["catheter_primed"] else "NOT PRIMED (theca prime)"),
-        f"  battery     {s['battery_days']} days",
-        f"  alarms      {', '.join(s['alarms']) if s['alarms'] else 'none'}",
-        f"  heap        {s['heap_free']} of {s['heap_total']} bytes free",
-    ]
-    return "\n".join(lines)
-
-
-@_guard
-def cmd_status(args) -> int:
-    """Read and show the pump's status."""
-    with _client(args) as c:
-        role = _either(args, c.serial)
-        rep = c.request("GET_STATUS", role=role)
-        s = status_record(c, rep)
-    print(json.dumps(s) if args.json else _fmt_status(s))
-    return OK
-
-
-@_guard
-def cmd_info(args) -> int:
-    """Who the pump is (DEVICE_INFO) and its MicroPython heap (a fresh GET_STATUS sample)."""
-    with _client(args) as c:
-        role = _either(args, c.serial)
-        rep = c.request("GET_STATUS", role=role)
-        st = status_record(c, rep)
-        info = c.info or {}
-    out = {
-        "runtime": N.RUNTIMES.get(info.get("runtime", 0), "unknown"),
-        "machine": info.get("machine", ""),
-        "firmware": st["firmware"],
-        "schema": f"0x{info.get('schema', 0):08x}",
-        "serial": st["serial"],
-        "heap_free": st.get("heap_free"),
-        "heap_total": st.get("heap_total"),
-    }
-    if args.json:
-        print(json.dumps(out))
-    else:
-        free, tot = out["heap_free"] or 0, out["heap_total"] or 0
-        pct = f" ({100 * free / tot:.0f} % free)" if tot else ""
-        print(f"{out['serial']}: {out['machine'] or '?'}, {out['runtime']} firmware "
-              f"{out['firmware']}, schema {out['schema']}\nheap: {free:,} of {tot:,} bytes "
-              f"free{pct}")
-    return OK
-
+from theca.link.client import Client, Refused
+from theca.log.records import iso
 
 # --- program -------------------------------------------------------------------------
 
 
-def _confirm(question: str) -> bool:
-    if not sys.stdin.isatty():
-        return False
-    try:
-        return input(question + " [y/N] ").strip().lower() in ("y", "yes")
-    except EOFError:
-        return False
-
-
-@_guard
+@guarded
 def cmd_program(args) -> int:
     """Validate a prescription file, show it beside the one on the pump, send it, and
     verify it by reading it back."""
@@ -207,8 +56,8 @@ def cmd_program(args) -> int:
     rx = load_prescription(args.rx, druglib=lib, override_soft=args.override_soft_limit)
     if not args.device:
         raise BadInput("no device: give --device DEV or set THECA_DEVICE")
-    with _client(args) as c:
-        role = _role(args, "clinician")
+    with client_for(args) as c:
+        role = role_of(args, "clinician")
         info = c.identify(role)
         old, since = _on_pump(c, role, lib)
         drug = lib.by_id(rx.drug_id)
@@ -219,7 +68,7 @@ def cmd_program(args) -> int:
         blob = rx.to_blob()
         print(f"Prescription for {info['serial']} ({args.rx}):")
         print(_side_by_side(old, rx, lib) if old is not None else rx.describe(lib))
-        if not args.yes and not _confirm(f"Program this into {info['serial']}?"):
+        if not args.yes and not confirm(f"Program this into {info['serial']}?"):
             why = ("" if sys.stdin.isatty() else
                    "standard input is not a terminal, so the question cannot be asked (a "
                    "piped answer is not taken: confirming a prescription is a person's act); ")
@@ -315,25 +164,25 @@ def _side_by_side(old, new, lib) -> str:
 # --- refill, boluses, modes, alarms, time ----------------------------------------------
 
 
-@_guard
+@guarded
 def cmd_catheter(args) -> int:
     """CATHETER: the catheter's volume after an implant or a revision; it is then unprimed."""
     vol = U.parse_volume(args.volume, "--volume")
     if vol > N.MAX_CATHETER_NL:
         raise BadInput.at("--volume", f"{U.fmt_volume(vol)} is more than a catheter holds "
                                       f"(at most {U.fmt_volume(N.MAX_CATHETER_NL)})")
-    with _client(args) as c:
-        c.request("CATHETER", R.catheter(vol), _role(args, "clinician"))
+    with client_for(args) as c:
+        c.request("CATHETER", R.catheter(vol), role_of(args, "clinician"))
     print(f"catheter of {U.fmt_volume(vol)} recorded ({c.serial}); it is empty: prime it "
           "(theca prime) or the patient gets no drug until the basal has filled it")
     return OK
 
 
-@_guard
+@guarded
 def cmd_prime(args) -> int:
     """PRIME: a priming bolus of the catheter volume not yet pushed."""
-    with _client(args) as c:
-        role = _role(args, "clinician")
+    with client_for(args) as c:
+        role = role_of(args, "clinician")
         before = status_record(c, c.request("GET_STATUS", role=role))
         c.request("PRIME", b"", role)
     info = c.info or {}
@@ -343,7 +192,7 @@ def cmd_prime(args) -> int:
     return OK
 
 
-@_guard
+@guarded
 def cmd_refill(args) -> int:
     """Record a refill visit: the pump emptied (the residual measured), then filled."""
     vol = U.parse_volume(args.volume, "--volume")
@@ -358,8 +207,8 @@ def cmd_refill(args) -> int:
         from theca.inputs.druglib import load_druglib
 
         drug = load_druglib().lookup(args.drug, "--drug")
-    with _client(args) as c:
-        role = _role(args, "clinician")
+    with client_for(args) as c:
+        role = role_of(args, "clinician")
         before = status_record(c, c.request("GET_STATUS", role=role))
         try:
             c.request("REFILL", R.refill(vol, conc, residual, drug.id if drug else 0), role)
@@ -402,22 +251,22 @@ def _refill_refused(e: Refused, vol: int, conc: int, before: dict) -> Refused:
     return Refused(msg, "limit", e.detail)
 
 
-@_guard
+@guarded
 def cmd_bolus(args) -> int:
     """The patient's bolus (patient key by default)."""
-    with _client(args) as c:
-        c.request("PATIENT_BOLUS", b"", _role(args, "patient"))
+    with client_for(args) as c:
+        c.request("PATIENT_BOLUS", b"", role_of(args, "patient"))
     print(f"patient bolus started on {c.serial}")
     return OK
 
 
-@_guard
+@guarded
 def cmd_clinician_bolus(args) -> int:
     """A clinician bolus of --dose over --duration."""
     dose = U.parse_amount(args.dose, "--dose")
     dur = U.parse_duration(args.duration, "--duration")
-    with _client(args) as c:
-        role = _role(args, "clinician")
+    with client_for(args) as c:
+        role = role_of(args, "clinician")
         st = status_record(c, c.request("GET_STATUS", role=role))
         _bolus_fits(c, st, dose, dur)
         c.request("CLINICIAN_BOLUS", R.clinician_bolus(dose, dur), role)
@@ -448,10 +297,10 @@ def _bolus_fits(c: Client, st: dict, dose: int, dur: int) -> None:
 
 
 def _simple(name: str, done: str):
-    @_guard
+    @guarded
     def run(args) -> int:
-        with _client(args) as c:
-            c.request(name, b"", _role(args, "clinician"))
+        with client_for(args) as c:
+            c.request(name, b"", role_of(args, "clinician"))
         print(f"{done} ({c.serial})")
         return OK
 
@@ -459,30 +308,30 @@ def _simple(name: str, done: str):
     return run
 
 
-@_guard
+@guarded
 def cmd_suspend(args) -> int:
     """Suspend delivery; past --max the pump sounds suspended_too_long until resumed."""
     max_s = U.parse_duration(args.max, "--max") if args.max else N.DEFAULT_SUSPEND_MAX_S
-    with _client(args) as c:
-        c.request("SUSPEND", R.suspend(max_s), _role(args, "clinician"))
+    with client_for(args) as c:
+        c.request("SUSPEND", R.suspend(max_s), role_of(args, "clinician"))
     print(f"delivery suspended ({c.serial}); the pump alarms after {U.fmt_duration(max_s)} "
           "suspended (stopping some drugs, baclofen above all, is dangerous)")
     return OK
 cmd_resume = _simple("RESUME", "delivery resumed")
 
 
-@_guard
+@guarded
 def cmd_maintenance(args) -> int:
     """MAINTENANCE: motor off, therapy suspended, the firmware returns to the REPL."""
-    with _client(args) as c:
-        c.request("MAINTENANCE", b"", _role(args, "clinician"))
+    with client_for(args) as c:
+        c.request("MAINTENANCE", b"", role_of(args, "clinician"))
     print(f"{c.serial} stopped for maintenance: delivery is suspended and the board is at the "
           "MicroPython REPL (flash it with `theca flash`; resume delivery after restart with "
           "`theca resume`)")
     return OK
 
 
-@_guard
+@guarded
 def cmd_ack_alarm(args) -> int:
     """Acknowledge alarms (all, or those named with --alarm): silences their tones."""
     mask = 0
@@ -494,15 +343,15 @@ def cmd_ack_alarm(args) -> int:
             mask |= 1 << names[a]
     else:
         mask = sum(1 << b for b in N.ALARMS)  # every alarm there is, no undefined bit
-    with _client(args) as c:
-        role = _either(args, c.serial)
+    with client_for(args) as c:
+        role = either_role(args, c.serial)
         rep = c.request("ACK_ALARM", R.ack_alarm(mask), role)
     acked = N.alarm_names(rep.detail)
     print(f"acknowledged on {c.serial}: {', '.join(acked) if acked else 'no active alarm'}")
     return OK
 
 
-@_guard
+@guarded
 def cmd_set_time(args) -> int:
     """Set the device clock (UTC) and the local offset its daily schedule follows."""
     utc = U.parse_datetime(args.utc, "--utc") if args.utc else None
@@ -510,13 +359,13 @@ def cmd_set_time(args) -> int:
         offset = U.parse_offset(args.offset, "--offset")
     else:
         offset = time.localtime().tm_gmtoff  # the host's own offset
-    with _client(args) as c:
+    with client_for(args) as c:
         if utc is None:
             utc = int(time.time()) - tp.EPOCH_UNIX
             if not tp.UTC_MIN <= utc <= tp.UTC_MAX:
                 raise BadInput.at("--utc", f"this host's clock reads {iso(utc)}, outside the "
                                            "device's 2020-01-01 .. 2049-12-31: give --utc")
-        c.request("SET_TIME", R.set_time(utc, offset), _role(args, "clinician"))
+        c.request("SET_TIME", R.set_time(utc, offset), role_of(args, "clinician"))
     sign = "+" if offset >= 0 else "-"
     print(f"clock of {c.serial} set to {iso(utc)}, local offset {sign}{abs(offset) // 3600:02d}:"
           f"{abs(offset) % 3600 // 60:02d}")
@@ -526,14 +375,14 @@ def cmd_set_time(args) -> int:
 # --- log pull ------------------------------------------------------------------------
 
 
-@_guard
+@guarded
 def cmd_log_pull(args) -> int:
     """Download the event log into a .tlog, resuming a file already begun."""
     from theca.progress import Bar
 
     out = Path(args.output)
-    with _client(args) as c:
-        role = _either(args, c.serial)
+    with client_for(args) as c:
+        role = either_role(args, c.serial)
         info = c.identify(role)
         bar: list = []
 
@@ -608,6 +457,11 @@ def add_parser(sub) -> None:
     p.add_argument("--duration", required=True, help='e.g. "30 min"')
     p.set_defaults(func=cmd_clinician_bolus)
 
+    _add_modes(sub)
+    _add_log(sub)
+
+
+def _add_modes(sub) -> None:
     p = sub.add_parser("suspend", help="suspend delivery")
     p.add_argument("--max", help='alarm suspended_too_long after this long, e.g. "2 h" '
                                  '(default 2 h)')
@@ -629,6 +483,9 @@ def add_parser(sub) -> None:
                        help="stop the pump (motor off, suspended) and return to the REPL")
     p.set_defaults(func=cmd_maintenance)
 
+
+
+def _add_log(sub) -> None:
     p = sub.add_parser("log", help="the event log")
     lsub = p.add_subparsers(dest="log_command", metavar="pull")
     lsub.required = True

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import theca_protocol as tp
 from theca_protocol import names as N
@@ -61,7 +61,6 @@ _LOGH = tp.compiled(tp.LogReadReplyHead)
 _EPOCH = N.EPOCH_UNIX
 #: The first command type: 0x40 and up (below REPLY) travel host -> device.
 CMD_FIRST = min(tp.COMMANDS)
-_LIMIT = next(k for k, v in N.RESULTS.items() if v == "limit")
 _FIXED = {tp.T_STATUS: _STATUS.size, tp.T_EVENT: _EVENT.size, tp.T_DEVICE_INFO: _INFO.size}
 _RUNTIMES = N.RUNTIMES
 _KIND = {
@@ -243,46 +242,34 @@ class Renderer:
         if t == tp.T_DEVICE_INFO:
             return {"kind": "device_info", **head, **self.info_fields(_INFO.unpack(payload))}
         if t == tp.T_REPLY and len(payload) >= _REPLY.size + tp.MAC_SIZE:
-            cmd_id, ctype, result, detail = _REPLY.unpack_from(payload)
-            body = payload[_REPLY.size : -tp.MAC_SIZE]
-            cm = tp.MESSAGES.get(ctype)
-            out = {
-                "kind": "reply",
-                **head,
-                "cmd_id": cmd_id,
-                "cmd": cm.name.lower() if cm else f"cmd_{ctype}",
-                "result": N.name_of(N.RESULTS, result, "result"),
-                "detail": detail,
-            }
-            if result == _LIMIT and ctype == tp.TYPES["PATIENT_BOLUS"]:
-                out["reason"] = N.name_of(N.DENY_REASONS, detail, "reason")
-            if body:
-                out["body"] = self._reply_body(ctype, body) if result == 0 else body.hex()
-            out["mac"] = payload[-tp.MAC_SIZE :].hex()
-            return out
+            return self._reply(head, payload)
         if is_command(t) and t in tp.COMMANDS and len(payload) >= _CMDH.size + tp.MAC_SIZE:
-            cm = tp.COMMANDS[t]
-            cmd_id, role, counter, challenge = _CMDH.unpack_from(payload)
-            body = payload[_CMDH.size : -tp.MAC_SIZE]
-            try:
-                b = _jsonable(tp.plain(cm.body.parse(body)))
-                if len(cm.body.build(cm.body.parse(body))) != len(body):
-                    raise ValueError("trailing bytes")
-            except Exception:  # noqa: BLE001 (keep what we cannot parse)
-                b = body.hex()
-            return {
-                "kind": "command",
-                **head,
-                "cmd": cm.name.lower(),
-                "cmd_id": cmd_id,
-                "role": N.name_of(N.ROLES, role, "role"),
-                "counter": counter,
-                "challenge": challenge,
-                "body": b,
-                "mac": payload[-tp.MAC_SIZE :].hex(),
-            }
+            return _command(head, tp.COMMANDS[t], payload)
         why = "unknown type" if t not in tp.MESSAGES else "payload too short"
         return self._unknown(head, t, ver, payload, why)
+
+    def _reply(self, head: dict, payload: bytes) -> dict:
+        cmd_id, ctype, result, detail = _REPLY.unpack_from(payload)
+        body = payload[_REPLY.size : -tp.MAC_SIZE]
+        cm = tp.MESSAGES.get(ctype)
+        rname = N.name_of(N.RESULTS, result, "result")
+        out = {
+            "kind": "reply",
+            **head,
+            "cmd_id": cmd_id,
+            "cmd": cm.name.lower() if cm else f"cmd_{ctype}",
+            "result": rname,
+            "detail": detail,
+        }
+        # the detail by what the protocol definition says it is for this command and result
+        kind = cm.detail_kind(rname) if cm else "none"
+        if kind in _DETAIL_NAMES and detail:
+            key, name = _DETAIL_NAMES[kind]
+            out[key] = name(detail)
+        if body:
+            out["body"] = self._reply_body(ctype, body) if result == 0 else body.hex()
+        out["mac"] = payload[-tp.MAC_SIZE :].hex()
+        return out
 
     @staticmethod
     def _unknown(head, t, ver, payload, why) -> dict:
@@ -304,6 +291,43 @@ def _jsonable(v):
     if isinstance(v, list):
         return [_jsonable(x) for x in v]
     return v
+
+
+def _field_name(detail: int) -> str:
+    return N.INVALID_FIELDS[detail - 1] if 1 <= detail <= len(N.INVALID_FIELDS) else f"field_{detail}"
+
+
+#: A reply's detail named by its kind (messages.Message.detail_kind): the record's key and
+#: what names it.
+_DETAIL_NAMES: dict[str, tuple[str, Callable[[int], object]]] = {
+    "deny": ("reason", lambda d: N.name_of(N.DENY_REASONS, d, "reason")),
+    "field": ("field", _field_name),
+    "mode": ("mode", lambda d: N.name_of(N.MODES, d, "mode")),
+    "role": ("role", lambda d: N.name_of(N.ROLES, d, "role")),
+    "alarms": ("alarms", N.alarm_names),
+}
+
+
+def _command(head: dict, cm, payload: bytes) -> dict:
+    cmd_id, role, counter, challenge = _CMDH.unpack_from(payload)
+    body = payload[_CMDH.size : -tp.MAC_SIZE]
+    try:
+        b = _jsonable(tp.plain(cm.body.parse(body)))
+        if len(cm.body.build(cm.body.parse(body))) != len(body):
+            raise ValueError("trailing bytes")
+    except Exception:  # noqa: BLE001 (keep what we cannot parse)
+        b = body.hex()
+    return {
+        "kind": "command",
+        **head,
+        "cmd": cm.name.lower(),
+        "cmd_id": cmd_id,
+        "role": N.name_of(N.ROLES, role, "role"),
+        "counter": counter,
+        "challenge": challenge,
+        "body": b,
+        "mac": payload[-tp.MAC_SIZE :].hex(),
+    }
 
 
 def records(path, types: frozenset[int] | None = None) -> Iterator[dict]:

@@ -178,6 +178,18 @@ def _status_text(r: Renderer, a: np.ndarray, starts: np.ndarray, min_run: int = 
     return "".join(out)
 
 
+def _status_tail(r: Renderer, tl: tuple) -> str:
+    # the STATUS fields that change rarely, as jsonl text
+    step, drug, conc, batt, rolling, nb, flags, acked, rxcrc, ds = tl
+    dn = r._drug(drug)
+    return (
+        f'"step":{step},"drug":{"null" if dn is None else _dumps_str(dn)},'
+        f'"conc_ng_ml":{conc},"battery_days":{batt},"rolling_24h_ng":{rolling},'
+        f'"boluses_24h":{nb},"flags":{flags},"acked":{acked},"rx_crc":{rxcrc},'
+        f'"refill_due":{ds}'
+    )
+
+
 def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
     """jsonl lines of STATUS frames at `starts`, fields gathered column-wise with numpy
     and formatted line by line (short runs, and the reference for _status_text).
@@ -216,14 +228,7 @@ def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
             head, tails, heap, strict=True):
         ts = tail_cache.get(tl)
         if ts is None:
-            step, drug, conc, batt, rolling, nb, flags, acked, rxcrc, ds = tl
-            dn = r._drug(drug)
-            ts = (
-                f'"step":{step},"drug":{"null" if dn is None else _dumps_str(dn)},'
-                f'"conc_ng_ml":{conc},"battery_days":{batt},"rolling_24h_ng":{rolling},'
-                f'"boluses_24h":{nb},"flags":{flags},"acked":{acked},"rx_crc":{rxcrc},'
-                f'"refill_due":{ds}'
-            )
+            ts = _status_tail(r, tl)
             if len(tail_cache) < 4096:
                 tail_cache[tl] = ts
         ms = mode_cache.get(mode)

@@ -1,0 +1,176 @@
+"""What the programmer's commands share: the role to sign with, the client, refusals and
+link failures as exit statuses, the confirmation prompt, and the status and info
+commands (the pump's state as the interface's fields)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import theca_protocol as tp
+from theca_protocol import names as N
+
+from theca.errors import DEVICE_REFUSED, LINK_FAILURE, OK
+from theca.inputs import units as U
+from theca.link import keys as K
+from theca.link.client import Client, LinkFailure, Refused, Reply
+from theca.log.records import Renderer, iso
+
+NOT_CONFIRMED = 1
+_STATUS = tp.compiled(tp.Status)
+_STATUS_FLAG = {n: N.mask_of(N.STATUS_FLAGS, n) for n in N.STATUS_FLAGS.values()}
+
+
+def role_of(args, default: str) -> str:
+    """The role to sign with: --role, else the command's own default."""
+    return args.role or default
+
+
+def either_role(args, serial: str) -> str:
+    """For commands either key may send: --role, else the clinician key if this host
+    has it, else the patient key (a patient's handheld has only that one)."""
+    if args.role:
+        return args.role
+    return "clinician" if K.key_path(serial, "clinician").exists() else "patient"
+
+
+def client_for(args) -> Client:
+    return Client(args.device)  # timeouts and retries: $THECA_TIMEOUT, $THECA_RETRIES
+
+
+def guarded(fn):
+    """Run a command; turn refusals and link failures into their exit status."""
+
+    def run(args) -> int:
+        name = " ".join(x for x in (args.command, getattr(args, "log_command", None)) if x)
+        try:
+            return fn(args)
+        except Refused as e:
+            print(f"theca {name}: {e}", file=sys.stderr)
+            return DEVICE_REFUSED
+        except LinkFailure as e:
+            print(f"theca {name}: link failure: {e}", file=sys.stderr)
+            return LINK_FAILURE
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+# --- status --------------------------------------------------------------------------
+
+
+def status_record(c: Client, rep: Reply) -> dict:
+    """The `status --json` object: STATUS in interface units, device time, identity."""
+    r = Renderer()
+    st = r.status_fields(_STATUS.unpack(rep.body))
+    flags = st.pop("flags")
+    conc = st.pop("conc_ng_ml")
+    info = c.info or {}
+    out = {
+        "serial": info.get("serial", c.serial),
+        "firmware": f"{info.get('fw_major', 0)}.{info.get('fw_minor', 0)}.{info.get('fw_patch', 0)}",
+        "schema_ok": c.schema_ok(),
+        "device_time": iso(rep.time),
+        "mode": st["mode"],
+        "reservoir_ul": st["reservoir_ul"],
+        "delivered_ul": st["delivered_ul"],
+        "rate_ul_per_day": st["rate_ul_per_day"],
+        "alarms": st["alarms"],
+        "drug": st["drug"],
+        "concentration": U.fmt_conc(conc) if conc else None,
+        "conc_ng_ml": conc,
+        "low_reservoir_eta": st["low_reservoir_eta"],
+        "battery_days": st["battery_days"],
+        "step": st["step"],
+        "boluses_24h": st["boluses_24h"],
+        "rolling_24h_ng": st["rolling_24h_ng"],
+        "bolus_running": bool(flags & _STATUS_FLAG["bolus_running"]),
+        "catheter_bridge": bool(flags & _STATUS_FLAG["bridge"]),
+        "trial": bool(flags & _STATUS_FLAG["trial"]),
+        "rx_crc": st["rx_crc"],
+        "capacity_ul": info.get("capacity_nl", 0) / 1000,
+        "refill_due": st["refill_due"],
+        "refill_due_reason": (None if st["refill_due"] is None else "stability"
+                              if flags & _STATUS_FLAG["refill_due_stability"] else "reservoir"),
+        "catheter_primed": not flags & _STATUS_FLAG["catheter_unprimed"],
+        "catheter_ul": info.get("catheter_nl", 0) / 1000,
+        "heap_free": st["heap_free"],
+        "heap_total": st["heap_total"],
+    }
+    return out
+
+
+def fmt_status(s: dict) -> str:
+    ml = s["reservoir_ul"] / 1000
+    lines = [
+        f"{s['serial']}  firmware {s['firmware']}  device time {s['device_time']}"
+        + ("" if s["schema_ok"] else "  (SCHEMA MISMATCH)"),
+        f"  mode        {s['mode']}",
+        f"  drug        {s['drug'] or 'none programmed'}"
+        + (f" {s['concentration']}" if s["concentration"] else ""),
+        f"  reservoir   {ml:.3f} mL of {s['capacity_ul'] / 1000:g} mL"
+        + (f" (low-reservoir alarm expected {s['low_reservoir_eta']})"
+           if s["low_reservoir_eta"] else ""),
+        f"  delivered   {s['delivered_ul']:.3f} uL since therapy start",
+        f"  rate now    {s['rate_ul_per_day']:.3f} uL/day (step {s['step'] + 1})"
+        + ("; a bolus is running" if s["bolus_running"] else ""),
+        f"  last 24 h   {U.fmt_amount(s['rolling_24h_ng']) if s['rolling_24h_ng'] else '0'} "
+        f"of drug, {s['boluses_24h']} patient bolus(es)",
+        f"  refill by   {s['refill_due'] or 'no date'}"
+        + (f" ({'the fill' + chr(39) + 's stability' if s['refill_due_reason'] == 'stability' else 'the reservoir, every allowed patient bolus taken'})"
+           if s["refill_due"] else ""),
+        f"  catheter    {s['catheter_ul']:g} uL, "
+        + ("primed" if s["catheter_primed"] else "NOT PRIMED (theca prime)"),
+        f"  battery     {s['battery_days']} days",
+        f"  alarms      {', '.join(s['alarms']) if s['alarms'] else 'none'}",
+        f"  heap        {s['heap_free']} of {s['heap_total']} bytes free",
+    ]
+    return "\n".join(lines)
+
+
+@guarded
+def cmd_status(args) -> int:
+    """Read and show the pump's status."""
+    with client_for(args) as c:
+        role = either_role(args, c.serial)
+        rep = c.request("GET_STATUS", role=role)
+        s = status_record(c, rep)
+    print(json.dumps(s) if args.json else fmt_status(s))
+    return OK
+
+
+@guarded
+def cmd_info(args) -> int:
+    """Who the pump is (DEVICE_INFO) and its MicroPython heap (a fresh GET_STATUS sample)."""
+    with client_for(args) as c:
+        role = either_role(args, c.serial)
+        rep = c.request("GET_STATUS", role=role)
+        st = status_record(c, rep)
+        info = c.info or {}
+    out = {
+        "runtime": N.RUNTIMES.get(info.get("runtime", 0), "unknown"),
+        "machine": info.get("machine", ""),
+        "firmware": st["firmware"],
+        "schema": f"0x{info.get('schema', 0):08x}",
+        "serial": st["serial"],
+        "heap_free": st.get("heap_free"),
+        "heap_total": st.get("heap_total"),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        free, tot = out["heap_free"] or 0, out["heap_total"] or 0
+        pct = f" ({100 * free / tot:.0f} % free)" if tot else ""
+        print(f"{out['serial']}: {out['machine'] or '?'}, {out['runtime']} firmware "
+              f"{out['firmware']}, schema {out['schema']}\nheap: {free:,} of {tot:,} bytes "
+              f"free{pct}")
+    return OK
+
+
+def confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(question + " [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
