@@ -19,6 +19,7 @@ from msgdefs import (  # noqa: F401  (re-exported for the pump and the tests)
     EV_ALARM_ACKNOWLEDGED,
     EV_ALARM_CLEARED,
     EV_ALARM_RAISED,
+    ROLE_CLINICIAN,
 )
 
 
@@ -66,11 +67,13 @@ class Alarms(Part):
 
     def acknowledge(self, now, mask, who, reservoir_nl):
         """ACK_ALARM: silence the tones of the alarms in `mask`; returns the acknowledged
-        mask. A volume discrepancy lasts until it is acknowledged: the clinician has
-        seen it."""
+        mask. A volume discrepancy lasts until the clinician acknowledges it (SR-DRUG-03:
+        the clinician has seen it and assessed the pocket fill, leak or underdose); the
+        patient's acknowledgement only silences its tone."""
         before = self.acked
         acked = self.ack(mask)
-        disc = mask >> VOLUME_DISCREPANCY & 1 and self.active(VOLUME_DISCREPANCY)
+        disc = (mask >> VOLUME_DISCREPANCY & 1 and who == ROLE_CLINICIAN
+                and self.active(VOLUME_DISCREPANCY))
         if acked != before or disc:
             # only an acknowledgement that silenced something is a record (a repeated
             # one, or one of nothing raised, changes nothing: no flood fills the log),

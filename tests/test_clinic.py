@@ -12,7 +12,7 @@ from theca.inputs.rxfile import Prescription
 from theca.link import requests as R
 from theca_protocol import Refill, fixed_format
 from theca_protocol import names as N
-from twinctl import ControlledTwin, max_window
+from twinctl import PATIENT, ControlledTwin, max_window
 
 T0 = 189_388_800  # 2026-01-01T00:00:00Z
 H, DAY = 3600, 86400
@@ -121,10 +121,14 @@ def test_a_pocket_fill_is_caught_at_the_next_refill(hydromorphone_pump):
     st = tw.status()
     assert st["alarms"] >> N.mask_of(N.ALARMS, "volume_discrepancy").bit_length() - 1 & 1
     assert st["mode"] == 1  # not critical: delivery goes on
-    # it stays until the clinician acknowledges it
+    # it stays until the clinician acknowledges it: the patient's remote silences its tone
+    # only (issue 23: the patient key cleared it)
     tw.run(H)
-    assert tw.status()["alarms"] & N.mask_of(N.ALARMS, "volume_discrepancy")
     mask = N.mask_of(N.ALARMS, "volume_discrepancy")
+    assert tw.status()["alarms"] & mask
+    assert tw.command("ACK_ALARM", struct.pack("<I", mask), role=PATIENT).result == "ack"
+    assert tw.status()["alarms"] & mask
+    assert not [e for e in events(tw, "alarm_cleared") if e[4] == mask.bit_length() - 1]
     assert tw.command("ACK_ALARM", struct.pack("<I", mask)).result == "ack"
     assert not tw.status()["alarms"] & mask
 

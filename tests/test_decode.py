@@ -266,7 +266,9 @@ def test_csv_and_table(tmp_path, capsys):
     assert [r["kind"] for r in rows] == ["device_info", "event", "status", "status", "status"]
     assert rows[2]["reservoir_ul"] == "20000.000" and rows[2]["mode"] == "running"
     assert rows[1]["event"] == "boot"
-    assert json.loads(rows[0]["details"])["serial"] == "TWIN00000001"
+    assert rows[0]["serial"] == "TWIN00000001" and rows[0]["firmware"] == "0.1.2"
+    # one column per field (issue 22): every status field is a column of its own
+    assert rows[2]["heap_total"] == "131072" and rows[2]["details"] == ""
     rc, out, _ = run_cli(capsys, p)
     assert rc == 0
     lines = out.splitlines()

@@ -138,3 +138,15 @@ def test_no_module_over_600_lines_and_no_function_of_60():
                     n.end_lineno - n.lineno + 1 >= 60:
                 long_fns.append(f"{name}:{n.lineno} {n.name}")
     assert not big and not long_fns, (big, long_fns)
+
+
+def test_no_host_module_takes_another_s_private_names():
+    # a name with a leading underscore is its module's own (issue 22: writers took each
+    # other's `_EPOCH`, `_H`, `_iso_many`...): shared things have public names
+    bad = []
+    for f in (ROOT / "host_tools").rglob("*.py"):
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("theca"):
+                bad += [f"{f.relative_to(ROOT)}: {n.module}.{a.name}" for a in n.names
+                        if a.name.startswith("_")]
+    assert not bad, bad

@@ -35,6 +35,7 @@ from theca.analysis.report_numbers import (
 from theca.analysis.report_page import render_html
 from theca.analysis.report_plots import plot_daily, plot_reservoir, plot_timeline
 from theca.log.data import LogData, read_log
+from theca.outputs import atomic_open, atomic_path, output_folder
 
 __all__ = ["AlarmSpan", "DayRow", "Report", "alarm_spans", "analyse", "daily", "drug_days",
            "make_report", "mode_spans", "notable_events"]
@@ -47,17 +48,20 @@ def make_report(path, out_dir, trumpet_start: int | None = None,
     if log is None:
         log = read_log(path)
     rep = analyse(log, trumpet_start)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     pics = {"reservoir": "reservoir.png", "daily": "daily.png", "timeline": "timeline.png"}
-    plot_reservoir(rep, out / pics["reservoir"])
-    plot_daily(rep, out / pics["daily"])
-    plot_timeline(rep, out / pics["timeline"])
+    # each file written beside its name and renamed over it: never through a link in DIR
+    for name, plot in (("reservoir", plot_reservoir), ("daily", plot_daily),
+                       ("timeline", plot_timeline)):
+        with atomic_path(out / pics[name]) as tmp:
+            plot(rep, tmp)
     if rep.trumpet is not None:
         pics["trumpet"] = "trumpet.png"
-        trumpet.plot(rep.trumpet, out / pics["trumpet"])
+        with atomic_path(out / pics["trumpet"]) as tmp:
+            trumpet.plot(rep.trumpet, tmp)
     else:
         (out / "trumpet.png").unlink(missing_ok=True)  # never leave a stale picture
     index = out / "index.html"
-    index.write_text(render_html(rep, pics, time.perf_counter() - t0), encoding="utf-8")
+    with atomic_open(index, newline="") as f:
+        f.write(render_html(rep, pics, time.perf_counter() - t0))
     return index, rep

@@ -16,7 +16,8 @@ from theca_protocol import names as N
 from theca.analysis import trumpet
 from theca.errors import BadInput
 from theca.log.data import LogData
-from theca.log.records import Renderer, iso
+from theca.log.devtime import iso
+from theca.log.records import Renderer
 
 _RUNNING = next(k for k, v in N.MODES.items() if v == "running")
 # STATUS.flags: a bolus is running (rate = basal + bolus); the catheter still holds the
@@ -26,7 +27,7 @@ _FLAG_BRIDGE = N.mask_of(N.STATUS_FLAGS, "bridge")
 DAY = 86400
 
 
-def _unix(t: int) -> _dt.datetime:
+def unix_time(t: int) -> _dt.datetime:
     return _dt.datetime.fromtimestamp(int(t) + N.EPOCH_UNIX, _dt.UTC)
 
 
@@ -494,8 +495,29 @@ class Report:
     refills: list[dict] = field(default_factory=list)
 
 
+#: A report covers at most this many days: longer than any pump lives (the battery's 7
+#: years) and than any scenario runs. A log whose frames span more is damaged or crafted;
+#: a report of it would take gigabytes and minutes (issue 23: 47,519 days from 55 kB).
+MAX_REPORT_DAYS = 3660
+
+
+def _check_span(log: LogData) -> None:
+    st = log.status["time"]
+    times = [int(st.min()), int(st.max())] if len(st) else []
+    times += [e["time"] for e in log.events]
+    if not times:
+        return
+    lo, hi = int(min(times)), int(max(times))
+    if hi - lo > MAX_REPORT_DAYS * DAY:
+        raise BadInput(f"{log.path}: its frames span {(hi - lo) // DAY} days ({iso(lo)} to "
+                       f"{iso(hi)}), more than the {MAX_REPORT_DAYS} days a report covers: a "
+                       "damaged or crafted log? (`theca decode --summary` shows its frames)")
+
+
 def analyse(log: LogData, trumpet_start: int | None = None) -> Report:
-    """Compute every number of the report (no drawing)."""
+    """Compute every number of the report (no drawing). BadInput for a log whose time span
+    is beyond sense (MAX_REPORT_DAYS)."""
+    _check_span(log)
     info = log.infos[-1] if log.infos else None
     low = info.get("low_reservoir_ul", 2000.0) if info else 2000.0
     st = log.status
@@ -503,14 +525,14 @@ def analyse(log: LogData, trumpet_start: int | None = None) -> Report:
     if len(st["time"]):
         last = int(np.argmax(st["time"]))
         r = Renderer()
-        drug = r._drug(int(st["drug"][last]))
+        drug = r.drug_name(int(st["drug"][last]))
         conc = int(st["conc_ng_ml"][last])
     tr, why = None, None
     try:
         start = trumpet_start if trumpet_start is not None else trumpet.default_start(log)
         if start is None:
-            if len(st["time"]) > 1 and trumpet.SAMPLE_S % max(trumpet._period(st["time"]), 1):
-                raise trumpet._lacks_30s(trumpet._period(st["time"]))
+            if len(st["time"]) > 1 and trumpet.SAMPLE_S % max(trumpet.sample_period(st["time"]), 1):
+                raise trumpet.lacks_30s(trumpet.sample_period(st["time"]))
             raise BadInput("the log has no hour of steady delivery sampled every 30 s")
         tr = trumpet.compute(log, start)
     except BadInput as e:

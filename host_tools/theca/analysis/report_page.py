@@ -10,7 +10,7 @@ import numpy as np
 
 from theca.analysis import trumpet
 from theca.analysis.report_numbers import DayRow, Report, drug_days, duration
-from theca.log.records import iso
+from theca.log.devtime import iso
 from theca.log.writers.base import table_value
 
 _CSS = """

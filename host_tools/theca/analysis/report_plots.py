@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from theca.analysis.report_numbers import DAY, Report, _unix, drug_days, duration
+from theca.analysis.report_numbers import DAY, Report, drug_days, duration, unix_time
 
 
 def _plt():
@@ -36,21 +36,21 @@ def plot_reservoir(rep: Report, path: Path) -> None:
     plt = _plt()
     st = rep.log.status
     order = np.argsort(st["time"], kind="stable")
-    t = [_unix(x) for x in st["time"][order].tolist()]
+    t = [unix_time(x) for x in st["time"][order].tolist()]
     ml = st["reservoir_nl"][order] / 1e6
     fig, ax = plt.subplots(figsize=(10, 4.2))
     ax.plot(t, ml, color="tab:blue", lw=1.5, label="reservoir")
     ax.axhline(rep.low_ul / 1000, color="tab:red", ls="--", lw=1.2,
                label=f"low-reservoir alarm {rep.low_ul / 1000:g} mL")
     for i, e in enumerate(rep.refills):
-        x = _unix(e["time"])
+        x = unix_time(e["time"])
         ax.axvline(x, color="tab:green", lw=1, alpha=0.7,
                    label="refill" if i == 0 else None)
         ax.annotate(f"refill {e.get('volume_ul', 0) / 1000:.2f} mL", (x, e.get("volume_ul", 0) / 1000),
                     textcoords="offset points", xytext=(5, -14), fontsize=8, color="tab:green")
     for sp in rep.spans:
         if sp.alarm in ("low_reservoir", "empty_reservoir"):
-            ax.plot([_unix(sp.raised)], [(sp.reservoir_ul or 0) / 1000], "v", color="tab:red")
+            ax.plot([unix_time(sp.raised)], [(sp.reservoir_ul or 0) / 1000], "v", color="tab:red")
     cap = rep.info.get("capacity_ul") if rep.info else None
     top = max(float(ml.max()) if len(ml) else 0, (cap or 0) / 1000, rep.low_ul / 1000)
     ax.set_ylim(0, top * 1.08 + 0.1)
@@ -109,8 +109,8 @@ _MODE_COLORS = {"halted": "tab:red", "suspended": "tab:orange", "stopped": "tab:
 
 def _alarm_lanes(ax, rep: Report, y: dict, t_hi: int, span: int) -> None:
     for sp in rep.spans:
-        a = _unix(sp.raised)
-        b = _unix(sp.cleared if sp.cleared is not None else t_hi)
+        a = unix_time(sp.raised)
+        b = unix_time(sp.cleared if sp.cleared is not None else t_hi)
         color = "tab:red" if sp.critical else "tab:orange"
         ax.barh(y[sp.alarm], (b - a), left=a, height=0.5, color=color, alpha=0.85)
         ax.plot([a], [y[sp.alarm]], "|", color="black", ms=12)
@@ -123,10 +123,10 @@ def _alarm_lanes(ax, rep: Report, y: dict, t_hi: int, span: int) -> None:
 def _mode_lane(ax, rep: Report, lane: int, span: int) -> None:
     for a, b, mode in rep.modes:
         color = _MODE_COLORS.get(mode, "tab:gray")
-        ax.barh(lane, _unix(b) - _unix(a), left=_unix(a), height=0.5, color=color, alpha=0.8)
-        ax.plot([_unix(a)], [lane], "|", color=color, ms=12)
+        ax.barh(lane, unix_time(b) - unix_time(a), left=unix_time(a), height=0.5, color=color, alpha=0.8)
+        ax.plot([unix_time(a)], [lane], "|", color=color, ms=12)
         if (b - a) < 0.05 * span:
-            ax.annotate(f" {mode} {duration(b - a)}", (_unix(a), lane), xytext=(4, -3),
+            ax.annotate(f" {mode} {duration(b - a)}", (unix_time(a), lane), xytext=(4, -3),
                         textcoords="offset points", fontsize=8, color=color)
 
 
@@ -152,7 +152,7 @@ def _event_marks(ax, rep: Report, y: dict) -> set[str]:
                 continue
             spec = ("other events", "o", "black", "other event")
         lane, m, c, label = spec
-        ax.plot([_unix(e["time"])], [y[lane]], m, color=c, ms=6 if m != "|" else 9,
+        ax.plot([unix_time(e["time"])], [y[lane]], m, color=c, ms=6 if m != "|" else 9,
                 label=label if label not in seen else None, mfc="none" if m == "o" else c)
         seen.add(label)
     return seen
@@ -178,7 +178,7 @@ def plot_timeline(rep: Report, path: Path) -> None:
     ax.set_yticks([y[n] for n in lanes])
     ax.set_yticklabels(lanes, fontsize=8)
     ax.set_ylim(-0.7, len(lanes) - 0.3)
-    ax.set_xlim(_unix(t_lo), _unix(t_hi))
+    ax.set_xlim(unix_time(t_lo), unix_time(t_hi))
     _date_axis(ax, (t_hi - t_lo) / DAY)
     ax.grid(axis="x", alpha=0.3)
     if seen:

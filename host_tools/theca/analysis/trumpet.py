@@ -38,7 +38,7 @@ from theca_protocol import names as N
 
 from theca.errors import BadInput
 from theca.log.data import LogData
-from theca.log.records import iso
+from theca.log.devtime import iso
 from theca.log.writers.base import table_value
 
 #: Observation windows of IEC 60601-2-24, minutes.
@@ -102,7 +102,7 @@ def errors(delivered_nl: np.ndarray, rate_nl_day: int) -> tuple[float, dict]:
     return float(mean), out
 
 
-def _period(times: np.ndarray) -> int:
+def sample_period(times: np.ndarray) -> int:
     """The most common spacing of status frames (s), 0 if it cannot be told."""
     d = np.diff(times)
     d = d[(d > 0) & (d < 86400)]
@@ -112,7 +112,7 @@ def _period(times: np.ndarray) -> int:
     return int(v[np.argmax(c)])
 
 
-def _lacks_30s(period: int) -> BadInput:
+def lacks_30s(period: int) -> BadInput:
     return BadInput(
         f"the log lacks 30 s samples: its status frames are {period} s apart, and a trumpet "
         "curve needs the delivered volume every 30 s (status every 30 s, or every 1, 2, 3, 5, "
@@ -149,10 +149,10 @@ def _first_frame(times: np.ndarray, start: int, end: int) -> tuple[int, int | No
         )
     first = np.flatnonzero(times == start)
     near = times[(times >= start - 600) & (times <= end + 600)]
-    period = _period(near) or _period(times)
+    period = sample_period(near) or sample_period(times)
     if not len(first):
         if period and SAMPLE_S % period:
-            raise _lacks_30s(period)
+            raise lacks_30s(period)
         cand = times[(times > start) & (times <= start + 3600)]
         nxt = f"; the next one is at {iso(int(cand[0]))}" if len(cand) else ""
         raise BadInput(
@@ -183,7 +183,7 @@ def _samples(tt: np.ndarray, start: int, period: int | None) -> tuple[np.ndarray
     ok = (pos >= 0) & (tt[np.maximum(pos, 0)] == grid)
     if not ok.all():
         if period and SAMPLE_S % period:
-            raise _lacks_30s(period)
+            raise lacks_30s(period)
         miss = int(grid[np.argmin(ok)])
         raise BadInput(
             f"the log lacks the 30 s sample at {iso(miss)}: no status frame at that time "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from theca.errors import BadInput
 from theca.log.frames import KINDS, Selection
@@ -12,6 +11,7 @@ from theca.log.stats import Summary, format_summary
 from theca.log.tlog import Tlog, TlogError
 from theca.log.writers import DEFAULT, WRITERS
 from theca.log.writers.base import Writer, batches
+from theca.outputs import atomic_open, atomic_path, output_file
 
 
 def add_parser(subparsers) -> None:
@@ -52,16 +52,6 @@ def add_parser(subparsers) -> None:
 
 
 
-def _open_output(path: str | None):
-    if path is None:
-        return sys.stdout
-    try:
-        return open(path, "w", newline="")  # noqa: SIM115 (closed by run)
-    except OSError as e:
-        raise BadInput(f"-o: cannot write {path}: {e.strerror}") from None
-
-
-
 def run(args) -> int:
     """Run `theca decode`; returns the exit status."""
     fmt = getattr(args, "format", DEFAULT) or DEFAULT
@@ -69,12 +59,10 @@ def run(args) -> int:
     sel = Selection.from_args(getattr(args, "type", None), getattr(args, "from_", None),
                               getattr(args, "to", None))
     output = getattr(args, "output", None)
-    if writer.to_file and not args.summary:
-        if not output:
-            raise BadInput(f"--format {fmt} writes a file: give -o FILE.{fmt}")
-        parent = Path(output).resolve().parent
-        if not parent.is_dir():
-            raise BadInput(f"-o: folder {parent} does not exist")
+    if writer.to_file and not args.summary and not output:
+        raise BadInput(f"--format {fmt} writes a file: give -o FILE.{fmt}")
+    if output:
+        output = output_file(output, (args.tlog,))
     try:
         t = Tlog(args.tlog)
     except TlogError as e:
@@ -104,25 +92,25 @@ def _summary_only(t: Tlog, summary: Summary, sel: Selection, fmt: str, output) -
     res = summary.result()
     if sel.active:
         res["filter"] = sel.describe()
-    stream = _open_output(output)
-    try:
-        stream.write(to_json(res) + "\n" if fmt == "jsonl" else format_summary(res))
-        stream.flush()
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
+    text = to_json(res) + "\n" if fmt == "jsonl" else format_summary(res)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        with atomic_open(output, newline="") as f:
+            f.write(text)
     return res
 
 
 def _write(t: Tlog, writer: Writer, summary: Summary, sel: Selection, output) -> dict:
     if writer.to_file:
-        rows = writer.write(t, output, summary, sel)
+        with atomic_path(output) as tmp:
+            rows = writer.write(t, tmp, summary, sel)
         print(f"theca decode: {rows} rows -> {output}", file=sys.stderr)
         return summary.result()
-    stream = _open_output(output)
-    try:
-        writer.write(t, stream, summary, sel)
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
+    if output is None:
+        writer.write(t, sys.stdout, summary, sel)
+    else:
+        with atomic_open(output, newline="") as f:
+            writer.write(t, f, summary, sel)
     return summary.result()

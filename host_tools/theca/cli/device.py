@@ -14,7 +14,8 @@ from theca.errors import DEVICE_REFUSED, LINK_FAILURE, OK
 from theca.inputs import units as U
 from theca.link import keys as K
 from theca.link.client import Client, LinkFailure, Refused, Reply
-from theca.log.records import Renderer, iso
+from theca.log.devtime import iso
+from theca.log.records import Renderer
 
 NOT_CONFIRMED = 1
 _STATUS = tp.compiled(tp.Status)
@@ -64,40 +65,25 @@ def status_record(c: Client, rep: Reply) -> dict:
     r = Renderer()
     st = r.status_fields(_STATUS.unpack(rep.body))
     flags = st.pop("flags")
-    conc = st.pop("conc_ng_ml")
+    conc = st["conc_ng_ml"]
     info = c.info or {}
-    out = {
+    due = st["refill_due"]
+    return {
         "serial": info.get("serial", c.serial),
         "firmware": f"{info.get('fw_major', 0)}.{info.get('fw_minor', 0)}.{info.get('fw_patch', 0)}",
         "schema_ok": c.schema_ok(),
         "device_time": iso(rep.time),
-        "mode": st["mode"],
-        "reservoir_ul": st["reservoir_ul"],
-        "delivered_ul": st["delivered_ul"],
-        "rate_ul_per_day": st["rate_ul_per_day"],
-        "alarms": st["alarms"],
-        "drug": st["drug"],
+        **st,  # every STATUS field of the field model, by its name
         "concentration": U.fmt_conc(conc) if conc else None,
-        "conc_ng_ml": conc,
-        "low_reservoir_eta": st["low_reservoir_eta"],
-        "battery_days": st["battery_days"],
-        "step": st["step"],
-        "boluses_24h": st["boluses_24h"],
-        "rolling_24h_ng": st["rolling_24h_ng"],
         "bolus_running": bool(flags & _STATUS_FLAG["bolus_running"]),
         "catheter_bridge": bool(flags & _STATUS_FLAG["bridge"]),
         "trial": bool(flags & _STATUS_FLAG["trial"]),
-        "rx_crc": st["rx_crc"],
         "capacity_ul": info.get("capacity_nl", 0) / 1000,
-        "refill_due": st["refill_due"],
-        "refill_due_reason": (None if st["refill_due"] is None else "stability"
+        "refill_due_reason": (None if due is None else "stability"
                               if flags & _STATUS_FLAG["refill_due_stability"] else "reservoir"),
         "catheter_primed": not flags & _STATUS_FLAG["catheter_unprimed"],
         "catheter_ul": info.get("catheter_nl", 0) / 1000,
-        "heap_free": st["heap_free"],
-        "heap_total": st["heap_total"],
     }
-    return out
 
 
 def fmt_status(s: dict) -> str:

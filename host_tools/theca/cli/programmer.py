@@ -18,7 +18,6 @@ import hashlib
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import theca_protocol as tp
 from theca_protocol import names as N
@@ -39,7 +38,8 @@ from theca.inputs import units as U
 from theca.link import logpull
 from theca.link import requests as R
 from theca.link.client import Client, Refused
-from theca.log.records import iso
+from theca.log.devtime import iso
+from theca.outputs import output_file
 
 # --- program -------------------------------------------------------------------------
 
@@ -348,6 +348,9 @@ def cmd_ack_alarm(args) -> int:
         rep = c.request("ACK_ALARM", R.ack_alarm(mask), role)
     acked = N.alarm_names(rep.detail)
     print(f"acknowledged on {c.serial}: {', '.join(acked) if acked else 'no active alarm'}")
+    if role == "patient" and "volume_discrepancy" in acked:
+        print("volume_discrepancy: its tone is silenced; the alarm stays until a clinician "
+              "acknowledges it (the clinician key)")
     return OK
 
 
@@ -380,7 +383,8 @@ def cmd_log_pull(args) -> int:
     """Download the event log into a .tlog, resuming a file already begun."""
     from theca.progress import Bar
 
-    out = Path(args.output)
+    # (a log is continued in place: resumable; never through a link, its folder made)
+    out = output_file(args.output)
     with client_for(args) as c:
         role = either_role(args, c.serial)
         info = c.identify(role)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from theca.analysis import trumpet
 from theca.analysis.report import (
@@ -15,6 +14,7 @@ from theca.errors import BAD_INPUT, OK, BadInput
 from theca.log.data import read_log
 from theca.log.frames import parse_time
 from theca.log.tlog import TlogError
+from theca.outputs import output_folder
 
 
 def add_parser(sub) -> None:
@@ -39,9 +39,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     """Run `theca report`; returns the exit status."""
     start = parse_time(args.trumpet_start, "--trumpet-start") if args.trumpet_start else None
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"-o: {out} exists and is not a folder")
+    out = output_folder(args.output, make=False)  # made once the log is read
     t0 = time.perf_counter()
     try:
         log = read_log(args.tlog)

@@ -9,6 +9,7 @@ from theca import progress as progress_mod
 from theca.board.build import compile_firmware
 from theca.errors import BAD_INPUT, DEVICE_REFUSED, OK
 from theca.inputs.scenario import load_scenario
+from theca.outputs import atomic_path, output_file
 from theca.twin.run import heap_ok
 from theca.twin.simulate import (
     TWIN_FAILED,
@@ -45,13 +46,12 @@ def run(args) -> int:
               "earlier run); a scenario starts a new pump: give a new file name or delete it",
               file=sys.stderr)
         return BAD_INPUT
-    out = Path(args.output)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
+    out = output_file(args.output, (args.scenario,))
     mpy = None if args.source else compile_firmware("unix")
     days = sc.duration_s / 86400
-    with progress_mod.Bar(days, "simulating", "days") as bar:
-        res = simulate(sc, out, args.heapsize, mpy_dir=mpy, flash_image=args.flash_image,
+    # the log appears whole when the run ends (one that failed too: it is its record)
+    with progress_mod.Bar(days, "simulating", "days") as bar, atomic_path(out) as tmp:
+        res = simulate(sc, tmp, args.heapsize, mpy_dir=mpy, flash_image=args.flash_image,
                        progress=lambda s: bar.update(s / 86400))
     if res["returncode"] != 0:
         if "MemoryError" in res["stderr"] + res["stdout"]:

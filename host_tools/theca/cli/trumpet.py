@@ -14,8 +14,8 @@ from theca.analysis.trumpet import (
 )
 from theca.errors import BAD_INPUT, OK, BadInput
 from theca.log.data import read_log
+from theca.log.devtime import iso
 from theca.log.frames import parse_time
-from theca.log.records import iso
 from theca.log.tlog import TlogError
 
 

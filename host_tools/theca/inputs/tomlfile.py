@@ -27,6 +27,15 @@ def read_toml(path: str | os.PathLike) -> tuple[dict, str]:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
         raise BadInput(f"{p}: not valid TOML: {e}") from None
+    except ValueError:
+        # an integer of more digits than Python reads (4300): named with its line
+        m = re.search(r"\d{4000,}", text)
+        line = text.count("\n", 0, m.start()) + 1 if m else "?"
+        raise BadInput(f"{p}:{line}: a number of {len(m.group()) if m else 'too many'} digits: "
+                       "no field takes one that long") from None
+    except RecursionError:
+        raise BadInput(f"{p}: arrays or tables nested too deep to read (a damaged or crafted "
+                       "file?)") from None
 
 
 _HEADER_RE = re.compile(r"\s*(\[\[?)\s*([^\]\[]+?)\s*(\]\]?)\s*(?:#.*)?")

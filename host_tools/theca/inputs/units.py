@@ -25,6 +25,7 @@ from fractions import Fraction
 import theca_protocol as tp
 
 from theca.errors import BadInput
+from theca.log.devtime import iso
 
 #: The device clock counts seconds from here (docs/DESIGN.md "Time and units").
 THECA_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
@@ -336,5 +337,5 @@ def fmt_clock(minutes: int) -> str:
 
 
 def fmt_time(t: int) -> str:
-    """device seconds -> "2026-01-01T00:00:00Z"."""
-    return (THECA_EPOCH + timedelta(seconds=t)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """device seconds -> "2026-01-01T00:00:00Z" (the one conversion: log/devtime.py)."""
+    return iso(t)

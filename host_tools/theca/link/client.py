@@ -41,6 +41,7 @@ from theca_protocol import names as N
 
 from theca.errors import BadInput
 from theca.link import keys as K
+from theca.log.devtime import iso
 
 BAUD = 115200
 #: Seconds to wait for a reply before sending the same frame again.
@@ -67,9 +68,6 @@ FIELDS = N.INVALID_FIELDS
 #: NACKs the device sends before it could read the command's id (cmd_id 0).
 _HEADLESS = frozenset({"bad_frame", "schema"})
 
-def _iso(t: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t + N.EPOCH_UNIX))
-
 
 _FIELD_WORDS = {
     "length": "the prescription's length does not match its step and bolus counts",
@@ -89,7 +87,7 @@ _FIELD_WORDS = {
     "volume": "the volume",
     "dose": "the dose or its duration",
     "offset": f"the local time offset (at most {N.MAX_LOCAL_OFFSET_S // 3600} h either way)",
-    "utc": f"the time ({_iso(N.UTC_MIN)} to {_iso(N.UTC_MAX)})",
+    "utc": f"the time ({iso(N.UTC_MIN)} to {iso(N.UTC_MAX)})",
     "low_reservoir": (f"the low-reservoir threshold ({M.RX_LOW_RESERVOIR_UL[0] // 1000} to "
                       f"{M.RX_LOW_RESERVOIR_UL[1] // 1000} mL)"),
     "primed": "the catheter is primed already (prime follows `theca catheter --volume`)",

@@ -269,13 +269,18 @@ def _locked(path: Path):
         os.close(fd)  # closing drops the lock
 
 
-def _read_int(fd: int) -> int:
+def _read_int(fd: int, path: Path) -> int:
+    # the stored counter: empty is 0; anything but a whole number the wire can carry is
+    # named with its fix (it was a traceback on every command: issue 23)
     os.lseek(fd, 0, os.SEEK_SET)
     text = os.read(fd, 64).decode(errors="replace").strip()
-    try:
-        return int(text) if text else 0
-    except ValueError:
+    if not text:
         return 0
+    if text.isascii() and text.isdigit() and int(text) <= 0xFFFFFFFF:
+        return int(text)
+    raise BadInput(f"{path} holds {text[:20]!r}, not a command counter (a whole number 0 to "
+                   "4294967295): delete the file and the next command learns the device's "
+                   "last counter from its `replay` answer and goes on past it")
 
 
 def _write_int(fd: int, v: int) -> None:
@@ -287,8 +292,9 @@ def _write_int(fd: int, v: int) -> None:
 
 def next_counter(serial: str, role: str) -> int:
     """Take the next counter for this key: stored + 1, written back before returning."""
-    with _locked(counter_path(serial, role)) as fd:
-        v = _read_int(fd) + 1
+    path = counter_path(serial, role)
+    with _locked(path) as fd:
+        v = _read_int(fd, path) + 1
         if v > 0xFFFFFFFF:
             raise BadInput(f"the {role} key of {serial} has used every counter: flash new keys")
         _write_int(fd, v)
@@ -297,8 +303,9 @@ def next_counter(serial: str, role: str) -> int:
 
 def raise_counter(serial: str, role: str, at_least: int) -> None:
     """Make sure the next counter is above `at_least` (a device told us its last one)."""
-    with _locked(counter_path(serial, role)) as fd:
-        if _read_int(fd) < at_least:
+    path = counter_path(serial, role)
+    with _locked(path) as fd:
+        if _read_int(fd, path) < at_least:
             _write_int(fd, at_least)
 
 
@@ -308,7 +315,7 @@ def last_counter(serial: str, role: str) -> int:
     if not p.exists():
         return 0
     with _locked(p) as fd:
-        return _read_int(fd)
+        return _read_int(fd, p)
 
 
 # --- which device is where ------------------------------------------------------------

@@ -6,8 +6,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from theca.log import layout as L
 from theca.log.frames import K_EVENT, K_INFO, K_STATUS, frame_kinds, status_columns
-from theca.log.records import _EVENT, _H, Renderer
+from theca.log.records import Renderer
 from theca.log.stats import Summary
 from theca.log.tlog import Tlog
 
@@ -47,7 +48,7 @@ def read_log(path) -> LogData:
                 off, n = int(b.starts[i]), int(b.lengths[i])
                 rec = r.record(data[off : off + n])
                 if kinds[i] == K_EVENT:
-                    rec["time"] = _EVENT.unpack_from(data, off + _H)[0]
+                    rec["time"] = L.EVENT.unpack_from(data, off + L.HDR_SIZE)[0]
                     events.append(rec)
                 else:
                     infos.append(rec)

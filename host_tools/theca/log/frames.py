@@ -10,8 +10,8 @@ import theca_protocol as tp
 from theca_protocol import names as N
 
 from theca.errors import BadInput
-from theca.log.records import _C, _CMDH, _EPOCH, _FIXED, _H, _REPLY, _STATUS, iso
-from theca.log.stats import _u32_at
+from theca.log import layout as L
+from theca.log.devtime import EPOCH_UNIX, iso
 
 
 def _np_dtype(fmt: str) -> np.dtype:
@@ -29,39 +29,9 @@ def _np_dtype(fmt: str) -> np.dtype:
     return np.dtype(out)
 
 
-_STATUS_DT = _np_dtype(_STATUS.format)
+_STATUS_DT = _np_dtype(L.STATUS.format)
 _STATUS_COLS = tp.field_names(tp.Status)
-assert _STATUS_DT.itemsize == _STATUS.size
-_FRAC = [f"{i:03d}" for i in range(1000)]
-
-
-_D2 = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], np.uint8)
-_ORD_1970 = _dt.date(1970, 1, 1).toordinal()
-
-
-def _iso_matrix(t: np.ndarray) -> np.ndarray:
-    """records.iso() of device times as an (n, 20) matrix of ASCII: the date of each
-    distinct day once, the time of day from two-digit tables."""
-    day, sec = np.divmod(t.astype(np.int64) + _EPOCH, 86400)
-    ud, inv = np.unique(day, return_inverse=True)
-    dates = np.frombuffer(b"".join(_dt.date.fromordinal(_ORD_1970 + d).isoformat().encode()
-                                   for d in ud.tolist()), np.uint8).reshape(-1, 10)
-    m = np.empty((len(t), 20), np.uint8)
-    m[:, :10] = dates[inv]
-    m[:, 10] = ord("T")
-    m[:, 11:13] = _D2[sec // 3600]
-    m[:, 13] = m[:, 16] = ord(":")
-    m[:, 14:16] = _D2[sec // 60 % 60]
-    m[:, 17:19] = _D2[sec % 60]
-    m[:, 19] = ord("Z")
-    return m
-
-
-def _iso_many(t: np.ndarray) -> list[str]:
-    """ISO-8601 UTC strings (records.iso()) for an array of device times (vectorised)."""
-    return _iso_matrix(t).view("S20")[:, 0].astype(str).tolist() if len(t) else []
-
-
+assert _STATUS_DT.itemsize == L.STATUS.size
 # --- frame kinds, columns and filters (vectorised) ------------------------------------------
 
 #: The kinds of record a frame becomes (`kind` in every output format).
@@ -75,12 +45,12 @@ _KIND_LUT[tp.T_REPLY] = K_REPLY
 for _t in tp.COMMANDS:
     _KIND_LUT[_t] = K_COMMAND
 _EXP_LEN = np.full(256, -1, dtype=np.int64)
-for _t, _n in _FIXED.items():
+for _t, _n in L.FIXED.items():
     _EXP_LEN[_t] = _n
 _MIN_LEN = np.zeros(256, dtype=np.int64)
-_MIN_LEN[tp.T_REPLY] = _REPLY.size
+_MIN_LEN[tp.T_REPLY] = L.REPLY.size
 for _t in tp.COMMANDS:
-    _MIN_LEN[_t] = _CMDH.size + tp.MAC_SIZE
+    _MIN_LEN[_t] = L.CMD_HEAD.size + tp.MAC_SIZE
 
 
 def frame_kinds(a: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -91,7 +61,7 @@ def frame_kinds(a: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarr
     """
     types = a[starts + 1]
     k = _KIND_LUT[types]
-    plen = lens - (_H + _C)
+    plen = lens - (L.HDR_SIZE + L.CRC_SIZE)
     exp = _EXP_LEN[types]
     bad = (a[starts] != N.FRAME_VERSION) | ((exp >= 0) & (plen != exp)) | (plen < _MIN_LEN[types])
     k[bad] = K_UNKNOWN
@@ -100,10 +70,10 @@ def frame_kinds(a: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarr
 
 def frame_times(a: np.ndarray, starts: np.ndarray, kinds: np.ndarray) -> np.ndarray:
     """The device time each record shows as `t`: an event's own time, else the header's."""
-    tm = _u32_at(a, starts + 4)
+    tm = L.u32_at(a, starts + 4)
     ev = kinds == K_EVENT
     if ev.any():
-        tm[ev] = _u32_at(a, starts[ev] + _H)
+        tm[ev] = L.u32_at(a, starts[ev] + L.HDR_SIZE)
     return tm
 
 
@@ -118,12 +88,12 @@ def status_columns(a: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
         for k, name in enumerate(_STATUS_COLS):
             out[name] = np.zeros(0, _STATUS_DT[f"f{k}"])
         return out
-    rows = a[starts[:, None] + np.arange(_H + _STATUS.size)]
+    rows = a[starts[:, None] + np.arange(L.HDR_SIZE + L.STATUS.size)]
     out = {
         "time": rows[:, 4:8].copy().view("<u4")[:, 0].astype(np.int64),
         "seq": rows[:, 2].astype(np.int64) | rows[:, 3].astype(np.int64) << 8,
     }
-    st = rows[:, _H:].copy().view(_STATUS_DT)[:, 0]
+    st = rows[:, L.HDR_SIZE:].copy().view(_STATUS_DT)[:, 0]
     for k, name in enumerate(_STATUS_COLS):
         out[name] = np.ascontiguousarray(st[f"f{k}"])
     return out
@@ -143,7 +113,7 @@ def parse_time(text: str, what: str) -> int:
         ) from None
     if d.tzinfo is None:
         d = d.replace(tzinfo=_dt.UTC)
-    return int(d.timestamp()) - _EPOCH
+    return int(d.timestamp()) - EPOCH_UNIX
 
 
 class Selection:

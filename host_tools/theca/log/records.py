@@ -36,39 +36,23 @@ paths against construct and against the generic per-frame `Renderer`).
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from collections.abc import Callable, Iterator
 
 import theca_protocol as tp
 from theca_protocol import names as N
 
+from theca.log import fields as F
+from theca.log import layout as L
+from theca.log.devtime import iso
+from theca.log.layout import CMD_FIRST
 from theca.log.tlog import Tlog
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_BAD_INPUT = 2
 
-_HDR = tp.compiled(tp.Header)
-_H = tp.HDR_SIZE
-_C = tp.CRC_SIZE
-_STATUS = tp.compiled(tp.Status)
-_INFO = tp.compiled(tp.DeviceInfo)
-_EVENT = tp.compiled(tp.EventRecord)
-_REPLY = tp.compiled(tp.ReplyHead)
-_CMDH = tp.compiled(tp.CommandHead)
-_LOGH = tp.compiled(tp.LogReadReplyHead)
-_EPOCH = N.EPOCH_UNIX
-#: The first command type: 0x40 and up (below REPLY) travel host -> device.
-CMD_FIRST = min(tp.COMMANDS)
-_FIXED = {tp.T_STATUS: _STATUS.size, tp.T_EVENT: _EVENT.size, tp.T_DEVICE_INFO: _INFO.size}
 _RUNTIMES = N.RUNTIMES
-_KIND = {
-    tp.T_DEVICE_INFO: "device_info",
-    tp.T_STATUS: "status",
-    tp.T_EVENT: "event",
-    tp.T_REPLY: "reply",
-}
 
 
 def is_command(t: int) -> bool:
@@ -78,22 +62,6 @@ def is_command(t: int) -> bool:
 
 
 # --- values ---------------------------------------------------------------------------
-
-_day_cache: dict[int, str] = {}
-
-
-def iso(t: int) -> str:
-    """Device time (s since 2020-01-01Z) as ISO-8601 UTC, e.g. 2026-01-01T00:01:00Z."""
-    d, s = divmod(t + _EPOCH, 86400)
-    p = _day_cache.get(d)
-    if p is None:
-        p = (_dt.date(1970, 1, 1) + _dt.timedelta(days=d)).isoformat()
-        if len(_day_cache) < 100_000:
-            _day_cache[d] = p
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return f"{p}T{h:02d}:{m:02d}:{s:02d}Z"
-
 
 def ul(nl: int) -> float:
     """nL -> uL (a float that the writers print with exactly 3 decimals)."""
@@ -118,35 +86,37 @@ class Renderer:
     def __init__(self, drug_names: dict[int, str] | None = None):
         self.drugs = _drug_names() if drug_names is None else drug_names
 
-    def _drug(self, d: int):
+    def drug_name(self, d: int):
+        """A drug library id's name (None: no drug; an unknown id as drug_N)."""
         if d == 0:
             return None
         return self.drugs.get(d, f"drug_{d}")
 
     def status_fields(self, v: tuple) -> dict:
-        """The named fields of a STATUS payload (from the struct tuple)."""
-        (mode, step, flags, drug, alarms, res, dul, dnl, batt, rate, eta, rolling, conc, nb,
-         acked, rxcrc, due, hfree, htotal) = v
-        return {
-            "mode": N.MODES.get(mode, f"mode_{mode}"),
-            "reservoir_ul": res / 1000,
-            "delivered_ul": dul + dnl / 1000,
-            "rate_ul_per_day": rate / 1000,
-            "alarms": N.alarm_names(alarms) if alarms else [],
-            "low_reservoir_eta": iso(eta) if eta else None,
-            "step": step,
-            "drug": self._drug(drug),
-            "conc_ng_ml": conc,
-            "battery_days": batt,
-            "rolling_24h_ng": rolling,
-            "boluses_24h": nb,
-            "flags": flags,
-            "acked": acked,
-            "rx_crc": rxcrc,
-            "refill_due": iso(due) if due else None,
-            "heap_free": hfree,
-            "heap_total": htotal,
-        }
+        """The named fields of a STATUS payload (from the struct tuple), by the field
+        model (fields.py)."""
+        raw = dict(zip(F.STATUS_RAW, v, strict=True))
+        return {f.name: self.status_value(f, raw) for f in F.STATUS_FIELDS}
+
+    def status_value(self, f: F.Field, raw: dict):
+        """Field `f` of a STATUS frame whose raw fields are `raw`."""
+        k = f.kind
+        x = raw[f.raw[0]]
+        if k == "int":
+            return x
+        if k == "milli":
+            return x / 1000
+        if k == "milli2":
+            return x + raw[f.raw[1]] / 1000
+        if k == "code":
+            return F.code_name(f, x)
+        if k == "time":
+            return iso(x) if x else None
+        if k == "alarm_mask":
+            return N.alarm_names(x) if x else []
+        if k == "drug_id":
+            return self.drug_name(x)
+        raise ValueError(f"field {f.name}: no kind {k!r}")
 
     def info_fields(self, v: tuple) -> dict:
         """The named fields of a DEVICE_INFO payload."""
@@ -203,15 +173,15 @@ class Renderer:
         return out
 
     def _reply_body(self, cmd_type: int, body: bytes):
-        if cmd_type == tp.TYPES["GET_STATUS"] and len(body) == _STATUS.size:
-            return self.status_fields(_STATUS.unpack(body))
-        if cmd_type == tp.TYPES["GET_INFO"] and len(body) == _INFO.size:
-            return self.info_fields(_INFO.unpack(body))
-        if cmd_type == tp.TYPES["LOG_READ"] and len(body) >= _LOGH.size:
-            nxt, first, count = _LOGH.unpack_from(body)
-            if len(body) == _LOGH.size + count * _EVENT.size:
+        if cmd_type == tp.TYPES["GET_STATUS"] and len(body) == L.STATUS.size:
+            return self.status_fields(L.STATUS.unpack(body))
+        if cmd_type == tp.TYPES["GET_INFO"] and len(body) == L.INFO.size:
+            return self.info_fields(L.INFO.unpack(body))
+        if cmd_type == tp.TYPES["LOG_READ"] and len(body) >= L.LOG_HEAD.size:
+            nxt, first, count = L.LOG_HEAD.unpack_from(body)
+            if len(body) == L.LOG_HEAD.size + count * L.EVENT.size:
                 evs = [
-                    self.event_fields(_EVENT.unpack_from(body, _LOGH.size + i * _EVENT.size))
+                    self.event_fields(L.EVENT.unpack_from(body, L.LOG_HEAD.size + i * L.EVENT.size))
                     for i in range(count)
                 ]
                 return {"next_seq": nxt, "first_seq": first, "events": evs}
@@ -224,33 +194,33 @@ class Renderer:
     def record(self, fr) -> dict:
         """The record for one CRC-checked frame (a bytes-like object)."""
         fr = bytes(fr)
-        ver, t, seq, time = _HDR.unpack_from(fr)
-        payload = fr[_H:-_C]
+        ver, t, seq, time = L.HDR.unpack_from(fr)
+        payload = fr[L.HDR_SIZE:-L.CRC_SIZE]
         head = {"t": iso(time), "seq": seq}
         if ver != N.FRAME_VERSION:
             return self._unknown(head, t, ver, payload, f"frame version {ver}")
-        exp = _FIXED.get(t)
+        exp = L.FIXED.get(t)
         if exp is not None and len(payload) != exp:
             return self._unknown(
                 head, t, ver, payload, f"{tp.MESSAGES[t].name} payload of {len(payload)} bytes, expected {exp}"
             )
         if t == tp.T_STATUS:
-            return {"kind": "status", **head, **self.status_fields(_STATUS.unpack(payload))}
+            return {"kind": "status", **head, **self.status_fields(L.STATUS.unpack(payload))}
         if t == tp.T_EVENT:
-            f = self.event_fields(_EVENT.unpack(payload))
+            f = self.event_fields(L.EVENT.unpack(payload))
             return {"kind": "event", "t": f.pop("t"), "seq": seq, **f}
         if t == tp.T_DEVICE_INFO:
-            return {"kind": "device_info", **head, **self.info_fields(_INFO.unpack(payload))}
-        if t == tp.T_REPLY and len(payload) >= _REPLY.size + tp.MAC_SIZE:
+            return {"kind": "device_info", **head, **self.info_fields(L.INFO.unpack(payload))}
+        if t == tp.T_REPLY and len(payload) >= L.REPLY.size + tp.MAC_SIZE:
             return self._reply(head, payload)
-        if is_command(t) and t in tp.COMMANDS and len(payload) >= _CMDH.size + tp.MAC_SIZE:
+        if is_command(t) and t in tp.COMMANDS and len(payload) >= L.CMD_HEAD.size + tp.MAC_SIZE:
             return _command(head, tp.COMMANDS[t], payload)
         why = "unknown type" if t not in tp.MESSAGES else "payload too short"
         return self._unknown(head, t, ver, payload, why)
 
     def _reply(self, head: dict, payload: bytes) -> dict:
-        cmd_id, ctype, result, detail = _REPLY.unpack_from(payload)
-        body = payload[_REPLY.size : -tp.MAC_SIZE]
+        cmd_id, ctype, result, detail = L.REPLY.unpack_from(payload)
+        body = payload[L.REPLY.size : -tp.MAC_SIZE]
         cm = tp.MESSAGES.get(ctype)
         rname = N.name_of(N.RESULTS, result, "result")
         out = {
@@ -309,8 +279,8 @@ _DETAIL_NAMES: dict[str, tuple[str, Callable[[int], object]]] = {
 
 
 def _command(head: dict, cm, payload: bytes) -> dict:
-    cmd_id, role, counter, challenge = _CMDH.unpack_from(payload)
-    body = payload[_CMDH.size : -tp.MAC_SIZE]
+    cmd_id, role, counter, challenge = L.CMD_HEAD.unpack_from(payload)
+    body = payload[L.CMD_HEAD.size : -tp.MAC_SIZE]
     try:
         b = _jsonable(tp.plain(cm.body.parse(body)))
         if len(cm.body.build(cm.body.parse(body))) != len(body):
@@ -342,14 +312,14 @@ def records(path, types: frozenset[int] | None = None) -> Iterator[dict]:
 
 # --- JSON with uL at exactly 3 decimals ----------------------------------------------------
 
-_dumps_str = json.JSONEncoder(ensure_ascii=True).encode
+dumps_str = json.JSONEncoder(ensure_ascii=True).encode
 
 
 def to_json(v) -> str:
     """Compact JSON; floats (uL values) with exactly 3 decimals."""
     t = type(v)
     if t is str:
-        return _dumps_str(v)
+        return dumps_str(v)
     if t is int:
         return str(v)
     if t is float:
@@ -359,9 +329,9 @@ def to_json(v) -> str:
     if t is bool:
         return "true" if v else "false"
     if t is dict:
-        return "{" + ",".join(f"{_dumps_str(k)}:{to_json(x)}" for k, x in v.items()) + "}"
+        return "{" + ",".join(f"{dumps_str(k)}:{to_json(x)}" for k, x in v.items()) + "}"
     if t is list or t is tuple:
         return "[" + ",".join(to_json(x) for x in v) + "]"
-    return _dumps_str(str(v))
+    return dumps_str(str(v))
 
 

@@ -6,20 +6,12 @@ import numpy as np
 import theca_protocol as tp
 from theca_protocol import names as N
 
-from theca.log.records import _C, _CMDH, _EVENT, _FIXED, _H, _INFO, _KIND, _REPLY, CMD_FIRST, iso
+from theca.log import layout as L
+from theca.log.devtime import iso
+from theca.log.layout import CMD_FIRST
 from theca.log.tlog import Anomaly, Tlog
 
 # --- summary ---------------------------------------------------------------------------------
-
-
-def _u32_at(a: np.ndarray, offs: np.ndarray) -> np.ndarray:
-    """Little-endian u32 values at byte offsets `offs` of `a`, as int64 (vectorised)."""
-    return (
-        a[offs].astype(np.int64)
-        | (a[offs + 1].astype(np.int64) << 8)
-        | (a[offs + 2].astype(np.int64) << 16)
-        | (a[offs + 3].astype(np.int64) << 24)
-    )
 
 
 class Summary:
@@ -44,13 +36,13 @@ class Summary:
         self.last_time: int | None = None
         self.info_schemas: set[int] = set()
         exp = np.full(256, -1, dtype=np.int64)
-        for t, size in _FIXED.items():
+        for t, size in L.FIXED.items():
             exp[t] = size
         self._exp = exp
         mins = np.zeros(256, dtype=np.int64)
-        mins[tp.T_REPLY] = _REPLY.size
+        mins[tp.T_REPLY] = L.REPLY.size
         for t in tp.COMMANDS:
-            mins[t] = _CMDH.size + tp.MAC_SIZE
+            mins[t] = L.CMD_HEAD.size + tp.MAC_SIZE
         self._min = mins
         self.anomalies: list[Anomaly] = []
 
@@ -75,23 +67,23 @@ class Summary:
         types = a[starts + 1].astype(np.int64)
         self.type_counts += np.bincount(types, minlength=256)
         self.bad_version += int(np.count_nonzero(ver != N.FRAME_VERSION))
-        plen = lens - (_H + _C)
+        plen = lens - (L.HDR_SIZE + L.CRC_SIZE)
         exp = self._exp[types]
         self.malformed += int(
             np.count_nonzero(((exp >= 0) & (plen != exp)) | (plen < self._min[types]))
         )
         ev = starts[types == tp.T_EVENT]
         if len(ev):
-            ev = ev[lens[types == tp.T_EVENT] == _H + _EVENT.size + _C]
-            self.event_counts += np.bincount(a[ev + _H + 8], minlength=256)
+            ev = ev[lens[types == tp.T_EVENT] == L.HDR_SIZE + L.EVENT.size + L.CRC_SIZE]
+            self.event_counts += np.bincount(a[ev + L.HDR_SIZE + 8], minlength=256)
         for s in starts[types == tp.T_DEVICE_INFO].tolist():
-            if s + _H + _INFO.size <= len(a):
-                self.info_schemas.add(_INFO.unpack_from(self.data, s + _H)[5])
+            if s + L.HDR_SIZE + L.INFO.size <= len(a):
+                self.info_schemas.add(L.INFO.unpack_from(self.data, s + L.HDR_SIZE)[5])
         dev = (types < CMD_FIRST) | (types >= tp.T_REPLY)
         ds = starts[dev]
         if not len(ds):
             return
-        tm = _u32_at(a, ds + 4)
+        tm = L.u32_at(a, ds + 4)
         if self.first_time is None:
             self.first_time = int(tm[0])
         self.last_time = int(tm[-1])
@@ -123,8 +115,8 @@ class Summary:
         unknown: dict[str, int] = {}
         for t in np.flatnonzero(self.type_counts).tolist():
             c = int(self.type_counts[t])
-            if t in _KIND:
-                kinds[_KIND[t]] = kinds.get(_KIND[t], 0) + c
+            if t in L.KIND:
+                kinds[L.KIND[t]] = kinds.get(L.KIND[t], 0) + c
             elif t in tp.COMMANDS:
                 kinds["command"] = kinds.get("command", 0) + c
             else:

@@ -10,8 +10,9 @@ import numpy as np
 import theca_protocol as tp
 from theca_protocol import names as N
 
+from theca.log import layout as L
 from theca.log.frames import Selection
-from theca.log.records import _C, _H, _STATUS, Renderer, to_json
+from theca.log.records import Renderer, to_json
 from theca.log.stats import Summary
 from theca.log.tlog import Anomaly, Tlog
 
@@ -118,7 +119,7 @@ def fast_lines(t: Tlog, a: np.ndarray, b: Batch, status_lines: Callable[[np.ndar
         return 0
     fast = (
         (a[starts + 1] == tp.T_STATUS)
-        & (lens == _H + _STATUS.size + _C)
+        & (lens == L.HDR_SIZE + L.STATUS.size + L.CRC_SIZE)
         & (a[starts] == N.FRAME_VERSION)
     )
     if fast.all():

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 from theca_protocol import names as N
 
-from theca.log.frames import _D2, _FRAC, Selection, _iso_many, _iso_matrix, status_columns
-from theca.log.records import Renderer, _dumps_str, to_json
+from theca.log import fields as F
+from theca.log.devtime import D2, FRAC, iso_many, iso_matrix
+from theca.log.frames import Selection, status_columns
+from theca.log.records import Renderer, dumps_str, to_json
 from theca.log.stats import Summary
 from theca.log.tlog import Tlog
 from theca.log.writers.base import Out, Writer, batches, fast_lines
@@ -41,7 +43,7 @@ def _null_or_iso(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = np.empty((len(t), 22), np.uint8)
     if is_set.any():  # most logs have no low-reservoir horizon or refill date for long
         m[:, 0] = m[:, 21] = ord('"')
-        m[:, 1:21] = _iso_matrix(t)
+        m[:, 1:21] = iso_matrix(t)
     return is_set, m
 
 
@@ -49,36 +51,46 @@ _NULL = b"null"
 
 
 def _status_segments(r: Renderer, col: dict[str, np.ndarray]) -> list[tuple]:
-    """The layout of a STATUS line, in to_json's key order: ("c", text), ("i", ints),
-    ("f", 0..999 as 3 digits), ("x", fixed-width bytes), ("n", set, bytes or null), or
-    ("k", codes, table)."""
-    res = col["reservoir_nl"].astype(np.int64)
-    rate = col["rate_nl_day"].astype(np.int64)
-    dnl = col["delivered_nl"].astype(np.int64)
-    times = _iso_matrix(col["time"])
-    modes = _cat(col["mode"], lambda m: N.MODES.get(m, f"mode_{m}"))
-    alarms = _cat(col["alarms"], lambda m: to_json(N.alarm_names(m)))
-    drugs = _cat(col["drug"], lambda d: "null" if (dn := r._drug(d)) is None else _dumps_str(dn))
-    eta_set, eta = _null_or_iso(col["low_eta"])
-    due_set, due = _null_or_iso(col["refill_due"])
+    """The layout of a STATUS line, in the field model's order (to_json's key order):
+    ("c", text), ("i", ints), ("f", 0..999 as 3 digits), ("x", fixed-width bytes),
+    ("n", set, bytes or null), or ("k", codes, table)."""
+    segs: list[tuple] = [("c", '{"kind":"status","t":"'), ("x", iso_matrix(col["time"])),
+                         ("c", '","seq":'), ("i", col["seq"].astype(np.int64))]
+    for f in F.STATUS_FIELDS:
+        segs.append(("c", f',"{f.name}":'))
+        segs += _field_segments(r, f, col)
+    segs.append(("c", "}\n"))
+    return segs
 
-    def i(name: str) -> tuple:
-        return ("i", col[name].astype(np.int64))
 
-    return [
-        ("c", '{"kind":"status","t":"'), ("x", times), ("c", '","seq":'), i("seq"),
-        ("c", ',"mode":"'), ("k", *modes), ("c", '","reservoir_ul":'), ("i", res // 1000),
-        ("c", "."), ("f", res % 1000), ("c", ',"delivered_ul":'),
-        ("i", col["delivered_ul"].astype(np.int64) + dnl // 1000), ("c", "."), ("f", dnl % 1000),
-        ("c", ',"rate_ul_per_day":'), ("i", rate // 1000), ("c", "."), ("f", rate % 1000),
-        ("c", ',"alarms":'), ("k", *alarms), ("c", ',"low_reservoir_eta":'), ("n", eta_set, eta),
-        ("c", ',"step":'), i("step"), ("c", ',"drug":'), ("k", *drugs), ("c", ',"conc_ng_ml":'),
-        i("conc_ng_ml"), ("c", ',"battery_days":'), i("battery_days"),
-        ("c", ',"rolling_24h_ng":'), i("rolling_ng"), ("c", ',"boluses_24h":'), i("boluses_24h"),
-        ("c", ',"flags":'), i("flags"), ("c", ',"acked":'), i("acked"), ("c", ',"rx_crc":'),
-        i("rx_crc"), ("c", ',"refill_due":'), ("n", due_set, due), ("c", ',"heap_free":'),
-        i("heap_free"), ("c", ',"heap_total":'), i("heap_total"), ("c", "}\n"),
-    ]
+def _milli(f: F.Field, col: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    # a milli field as (whole, thousandths), int64 columns
+    v = col[f.raw[0]].astype(np.int64)
+    if f.kind == "milli2":
+        nl = col[f.raw[1]].astype(np.int64)
+        return v + nl // 1000, nl % 1000
+    return v // 1000, v % 1000
+
+
+def _names(r: Renderer, f: F.Field):
+    # a code-like field's value as JSON text, from its raw code
+    if f.kind == "code":
+        return lambda c: dumps_str(F.code_name(f, c))
+    if f.kind == "alarm_mask":
+        return lambda m: to_json(N.alarm_names(m))
+    return lambda d: "null" if (dn := r.drug_name(d)) is None else dumps_str(dn)
+
+
+def _field_segments(r: Renderer, f: F.Field, col: dict[str, np.ndarray]) -> list[tuple]:
+    x = col[f.raw[0]]
+    if f.kind == "int":
+        return [("i", x.astype(np.int64))]
+    if f.kind in ("milli", "milli2"):
+        q, rr = _milli(f, col)
+        return [("i", q), ("c", "."), ("f", rr)]
+    if f.kind == "time":
+        return [("n", *_null_or_iso(x))]
+    return [("k", *_cat(x, _names(r, f)))]
 
 
 def _layout_cuts(segs: list[tuple], n: int) -> np.ndarray:
@@ -100,7 +112,7 @@ def _digit_matrix(x: np.ndarray, v: int) -> np.ndarray:
     digits at a time from a table."""
     m = np.empty((len(x), v + (v & 1)), np.uint8)
     for j in range(0, v + (v & 1), 2):  # an odd count starts with a pair whose first is 0
-        m[:, j : j + 2] = _D2[x // 10 ** (v + (v & 1) - 2 - j) % 100]
+        m[:, j : j + 2] = D2[x // 10 ** (v + (v & 1) - 2 - j) % 100]
     return m[:, v & 1 :]
 
 
@@ -178,73 +190,35 @@ def _status_text(r: Renderer, a: np.ndarray, starts: np.ndarray, min_run: int = 
     return "".join(out)
 
 
-def _status_tail(r: Renderer, tl: tuple) -> str:
-    # the STATUS fields that change rarely, as jsonl text
-    step, drug, conc, batt, rolling, nb, flags, acked, rxcrc, ds = tl
-    dn = r._drug(drug)
-    return (
-        f'"step":{step},"drug":{"null" if dn is None else _dumps_str(dn)},'
-        f'"conc_ng_ml":{conc},"battery_days":{batt},"rolling_24h_ng":{rolling},'
-        f'"boluses_24h":{nb},"flags":{flags},"acked":{acked},"rx_crc":{rxcrc},'
-        f'"refill_due":{ds}'
-    )
+def _field_texts(r: Renderer, f: F.Field, col: dict[str, np.ndarray]) -> list[str]:
+    # field `f` of every line as JSON text
+    x = col[f.raw[0]]
+    if f.kind == "int":
+        return list(map(str, x.tolist()))
+    if f.kind in ("milli", "milli2"):
+        q, rr = _milli(f, col)
+        return [f"{a}.{FRAC[b]}" for a, b in zip(q.tolist(), rr.tolist(), strict=True)]
+    if f.kind == "time":
+        return [f'"{s}"' if t else "null"
+                for s, t in zip(iso_many(x), x.tolist(), strict=True)]
+    inv, table = _cat(x, _names(r, f))  # each distinct code named once
+    names = [t.decode() for t in table]
+    return [names[i] for i in inv.tolist()]
 
 
 def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
     """jsonl lines of STATUS frames at `starts`, fields gathered column-wise with numpy
-    and formatted line by line (short runs, and the reference for _status_text).
+    and formatted field by field (short runs, and the reference for _status_text).
 
     Must equal to_json(r.record(frame)) exactly (a test checks), only faster.
     """
     col = status_columns(a, starts)
-    seq = col["seq"].tolist()
-    times = _iso_many(col["time"])
-    eta = col["low_eta"]
-    eta_s = _iso_many(eta)
-    eta_s = [f'"{x}"' if e else "null" for x, e in zip(eta_s, eta.tolist(), strict=True)]
-    res = col["reservoir_nl"].astype(np.int64)
-    rate = col["rate_nl_day"].astype(np.int64)
-    due = col["refill_due"]
-    due_s = [f'"{x}"' if e else "null" for x, e in zip(_iso_many(due), due.tolist(), strict=True)]
-    heap = zip(col["heap_free"].tolist(), col["heap_total"].tolist(), strict=True)
-    head = zip(
-        times, seq, col["mode"].tolist(), (res // 1000).tolist(), (res % 1000).tolist(),
-        (col["delivered_ul"].astype(np.int64) + col["delivered_nl"] // 1000).tolist(),
-        (col["delivered_nl"] % 1000).tolist(), (rate // 1000).tolist(),
-        (rate % 1000).tolist(), col["alarms"].tolist(), eta_s, strict=True,
-    )
-    # The tail fields change rarely: format each distinct combination once.
-    tails = list(zip(
-        col["step"].tolist(), col["drug"].tolist(), col["conc_ng_ml"].tolist(),
-        col["battery_days"].tolist(), col["rolling_ng"].tolist(), col["boluses_24h"].tolist(),
-        col["flags"].tolist(), col["acked"].tolist(), col["rx_crc"].tolist(), due_s,
-        strict=True,
-    ))
-    tail_cache: dict[tuple, str] = {}
-    mode_cache: dict[int, str] = {}
-    alarm_cache: dict[int, str] = {}
-    out = []
-    for (t, sq, mode, rq, rr, dul, dnl, aq, ar, alarms, es), tl, (hf, ht) in zip(
-            head, tails, heap, strict=True):
-        ts = tail_cache.get(tl)
-        if ts is None:
-            ts = _status_tail(r, tl)
-            if len(tail_cache) < 4096:
-                tail_cache[tl] = ts
-        ms = mode_cache.get(mode)
-        if ms is None:
-            ms = mode_cache[mode] = N.MODES.get(mode, f"mode_{mode}")
-        al = alarm_cache.get(alarms)
-        if al is None:
-            al = alarm_cache[alarms] = to_json(N.alarm_names(alarms))
-        out.append(
-            f'{{"kind":"status","t":"{t}","seq":{sq},"mode":"{ms}",'
-            f'"reservoir_ul":{rq}.{_FRAC[rr]},"delivered_ul":{dul}.{_FRAC[dnl]},'
-            f'"rate_ul_per_day":{aq}.{_FRAC[ar]},"alarms":{al},"low_reservoir_eta":{es},{ts},'
-            f'"heap_free":{hf},"heap_total":{ht}}}'
-        )
-    return out
-
+    parts = [[f'{{"kind":"status","t":"{t}","seq":{s}'
+              for t, s in zip(iso_many(col["time"]), col["seq"].tolist(), strict=True)]]
+    for f in F.STATUS_FIELDS:
+        key = f',"{f.name}":'
+        parts.append([key + x for x in _field_texts(r, f, col)])
+    return ["".join(p) + "}" for p in zip(*parts, strict=True)]
 
 
 def write_jsonl(t: Tlog, stream, summary: Summary, sel: Selection | None = None) -> int:

@@ -8,8 +8,11 @@ import numpy as np
 import theca_protocol as tp
 from theca_protocol import names as N
 
+from theca.log import fields as F
+from theca.log import layout as L
+from theca.log.devtime import EPOCH_UNIX
 from theca.log.frames import K_INFO, K_STATUS, Selection, frame_kinds, frame_times, status_columns
-from theca.log.records import _EPOCH, _H, _INFO, Renderer, to_json
+from theca.log.records import Renderer, to_json
 from theca.log.stats import Summary
 from theca.log.tlog import Tlog
 from theca.log.writers.base import Writer
@@ -32,15 +35,11 @@ def parquet_schema():
     s, u8, u16, u32, f64 = pa.string(), pa.uint8(), pa.uint16(), pa.uint32(), pa.float64()
     cols: list[tuple[str, object]] = [
         ("serial", s), ("kind", s), ("t", ts), ("seq", u16), ("type", u8), ("version", u8),
-        # status
-        ("mode", s), ("step", u32), ("flags", u8), ("drug", s), ("alarms", pa.list_(s)),
-        ("reservoir_ul", f64), ("delivered_ul", f64), ("rate_ul_per_day", f64),
-        ("low_reservoir_eta", ts), ("battery_days", u16), ("rolling_24h_ng", u32),
-        ("conc_ng_ml", u32), ("boluses_24h", u8), ("acked", u8), ("rx_crc", u32),
-        ("refill_due", ts), ("heap_free", u32), ("heap_total", u32),
-        # event
-        ("event_seq", u32), ("event", s), ("who", s),
     ]
+    event_args = {a.name for ev in N.EVENTS.values() for a in ev.args if a is not None}
+    for f in F.STATUS_FIELDS:  # the field model's, in its order
+        cols.append((f.name, _status_type(f, event_args)))
+    cols += [("event_seq", u32), ("event", s), ("who", s)]
     by_kind = {"int": u32, "nl": f64, "time": ts, "i32": pa.int32(), "mask": pa.list_(s),
                "SOFT_LIMITS_MASK": pa.list_(s)}
     names = {n for n, _ in cols}
@@ -66,6 +65,23 @@ def parquet_schema():
             cols.append((n, ty))
             names.add(n)
     return pa.schema(cols)
+
+
+def _status_type(f: F.Field, event_args: set[str]):
+    # the Arrow type of a STATUS field: by its kind; an int as wide as its raw field (as an
+    # event's int argument of the same name, u32, when there is one: one column for both)
+    import pyarrow as pa
+
+    if f.kind in ("milli", "milli2"):
+        return pa.float64()
+    if f.kind == "time":
+        return pa.timestamp("s", tz="UTC")
+    if f.kind == "alarm_mask":
+        return pa.list_(pa.string())
+    if f.kind in ("code", "drug_id"):
+        return pa.string()
+    width = 4 if f.name in event_args else F.RAW_BYTES[f.raw[0]]
+    return {1: pa.uint8(), 2: pa.uint16(), 4: pa.uint32()}[width]
 
 
 def _fits(ty, v) -> bool:
@@ -102,7 +118,7 @@ def _parquet_row(rec: dict, t_unix: int, schema, r: Renderer) -> dict:
         if k == "t" or v is None:
             continue
         if k == "drug" and rec.get("kind") == "event" and type(v) is int:
-            v = r._drug(v)  # prescription_changed carries the drug's id: show its name
+            v = r.drug_name(v)  # prescription_changed carries the drug's id: show its name
             if v is None:
                 continue
         if k == "body" and type(v) is not str:
@@ -153,42 +169,43 @@ def _status_table(col: dict, serial, schema, r: Renderer):
     import pyarrow as pa
 
     n = len(col["time"])
-    modes = np.array([N.MODES.get(i, f"mode_{i}") for i in range(256)], dtype=object)
-    drugs = np.array([r._drug(i) for i in range(256)], dtype=object)
-    eta = col["low_eta"].astype(np.int64)
-    due = col["refill_due"].astype(np.int64)
     vals = {
         "serial": pa.array(serial, type=pa.string()),
         "kind": pa.array(np.full(n, "status", dtype=object), type=pa.string()),
-        "t": pa.array(col["time"] + _EPOCH, type=schema.field("t").type),
+        "t": pa.array(col["time"] + EPOCH_UNIX, type=schema.field("t").type),
         "seq": pa.array(col["seq"].astype(np.uint16)),
         "type": pa.array(np.full(n, tp.T_STATUS, dtype=np.uint8)),
         "version": pa.array(np.full(n, N.FRAME_VERSION, dtype=np.uint8)),
-        "mode": pa.array(modes[col["mode"]], type=pa.string()),
-        "step": pa.array(col["step"].astype(np.uint32)),
-        "flags": pa.array(col["flags"]),
-        "drug": pa.array(drugs[col["drug"]], type=pa.string()),
-        "alarms": _alarm_list_array(col["alarms"]),
-        "reservoir_ul": pa.array(col["reservoir_nl"] / 1000),
-        "delivered_ul": pa.array(col["delivered_ul"].astype(np.float64)
-                                 + col["delivered_nl"] / 1000),
-        "rate_ul_per_day": pa.array(col["rate_nl_day"] / 1000),
-        "low_reservoir_eta": pa.array(eta + _EPOCH, type=schema.field("t").type, mask=eta == 0),
-        "battery_days": pa.array(col["battery_days"]),
-        "rolling_24h_ng": pa.array(col["rolling_ng"]),
-        "conc_ng_ml": pa.array(col["conc_ng_ml"]),
-        "boluses_24h": pa.array(col["boluses_24h"]),
-        "acked": pa.array(col["acked"]),
-        "rx_crc": pa.array(col["rx_crc"]),
-        "refill_due": pa.array(due + _EPOCH, type=schema.field("t").type, mask=due == 0),
-        "heap_free": pa.array(col["heap_free"]),
-        "heap_total": pa.array(col["heap_total"]),
     }
+    for f in F.STATUS_FIELDS:
+        vals[f.name] = _status_array(f, col, r, schema.field("t").type)
     arrays = []
     for f in schema:
         v = vals.get(f.name)
         arrays.append(pa.nulls(n, f.type) if v is None else v.cast(f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _status_array(f: F.Field, col: dict, r: Renderer, ts):
+    # a STATUS field as an Arrow array, column-wise, by the field model
+    import pyarrow as pa
+
+    x = col[f.raw[0]]
+    if f.kind == "milli":
+        return pa.array(x / 1000)
+    if f.kind == "milli2":
+        return pa.array(x.astype(np.float64) + col[f.raw[1]] / 1000)
+    if f.kind == "time":
+        t = x.astype(np.int64)
+        return pa.array(t + EPOCH_UNIX, type=ts, mask=t == 0)
+    if f.kind == "alarm_mask":
+        return _alarm_list_array(x)
+    if f.kind in ("code", "drug_id"):
+        u, inv = np.unique(x, return_inverse=True)
+        name = (lambda c: F.code_name(f, c)) if f.kind == "code" else r.drug_name
+        return pa.array(np.array([name(c) for c in u.tolist()], dtype=object)[inv],
+                        type=pa.string())
+    return pa.array(x)
 
 
 class _Gathered:
@@ -222,7 +239,7 @@ def _gather(t: Tlog, summary: Summary, sel: Selection, schema, r: Renderer) -> _
         for i in np.flatnonzero(kinds == K_INFO).tolist():
             g.info_pos.append(base + i)
             g.info_serial.append(
-                r.info_fields(_INFO.unpack_from(data, int(starts[i]) + _H))["serial"])
+                r.info_fields(L.INFO.unpack_from(data, int(starts[i]) + L.HDR_SIZE))["serial"])
         if sel.active:
             m, in_time, _ = sel.apply(a, starts, lens)
             summary.add(starts[m], lens[m], starts[in_time])
@@ -238,7 +255,7 @@ def _gather(t: Tlog, summary: Summary, sel: Selection, schema, r: Renderer) -> _
             tm = frame_times(a, starts[other], kinds[other]).tolist()
             for i, tt in zip(other.tolist(), tm, strict=True):
                 s, n = int(starts[i]), int(lens[i])
-                g.rows.append(_parquet_row(r.record(data[s : s + n]), tt + _EPOCH, schema, r))
+                g.rows.append(_parquet_row(r.record(data[s : s + n]), tt + EPOCH_UNIX, schema, r))
                 g.row_pos.append(base + i)
         base += len(starts)
     summary.anomalies = list(t.anomalies)

@@ -6,17 +6,27 @@ from __future__ import annotations
 import numpy as np
 from theca_protocol import names as N
 
-from theca.log.frames import _FRAC, Selection, _iso_many, status_columns
-from theca.log.records import Renderer, iso
+from theca.log import fields as F
+from theca.log.devtime import FRAC, iso_many
+from theca.log.frames import Selection, status_columns
+from theca.log.records import Renderer
 from theca.log.stats import Summary
 from theca.log.tlog import Tlog
 from theca.log.writers.base import Out, Writer, anomaly_text, batches, fast_lines, table_value
 
 #: Fields shown as hexadecimal in the table.
-_HEX_FIELDS = frozenset({"rx_crc", "rx_crc32", "schema"})
+_HEX_FIELDS = frozenset({"rx_crc32", "schema", *(f.name for f in F.STATUS_FIELDS if f.hex)})
+
+
+def _col(text: str, w: int) -> str:
+    # a table cell: width |w|, left-aligned when w < 0, as it is when 0
+    return f"{text:<{-w}}" if w < 0 else f"{text:>{w}}" if w else text
+
+
 TABLE_HEAD = (
-    f"{'time (UTC)':<19}  {'seq':>5}  {'kind':<11}  {'mode':<9} {'step':>4} {'reservoir_uL':>12} "
-    f"{'delivered_uL':>12} {'rate_uL/day':>11} {'24h_ng':>10}  alarms  (changes) | event and fields"
+    f"{'time (UTC)':<19}  {'seq':>5}  {'kind':<11}  "
+    + " ".join(_col(label, w) for _, label, w in F.TABLE_COLUMNS[:-1])
+    + f"  {F.TABLE_COLUMNS[-1][1]}  (changes) | event and fields"
 )
 
 
@@ -54,13 +64,36 @@ def _table_text(rec: dict) -> str:
     return _kv(rec, ("kind", "t", "seq"))
 
 
-# Status fields shown after the alarms when they differ from the previous status line.
-_CHANGE_FIELDS = ("drug", "conc_ng_ml", "battery_days", "low_eta", "refill_due", "boluses_24h", "flags",
-                  "acked", "rx_crc")
+def _display(r: Renderer, f: F.Field, col: dict) -> list[str]:
+    """Field `f` of every line as a person reads it in the table ("-": none)."""
+    x = col[f.raw[0]]
+    if f.kind in ("milli", "milli2"):
+        v = x.astype(np.int64)
+        if f.kind == "milli2":
+            nl = col[f.raw[1]].astype(np.int64)
+            q, rr = v + nl // 1000, nl % 1000
+        else:
+            q, rr = v // 1000, v % 1000
+        return [f"{a}.{FRAC[b]}" for a, b in zip(q.tolist(), rr.tolist(), strict=True)]
+    if f.kind == "time":
+        return [s if t else "-" for s, t in zip(iso_many(x), x.tolist(), strict=True)]
+    if f.kind == "int":
+        if f.hex:
+            return [f"0x{v:08x}" for v in x.tolist()]
+        return list(map(str, x.tolist()))
+    u, inv = np.unique(x, return_inverse=True)
+    if f.kind == "code":
+        names = [F.code_name(f, c) for c in u.tolist()]
+    elif f.kind == "alarm_mask":
+        names = [",".join(N.alarm_names(m)) or "-" for m in u.tolist()]
+    else:
+        names = [r.drug_name(d) or "-" for d in u.tolist()]
+    return [names[i] for i in inv.tolist()]
 
 
 class _TableStatus:
-    """Formats status lines column-wise; remembers the previous line's slow fields."""
+    """Formats status lines column-wise (the field model's TABLE_COLUMNS); remembers the
+    previous line's slow fields (TABLE_CHANGES) and shows them when they change."""
 
     def __init__(self, r: Renderer):
         self.r = r
@@ -68,27 +101,15 @@ class _TableStatus:
 
     def lines(self, a: np.ndarray, starts: np.ndarray) -> list[str]:
         col = status_columns(a, starts)
-        times = [_table_time(x) for x in _iso_many(col["time"])]
-        res = col["reservoir_nl"].astype(np.int64)
-        rate = col["rate_nl_day"].astype(np.int64)
-        dl = col["delivered_ul"].astype(np.int64) * 1000 + col["delivered_nl"]
-        slow = zip(*(col[f].tolist() for f in _CHANGE_FIELDS), strict=True)
-        rows = zip(
-            times, col["seq"].tolist(), col["mode"].tolist(), col["step"].tolist(),
-            (res // 1000).tolist(), (res % 1000).tolist(), (dl // 1000).tolist(),
-            (dl % 1000).tolist(), (rate // 1000).tolist(), (rate % 1000).tolist(),
-            col["rolling_ng"].tolist(), col["alarms"].tolist(), slow, strict=True,
-        )
+        times = [_table_time(x) for x in iso_many(col["time"])]
+        cols = []
+        for name, _, w in F.TABLE_COLUMNS:
+            cols.append([_col(x, w) for x in _display(self.r, F.BY_NAME[name], col)])
+        slow = zip(*(_display(self.r, F.BY_NAME[n], col) for n in F.TABLE_CHANGES), strict=True)
         out = []
-        alarm_cache: dict[int, str] = {}
-        for t, sq, mode, step, rq, rr, dq, dr, aq, ar, ng, alarms, sl in rows:
-            al = alarm_cache.get(alarms)
-            if al is None:
-                al = alarm_cache[alarms] = ",".join(N.alarm_names(alarms)) or "-"
-            line = (
-                f"{t}  {sq:>5}  status       {N.MODES.get(mode, f'mode_{mode}'):<9} {step:>4} "
-                f"{rq:>8}.{_FRAC[rr]} {dq:>8}.{_FRAC[dr]} {aq:>7}.{_FRAC[ar]} {ng:>10}  {al}"
-            )
+        for t, sq, row, sl in zip(times, col["seq"].tolist(), zip(*cols, strict=True), slow,
+                                  strict=True):
+            line = f"{t}  {sq:>5}  status       " + " ".join(row[:-1]) + "  " + row[-1]
             if sl != self.prev:
                 line += "  (" + self._changes(sl) + ")"
                 self.prev = sl
@@ -97,21 +118,9 @@ class _TableStatus:
 
     def _changes(self, sl: tuple) -> str:
         prev = self.prev
-        parts = []
-        for i, (name, v) in enumerate(zip(_CHANGE_FIELDS, sl, strict=True)):
-            if prev is not None and prev[i] == v:
-                continue
-            if name == "drug":
-                parts.append(f"drug={self.r._drug(v) or '-'}")
-            elif name in ("low_eta", "refill_due"):
-                label = "low_reservoir_eta" if name == "low_eta" else name
-                parts.append(f"{label}={iso(v) if v else '-'}")
-            elif name == "rx_crc":
-                parts.append(f"rx_crc=0x{v:08x}")
-            else:
-                parts.append(f"{name}={v}")
-        return " ".join(parts)
-
+        return " ".join(f"{name}={v}" for i, (name, v) in enumerate(zip(F.TABLE_CHANGES, sl,
+                                                                       strict=True))
+                        if prev is None or prev[i] != v)
 
 
 def _line(rec: dict) -> str:
