@@ -147,7 +147,7 @@ def catheter(p, now, who, volume_nl):
         return md.NACK_INVALID, md.FIELD_VOLUME
     if p.engine.bolus_active(KIND_PRIME):
         return md.NACK_BUSY, IN_PROGRESS
-    p.delivery.new_catheter(volume_nl)
+    p.delivery.new_catheter(volume_nl, now)
     p.log(now, md.EV_CATHETER_CHANGED, who, volume_nl, 0, 0)
     if p.plan.bridging():
         schedule.end_bridge(p, now)
@@ -158,7 +158,8 @@ def catheter(p, now, who, volume_nl):
 
 def prime(p, now, who):
     """A priming bolus of the catheter volume not yet pushed, at the mechanism's fastest
-    rate; exempt from the limits (the drug only fills the catheter)."""
+    rate; its exempt part is exempt from the limits (the drug only fills the catheter),
+    the rest is checked by the dose guard as any bolus."""
     dv = p.delivery
     vol = dv.unprimed_nl
     if vol <= 0:
@@ -171,6 +172,14 @@ def prime(p, now, who):
     if dv.reservoir_nl < vol:
         return md.NACK_LIMIT, RESERVOIR
     dur = (vol * _HOUR + dv.max_rate_nl_h - 1) // dv.max_rate_nl_h
+    counted = vol - dv.exempt_nl if dv.exempt_nl < vol else 0
+    if counted:
+        # not exempt (a second change in 24 h, SR-CATH-02): a bolus like any other
+        reason = schedule.guard_check(p, now, rxmod.nl_to_ng(counted, p.plan.drug_conc()),
+                                      counted, dur)
+        if reason != OK:
+            p.log(now, md.EV_BOLUS_DENIED, who, reason, KIND_PRIME, counted)
+            return md.NACK_LIMIT, reason
     e.advance(now)
     e.start_bolus(now, vol, dur, KIND_PRIME)
     p.log(now, md.EV_PRIME_STARTED, who, vol, dur, 0)

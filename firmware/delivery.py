@@ -7,6 +7,7 @@ from engine import NEVER
 from part import Part
 
 _UNG = 1_000_000  # 1e-6 ng per ng
+_DAY = 86400
 
 
 class Delivery(Part):
@@ -14,7 +15,7 @@ class Delivery(Part):
 
     # snapshot fields this part owns (protocol/theca_protocol/storage.py SnapshotHead)
     SNAP = ("reservoir_nl", "delivered_ul", "delivered_nl", "ng_frac", "catheter_nl",
-            "unprimed_nl")
+            "unprimed_nl", "exempt_nl", "exempt_t")
 
     def __init__(self, info):
         self.stroke_nl = info["stroke_nl"]
@@ -26,6 +27,10 @@ class Delivery(Part):
         self.delivered_nl = 0  # 0..999, the nL beyond delivered_ul
         self.catheter_nl = info["catheter_nl"]  # CATHETER sets it
         self.unprimed_nl = 0  # catheter volume not yet pushed since the last CATHETER
+        # of it, what is exempt from the dose limits (SR-CATH-02: one change in 24 h is; the
+        # pump cannot know whether a catheter is really new) and when that change was
+        self.exempt_nl = 0
+        self.exempt_t = 0
         # drug per stroke = ng_q + ng_r / 1e6 ng, carried exactly in ng_frac
         self.ng_q = 0
         self.ng_r = 0
@@ -44,10 +49,18 @@ class Delivery(Part):
         """The reservoir was emptied and filled with volume_nl."""
         self.reservoir_nl = volume_nl
 
-    def new_catheter(self, volume_nl):
-        """A new, empty catheter of volume_nl: unprimed until that much is pushed."""
+    def new_catheter(self, volume_nl, now):
+        """A new, empty catheter of volume_nl: unprimed until that much is pushed. Its
+        filling is exempt from the dose limits only if no change was exempt in the 24 h
+        before (SR-CATH-02): a repeated CATHETER (a mistake, or a hostile key, with the old
+        catheter still full) pushes drug that counts like any other."""
         self.catheter_nl = volume_nl
         self.unprimed_nl = volume_nl
+        if self.exempt_t and now - self.exempt_t < _DAY:
+            self.exempt_nl = 0
+        else:
+            self.exempt_nl = volume_nl
+            self.exempt_t = now if now else 1
 
     def held_nl(self):
         """What the catheter holds of the fill before the one now going in."""
@@ -93,12 +106,21 @@ class Delivery(Part):
         self.ng_frac = f
         u = self.unprimed_nl
         if u > 0:
-            if u >= s:
-                self.unprimed_nl = u - s
-                return 0
-            self.unprimed_nl = 0
-            ng = (ng * (s - u) + s - 1) // s
+            return self._filling(s, ng, u)
         return ng
+
+    def _filling(self, s, ng, u):
+        # The stroke fills the new catheter (u < s: only part of it does): what fills it
+        # reaches no one, and the exempt part of that is not counted (SR-CATH-01, -02); the
+        # rest is, rounded up.
+        take = s if u >= s else u
+        self.unprimed_nl = u - take
+        e = self.exempt_nl
+        ex = take if e >= take else e
+        self.exempt_nl = e - ex
+        if ex >= s:
+            return 0
+        return (ng * (s - ex) + s - 1) // s
 
     def take_up_journal(self, reservoir_nl, delivered_ul, delivered_nl):
         """After a restart: strokes the journal recorded after the snapshot. Returns
@@ -108,6 +130,8 @@ class Delivery(Part):
         if extra > 0:
             u = self.unprimed_nl
             self.unprimed_nl = u - extra if u > extra else 0
+            e = self.exempt_nl
+            self.exempt_nl = e - extra if e > extra else 0
         self.reservoir_nl = reservoir_nl
         self.delivered_ul = delivered_ul
         self.delivered_nl = delivered_nl

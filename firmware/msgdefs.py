@@ -149,6 +149,9 @@ SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug
 # a bolus running at the snapshot (after the held events)
 SNAP_BOLUS_FMT = "<BIII"
 SNAP_BOLUS_SIZE = const(13)
+# the priming exemption (after the running boluses)
+SNAP_PRIME_FMT = "<II"
+SNAP_PRIME_SIZE = const(8)
 # twin link input record; the frame follows
 LINK_IN_FMT = "<IHB"
 LINK_IN_SIZE = const(7)

@@ -2,7 +2,7 @@
 # owns (Part.SNAP) and puts them in and takes them up itself; this module only walks the
 # parts and lays the values out. The head's layout is protocol/theca_protocol/storage.py's
 # SnapshotHead (msgdefs SNAP_*); the bolus gate's start times, the rolling 24 h buckets,
-# the Rx blobs, the held events and the running boluses follow it. Only a pump with a
+# the Rx blobs, the held events, the running boluses and the priming exemption follow it. Only a pump with a
 # store loads this module.
 import struct
 
@@ -12,6 +12,8 @@ from msgdefs import (
     SNAP_BOLUS_SIZE,
     SNAP_FIELDS,
     SNAP_FMT,
+    SNAP_PRIME_FMT,
+    SNAP_PRIME_SIZE,
     SNAP_SIZE,
 )
 
@@ -33,7 +35,8 @@ def pack(p, now):
     v["held_first"], v["held_n"] = first, n
     held = b"".join(bytes(ev.record(first + i)) for i in range(n))
     head = struct.pack(SNAP_FMT, *[v[k] for k in SNAP_FIELDS])
-    return head + v["gate"] + v["rolling"] + rx + brx + held + _boluses(p.engine)
+    tail = struct.pack(SNAP_PRIME_FMT, v["exempt_nl"], v["exempt_t"])
+    return head + v["gate"] + v["rolling"] + rx + brx + held + _boluses(p.engine) + tail
 
 
 def _boluses(e):
@@ -67,6 +70,10 @@ def unpack(blob, gate_bytes, rolling_bytes):
         b.append(struct.unpack_from(SNAP_BOLUS_FMT, blob, off))
         off += SNAP_BOLUS_SIZE
     v["boluses"] = b
+    if off + SNAP_PRIME_SIZE <= len(blob):
+        v["exempt_nl"], v["exempt_t"] = struct.unpack_from(SNAP_PRIME_FMT, blob, off)
+    else:  # a snapshot of older firmware: its catheter's unprimed volume is exempt
+        v["exempt_nl"], v["exempt_t"] = v["unprimed_nl"], 0
     return v
 
 

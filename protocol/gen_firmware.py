@@ -52,6 +52,7 @@ _OTHER_LAYOUTS = [
     ("STATE_HDR", S.StateHeader, "state.bin header; the snapshot follows"),
     ("SNAP", S.SnapshotHead, "snapshot head; gate times, rolling buckets, Rx blob follow"),
     ("SNAP_BOLUS", S.SnapBolus, "a bolus running at the snapshot (after the held events)"),
+    ("SNAP_PRIME", S.SnapPrime, "the priming exemption (after the running boluses)"),
     ("LINK_IN", S.LinkInRecord, "twin link input record; the frame follows"),
     ("TRUTH", S.TruthRecord, "twin truth stream record"),
 ]

@@ -515,3 +515,80 @@ def test_a_change_of_drug_with_no_old_prescription_keeps_the_old_drug_in_its_lim
         assert got, "hydromorphone reached the tip after the bridge"
     finally:
         tw.close()
+
+
+def test_a_repeated_catheter_and_prime_without_a_revision_counts_against_the_limits(tmp_path):
+    # REQ: SR-CATH-02
+    # issue 23's attack: morphine 10 mg/mL at 5 mg/day; three times `catheter --volume
+    # "1 mL"` then `prime`, and no real revision (the old catheter stays full: each prime
+    # pushes 10 mg to the tip). It put 31.6 mg at the tip in 24 h (hard limit 15).
+    tw = ControlledTwin(tmp_path, T0, reservoir_nl=18_000_000, conc_ng_ml=10_000_000)
+    try:
+        assert tw.program(rx(MORPHINE, 10_000_000, 5_000_000)).result == "ack"
+        tw.run(DAY)
+        results = []
+        for _ in range(3):
+            assert tw.command("CATHETER", R.catheter(1_000_000)).result == "ack"
+            r = tw.command("PRIME")
+            results.append((r.result, N.name_of(N.DENY_REASONS, r.detail) if r.detail else ""))
+            tw.run(70 * 60)
+        # only the first change in 24 h is exempt; the next primes are boluses like any
+        # other, and the guard refuses them (10 mg is over morphine's largest bolus, and
+        # the 24 h window would pass 15 mg)
+        assert results[0] == ("ack", "")
+        assert [x[0] for x in results[1:]] == ["limit", "limit"], results
+        assert {x[1] for x in results[1:]} <= {"max_bolus", "daily_limit", "max_per_hour"}
+        assert len(events(tw, "bolus_denied")) == 2
+        tw.run(DAY)
+        worst = max_window(tw.strokes(), DAY) / E6
+        # the truth: the basal and the one exempt catheter volume (10 mg: what the pump
+        # cannot tell from a real revision, SR-CATH-02), no more
+        assert worst <= 15_000_000 + 10_000_000, worst
+        assert worst < 21_000_000, worst  # was 31.6 mg
+        print(f"worst 24 h at the tip: {worst / 1e6:.2f} mg")
+    finally:
+        tw.close()
+
+
+def test_a_scenario_catheter_without_a_revision_is_sent_and_its_second_prime_refused(tmp_path):
+    # REQ: SR-CATH-02
+    # `replaced = false`: only the command is sent; the twin's catheter stays the old, full
+    # one (its physical catheter is not replaced), and a second change within 24 h is no
+    # longer exempt: its 10 mg prime is refused by the guard, as the scenario expects
+    import json
+    import subprocess
+    import sys
+
+    from theca.inputs.scenario import load_scenario
+    from theca.twin.simulate import twin_config
+
+    (tmp_path / "rx.toml").write_text(
+        'drug = "morphine"\nconcentration = "10 mg/mL"\n[[steps]]\nstart = "00:00"\n'
+        'rate = "5 mg/day"\n')
+    sc = tmp_path / "s.toml"
+    sc.write_text(
+        'start = 2026-01-01T00:00:00Z\ndays = 3\nprescription = "rx.toml"\n'
+        '[[events]]\nat = 2026-01-02T09:00:00Z\naction = "catheter"\nvolume = "1 mL"\n'
+        'replaced = false\n'
+        '[[events]]\nat = 2026-01-02T09:01:00Z\naction = "prime"\n'
+        '[[events]]\nat = 2026-01-02T11:00:00Z\naction = "catheter"\nvolume = "1 mL"\n'
+        'replaced = false\n'
+        '[[events]]\nat = 2026-01-02T11:01:00Z\naction = "prime"\nexpect = "refused"\n')
+    s = load_scenario(sc)
+    assert [e.replaced for e in s.events if e.action == "catheter"] == [False, False]
+    cfg = twin_config(s, {1: b"\x11" * 32, 2: b"\x22" * 32}, tmp_path, tmp_path / "x.tlog")
+    assert cfg["catheters"] == []  # no physical revision
+    out = tmp_path / "r.tlog"
+    theca = [sys.executable, "-m", "theca.cli"]
+    r = subprocess.run([*theca, "simulate", sc, "-o", out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = subprocess.run([*theca, "decode", out, "--format", "jsonl", "--type", "event"],
+                       capture_output=True, text=True, check=True)
+    ev = [json.loads(x) for x in d.stdout.splitlines()]
+    assert len([e for e in ev if e["event"] == "prime_started"]) == 1
+    denied = [e for e in ev if e["event"] == "bolus_denied" and e.get("bolus") == "prime"]
+    assert len(denied) == 1, [e for e in ev if e["event"] == "bolus_denied"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(sc.read_text().replace("replaced = false", 'replaced = "no"', 1))
+    with pytest.raises(Exception, match="replaced"):
+        load_scenario(bad)

@@ -108,6 +108,14 @@ SnapBolus = Struct(
     "rate" / u32 * "its rate, 1/86400 nL per s",
 )
 
+#: The catheter's priming exemption, after the running boluses (a snapshot of older
+#: firmware ends before it: its catheter's unprimed volume is then exempt, as it was).
+SnapPrime = Struct(
+    "exempt_nl" / u32 * ("of the unprimed catheter volume, what is exempt from the dose "
+                         "limits (one catheter change in 24 h is)"),
+    "exempt_t" / u32 * "monotonic time of the last catheter change that was exempt (0: none)",
+)
+
 #: The twin's scheduled link input (simulate): this head, then the frame.
 LinkInRecord = Struct(
     "t" / u32 * "true time the frame arrives",

@@ -26,5 +26,6 @@ JOURNAL_FIELDS = ('seq', 't', 'reservoir_nl', 'delivered_ul', 'acc', 'delivered_
 STATE_HDR_FIELDS = ('version', 'spare', 'crc')
 SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'held_first', 'held_n', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len', 'suspend_alarm_t', 'catheter_nl', 'unprimed_nl', 'fill_t', 'fill_first')
 SNAP_BOLUS_FIELDS = ('kind', 'dose_nl', 'start', 'rate')
+SNAP_PRIME_FIELDS = ('exempt_nl', 'exempt_t')
 LINK_IN_FIELDS = ('t', 'length', 'flags')
 TRUTH_FIELDS = ('t', 'volume_nl', 'tip_ung')

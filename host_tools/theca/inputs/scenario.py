@@ -65,7 +65,7 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "resume": ((), ()),
     "ack_alarm": ((), ("alarms", "role")),
     "set_time": ((), ("utc", "local_offset")),
-    "catheter": (("volume",), ()),
+    "catheter": (("volume",), ("replaced",)),
     "prime": ((), ()),
 }
 #: Fault kind -> the key it needs.
@@ -437,7 +437,11 @@ class _Loader:
         if vol is not None and vol > N.MAX_CATHETER_NL:
             self.probs.add(f"{f}.volume", f"{u.fmt_volume(vol)} is more than a catheter holds "
                                           f"(at most {u.fmt_volume(N.MAX_CATHETER_NL)})")
-        return {"volume_nl": vol}
+        replaced = ev.get("replaced", True)
+        if not isinstance(replaced, bool):
+            self.probs.add(f"{f}.replaced", f"expected true or false, got {replaced!r}")
+            replaced = True
+        return {"volume_nl": vol, "replaced": replaced}
 
     def _suspend(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
         mx = self.call(u.parse_duration, ev["max"], f"{f}.max") if "max" in ev else None

@@ -26,7 +26,9 @@ class Event:
     - program: prescription
     - ack_alarm: alarm_mask, role (who acknowledges; None: the clinician)
     - set_time: utc (device s), local_offset_s
-    - catheter: volume_nl (the new catheter's volume)
+    - catheter: volume_nl (the new catheter's volume); replaced: the twin's physical
+      catheter is replaced (new and empty) too; False: only the command is sent, the old,
+      full catheter stays (a data-entry mistake or a hostile clinician key)
     `index` is the event's 1-based position in the file, for messages.
     """
 
@@ -46,6 +48,7 @@ class Event:
     utc: int | None = None
     local_offset_s: int | None = None
     role: str | None = None  # ack_alarm: who acknowledges (None: the clinician)
+    replaced: bool = True  # catheter: the physical catheter is replaced as well
 
 
 @dataclass(frozen=True)

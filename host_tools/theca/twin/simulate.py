@@ -171,7 +171,8 @@ def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
         # mechanism keeps it, less what a pocket fill put beside the pump
         "refills": _physical_refills(sc),
         # the surgeon's new catheter, empty, at the scenario's time (physical truth)
-        "catheters": [[e.at, e.volume_nl] for e in sc.events if e.action == "catheter"],
+        "catheters": [[e.at, e.volume_nl] for e in sc.events
+                      if e.action == "catheter" and e.replaced],
         # what the reservoir physically holds at the start: the first prescription's drug
         "reservoir_conc_ng_ml": sc.prescription.conc_ng_ml,
         # what the device reads of the library, beside the inputs
