@@ -196,19 +196,31 @@ def _retry(p, typ, body, role, cmd_id, now, reads):
 def _change(p, typ, v, role, cmd_id, now):
     # A fresh, allowed, state-changing command: executed and made durable once.
     a = p.auth
-    p.tick(now)  # the therapy's own events up to now first: they are not the command's
+    try:
+        p.tick(now)  # the therapy's own events up to now first: they are not the command's
+    except (OSError, MemoryError):
+        p.save_failed(now)  # (its stroke journal: the flash failed before the command)
     p.command_begins()
     tm = p.telemetry
     tm.hold(p.events)
     rep = None
     try:
-        rep = _run(p, typ, v, role, cmd_id, now)
-        _, _, res, detail = struct.unpack_from(md.REPLY_HEAD_FMT, rep, md.HDR_SIZE)
-        a.executed(role, cmd_id, typ, res, detail, None)  # (its answer is in the snapshot)
-        if p.store is not None and p.dirty:
-            # durable before the host hears it: an acknowledged change survives a cut,
-            # and its events are in the snapshot until they are in the log
-            p.save(now)
+        try:
+            if p.unsaved:  # a save failed since the boot: no change until a restart
+                rep = p.reply(now, cmd_id, typ, md.NACK_FAULT, 0, 0)
+            else:
+                rep = _run(p, typ, v, role, cmd_id, now)
+            _, _, res, detail = struct.unpack_from(md.REPLY_HEAD_FMT, rep, md.HDR_SIZE)
+            a.executed(role, cmd_id, typ, res, detail, None)  # (its answer is in the snapshot)
+            if p.store is not None and p.dirty and not p.unsaved:
+                # durable before the host hears it: an acknowledged change survives a cut,
+                # and its events are in the snapshot until they are in the log
+                p.save(now)
+        except (OSError, MemoryError):
+            # not durable, so not done: refused on this try and every retry (SR-PWR-04)
+            p.save_failed(now)
+            rep = p.reply(now, cmd_id, typ, md.NACK_FAULT, 0, 0)
+            a.executed(role, cmd_id, typ, md.NACK_FAULT, 0, None)
     finally:
         rep = tm.release(p.events, now + p.wall_delta, rep)
     a.remember(role, bytes(rep))  # a retry gets these very bytes

@@ -35,6 +35,7 @@ class EventLog:
         self.holding = False
         self.held = 0  # first seq held (0: none)
         self.dropped = 0  # floodable events not recorded: they would evict protected ones
+        self.unwritten = 0  # events the flash failed to take (kept in RAM only)
         if store is not None:
             self.next_seq, self.first_seq = store.log_bounds()
         # the RAM ring holds only what was appended since this boot; older is on flash
@@ -66,7 +67,13 @@ class EventLog:
 
     def _write(self, seq):
         off = (seq % self.cap) * REC_SIZE
-        first = self.store.log_append(self.mv[off : off + REC_SIZE], seq)
+        try:
+            first = self.store.log_append(self.mv[off : off + REC_SIZE], seq)
+        except OSError:
+            # the flash failed: the event stays in the RAM ring (telemetry, LOG_READ)
+            # and is counted; the fault it causes is the caller's to raise
+            self.unwritten += 1
+            return
         n = self.store.slots
         if seq > n and (seq - 1) % n == 0:
             self.wrapped = True  # a new lap: from here on the oldest are overwritten
@@ -95,6 +102,13 @@ class EventLog:
     def held_range(self):
         """(first seq, count) of the events held back now."""
         return (self.held, self.next_seq - self.held) if self.held else (0, 0)
+
+    def drop_held(self):
+        """Forget the events held back: the command that made them is not done (its
+        snapshot could not be saved); holding goes on for what follows."""
+        if self.held:
+            self.next_seq = self.held
+            self.held = 0
 
     def release(self):
         """Write the held events to flash (after the snapshot that carries them)."""

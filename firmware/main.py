@@ -8,6 +8,7 @@ import sys
 import board
 import micropython
 from codec import Deframer, cobs_frame_into, cobs_max
+import msgdefs as md
 from msgdefs import ALARMS_CRITICAL, ALARMS_UNSILENCEABLE, MAX_FRAME
 from store import Store
 
@@ -16,11 +17,11 @@ import pump as pumpmod
 _LINK_CHUNK = 256
 CRITICAL_TONE_S = 60  # a critical alarm repeats its two-tone this often until acknowledged
 OTHER_TONE_S = 3600  # a non-critical alarm sounds its single tone this often
-# fault codes (fault event a): which concern failed
-F_THERAPY = 1
-F_LINK = 2
-F_TELEMETRY = 3
-F_TONES = 4
+# fault codes (fault event a: which concern failed), from the protocol definition
+F_THERAPY = md.FAULT_THERAPY
+F_LINK = md.FAULT_LINK
+F_TELEMETRY = md.FAULT_TELEMETRY
+F_TONES = md.FAULT_TONES
 
 
 class _Shared:

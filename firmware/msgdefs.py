@@ -241,10 +241,18 @@ NACK_SCHEMA = const(8)
 NACK_UNKNOWN_COMMAND = const(9)
 NACK_BACKOFF = const(10)
 NACK_STALE = const(11)
+NACK_FAULT = const(12)
 
 # stroke_failed a
 STROKE_STALL = const(1)
 STROKE_OCCLUSION = const(2)
+
+# fault a: the concern that failed
+FAULT_THERAPY = const(1)
+FAULT_LINK = const(2)
+FAULT_TELEMETRY = const(3)
+FAULT_TONES = const(4)
+FAULT_STORAGE = const(5)
 
 # the twin's exit statuses
 TWIN_EXIT_OK = const(0)
@@ -320,7 +328,7 @@ EV_AUTH_FAILURE = const(15)  # a=failures, b=role, c=window_s
 EV_LOG_WRAPPED = const(16)  # a=first_seq_kept
 EV_DELIVERY_GAP = const(17)  # a=gap_s, b=undelivered_nl
 EV_REFILL_REFUSED = const(18)  # a=requested_nl, b=reservoir_nl, c=capacity_nl
-EV_FAULT = const(19)  # a=fault_code
+EV_FAULT = const(19)  # a=fault
 EV_STROKE_FAILED = const(20)  # a=failure
 EV_MOTOR_RECOVERED = const(21)
 EV_PRESCRIPTION_REFUSED = const(22)  # a=reason, b=drug, c=rx_crc32

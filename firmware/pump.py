@@ -92,7 +92,9 @@ class Pump(Part):
         self.exit_requested = False
         self.changed = False  # the plan changed outside tick(): the therapy task must re-plan
         self.dirty = False  # state worth saving changed
+        self.unsaved = False  # a command's change could not be saved: nothing more is
         self.saved_t = now
+        self.clock_moved = None  # (boot time, stored time) if the clock came back
         powerup.start(self, now, boot_cause)
 
     # -- small notices other modules give ------------------------------------------------
@@ -117,14 +119,10 @@ class Pump(Part):
         self.dirty = False
 
     def take_up_clock(self, now, t_last):
-        """After a restart: the board's clock came back behind the stored state (no
-        battery-backed clock). Moved on to the last known time: an unknown downtime
-        counts as none, so the history counts as recent and a reboot never frees a bolus.
-        Logged at the boot (powerup.py); the host sets the wall clock."""
+        """After a restart the clock came back behind the stored state: moved on to it
+        (restore.py says why); logged at the boot."""
         self.hw.clock.set(t_last)
         self.clock_moved = (now, t_last)
-
-    clock_moved = None
 
     def low_reached(self):
         """The low-reservoir alarm came: its projection is passed."""
@@ -163,8 +161,7 @@ class Pump(Part):
 
     def reply(self, now, cmd_id, typ, result, detail, body_len):
         """The REPLY frame, its body (body_len bytes) already in place after the head."""
-        return self.telemetry.reply(now + self.wall_delta, cmd_id, typ, result, detail,
-                                    body_len)
+        return self.telemetry.reply(now + self.wall_delta, cmd_id, typ, result, detail, body_len)
 
     # -- the therapy loop ---------------------------------------------------------------
     def tick(self, now):
@@ -195,7 +192,7 @@ class Pump(Part):
         if self.eta_dirty:
             self.update_eta(now)
         if self.store is not None and (self.dirty or now - self.saved_t >= SAVE_S):
-            self.save(now)
+            self.save(now)  # (never while unsaved: that pump is SAFE, returned above)
         return self._next_wake(now)
 
     def _next_wake(self, now):
@@ -220,9 +217,8 @@ class Pump(Part):
         # the counted denials and bad MACs whose window has closed go to the log
         if self.denials.due(now):
             self.denials.flush(self, now)
-        a = self.auth
-        if a.bad_macs and now - a.bad_t >= md.AUTH_FAILURE_WINDOW_S:
-            a.flush_bad(self, now)
+        if self.auth.bad_macs and now - self.auth.bad_t >= md.AUTH_FAILURE_WINDOW_S:
+            self.auth.flush_bad(self, now)
 
     def sense(self, now):
         """The battery and the occlusion sensor, and the alarms they call for."""
@@ -298,8 +294,7 @@ class Pump(Part):
         self.halt_lost = 0
 
     def update_mode(self, now):
-        """RUNNING <-> HALTED follows the critical alarms; other modes are set by
-        commands."""
+        """RUNNING <-> HALTED follows the critical alarms; commands set the others."""
         if self.mode == RUNNING and self.alarms.critical():
             self.set_mode(now, HALTED)
         elif self.mode == HALTED and not self.alarms.critical():
@@ -387,14 +382,18 @@ class Pump(Part):
         return commands.command(self, frame, now)
 
     # -- persistence (store.py) -------------------------------------------------------
-    def save(self, now):
-        """Write the snapshot (atomic). Allocates: never called per stroke."""
-        self.dirty = False
-        self.saved_t = now
-        self.store.save_state(self.snapshot(now))
+    def save_failed(self, now):
+        """A command's change could not be saved: it never delivers nor becomes durable
+        (SR-PWR-04). Its events are dropped, the pump is safe with internal_fault, and it
+        saves and changes nothing until a restart takes up the last durable state."""
+        self.unsaved = True
+        self.events.drop_held()
+        self.fault(now, md.FAULT_STORAGE)
 
-    def snapshot(self, now):
-        """The snapshot (snapshot.py) as bytes."""
+    def save(self, now):
+        """Write the snapshot (snapshot.py; atomic). Allocates: never called per stroke."""
         import snapshot  # only a pump with a store saves one
 
-        return snapshot.pack(self, now)
+        self.dirty = False
+        self.saved_t = now
+        self.store.save_state(snapshot.pack(self, now))

@@ -85,6 +85,7 @@ CODE_TABLES = [
     ("DENY", N.DENY_REASONS, "patient bolus deny reasons (bolus_denied a, limit NACK detail)"),
     ("NACK", N.NACK_REASONS, "REPLY.result when not ACK"),
     ("STROKE", N.STROKE_FAILURES, "stroke_failed a"),
+    ("FAULT", N.FAULT_CODES, "fault a: the concern that failed"),
 ]
 
 # bit tables generated as masks (1 << bit)

@@ -150,3 +150,8 @@ def test_no_host_module_takes_another_s_private_names():
                 bad += [f"{f.relative_to(ROOT)}: {n.module}.{a.name}" for a in n.names
                         if a.name.startswith("_")]
     assert not bad, bad
+
+
+def test_the_pump_keeps_the_modes_and_the_tick_under_400_lines():
+    n = (ROOT / "firmware" / "pump.py").read_text().count("\n")
+    assert n < 400, f"pump.py has {n} lines: a concern that grew there has a part of its own"

@@ -169,6 +169,7 @@ RESULTS: dict[int, str] = {
     10: "backoff",  # no longer sent (the bad-MAC back-off per claimed role let a keyless
     #               sender lock a role out); kept so that old logs decode
     11: "stale",
+    12: "fault",  # the device could not make the change durable (its flash failed): not done
 }
 #: NACKs the device sends without a reply MAC (it has no key to sign with: the frame was
 #: unreadable, its MAC failed, or it speaks another frame version): a host shows them as
@@ -197,8 +198,13 @@ DETAIL_KINDS: tuple[str, ...] = ("field", "deny", "mode", "role", "alarms", "byt
 RESULT_DETAILS: dict[str, str] = {
     "ack": "none", "bad_frame": "bytes", "bad_mac": "none", "replay": "counter",
     "forbidden": "role", "schema": "version", "unknown_command": "none", "stale": "age_s",
-    "backoff": "none",
+    "backoff": "none", "fault": "none",
 }
+
+#: fault a: which concern of the firmware failed (it stopped the motor, raised
+#: internal_fault and entered its safe state).
+FAULT_CODES: dict[int, str] = {1: "therapy", 2: "link", 3: "telemetry", 4: "tones",
+                               5: "storage"}
 
 #: stroke_failed a.
 STROKE_FAILURES: dict[int, str] = {1: "stall", 2: "occlusion"}
@@ -296,7 +302,7 @@ _EVENT_LIST = [
         18, "refill_refused", Arg("requested_ul", "nl"), Arg("reservoir_ul", "nl"),
         Arg("capacity_ul", "nl"),
     ),
-    EventDef(19, "fault", Arg("fault_code")),
+    EventDef(19, "fault", Arg("fault", "FAULT_CODES")),
     EventDef(20, "stroke_failed", Arg("failure", "STROKE_FAILURES")),
     EventDef(21, "motor_recovered"),
     EventDef(
@@ -336,6 +342,7 @@ TABLES: dict[str, dict[int, str]] = {
     "RX_FLAGS": RX_FLAGS,
     "SOFT_LIMITS": SOFT_LIMITS,
     "STROKE_FAILURES": STROKE_FAILURES,
+    "FAULT_CODES": FAULT_CODES,
 }
 
 

@@ -25,11 +25,14 @@ class RAMBlockDev:
         self.data = bytearray(b"\xff" * (block_size * blocks))
         self.writes = 0
         self.erases = 0
+        self.fail = False  # every write and erase fails (EIO), as a failing flash
 
     def readblocks(self, block, buf, off=0):
         _copy(buf, 0, self.data, block * self.bs + off, len(buf))
 
     def writeblocks(self, block, buf, off=0):
+        if self.fail:
+            raise OSError(5)
         self.writes += 1
         _copy(self.data, block * self.bs + (off or 0), buf, 0, len(buf))
 
@@ -39,6 +42,8 @@ class RAMBlockDev:
         if op == 5:
             return self.bs
         if op == 6:
+            if self.fail:
+                return -5
             self.erases += 1
             _fill(self.data, arg * self.bs, self.bs)
         return 0

@@ -508,6 +508,10 @@ def explain(cmd_type: int, result: int, detail: int, role: str = "", key_file=No
         what = "prescription format" if kind == "rx_version" else "frame"
         mine = M.RX_VERSION if kind == "rx_version" else tp.FRAME_VERSION
         return f"schema mismatch: {device} speaks {what} version {detail}, this host {mine}"
+    if reason == "fault":
+        return (f"fault: {device} could not save the {name} (its flash failed, or its memory "
+                "ran out), so it did nothing: it stopped in its safe state (internal_fault) "
+                "and takes no change until it is restarted (`theca maintenance`, or a reset)")
     if reason == "unknown_command":
         return f"unknown command: the firmware of {device} does not know {name} (0x{cmd_type:02x})"
     if reason == "backoff":
