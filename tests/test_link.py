@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import theca_protocol as tp
 from theca.link import keys as K
-from theca.link.client import FIELDS, Client, Link, LinkFailure, parse_reply
+from theca.link.client import FIELDS, Client, LinkFailure, parse_reply
 from theca.link.client import _field as explain_field
 from theca.twin.live import LiveTwin
 from theca_protocol import names as N
@@ -580,18 +580,19 @@ def test_junk_frames_never_lock_out_a_signed_command(twin_b):
     sent = [0]
 
     def junk():
-        link = Link(str(dev))
+        # a foreign sender on the wire: it takes no lock (theca's own hosts do, one per port)
+        fd = os.open(str(dev), os.O_RDWR | os.O_NOCTTY)
         try:
             while not stop.is_set():
                 for role in (1, 2):
                     f = tp.build_command(tp.TYPES["SUSPEND"], struct.pack("<I", 0), role,
                                          secrets.token_bytes(32), secrets.randbits(32),
                                          secrets.randbits(32), 0, 0)
-                    link.send(f)
+                    os.write(fd, b"\x00" + tp.cobs_encode(f) + b"\x00")
                     sent[0] += 1
                 time.sleep(0.01)
         finally:
-            link.close()
+            os.close(fd)
 
     th = threading.Thread(target=junk, daemon=True)
     th.start()

@@ -6,6 +6,7 @@ read sees)."""
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from pathlib import Path
@@ -199,3 +200,25 @@ def test_the_host_takes_no_unsigned_nack_for_the_device_s_word(pump, relay):
     assert r.returncode == 3 and "unauthenticated" in r.stderr, r.stderr
     with in_home(home):
         assert K.last_counter(serial, "clinician") == c0 + 2  # GET_INFO, GET_STATUS only
+
+
+def test_a_frame_damaged_on_the_way_is_sent_again(pump, relay):
+    # REQ: SR-AUTH-05
+    # issue 23: the first GET_STATUS reaches the pump cut short (line noise, a collision):
+    # the pump's unsigned `bad_frame` NACK is no answer to the command, so the host sends
+    # the same frame again within its retry budget, and the second gets the real status
+    home = pump["home"]
+    cut = []
+
+    def host(f):
+        if frame_type(f) == T["GET_STATUS"] and not cut:
+            cut.append(f)
+            return [tp.build_frame(T["GET_STATUS"], 1, 0, b"\x00" * 4)]  # too short
+        return [f]
+
+    relay.on_host = host
+    r = run_theca(home, "--device", pump["via"], "status", "--json")
+    assert r.returncode == 0, r.stderr
+    assert cut and json.loads(r.stdout)["mode"] == "running"
+    assert sum(1 for d, f in relay.seen if d == "host" and frame_type(f) == T["GET_STATUS"]
+               and f == cut[0]) == 2  # the same frame twice

@@ -188,9 +188,14 @@ class Link:
     def __init__(self, device: str, baudrate: int = BAUD):
         self.device = device
         try:
-            self.ser = serial.Serial(device, baudrate=baudrate, timeout=0, write_timeout=5)
+            # exclusive: two hosts on one port would read each other's replies (issue 23)
+            self.ser = serial.Serial(device, baudrate=baudrate, timeout=0, write_timeout=5,
+                                     exclusive=True)
         except (serial.SerialException, OSError, ValueError) as e:
             why = getattr(e, "strerror", None) or str(e)
+            if "exclusively lock" in why:
+                raise LinkFailure(f"port busy: another program has {device} open (another "
+                                  "theca, a terminal, mpremote); close it first") from None
             raise LinkFailure(f"cannot open {device}: {why}") from None
         # replies a previous host never read must not be taken for ours
         self.ser.reset_input_buffer()
@@ -332,15 +337,17 @@ class Client:
         return frame, cmd_id, counter
 
     def transact(self, frame: bytes) -> Reply:
-        """Send `frame` and wait for its authentic REPLY; on a timeout send the identical
-        frame again (at most `retries` times). A reply whose MAC fails is ignored; an
-        unsigned NACK (UNSIGNED_RESULTS) is returned with authentic False. LinkFailure
-        when no reply comes."""
+        """Send `frame` and wait for its authentic REPLY; on a timeout, or an unsigned
+        `bad_frame` (the frame was damaged on the way), send the identical frame again (at
+        most `retries` times). A reply whose MAC fails is ignored; an unsigned NACK
+        (UNSIGNED_RESULTS) that every try got is returned with authentic False.
+        LinkFailure when no reply comes."""
         cmd_id, role, ctr, _chal = _CMD_HEAD.unpack_from(frame, tp.HDR_SIZE)
         role_name = N.ROLES.get(role, "")
         key = self.key(role_name) if role_name else b""
         ctype = frame[1]
         forged = 0
+        damaged = None  # an unsigned bad_frame: line noise or a collision, sent again
         for attempt in range(1 + self.retries):
             self.link.send(frame)
             deadline = time.monotonic() + self.timeout
@@ -358,9 +365,14 @@ class Client:
                 rep.authentic = tp.verify_reply(fr, key, role, ctr)
                 if rep.authentic:
                     return rep
+                if rep.reason == "bad_frame" and attempt < self.retries:
+                    damaged = rep  # the frame was damaged on the way: try it again
+                    break
                 if rep.reason in N.UNSIGNED_RESULTS:
                     return rep  # a diagnosis only: nothing is believed or stored from it
                 forged += 1  # not from the device (or not for this command): ignored
+        if damaged is not None:
+            return damaged  # (the last try got no answer: the damage is the diagnosis)
         name = tp.MESSAGES[ctype].name
         if forged:
             raise LinkFailure(
