@@ -4,8 +4,10 @@ are removed by the next `theca twin`."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+from pathlib import Path
 
 from test_link import env_for, in_home, run_theca, status_json
 from theca.link import keys as K
@@ -109,3 +111,31 @@ def test_a_host_that_stops_reading_never_starves_therapy(tmp_path):
     delivered = s1["delivered_ul"] - s0["delivered_ul"]
     assert hours > 0.3, hours
     assert abs(delivered - 20 * hours) <= 1.0, (delivered, hours)
+
+
+def test_a_killed_twin_left_a_zombie_frees_its_port(tmp_path, monkeypatch):
+    # issue 23: a twin killed with SIGKILL whose parent has not reaped it (a container
+    # without an init) is a zombie: its pid still answers, so a pid check kept its pty
+    # "in use by twin ..." for ever. Its lock (flock) went with it.
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("THECA_HOME", str(tmp_path))
+    code = ("from theca.link import keys as K; "
+            "K.make_twin_dir('ZOMBIE1', uses={'pty': '/tmp/zombie-pty'}); "
+            "print('up', flush=True); import time; time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "up"
+        assert K.twin_using("/tmp/zombie-pty", "pty") == ("ZOMBIE1", child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while (Path(f"/proc/{child.pid}/stat").read_text().split()[2] != "Z"
+               and time.monotonic() < deadline):
+            time.sleep(0.05)  # dead, not reaped: a zombie
+        os.kill(child.pid, 0)  # its pid still answers
+        assert K.twin_using("/tmp/zombie-pty", "pty") is None
+        assert K.reap_twins() == ["ZOMBIE1"]
+    finally:
+        child.kill()
+        child.wait()

@@ -107,6 +107,7 @@ def make_twin_dir(serial: str, keys: dict[str, bytes] | None = None,
         d.parent.chmod(0o700)
         d.chmod(0o700)
     _write_atomic(d / "pid", f"{os.getpid()}\n")
+    _hold(d)
     if uses:
         _write_atomic(d / "uses.json", json.dumps(uses))
     for role, key in (keys or {}).items():
@@ -123,7 +124,43 @@ def remove_twin_dir(serial: str) -> None:
     """Remove a twin's folder and the keys in it."""
     import shutil
 
-    shutil.rmtree(twin_dir(serial), ignore_errors=True)
+    d = twin_dir(serial)
+    fd = _HELD.pop(str(d), None)
+    if fd is not None:
+        os.close(fd)  # (this process's own twin: its lock goes with its folder)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# The twins this process runs hold an exclusive flock on their folder's `lock` for as long
+# as the process lives: the kernel drops it when the process dies, however it dies (a
+# SIGKILL'ed twin whose parent has not reaped it is a zombie: its pid answers, its lock
+# does not). The fds stay open on purpose.
+_HELD: dict[str, int] = {}  # folder -> the fd holding its lock
+
+
+def _hold(d: Path) -> None:
+    if str(d) in _HELD:
+        return  # this process holds it already (the folder was made twice)
+    fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _HELD[str(d)] = fd
+
+
+def _running(d: Path, pid: int) -> bool:
+    """Whether the twin of folder `d` (its process `pid`) still runs: its lock is held."""
+    try:
+        fd = os.open(d / "lock", os.O_RDWR)
+    except FileNotFoundError:
+        return pid > 0 and _alive(pid)  # a folder of an older theca: its pid says
+    except OSError:
+        return True  # cannot tell: never take a running twin's port over
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # (closing drops the lock this probe may have taken)
+    return False
 
 
 def _alive(pid: int) -> bool:
@@ -147,7 +184,7 @@ def twin_using(path: str, what: str) -> tuple[str, int] | None:
             pid = int((d / "pid").read_text().strip())
         except (OSError, ValueError):
             continue
-        if pid != os.getpid() and _alive(pid) and uses.get(what) == str(path):
+        if pid != os.getpid() and uses.get(what) == str(path) and _running(d, pid):
             return d.name, pid
     return None
 
@@ -165,7 +202,7 @@ def reap_twins() -> list[str]:
             pid = int((d / "pid").read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid <= 0 or not _alive(pid):
+        if pid != os.getpid() and not _running(d, pid):
             remove_twin_dir(d.name)
             gone.append(d.name)
     return gone
