@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+import theca_protocol as tp
 from theca.inputs.rxfile import Prescription
 from theca.link import requests as R
 from theca_protocol import Refill, fixed_format
@@ -19,6 +20,8 @@ H, DAY = 3600, 86400
 E6 = 1_000_000  # the truth's drug unit is 1e-6 ng
 _REFILL = fixed_format(Refill)
 MORPHINE, HYDROMORPHONE = 1, 2
+_EV = tp.compiled(tp.EventRecord)
+_LOGH = tp.compiled(tp.LogReadReplyHead)
 
 
 def rx(drug_id: int, conc: int, rate_ng_day: int) -> Prescription:
@@ -35,10 +38,10 @@ def events(tw: ControlledTwin, name: str) -> list[tuple]:
     code = N.EVENT_CODES[name]
     out, frm = [], 1
     while True:
-        rep = tw.command("LOG_READ", struct.pack("<IB", frm, 48))
-        nxt, first, count = struct.unpack_from("<IIB", rep.body)
+        rep = tw.command("LOG_READ", tp.compiled(tp.LogRead).pack(frm, 48))
+        nxt, first, count = tp.compiled(tp.LogReadReplyHead).unpack_from(rep.body)
         for i in range(count):
-            ev = struct.unpack_from("<IIBBIIII", rep.body, 9 + i * 26)
+            ev = _EV.unpack_from(rep.body, _LOGH.size + i * _EV.size)
             if ev[2] == code:
                 out.append(ev)
         frm = first + count
@@ -126,10 +129,10 @@ def test_a_pocket_fill_is_caught_at_the_next_refill(hydromorphone_pump):
     tw.run(H)
     mask = N.mask_of(N.ALARMS, "volume_discrepancy")
     assert tw.status()["alarms"] & mask
-    assert tw.command("ACK_ALARM", struct.pack("<I", mask), role=PATIENT).result == "ack"
+    assert tw.command("ACK_ALARM", tp.compiled(tp.AckAlarm).pack(mask), role=PATIENT).result == "ack"
     assert tw.status()["alarms"] & mask
     assert not [e for e in events(tw, "alarm_cleared") if e[4] == mask.bit_length() - 1]
-    assert tw.command("ACK_ALARM", struct.pack("<I", mask)).result == "ack"
+    assert tw.command("ACK_ALARM", tp.compiled(tp.AckAlarm).pack(mask)).result == "ack"
     assert not tw.status()["alarms"] & mask
 
 
@@ -250,7 +253,7 @@ def test_a_suspension_past_its_maximum_alarms_and_sounds_until_resumed(tmp_path)
                                 steps=[(0, 400_000)])
         assert tw.program(baclofen).result == "ack"
         tw.run(H)
-        assert tw.command("SUSPEND", struct.pack("<I", 2 * H)).result == "ack"
+        assert tw.command("SUSPEND", tp.compiled(tp.Suspend).pack(2 * H)).result == "ack"
         bit = N.mask_of(N.ALARMS, "suspended_too_long")
         tw.run(2 * H - 60)
         assert not tw.status()["alarms"] & bit  # within the maximum: no alarm
@@ -260,7 +263,7 @@ def test_a_suspension_past_its_maximum_alarms_and_sounds_until_resumed(tmp_path)
         assert st["mode"] == 2 and st["alarms"] & bit
         assert tw.truth["tones"] > tones  # it sounds at once
         # an acknowledgement does not silence it: it sounds until delivery resumes
-        assert tw.command("ACK_ALARM", struct.pack("<I", bit)).result == "ack"
+        assert tw.command("ACK_ALARM", tp.compiled(tp.AckAlarm).pack(bit)).result == "ack"
         tones = tw.truth["tones"]
         tw.run(H)
         assert tw.truth["tones"] >= tones + 30  # the two-tone, every minute

@@ -6,9 +6,8 @@ Each case here passed a limit, hung or killed the twin before the dose guard.
 
 from __future__ import annotations
 
-import struct
-
 import pytest
+import theca_protocol as tp
 from theca.inputs.rxfile import Prescription
 from twinctl import PATIENT, ControlledTwin, max_window
 
@@ -31,11 +30,11 @@ def twin(tmp_path):
 
 
 def bolus(tw: ControlledTwin, dose_ng: int, dur_s: int):
-    return tw.command("CLINICIAN_BOLUS", struct.pack("<II", dose_ng, dur_s))
+    return tw.command("CLINICIAN_BOLUS", tp.compiled(tp.ClinicianBolus).pack(dose_ng, dur_s))
 
 
 def set_time(tw: ControlledTwin, utc: int, offset: int = 0):
-    return tw.command("SET_TIME", struct.pack("<Ii", utc, offset))
+    return tw.command("SET_TIME", tp.compiled(tp.SetTime).pack(utc, offset))
 
 
 def assert_within_limits(tw: ControlledTwin, day=MORPHINE_DAY, hour=MORPHINE_HOUR):
@@ -198,7 +197,7 @@ def test_a_stall_then_a_suspension_does_not_hang_the_pump(twin):
     assert twin.program(morphine(900_000)).result == "ack"
     twin.fault("motor_stall", 560)
     twin.run(446)
-    assert twin.command("SUSPEND", struct.pack("<I", 0)).result == "ack"
+    assert twin.command("SUSPEND", tp.compiled(tp.Suspend).pack(0)).result == "ack"
     twin.fault("occlusion", 2369)
     twin.run(3 * H)  # past the stall's retry time, suspended: must not spin
     p0 = twin.truth["pumped_nl"]

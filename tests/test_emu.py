@@ -16,13 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
+import theca_protocol as tp
 from test_link import RX, run_theca, status_json
 from theca.emu import Emulator
 from theca.errors import BadInput
+from theca_protocol.storage import TruthRecord
 
 pytestmark = pytest.mark.timeout(400)
 
 STROKE_NL = 250
+
+_TRUTH = tp.compiled(TruthRecord)
 
 
 def mpremote(dev, *args, timeout=60) -> subprocess.CompletedProcess:
@@ -255,7 +259,6 @@ def test_4_the_same_scenario_on_the_emulated_pico_and_on_the_twin(tmp_path):
     """An hour of device time with a step change, boluses and a denial, on the Pico
     first; then on the twin with every command at the device time the Pico logged it:
     the same events in the same order at the same times, the same strokes."""
-    import struct
 
     import theca_protocol as tp
     from theca.inputs.scenario import load_scenario
@@ -305,7 +308,7 @@ def test_4_the_same_scenario_on_the_emulated_pico_and_on_the_twin(tmp_path):
     names = [e["event"] for e in a]
     assert "step_changed" in names and "bolus_denied" in names and names.count("bolus_completed") == 2
     data = stream.read_bytes()
-    times = [struct.unpack_from("<I", data, o)[0] + tp.EPOCH_UNIX for o in range(0, len(data), 16)]
+    times = [_TRUTH.unpack_from(data, o)[0] + tp.EPOCH_UNIX for o in range(0, len(data), 16)]
     lo = sum(1 for t in times if t < end)
     hi = sum(1 for t in times if t <= end)
     # the status was read somewhere inside second `end`: a stroke due in it may be either side

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import time
 
@@ -81,7 +80,7 @@ def test_flash_the_unix_repl_then_status(repl, tmp_path):
         c.identify("clinician")
         c.link.write(b"\x03" * 64 + b"\x00")
         for i in range(20):
-            f, _, _ = c.sign(tp.TYPES["ACK_ALARM"], struct.pack("<I", 0x03030303), "patient",
+            f, _, _ = c.sign(tp.TYPES["ACK_ALARM"], tp.compiled(tp.AckAlarm).pack(0x03030303), "patient",
                              challenge=c.challenge("patient"))
             assert b"\x03" in tp.cobs_encode(f)
             assert c.transact(f).result == 0, i

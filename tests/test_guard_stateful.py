@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import theca_protocol as tp
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -115,7 +116,7 @@ class DoseGuardMachine(RuleBasedStateMachine):
     @rule(pct=st.integers(5, 150), dur=st.integers(1, 7200))
     def clinician_bolus(self, pct, dur):
         dose = max(1, self.drug.max_bolus_ng * pct // 100)
-        r = self.tw.command("CLINICIAN_BOLUS", struct.pack("<II", dose, dur))
+        r = self.tw.command("CLINICIAN_BOLUS", tp.compiled(tp.ClinicianBolus).pack(dose, dur))
         if r.result == "ack":
             assert dose <= self.drug.max_bolus_ng, "a bolus above max_bolus was started"
             assert dose * 1_000_000 * 3600 <= 1_000_000 * dur * self.conc, "faster than max_rate"
@@ -149,7 +150,7 @@ class DoseGuardMachine(RuleBasedStateMachine):
     def new_catheter(self, nl):
         # a catheter revision: the surgeon's empty catheter, then the clinician says so
         self.tw.new_catheter(nl)
-        self.tw.command("CATHETER", struct.pack("<I", nl))
+        self.tw.command("CATHETER", tp.compiled(tp.Catheter).pack(nl))
 
     @rule()
     def prime(self):
@@ -158,7 +159,7 @@ class DoseGuardMachine(RuleBasedStateMachine):
 
     @rule()
     def suspend(self):
-        self.tw.command("SUSPEND", struct.pack("<I", 0))
+        self.tw.command("SUSPEND", tp.compiled(tp.Suspend).pack(0))
 
     @rule()
     def resume(self):
@@ -167,7 +168,7 @@ class DoseGuardMachine(RuleBasedStateMachine):
     @rule(delta=st.integers(-48 * H, 48 * H))
     def set_time(self, delta):
         wall = self.tw.status_wall()
-        self.tw.command("SET_TIME", struct.pack("<Ii", max(0, wall + delta), 0))
+        self.tw.command("SET_TIME", tp.compiled(tp.SetTime).pack(max(0, wall + delta), 0))
 
     # -- the world --------------------------------------------------------------------
     @rule(s=st.integers(60, 6 * H))

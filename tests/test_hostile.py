@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import struct
 import threading
 import time
 import tty
@@ -32,8 +31,8 @@ THERAPY_EVENTS = {tp.EVENT_CODES[n] for n in (
 
 
 def frame(typ: int, payload: bytes, version: int = 1) -> bytes:
-    head = struct.pack("<BBHI", version, typ, 0, 0)
-    return head + payload + struct.pack("<I", tp.crc32(head + payload))
+    head = tp.compiled(tp.Header).pack(version, typ, 0, 0)
+    return head + payload + tp.crc32(head + payload).to_bytes(tp.CRC_SIZE, "little")
 
 
 def wire(f: bytes) -> bytes:
@@ -51,8 +50,8 @@ def garbage(rng: random.Random) -> tuple[str, bytes]:
         typ = rng.choice([rng.randrange(0x40, 0x80), rng.randrange(256)])
         return "garbage_payload", wire(frame(typ, rng.randbytes(rng.randrange(0, 200))))
     if k == 3:  # a good CRC around a command envelope with a random MAC, any role byte
-        body = struct.pack("<IBI", rng.getrandbits(32), rng.choice([1, 2, 0, 3, 255]),
-                           rng.getrandbits(32)) + rng.randbytes(rng.randrange(0, 60))
+        body = tp.compiled(tp.CommandHead).pack(rng.getrandbits(32), rng.choice([1, 2, 0, 3, 255]),
+                                                  rng.getrandbits(32), 0) + rng.randbytes(rng.randrange(0, 60))
         return "bad_mac", wire(frame(rng.randrange(0x40, 0x4D), body + rng.randbytes(16)))
     if k == 4:  # oversize: more than a frame can be, then a delimiter
         return "oversize", bytes(rng.randrange(1, 256) for _ in range(rng.randrange(tp.MAX_FRAME + 20, 3000))) + b"\x00"

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -78,10 +77,10 @@ def device_events(home: Path, dev, role: str = "clinician") -> list[tuple]:
     frm = 1
     with in_home(home), Client(str(dev)) as c:
         while True:
-            rep = c.request("LOG_READ", struct.pack("<IB", frm, 48), role)
-            nxt, first, count = struct.unpack_from("<IIB", rep.body)
+            rep = c.request("LOG_READ", tp.compiled(tp.LogRead).pack(frm, 48), role)
+            nxt, first, count = tp.compiled(tp.LogReadReplyHead).unpack_from(rep.body)
             for i in range(count):
-                out.append(struct.unpack_from("<IIBBIIII", rep.body, 9 + 26 * i))
+                out.append(tp.compiled(tp.EventRecord).unpack_from(rep.body, 9 + 26 * i))
             frm = first + count
             if count == 0 or frm >= nxt:
                 return out
@@ -386,7 +385,7 @@ def test_unknown_command_and_bad_frame_and_schema(twin_a):
 def _reframe(body_with_header: bytearray) -> bytes:
     """A frame (header as given, any version) with a correct CRC."""
     b = bytes(body_with_header)
-    return b + struct.pack("<I", tp.crc32(b))
+    return b + tp.crc32(b).to_bytes(tp.CRC_SIZE, "little")
 
 
 def _send_wait(c: Client, frame: bytes):
@@ -585,7 +584,7 @@ def test_junk_frames_never_lock_out_a_signed_command(twin_b):
         try:
             while not stop.is_set():
                 for role in (1, 2):
-                    f = tp.build_command(tp.TYPES["SUSPEND"], struct.pack("<I", 0), role,
+                    f = tp.build_command(tp.TYPES["SUSPEND"], tp.compiled(tp.Suspend).pack(0), role,
                                          secrets.token_bytes(32), secrets.randbits(32),
                                          secrets.randbits(32), 0, 0)
                     os.write(fd, b"\x00" + tp.cobs_encode(f) + b"\x00")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import struct
 import subprocess
 import time
 
@@ -17,7 +16,7 @@ from theca.link.client import Client
 from theca.log.tlog import build_tlog
 from theca.twin.live import LiveTwin
 
-ACK_ALL = struct.pack("<I", 0xFFFFFFFF)
+ACK_ALL = tp.compiled(tp.AckAlarm).pack(0xFFFFFFFF)
 
 
 def add_events(home, dev, n: int) -> None:
@@ -25,7 +24,7 @@ def add_events(home, dev, n: int) -> None:
     of nothing raised is not: it changes nothing)."""
     with in_home(home), Client(str(dev)) as c:
         for i in range(n):
-            c.request("CATHETER", struct.pack("<I", 100_000 + i), "clinician")
+            c.request("CATHETER", tp.compiled(tp.Catheter).pack(100_000 + i), "clinician")
 
 
 def pulled(home, path) -> list[dict]:
@@ -47,7 +46,7 @@ def check_log(home, dev, path) -> list[int]:
         data = f.read()
     for e in dev_ev[:5] + dev_ev[-5:]:
         if e[1] <= seqs[-1]:
-            assert struct.pack("<IIBBIIII", *e) in data
+            assert tp.compiled(tp.EventRecord).pack(*e) in data
     r = run_theca(home, "decode", path, "--summary", "--strict")
     assert r.returncode == 0, r.stdout + r.stderr
     return seqs

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import random
-import struct
 from pathlib import Path
 
 import pytest
@@ -75,12 +74,12 @@ def _flash_events(image: Path) -> dict[int, tuple]:
     out = {}
     for off in range(0, len(data) - 31, 32):
         rec = data[off : off + 26]
-        (crc,) = struct.unpack_from("<I", data, off + 26)
+        crc = int.from_bytes(data[off + 26 : off + 26 + tp.CRC_SIZE], "little")
         import zlib
 
         if zlib.crc32(rec) != crc:
             continue
-        ev = struct.unpack("<IIBBIIII", rec)
+        ev = tp.compiled(tp.EventRecord).unpack(rec)
         if ev[1]:
             out[ev[1]] = ev
     return out

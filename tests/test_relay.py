@@ -7,7 +7,6 @@ read sees)."""
 from __future__ import annotations
 
 import json
-import struct
 import time
 from pathlib import Path
 
@@ -173,7 +172,7 @@ def test_a_held_command_is_stale(pump, relay):
     while not replies and time.monotonic() < deadline:
         time.sleep(0.05)
     assert replies, "the pump did not answer the held frame"
-    _, _, res, detail = struct.unpack_from("<IBBI", replies[0], tp.HDR_SIZE)
+    _, _, res, detail = tp.compiled(tp.ReplyHead).unpack_from(replies[0], tp.HDR_SIZE)
     assert tp.RESULTS[res] == "stale" and detail > tp.names.FRESH_S, (res, detail)
     relay.on_host = lambda f: [f]
     started1 = sum(1 for e in device_events(home, pump["via"]) if e[2] == ev_code("bolus_started"))

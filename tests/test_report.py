@@ -16,8 +16,11 @@ from theca.analysis import report, trumpet
 from theca.analysis.summary import summarize
 from theca.log.data import read_log
 from theca.log.frames import parse_time
+from theca_protocol.storage import TruthRecord
 
 ROOT = Path(__file__).resolve().parent.parent
+
+_TRUTH = tp.compiled(TruthRecord)
 
 
 class Tables(HTMLParser):
@@ -298,7 +301,6 @@ def test_summary_and_report_agree_with_the_physical_truth(tmp_path):
     # issue 13: the summary and the report from one accounting, checked day by day against
     # the twin's physical truth over a power loss, a stall, a suspension, a missed timed
     # bolus, patient and clinician boluses and a refill: every figure within one stroke
-    import struct
     from collections import defaultdict
     from datetime import UTC, datetime
 
@@ -336,7 +338,7 @@ def test_summary_and_report_agree_with_the_physical_truth(tmp_path):
     data = stream.read_bytes()
     truth_ul: dict[str, float] = defaultdict(float)
     for off in range(0, len(data) - len(data) % 16, 16):
-        t, nl, _tip = struct.unpack_from("<IIq", data, off)
+        t, nl, _tip = _TRUTH.unpack_from(data, off)
         day = datetime.fromtimestamp(t + tp.EPOCH_UNIX, UTC).strftime("%Y-%m-%d")
         truth_ul[day] += nl / 1000
     stroke_ul = 0.25 + 1e-9  # (float sums)
@@ -427,7 +429,6 @@ def test_a_change_of_drug_is_counted_per_drug_against_the_truth(tmp_path):
     # issue 13: "in true drug units per drug": after a change of drug each drug's amount
     # is its own, the catheter's old drug counted as the old one (the bridge), each day
     # within a stroke of what reached the tip
-    import struct
     from collections import defaultdict
     from datetime import UTC, datetime
 
@@ -453,7 +454,7 @@ def test_a_change_of_drug_is_counted_per_drug_against_the_truth(tmp_path):
     data = stream.read_bytes()
     truth: dict[tuple[str, str], float] = defaultdict(float)  # (day, drug) -> mg at the pump
     for off in range(0, len(data) - len(data) % 16, 16):
-        t, nl, tip = struct.unpack_from("<IIq", data, off)
+        t, nl, tip = _TRUTH.unpack_from(data, off)
         if not nl:
             continue
         day = datetime.fromtimestamp(t + tp.EPOCH_UNIX, UTC).strftime("%Y-%m-%d")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
-import struct
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import theca_protocol as tp
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from theca.errors import BadInput
@@ -764,7 +764,7 @@ def device_rx(draw) -> Prescription:
 def test_blob_roundtrip(rx):
     blob = rx.to_blob()
     assert len(blob) == 22 + 6 * len(rx.steps) + 8 * len(rx.timed)
-    assert struct.unpack_from("<BBBB", blob) == (2, rx.drug_id, len(rx.steps), len(rx.timed))
+    assert tp.compiled(tp.RxHead).unpack_from(blob)[:4] == (2, rx.drug_id, len(rx.steps), len(rx.timed))
     assert Prescription.from_blob(blob, LIB) == rx
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import secrets
 import select
-import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +20,13 @@ from pathlib import Path
 import theca_protocol as tp
 from theca import paths
 from theca.inputs.druglib import default_path as druglib_path
+from theca_protocol.storage import TruthRecord
 
 CLINICIAN, PATIENT = 1, 2
 T = {m.name: m.type for m in tp.COMMANDS.values()}
 # the truth stream's record, as boards/unix/board.py's Mechanism writes it (a twin format,
 # not the protocol's): true time, nL, drug at the tip in 1e-6 ng
-_REC = struct.Struct("<IIq")
+_REC = tp.compiled(TruthRecord)
 #: Longest a control request may take in real seconds (a 6 h run takes well under 1 s).
 CTL_TIMEOUT_S = 60
 

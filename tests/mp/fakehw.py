@@ -137,8 +137,8 @@ def install_fresh():
                 b[end : end + md.MAC_SIZE] = _hmac(key, bytes(b[:end]))[:16]
                 fw = FrameWriter(n)
                 fw.buf[:] = b
-                frame = bytes(fw.finish(frame[1], struct.unpack_from("<H", b, 2)[0],
-                                        struct.unpack_from("<I", b, 4)[0], n - md.HDR_SIZE
+                frame = bytes(fw.finish(frame[1], struct.unpack_from(md.HDR_FMT, b, 0)[2],
+                                        struct.unpack_from(md.HDR_FMT, b, 0)[3], n - md.HDR_SIZE
                                         - md.CRC_SIZE))
         return real(self, frame, now)
 
@@ -187,7 +187,7 @@ def reply_mac_ok(frame, role, ctr, key=None):
     if key is None:
         key = CLIN_KEY if role == md.ROLE_CLINICIAN else PAT_KEY
     end = len(frame) - md.CRC_SIZE - md.MAC_SIZE
-    mac = _hmac(key, bytes(frame[:end]) + struct.pack("<BI", role, ctr))[:16]
+    mac = _hmac(key, bytes(frame[:end]) + struct.pack(md.REPLY_BINDING_FMT, role, ctr))[:16]
     return mac == bytes(frame[end : end + md.MAC_SIZE])
 
 

@@ -8,9 +8,9 @@ from mptest_pump import LIB, T0, _vector, started
 
 def test_log_read_pages():
     hw, p, h = started()
-    r = reply(p.command(h.cmd(md.T_LOG_READ, struct.pack("<IB", 1, 2)), T0))
+    r = reply(p.command(h.cmd(md.T_LOG_READ, struct.pack(md.LOG_READ_FMT, 1, 2)), T0))
     assert r[2] == 0
-    nxt, first, cnt = struct.unpack_from("<IIB", r[4], 0)
+    nxt, first, cnt = struct.unpack_from(md.LOG_READ_REPLY_HEAD_FMT, r[4], 0)
     assert first == 1 and cnt == 2 and nxt >= 3
     ev = struct.unpack_from(md.EVENT_FMT, r[4], 9)
     assert ev[1] == 1 and ev[2] == md.EV_BOOT

@@ -124,9 +124,9 @@ def test_patient_bolus_denied_at_daily_drug_limit():
     hw, p, h = started(steps=((0, 14_000_000),), pb=(250_000, 120, 3600, 4))
     # two clinician boluses of 0.45 mg, 2 h apart, bring the rolling total close to it
     run_until(p, hw, T0 + DAY)
-    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 450_000, 600)), T0 + DAY))[2] == 0
+    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack(md.CLINICIAN_BOLUS_FMT, 450_000, 600)), T0 + DAY))[2] == 0
     run_until(p, hw, T0 + DAY + 7200)
-    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 450_000, 600)), T0 + DAY + 7200))[2] == 0
+    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack(md.CLINICIAN_BOLUS_FMT, 450_000, 600)), T0 + DAY + 7200))[2] == 0
     run_until(p, hw, T0 + DAY + 7800)
     r = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT), T0 + DAY + 7800))
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT, r
@@ -260,9 +260,9 @@ def test_bolus_counts_the_next_24h_of_schedule_not_only_the_past():
     # 0.45 mg bolus plus the next 24 h of a 14.6 mg/day basal is 15.05 mg > 15 mg.
     # REQ: SR-LIM-02
     hw, p, h = started(steps=((0, 14_600_000),), conc=2_000_000)
-    r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 450_000, 1800)), T0))
+    r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack(md.CLINICIAN_BOLUS_FMT, 450_000, 1800)), T0))
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT, r
-    r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 350_000, 1800)), T0))
+    r = reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack(md.CLINICIAN_BOLUS_FMT, 350_000, 1800)), T0))
     assert r[2] == 0, r
 
 

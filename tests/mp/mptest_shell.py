@@ -87,7 +87,7 @@ def test_unexpected_exception_ends_in_the_safe_state():
     assert offs[0] >= 1
     assert isinstance(hw.failed, RuntimeError)  # the twin reports it as a failure
     ev = [app.events.record(s) for s in range(app.events.first_seq, app.events.next_seq)]
-    codes = [struct.unpack_from("<IIB", e, 0)[2] for e in ev if e is not None]
+    codes = [struct.unpack_from(md.EVENT_FMT, e, 0)[2] for e in ev if e is not None]
     assert md.EV_FAULT in codes
     # in the safe state no stroke is tried again, and the link still answers
     assert app.tick(hw.clock.now()) > hw.clock.now()

@@ -109,6 +109,6 @@ def test_events_from_before_a_reboot_read_back_from_flash():
     p2 = P.Pump(HW(T0 + 60), T0 + 60, LIB, 0, Store(root))
     for seq in range(p2.events.first_seq, p2.events.next_seq):
         rec = p2.events.record(seq)
-        assert rec is not None and struct.unpack_from("<I", rec, 4)[0] == seq, seq
+        assert rec is not None and struct.unpack_from(md.EVENT_FMT, rec, 0)[1] == seq, seq
     r = bytes(p2.events.record(last))
-    assert r[8] == md.EV_SUSPENDED and struct.unpack_from("<I", r, 10)[0] == 4
+    assert r[8] == md.EV_SUSPENDED and struct.unpack_from(md.EVENT_FMT, r, 0)[4] == 4

@@ -145,7 +145,7 @@ def check_dose_through_pump(board, name):
     p = running_pump(hw)
     now = hw.clock.now()
     # clinician bolus 0.1 mg at 10 mg/mL = 10 uL = 40 strokes over 10 minutes
-    r = reply(p.command(p.host.cmd(md.T_CLINICIAN_BOLUS, struct.pack("<II", 100_000, 600), t=now), now))
+    r = reply(p.command(p.host.cmd(md.T_CLINICIAN_BOLUS, struct.pack(md.CLINICIAN_BOLUS_FMT, 100_000, 600), t=now), now))
     assert r[2] == 0, r
     run_pump(w, hw, p, 3600)
     n = delivered_strokes(p)
@@ -271,7 +271,7 @@ def check_main_watchdog_and_maintenance(board, name):
 
     w = rig.setup(board, name)
     h = rig.HostLink(w, name)
-    h.send_at(1 * S, md.T_SET_TIME, struct.pack("<Ii", rig.DEVICE_T0, 0))
+    h.send_at(1 * S, md.T_SET_TIME, struct.pack(md.SET_TIME_FMT, rig.DEVICE_T0, 0))
     h.send_at(2 * S, md.T_PROGRAM, rx_blob())
     h.send_at(7200 * S, md.T_GET_STATUS)
     h.send_at(7201 * S, md.T_MAINTENANCE)

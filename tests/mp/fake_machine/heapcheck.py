@@ -35,7 +35,7 @@ w = rig.setup(board, "rp2_pico")
 w.record = False
 h = rig.HostLink(w, "rp2_pico")
 S = 1_000_000_000
-h.send_at(1 * S, md.T_SET_TIME, struct.pack("<Ii", rig.DEVICE_T0, 0))
+h.send_at(1 * S, md.T_SET_TIME, struct.pack(md.SET_TIME_FMT, rig.DEVICE_T0, 0))
 h.send_at(2 * S, md.T_PROGRAM, rx_blob(pb=(100_000, 600, 3600, 4)))
 for k in range(1, 6):
     h.send_at(k * 3600 * S, md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT)
