@@ -6,7 +6,7 @@ import numpy as np
 from theca_protocol import names as N
 
 from theca.log import fields as F
-from theca.log.devtime import D2, FRAC, iso_many, iso_matrix
+from theca.log.devtime import D2, FRAC, iso, iso_many, iso_matrix
 from theca.log.frames import Selection, status_columns
 from theca.log.records import Renderer, dumps_str, to_json
 from theca.log.stats import Summary
@@ -190,20 +190,34 @@ def _status_text(r: Renderer, a: np.ndarray, starts: np.ndarray, min_run: int = 
     return "".join(out)
 
 
+def _texts(x: np.ndarray, text) -> list[str]:
+    # text(v) of every value of column x: a column that does not change in the run (most
+    # fields of most runs) is formatted once, a code column once per distinct code
+    if not len(x):
+        return []
+    if (x == x[0]).all():
+        return [text(x[0].item())] * len(x)
+    return [text(v) for v in x.tolist()]
+
+
 def _field_texts(r: Renderer, f: F.Field, col: dict[str, np.ndarray]) -> list[str]:
     # field `f` of every line as JSON text
     x = col[f.raw[0]]
     if f.kind == "int":
-        return list(map(str, x.tolist()))
+        return _texts(x, str)
     if f.kind in ("milli", "milli2"):
         q, rr = _milli(f, col)
-        return [f"{a}.{FRAC[b]}" for a, b in zip(q.tolist(), rr.tolist(), strict=True)]
+        return _texts(q * 1000 + rr, lambda v: f"{v // 1000}.{FRAC[v % 1000]}")
     if f.kind == "time":
-        return [f'"{s}"' if t else "null"
-                for s, t in zip(iso_many(x), x.tolist(), strict=True)]
+        return _texts(x, lambda t: f'"{iso(t)}"' if t else "null")
     inv, table = _cat(x, _names(r, f))  # each distinct code named once
     names = [t.decode() for t in table]
     return [names[i] for i in inv.tolist()]
+
+
+#: A STATUS line with its fields' texts in the model's order (str.format, one call a line).
+_LINE = ('{{"kind":"status","t":"{}","seq":{}'
+         + "".join(f',"{f.name}":{{}}' for f in F.STATUS_FIELDS) + "}}")
 
 
 def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
@@ -213,12 +227,10 @@ def _status_lines(r: Renderer, a: np.ndarray, starts: np.ndarray) -> list[str]:
     Must equal to_json(r.record(frame)) exactly (a test checks), only faster.
     """
     col = status_columns(a, starts)
-    parts = [[f'{{"kind":"status","t":"{t}","seq":{s}'
-              for t, s in zip(iso_many(col["time"]), col["seq"].tolist(), strict=True)]]
-    for f in F.STATUS_FIELDS:
-        key = f',"{f.name}":'
-        parts.append([key + x for x in _field_texts(r, f, col)])
-    return ["".join(p) + "}" for p in zip(*parts, strict=True)]
+    cols = [iso_many(col["time"]), col["seq"].tolist()]
+    cols += [_field_texts(r, f, col) for f in F.STATUS_FIELDS]
+    fmt = _LINE.format
+    return [fmt(*row) for row in zip(*cols, strict=True)]
 
 
 def write_jsonl(t: Tlog, stream, summary: Summary, sel: Selection | None = None) -> int:
