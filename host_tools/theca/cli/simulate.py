@@ -58,7 +58,7 @@ def run(args) -> int:
             # no traceback: the cause is the heap the user chose, and it has one fix
             heap = f"--heapsize {args.heapsize}" if args.heapsize else "the default heap"
             print(f"theca simulate: the firmware ran out of memory with {heap} (status "
-                  f"{res['returncode']}): raise --heapsize (the twin needs about 144k for "
+                  f"{res['returncode']}): raise --heapsize (the twin needs about 160k for "
                   "30 days; `make bench` measures it)", file=sys.stderr)
             return TWIN_FAILED
         sys.stderr.write(res["stdout"][-4000:])
