@@ -124,9 +124,10 @@ def test_patient_bolus_denied_at_daily_drug_limit():
     hw, p, h = started(steps=((0, 14_000_000),), pb=(250_000, 120, 3600, 4))
     # two clinician boluses of 0.45 mg, 2 h apart, bring the rolling total close to it
     run_until(p, hw, T0 + DAY)
-    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack(md.CLINICIAN_BOLUS_FMT, 450_000, 600)), T0 + DAY))[2] == 0
+    bolus = struct.pack(md.CLINICIAN_BOLUS_FMT, 450_000, 600)
+    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, bolus), T0 + DAY))[2] == 0
     run_until(p, hw, T0 + DAY + 7200)
-    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, struct.pack(md.CLINICIAN_BOLUS_FMT, 450_000, 600)), T0 + DAY + 7200))[2] == 0
+    assert reply(p.command(h.cmd(md.T_CLINICIAN_BOLUS, bolus), T0 + DAY + 7200))[2] == 0
     run_until(p, hw, T0 + DAY + 7800)
     r = reply(p.command(h.cmd(md.T_PATIENT_BOLUS, role=md.ROLE_PATIENT), T0 + DAY + 7800))
     assert r[2] == md.NACK_LIMIT and r[3] == md.DENY_DAILY_LIMIT, r

@@ -8,17 +8,8 @@ from fakehw import HW, Host, reply, rx_blob
 from ramflash import mounted
 from store import Store
 import pump as P
+from mptest_flood import _events
 from mptest_store import LIB, T0
-
-
-def _events(p, code):
-    ev = p.events
-    out = []
-    for seq in range(ev.first_seq, ev.next_seq):
-        r = ev.record(seq)
-        if r is not None and r[8] == code:
-            out.append(seq)
-    return out
 
 
 def test_a_change_whose_save_fails_is_refused_on_every_try_and_never_taken_up():

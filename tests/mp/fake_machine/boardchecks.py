@@ -145,7 +145,8 @@ def check_dose_through_pump(board, name):
     p = running_pump(hw)
     now = hw.clock.now()
     # clinician bolus 0.1 mg at 10 mg/mL = 10 uL = 40 strokes over 10 minutes
-    r = reply(p.command(p.host.cmd(md.T_CLINICIAN_BOLUS, struct.pack(md.CLINICIAN_BOLUS_FMT, 100_000, 600), t=now), now))
+    bolus = struct.pack(md.CLINICIAN_BOLUS_FMT, 100_000, 600)
+    r = reply(p.command(p.host.cmd(md.T_CLINICIAN_BOLUS, bolus, t=now), now))
     assert r[2] == 0, r
     run_pump(w, hw, p, 3600)
     n = delivered_strokes(p)
