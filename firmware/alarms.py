@@ -16,6 +16,9 @@ from msgdefs import (  # noqa: F401  (re-exported for the pump and the tests)
     ALARMS_UNSILENCEABLE as UNSILENCEABLE,
     ALARM_WATCHDOG_RESET as WATCHDOG_RESET,
     ALARMS_CRITICAL as CRITICAL,
+    ALARMS_CLINICIAN as CLINICIAN_CLEARS,
+    ALARM_FLASH_FAULT as FLASH_FAULT,
+    ALARM_STORAGE_DAMAGED as STORAGE_DAMAGED,
     EV_ALARM_ACKNOWLEDGED,
     EV_ALARM_CLEARED,
     EV_ALARM_RAISED,
@@ -67,21 +70,24 @@ class Alarms(Part):
 
     def acknowledge(self, now, mask, who, reservoir_nl):
         """ACK_ALARM: silence the tones of the alarms in `mask`; returns the acknowledged
-        mask. A volume discrepancy lasts until the clinician acknowledges it (SR-DRUG-03:
-        the clinician has seen it and assessed the pocket fill, leak or underdose); the
-        patient's acknowledgement only silences its tone."""
+        mask. A volume discrepancy or damaged storage lasts until the clinician
+        acknowledges it (SR-DRUG-03, SR-STO-01: the clinician has seen it and assessed the
+        pocket fill, the leak, the underdose or what the pump took up); the patient's
+        acknowledgement only silences its tone."""
         before = self.acked
         acked = self.ack(mask)
-        disc = (mask >> VOLUME_DISCREPANCY & 1 and who == ROLE_CLINICIAN
-                and self.active(VOLUME_DISCREPANCY))
-        if acked != before or disc:
+        clears = mask & self.mask & CLINICIAN_CLEARS if who == ROLE_CLINICIAN else 0
+        if acked != before or clears:
             # only an acknowledgement that silenced something is a record (a repeated
             # one, or one of nothing raised, changes nothing: no flood fills the log),
             # and it names what it silenced, not the mask asked (all bits: "every alarm")
-            done = (acked & ~before) | (1 << VOLUME_DISCREPANCY if disc else 0)
-            self.log(now, EV_ALARM_ACKNOWLEDGED, who, done, 0, 0)
-        if disc:
-            self.clear(VOLUME_DISCREPANCY, now, reservoir_nl)
+            self.log(now, EV_ALARM_ACKNOWLEDGED, who, (acked & ~before) | clears, 0, 0)
+        b = 0
+        while clears:
+            if clears & 1:
+                self.clear(b, now, reservoir_nl)
+            clears >>= 1
+            b += 1
         return acked
 
     def sounding(self):

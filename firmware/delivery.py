@@ -67,12 +67,14 @@ class Delivery(Part):
         return self.catheter_nl - self.unprimed_nl
 
     @micropython.native
-    def move(self, motor, store, now, acc, q, mode):
+    def move(self, motor, store, now, acc, q, mode, window_ng):
         """The motor's stroke, journaled ahead (write-ahead: a cut can only make the pump
         believe it delivered a stroke it did not): the accounting as it will be, with the
-        engine's accumulator after it (acc - q); if nothing moved, the journal says so
-        again at once. 0, or the mechanism's fault. (Native: its frame would be a heap
-        block per stroke, SR-HEAP-01.)"""
+        engine's accumulator after it (acc - q) and the rolling window's drug with it
+        (window_ng, the dose history's witness); if nothing moved, the journal says so
+        again at once. 0, or the mechanism's fault; a journal the flash does not take
+        raises OSError before the motor moves. (Native: its frame would be a heap block
+        per stroke, SR-HEAP-01.)"""
         s = self.stroke_nl
         if store is not None:
             nl = self.delivered_nl + s
@@ -80,11 +82,11 @@ class Delivery(Part):
             while nl >= 1000:
                 nl -= 1000
                 ul += 1
-            store.journal(now, self.reservoir_nl - s, ul, nl, acc - q, mode)
+            store.journal(now, self.reservoir_nl - s, ul, nl, acc - q, mode, window_ng)
         r = motor.stroke()
         if r != 0 and store is not None:
             store.journal(now, self.reservoir_nl, self.delivered_ul, self.delivered_nl, acc,
-                          mode)
+                          mode, window_ng)
         return r
 
     def account(self):
@@ -121,6 +123,20 @@ class Delivery(Part):
         if ex >= s:
             return 0
         return (ng * (s - ex) + s - 1) // s
+
+    def assume_pushed(self, nl):
+        """After a restart with a record lost (SR-STO-02): nl that may have been pushed is
+        counted as pushed, so the reservoir is never over-estimated (never below 0)."""
+        r = self.reservoir_nl - nl
+        self.take_up_journal(r if r > 0 else 0, self.delivered_ul + (self.delivered_nl + nl) // 1000,
+                             (self.delivered_nl + nl) % 1000)
+
+    def forget_catheter(self, now):
+        """After a restart with the state lost: nothing of the catheter is exempt, and no
+        change in the next 24 h is either (what was done to it is not known)."""
+        self.unprimed_nl = 0
+        self.exempt_nl = 0
+        self.exempt_t = now if now else 1
 
     def take_up_journal(self, reservoir_nl, delivered_ul, delivered_nl):
         """After a restart: strokes the journal recorded after the snapshot. Returns

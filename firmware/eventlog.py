@@ -35,7 +35,8 @@ class EventLog:
         self.holding = False
         self.held = 0  # first seq held (0: none)
         self.dropped = 0  # floodable events not recorded: they would evict protected ones
-        self.unwritten = 0  # events the flash failed to take (kept in RAM only)
+        self.unwritten_from = 0  # first event the flash failed to take (0: none)
+        self.lost = 0  # of those, events that left the RAM ring before the flash took them
         if store is not None:
             self.next_seq, self.first_seq = store.log_bounds()
         # the RAM ring holds only what was appended since this boot; older is on flash
@@ -66,18 +67,28 @@ class EventLog:
         return seq
 
     def _write(self, seq):
-        off = (seq % self.cap) * REC_SIZE
-        try:
-            first = self.store.log_append(self.mv[off : off + REC_SIZE], seq)
-        except OSError:
-            # the flash failed: the event stays in the RAM ring (telemetry, LOG_READ)
-            # and is counted; the fault it causes is the caller's to raise
-            self.unwritten += 1
-            return
-        n = self.store.slots
-        if seq > n and (seq - 1) % n == 0:
-            self.wrapped = True  # a new lap: from here on the oldest are overwritten
-        self.first_seq = first
+        # Event seq to flash, after any the flash failed to take before it (still in the
+        # RAM ring: the older ones are gone with it, counted in `lost`).
+        lo = self.unwritten_from or seq
+        if lo < self.next_seq - self.cap:
+            self.lost += self.next_seq - self.cap - lo
+            lo = self.next_seq - self.cap
+        while lo <= seq:
+            off = (lo % self.cap) * REC_SIZE
+            try:
+                first = self.store.log_append(self.mv[off : off + REC_SIZE], lo)
+            except OSError:
+                # the flash failed: the event stays in the RAM ring (telemetry, LOG_READ)
+                # and goes to flash with the next one it takes; the fault it causes is
+                # the caller's to raise
+                self.unwritten_from = lo
+                return
+            n = self.store.slots
+            if lo > n and (lo - 1) % n == 0:
+                self.wrapped = True  # a new lap: from here on the oldest are overwritten
+            self.first_seq = first
+            lo += 1
+        self.unwritten_from = 0
 
     def _evicts(self, seq, t):
         # Would event `seq` at wall time t overwrite a protected event younger than
@@ -134,6 +145,14 @@ class EventLog:
             self.buf[off : off + REC_SIZE] = recs[i * REC_SIZE : (i + 1) * REC_SIZE]
             self.next_seq = seq + 1
             self._write(seq)
+
+    def skip_to(self, seq):
+        """After a restart: the log on flash ends before event `seq` the pump already
+        numbered (its newest were lost): the next event gets `seq`, never a number
+        twice."""
+        if seq > self.next_seq:
+            self.next_seq = seq
+            self.ram_first = seq
 
     def record(self, seq):
         """Memoryview of event `seq`'s record, or None if it is gone or not yet made."""

@@ -152,12 +152,18 @@ SNAP_BOLUS_SIZE = const(13)
 # the priming exemption (after the running boluses)
 SNAP_PRIME_FMT = "<II"
 SNAP_PRIME_SIZE = const(8)
+# the event log's next number (after the priming exemption)
+SNAP_EVENTS_FMT = "<I"
+SNAP_EVENTS_SIZE = const(4)
 # twin link input record; the frame follows
 LINK_IN_FMT = "<IHB"
 LINK_IN_SIZE = const(7)
 # twin truth stream record
 TRUTH_FMT = "<IIq"
 TRUTH_SIZE = const(16)
+# twin per-drug truth stream record
+TRUTH_TIP_FMT = "<IHHq"
+TRUTH_TIP_SIZE = const(16)
 
 # Command table, indexed by type - CMD_FIRST: body size (-1 variable, -2 no such
 # command), body layout (None: variable, handed over as bytes), allowed roles as a
@@ -190,6 +196,8 @@ ALARM_AUTH_BACKOFF = const(8)
 ALARM_WATCHDOG_RESET = const(9)
 ALARM_VOLUME_DISCREPANCY = const(10)
 ALARM_SUSPENDED_TOO_LONG = const(11)
+ALARM_STORAGE_DAMAGED = const(12)
+ALARM_FLASH_FAULT = const(13)
 
 # EventRecord.who
 WHO_DEVICE = const(0)
@@ -246,6 +254,7 @@ NACK_FAULT = const(12)
 # stroke_failed a
 STROKE_STALL = const(1)
 STROKE_OCCLUSION = const(2)
+STROKE_FLASH = const(3)
 
 # fault a: the concern that failed
 FAULT_THERAPY = const(1)
@@ -304,7 +313,10 @@ FIELD_PRIMED = const(20)  # primed
 ALARMS_UNSILENCEABLE = const(2048)  # 0x0800
 
 # alarm bits that are critical (two-tone, delivery stops)
-ALARMS_CRITICAL = const(238)  # 0x00ee
+ALARMS_CRITICAL = const(8430)  # 0x20ee
+
+# alarm bits the clinician's acknowledgement clears (the patient's only silences)
+ALARMS_CLINICIAN = const(5120)  # 0x1400
 
 # per event code (index): 1 if no patient or keyless frame may evict it (PROTECTED_EVENTS)
 EV_PROTECTED = b'\x00\x01\x01\x01\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01\x01\x01\x01'

@@ -105,6 +105,11 @@ class Plan(Part):
             self.fill_first = 1
         self.drug = drug
 
+    def take_up_fill(self, drug, conc):
+        """After a restart with the state lost: the fill the event log last recorded."""
+        self.drug = drug
+        self.conc = conc
+
     def refill(self, now, drug, conc, held_nl):
         """The reservoir was emptied and filled with drug at conc; the catheter holds
         held_nl of the fill before. Returns True if the bridge must end at once: nothing

@@ -4,9 +4,12 @@
 import msgdefs as md
 import schedule
 import strokes
-from alarms import RX_INVALID
+from alarms import RX_INVALID, STORAGE_DAMAGED
 from engine import DAY
 from eventlog import wall_u32
+from micropython import const
+
+_LOST = const(2)  # STORAGE_DAMAGE state_lost: no good copy of the state
 
 
 def start(p, now, boot_cause):
@@ -14,19 +17,24 @@ def start(p, now, boot_cause):
     what it found, say who the pump is and what it believes, save."""
     store = p.store
     gap = 0
-    bad = False
+    damage = 0
     cut = ()
     if store is not None:
         import restore  # a pump without a store never pays for it
 
-        now, gap, bad, cut = restore.restore(p, store, now)
+        now, gap, damage, cut = restore.restore(p, store, now)
     p.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
     if p.clock_moved is not None:
         d = p.wall_delta
         p.log(now, md.EV_TIME_CHANGED, 0, wall_u32(p.clock_moved[0] + d),
               wall_u32(p.clock_moved[1] + d), p.offset)
-    if bad or p.plan.rx_bad:
-        # the stored state failed its CRC or its prescription does not parse: no
+    if damage:
+        # what the boot found damaged or missing, named (SR-STO-01): a clinician must see
+        # it (only the clinician's acknowledgement clears it)
+        p.alarms.retire(STORAGE_DAMAGED)
+        p.alarms.raise_(STORAGE_DAMAGED, now, p.delivery.reservoir_nl, damage)
+    if damage & _LOST or p.plan.rx_bad:
+        # no good copy of the stored state, or its prescription does not parse: no
         # delivery until a clinician programs the pump again
         schedule.unload(p, now)
         p.alarms.raise_(RX_INVALID, now, p.delivery.reservoir_nl)
@@ -55,7 +63,7 @@ def start(p, now, boot_cause):
         # what the pump believes as it boots (after a restart: what it recovered)
         p.hw.telemetry.emit(p.status_frame(now))
     if store is not None:
-        p.save(now)
+        strokes.save(p, now)
     # the commands and their rooms, after the pump's buffers and the boot's garbage:
     # their code goes where the heap has room, and a command later allocates nothing
     # for it

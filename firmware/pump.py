@@ -192,7 +192,7 @@ class Pump(Part):
         if self.eta_dirty:
             self.update_eta(now)
         if self.store is not None and (self.dirty or now - self.saved_t >= SAVE_S):
-            self.save(now)  # (never while unsaved: that pump is SAFE, returned above)
+            strokes.save(self, now)  # (never while unsaved: that pump is SAFE, returned above)
         return self._next_wake(now)
 
     def _next_wake(self, now):
@@ -394,6 +394,6 @@ class Pump(Part):
         """Write the snapshot (snapshot.py; atomic). Allocates: never called per stroke."""
         import snapshot  # only a pump with a store saves one
 
+        self.store.save_state(snapshot.pack(self, now))
         self.dirty = False
         self.saved_t = now
-        self.store.save_state(snapshot.pack(self, now))

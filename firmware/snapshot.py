@@ -12,6 +12,8 @@ from msgdefs import (
     SNAP_BOLUS_SIZE,
     SNAP_FIELDS,
     SNAP_FMT,
+    SNAP_EVENTS_FMT,
+    SNAP_EVENTS_SIZE,
     SNAP_PRIME_FMT,
     SNAP_PRIME_SIZE,
     SNAP_SIZE,
@@ -35,7 +37,8 @@ def pack(p, now):
     v["held_first"], v["held_n"] = first, n
     held = b"".join(bytes(ev.record(first + i)) for i in range(n))
     head = struct.pack(SNAP_FMT, *[v[k] for k in SNAP_FIELDS])
-    tail = struct.pack(SNAP_PRIME_FMT, v["exempt_nl"], v["exempt_t"])
+    tail = (struct.pack(SNAP_PRIME_FMT, v["exempt_nl"], v["exempt_t"])
+            + struct.pack(SNAP_EVENTS_FMT, ev.next_seq))
     return head + v["gate"] + v["rolling"] + rx + brx + held + _boluses(p.engine) + tail
 
 
@@ -74,6 +77,9 @@ def unpack(blob, gate_bytes, rolling_bytes):
         v["exempt_nl"], v["exempt_t"] = struct.unpack_from(SNAP_PRIME_FMT, blob, off)
     else:  # a snapshot of older firmware: its catheter's unprimed volume is exempt
         v["exempt_nl"], v["exempt_t"] = v["unprimed_nl"], 0
+    off += SNAP_PRIME_SIZE
+    v["event_next"] = (struct.unpack_from(SNAP_EVENTS_FMT, blob, off)[0]
+                       if off + SNAP_EVENTS_SIZE <= len(blob) else 0)
     return v
 
 

@@ -1,9 +1,12 @@
 # Persistent state on the board's littlefs2 filesystem (a mounted image on the twin).
 #
 # Three files, each written so that a power cut at any instant leaves a usable state:
-# - state.bin: the therapy snapshot (prescription, mode, alarms, concentration, bolus
-#   history, rolling 24 h buckets, key counters...). Written to state.new, then renamed
-#   over state.bin: littlefs renames atomically, so a cut leaves the old or the new one.
+# - state.bin and state.bak: two copies of the therapy snapshot (prescription, mode,
+#   alarms, concentration, bolus history, rolling 24 h buckets, key counters...), each
+#   with a save number and a CRC. state.bin is written to state.new, then renamed over
+#   (littlefs renames atomically: a cut leaves the old or the new one), then state.bak
+#   is written: a byte damaged in one copy leaves the other, the same save. Boot takes
+#   up the newer good copy and says what it found damaged (restore.py).
 # - journal.bin: the stroke journal, a ring of fixed records (seq, CRC). A record with
 #   the reservoir *after* the next stroke is written before the motor moves, so a cut
 #   can only make the pump believe it delivered one stroke it did not: the reservoir is
@@ -42,6 +45,36 @@ def _exists(path):
         return False
 
 
+def _size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return 0
+
+
+def _written(buf):
+    # a slot that holds something (a file grows with zeros where nothing was written yet)
+    for b in buf:
+        if b:
+            return True
+    return False
+
+
+def _read_copy(path):
+    # (rev, blob) of a good copy, False if damaged, None if there is none
+    if not _exists(path):
+        return None
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < _STATE_HDR_SIZE:
+        return False
+    ver, rev, crc = struct.unpack_from(_STATE_HDR, data, 0)
+    blob = data[_STATE_HDR_SIZE:]
+    if ver != _STATE_VERSION or crc32(blob) != crc:
+        return False
+    return rev, blob
+
+
 class Store:
     """The pump's files under `root` (a directory on a littlefs2 filesystem)."""
 
@@ -54,6 +87,11 @@ class Store:
         self.j_path = self.dir + "/journal.bin"
         self.state_path = self.dir + "/state.bin"
         self.state_new = self.dir + "/state.new"
+        self.state_bak = self.dir + "/state.bak"
+        self.rev = 0  # the save number of the copy taken up (load_state), then of the last
+        # what the boot found damaged (STORAGE_DAMAGE bits of the journal and the events)
+        self.j_bad = 0  # journal slots that failed their CRC
+        self.ev_bad = 0  # event slots that failed their CRC
         self._ev_buf = bytearray(_EV_SLOT)
         self._ev_rd = bytearray(_EV_SLOT)
         self._j_buf = bytearray(_J_SIZE)
@@ -80,6 +118,8 @@ class Store:
             if f.readinto(buf) != _EV_SLOT:
                 break
             if not crc_ok(buf, _EV_REC + 4):
+                if _written(buf):
+                    self.ev_bad += 1
                 continue
             seq = struct.unpack_from(_EV_FMT, buf, 0)[1]
             if seq == 0 or seq % self.slots != i:
@@ -123,12 +163,13 @@ class Store:
 
     # -- stroke journal -----------------------------------------------------------------
     @micropython.native
-    def journal(self, t, reservoir_nl, delivered_ul, delivered_nl, acc, flags):
-        """Write ahead: the accounting as it will be after the coming stroke."""
+    def journal(self, t, reservoir_nl, delivered_ul, delivered_nl, acc, flags, window_ng):
+        """Write ahead: the accounting as it will be after the coming stroke, and the drug
+        the rolling 24 h window holds with it."""
         self.j_seq += 1
         buf = self._j_buf
         struct.pack_into(_J_FMT, buf, 0, self.j_seq, t, reservoir_nl, delivered_ul, acc,
-                         delivered_nl, flags, 0, 0)
+                         delivered_nl, flags, window_ng, 0)
         crc_put(buf, _J_CRC_AT)
         f = self.j
         f.seek((self.j_seq % JOURNAL_SLOTS) * _J_SIZE)
@@ -138,7 +179,7 @@ class Store:
 
     def journal_last(self):
         """The newest good journal record as a tuple (seq, t, reservoir_nl, delivered_ul,
-        acc, delivered_nl, flags), or None."""
+        acc, delivered_nl, flags, window_ng), or None; j_bad counts the damaged ones."""
         best = None
         buf = bytearray(_J_SIZE)
         f = self.j
@@ -147,37 +188,58 @@ class Store:
             if f.readinto(buf) != _J_SIZE:
                 break
             if not crc_ok(buf, _J_SIZE):
+                if _written(buf):
+                    self.j_bad += 1
                 continue
             r = struct.unpack_from(_J_FMT, buf, 0)
             if r[0] and (best is None or r[0] > best[0]):
                 best = r
         if best is not None:
             self.j_seq = best[0]
-        return best[:7] if best else None
+        return best[:8] if best else None
 
     # -- snapshot -----------------------------------------------------------------------
     def save_state(self, blob):
-        """Atomically replace the snapshot: write new, then rename over the old."""
-        hdr = struct.pack(_STATE_HDR, _STATE_VERSION, 0, crc32(blob))  # not per stroke
+        """Replace both copies of the snapshot: state.bin atomically (write new, rename
+        over), then state.bak. Allocates: never per stroke."""
+        self.rev = (self.rev + 1) & 0xFFFF
+        hdr = struct.pack(_STATE_HDR, _STATE_VERSION, self.rev, crc32(blob))
         with open(self.state_new, "wb") as f:
             f.write(hdr)
             f.write(blob)
         os.rename(self.state_new, self.state_path)
-        self.writes += 1
+        with open(self.state_bak, "wb") as f:
+            f.write(hdr)
+            f.write(blob)
+        self.writes += 2
 
     def load_state(self):
-        """The snapshot's bytes, or None if there is none; raises ValueError if damaged."""
-        if not _exists(self.state_path):
-            return None
-        with open(self.state_path, "rb") as f:
-            data = f.read()
-        if len(data) < _STATE_HDR_SIZE:
-            raise ValueError("state: short")
-        ver, _, crc = struct.unpack_from(_STATE_HDR, data, 0)
-        blob = data[_STATE_HDR_SIZE:]
-        if ver != _STATE_VERSION or crc32(blob) != crc:
-            raise ValueError("state: bad crc")
-        return blob
+        """(blob, damaged): the newer good copy's snapshot (None if neither is good) and
+        how many copies exist but failed their CRC (or state.bin is gone beside a copy)."""
+        best = None
+        damaged = 0
+        for path in (self.state_path, self.state_bak):
+            r = _read_copy(path)
+            if r is None:
+                continue
+            if r is False:
+                damaged += 1
+                continue
+            # the newer of two by the save number, mod 2**16 (serial number arithmetic)
+            if best is None or (r[0] - best[0]) & 0xFFFF < 0x8000:
+                best = r
+        if best is not None and not _exists(self.state_path):
+            damaged += 1  # renamed over, never removed: it was lost
+        if best is None:
+            return None, damaged
+        self.rev = best[0]
+        return best[1], damaged
+
+    def is_blank(self):
+        """True if no copy of the state, no journal record and no event was ever written
+        here (a new pump): otherwise a pump without its state is a damaged one."""
+        return (not _exists(self.state_path) and not _exists(self.state_bak)
+                and _size(self.j_path) == 0 and _size(self.ev_path) == 0)
 
     def close(self):
         self.ev.close()

@@ -1,14 +1,17 @@
 # One stroke of the mechanism: checked, journaled ahead, moved, then counted; a stroke the
-# mechanism did not confirm raises its alarm and counts nothing; a stalled motor is tried
-# again (the probe) until it moves. Functions of the pump, on its parts' methods; the
-# tick (pump.py) calls them.
+# mechanism did not confirm raises its alarm and counts nothing; a stalled motor, or a
+# flash that did not take the stroke's journal or the snapshot, is tried again (the
+# probe) until it works. Functions of the pump, on its parts' methods; the tick (pump.py)
+# calls them.
+import micropython
 import msgdefs as md
 import schedule
-from alarms import EMPTY_RESERVOIR, LOW_RESERVOIR, MOTOR_STALL, OCCLUSION
+from alarms import EMPTY_RESERVOIR, FLASH_FAULT, LOW_RESERVOIR, MOTOR_STALL, OCCLUSION
 from engine import NEVER
 from micropython import const
 
-STALL_RETRY_S = const(60)  # how often a stalled motor is tried again
+STALL_RETRY_S = const(60)  # how often a stalled motor or a failing flash is tried again
+_FLASH = const(3)  # STROKE_FAILURES "flash": the journal was not written, nothing moved
 
 
 def stroke(p, now):
@@ -27,11 +30,18 @@ def stroke(p, now):
     return True
 
 
+@micropython.native
 def _move(p, now):
     # the motor's stroke, journaled ahead (a cut can only make the pump believe it
-    # delivered a stroke it did not); 0, or the mechanism's fault
+    # delivered a stroke it did not); 0, or the mechanism's fault. (Native: a handler's
+    # frame would be a heap block per stroke, SR-HEAP-01.)
     e = p.engine
-    return p.delivery.move(p.hw.motor, p.store, now, e.acc, e.Q, p.mode)
+    d = p.delivery
+    try:
+        return d.move(p.hw.motor, p.store, now, e.acc, e.Q, p.mode,
+                      p.rolling.total + d.ng_q + 1)
+    except OSError:
+        return _FLASH
 
 
 def _account(p, now):
@@ -57,17 +67,39 @@ def _failed(p, now, r):
     # Nothing is counted for a stroke the mechanism did not confirm; what was owed is not
     # caught up, it is counted into the halt's delivery_gap.
     p.log(now, md.EV_STROKE_FAILED, 0, r, 0, 0)
-    bit = MOTOR_STALL if r == 1 else OCCLUSION
+    bit = MOTOR_STALL if r == 1 else FLASH_FAULT if r == _FLASH else OCCLUSION
     p.alarms.raise_(bit, now, p.delivery.reservoir_nl)
     p.missed(p.engine.drop_owed())
-    if bit == MOTOR_STALL:
+    if bit != OCCLUSION:
         p.delivery.retry_at(now + STALL_RETRY_S)
     p.update_mode(now)
 
 
+def save(p, now):
+    """The snapshot outside a command (the boot's, the hourly one). A flash that does not
+    take it halts delivery with flash_fault until a later save works (SR-STO-03): the
+    state in RAM stays the pump's, as nothing unsaved was acknowledged. False if it
+    failed."""
+    if p.alarms.active(FLASH_FAULT) and now < p.delivery.retry_t:
+        return False  # the probe tries again at retry_t
+    try:
+        p.save(now)
+    except OSError:
+        if p.alarms.raise_(FLASH_FAULT, now, p.delivery.reservoir_nl):
+            p.missed(p.engine.drop_owed())
+            p.update_mode(now)
+        p.delivery.retry_at(now + STALL_RETRY_S)
+        return False
+    if p.alarms.clear(FLASH_FAULT, now, p.delivery.reservoir_nl):
+        p.update_mode(now)  # (its events make the pump dirty: the next tick saves them)
+    return True
+
+
 def probing(p):
-    """A halted pump with a stalled motor tries it again at Delivery.retry_t."""
-    return p.mode == md.MODE_HALTED and p.alarms.active(MOTOR_STALL)
+    """A halted pump with a stalled motor or a failing flash tries it again at
+    Delivery.retry_t."""
+    return p.mode == md.MODE_HALTED and (p.alarms.active(MOTOR_STALL)
+                                         or p.alarms.active(FLASH_FAULT))
 
 
 def rearm(p, now):
@@ -81,6 +113,9 @@ def probe(p, now):
     """Try the stalled motor with one real stroke. A success counts as an early stroke
     (acc goes below zero), so the plan is kept and never exceeded."""
     d = p.delivery
+    if p.alarms.active(FLASH_FAULT):
+        if not save(p, now) or not p.alarms.active(MOTOR_STALL):
+            return  # (a flash that works again clears its alarm and resumes, save())
     if d.reservoir_nl < d.stroke_nl:
         d.retry_at(NEVER)
         return

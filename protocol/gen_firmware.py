@@ -53,8 +53,10 @@ _OTHER_LAYOUTS = [
     ("SNAP", S.SnapshotHead, "snapshot head; gate times, rolling buckets, Rx blob follow"),
     ("SNAP_BOLUS", S.SnapBolus, "a bolus running at the snapshot (after the held events)"),
     ("SNAP_PRIME", S.SnapPrime, "the priming exemption (after the running boluses)"),
+    ("SNAP_EVENTS", S.SnapEvents, "the event log's next number (after the priming exemption)"),
     ("LINK_IN", S.LinkInRecord, "twin link input record; the frame follows"),
     ("TRUTH", S.TruthRecord, "twin truth stream record"),
+    ("TRUTH_TIP", S.TruthTipRecord, "twin per-drug truth stream record"),
 ]
 
 
@@ -260,6 +262,8 @@ def _render_all() -> str:
     out.append(_const("ALARMS_UNSILENCEABLE", N.UNSILENCEABLE_MASK, f"0x{N.UNSILENCEABLE_MASK:04x}"))
     out += ["", "# alarm bits that are critical (two-tone, delivery stops)"]
     out.append(_const("ALARMS_CRITICAL", N.CRITICAL_MASK, f"0x{N.CRITICAL_MASK:04x}"))
+    out += ["", "# alarm bits the clinician's acknowledgement clears (the patient's only silences)"]
+    out.append(_const("ALARMS_CLINICIAN", N.CLINICIAN_ACK_MASK, f"0x{N.CLINICIAN_ACK_MASK:04x}"))
     out += ["", "# per event code (index): 1 if no patient or keyless frame may evict it "
             "(PROTECTED_EVENTS)"]
     top = max(N.EVENTS) + 1

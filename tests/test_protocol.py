@@ -133,7 +133,7 @@ def test_msgdefs_codes_match_names():
         assert md[f"EV_{ev.name.upper()}"] == code
     for code, name in N.NACK_REASONS.items():
         assert md[f"NACK_{name.upper()}"] == code
-    assert md["ALARMS_CRITICAL"] == N.CRITICAL_MASK == 0b11101110
+    assert md["ALARMS_CRITICAL"] == N.CRITICAL_MASK == 0b10000011101110
     first = md["CMD_FIRST"]
     for t, m in M.COMMANDS.items():
         roles = md["CMD_ROLES"][t - first]
@@ -146,7 +146,8 @@ def test_msgdefs_codes_match_names():
 def test_names_follow_design():
     assert N.MODES == {0: "stopped", 1: "running", 2: "suspended", 3: "halted", 4: "safe"}
     assert N.CRITICAL_ALARMS == {
-        "empty_reservoir", "motor_stall", "occlusion", "battery_eos", "internal_fault", "rx_invalid"
+        "empty_reservoir", "motor_stall", "occlusion", "battery_eos", "internal_fault", "rx_invalid",
+        "flash_fault",
     }
     assert sorted(N.EVENTS) == list(range(1, 28))
     assert N.EVENTS[24].name == "refill_discrepancy"

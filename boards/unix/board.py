@@ -113,6 +113,7 @@ class Faults:
         self.stall = [(f["at"], f["at"] + f["duration_s"]) for f in faults if f["kind"] == "motor_stall"]
         self.occl = [(f["at"], f["at"] + f["duration_s"]) for f in faults if f["kind"] == "occlusion"]
         self.battery = sorted((f["at"], f["remaining_days"]) for f in faults if f["kind"] == "battery")
+        self.flash = [(f["at"], f["at"] + f["duration_s"]) for f in faults if f["kind"] == "flash_error"]
 
     @staticmethod
     def _in(windows, t):
@@ -127,6 +128,10 @@ class Faults:
 
     def occluded(self):
         return bool(self.occl) and self._in(self.occl, self.clock.true_now())
+
+    def flash_failing(self):
+        """True while a scenario's flash_error lasts: every flash write fails."""
+        return self._in(self.flash, self.clock.true_now())
 
     def add(self, kind, at, duration_s):
         """A fault window from now (the control channel)."""
@@ -342,11 +347,14 @@ class Hardware:
         self.info = _info(cfg)
         stream = cfg.get("truth_stream")
         self.stream = open(stream, "ab") if stream else None
+        tips = cfg.get("truth_tips")
+        self.tip_stream = open(tips, "ab") if tips else None
         self.motor = Mechanism(
             self.info["stroke_nl"], self.info["reservoir_nl"], faults,
             self.info["capacity_nl"], [tuple(r) for r in cfg.get("refills", [])],
             cfg.get("reservoir_conc_ng_ml", 0), self.info["catheter_nl"], self.stream,
-            [tuple(c) for c in cfg.get("catheters", [])],
+            [tuple(c) for c in cfg.get("catheters", [])], cfg.get("reservoir_drug", 0),
+            self.tip_stream,
         )
         if phys:
             self.motor.resume(phys, start)
@@ -362,7 +370,12 @@ class Hardware:
         if image:
             from simflash import mount  # only a twin with a flash image pays for it
 
-            self.bdev = mount(image, cfg.get("cut_after_writes", 0))
+            self.bdev = mount(image, cfg.get("cut_after_writes", 0),
+                              faults.flash_failing if faults.flash else None)
+            for dmg in cfg.get("storage_damage", ()):
+                from simflash import damage  # a scenario's storage fault, while it was off
+
+                damage("/flash", dmg["file"], dmg["damage"])
         else:
             self.bdev = None
         self.fs_root = "/flash" if image else None
@@ -433,6 +446,8 @@ class Hardware:
             self.link.f.close()
         if self.stream is not None:
             self.stream.close()
+        if self.tip_stream is not None:
+            self.tip_stream.close()
         if self.truth_path:
             with open(self.truth_path, "w") as f:
                 json.dump(self.physical(), f)

@@ -23,10 +23,11 @@ class Mechanism:
     """
 
     def __init__(self, stroke_nl, reservoir_nl, faults, capacity_nl=md.DEFAULT_CAPACITY_NL, refills=(),
-                 conc=0, catheter_nl=0, stream=None, catheters=()):
+                 conc=0, catheter_nl=0, stream=None, catheters=(), drug=0, tip_stream=None):
         self.stroke_nl = stroke_nl
         self.reservoir_nl = reservoir_nl
         self.mass = reservoir_nl * conc  # drug in the reservoir, 1e-6 ng
+        self.drug = drug  # which drug that is (a refill empties the reservoir first)
         self.capacity_nl = capacity_nl
         self.refills = sorted(refills)
         self.last_visit = (None, None)  # (true time, nL aspirated) of the last refill visit
@@ -39,10 +40,12 @@ class Mechanism:
         self.pocket_nl = 0  # drug injected beside the pump (pocket fills)
         self.faults = faults
         self.running = False
-        # the catheter, primed with the first fill: [[nL, mass], ...], oldest first
-        self.catheter = [[catheter_nl, catheter_nl * conc]] if catheter_nl else []
+        # the catheter, primed with the first fill: [[nL, mass, drug], ...], oldest first
+        self.catheter = [[catheter_nl, catheter_nl * conc, drug]] if catheter_nl else []
         self.stream = stream
         self.rec = bytearray(md.TRUTH_SIZE)
+        self.tip_stream = tip_stream  # per drug at the tip (TRUTH_TIP records), if asked
+        self.tip_rec = bytearray(md.TRUTH_TIP_SIZE)
 
     def _refill(self, before=None):
         # the scenario's refills due now (or, with `before`, those before that time)
@@ -55,13 +58,15 @@ class Mechanism:
             # what was aspirated, kept by time: the REFILL command reports it even if a
             # stroke at the same instant (a CHALLENGE before it) made the visit first
             self.last_visit = (r[0], visit.refill(self, r[1], r[2], r[3] if len(r) > 3 else 0))
+            if self.last_visit[1] is not None and len(r) > 4:
+                self.drug = r[4]
 
     def _new_catheter(self):
         # a catheter revision due now: the old catheter and what it held are gone, the
         # new one holds no drug (CSF) until the pump has pushed its volume
         now = self.faults.clock.true_now()
         while self.catheters and self.catheters[0][0] <= now:
-            self.catheter = [[self.catheters.pop(0)[1], 0]]
+            self.catheter = [[self.catheters.pop(0)[1], 0, 0]]
 
     def fill(self, nl, conc):
         """The clinician injects nl of conc through the septum without emptying (refused
@@ -96,35 +101,56 @@ class Mechanism:
 
     @micropython.native
     def _push(self, v, m):
-        # v nL of drug m enter the catheter; as much leaves its tip
+        # v nL of drug m enter the catheter; as much leaves its tip (of at most two
+        # fills: `tip` of the first one's drug d1, `tip2` of the next one's, d2)
         cat = self.catheter
+        drug = self.drug
+        d1 = drug
+        d2 = 0
+        tip2 = 0
         if not cat:
             tip = m  # no catheter modelled: the pump's outlet is the tip
         else:
             tail = cat[-1]
-            if tail[1] * v == m * tail[0]:
-                tail[0] += v  # the same concentration: one column
+            if tail[2] == drug and tail[1] * v == m * tail[0]:
+                tail[0] += v  # the same fill: one column
                 tail[1] += m
             else:
-                cat.append([v, m])
+                cat.append([v, m, drug])
             tip = 0
+            d1 = cat[0][2]
             need = v
             while need:
                 head = cat[0]
                 if head[0] <= need:
                     need -= head[0]
-                    tip += head[1]
+                    out = head[1]
                     cat.pop(0)
                 else:
                     out = head[1] * need // head[0]
                     head[0] -= need
                     head[1] -= out
-                    tip += out
                     need = 0
-        self.tip_mass += tip
+                if head[2] == d1:
+                    tip += out
+                else:
+                    d2 = head[2]
+                    tip2 += out
+        self.tip_mass += tip + tip2
+        now = self.faults.clock.true_now()
         if self.stream is not None:
-            struct.pack_into(md.TRUTH_FMT, self.rec, 0, self.faults.clock.true_now(), v, tip)
+            struct.pack_into(md.TRUTH_FMT, self.rec, 0, now, v, tip + tip2)
             self.stream.write(self.rec)
+        if self.tip_stream is not None:
+            self._tip_parts(now, d1, tip, d2, tip2)
+
+    def _tip_parts(self, now, d1, tip, d2, tip2):
+        r = self.tip_rec
+        struct.pack_into(md.TRUTH_TIP_FMT, r, 0, now, d1, 0, tip)
+        self.tip_stream.write(r)
+        if tip2:
+            struct.pack_into(md.TRUTH_TIP_FMT, r, 0, now, d2, 0, tip2)
+            self.tip_stream.write(r)
 
     def resume(self, phys, start):
         """The world after a restart of the twin, as `physical()` left it."""
@@ -140,6 +166,7 @@ class Mechanism:
             self.left_mass = phys["left_mass"]
             self.tip_mass = phys["tip_mass"]
             self.catheter = phys["catheter"]
+            self.drug = phys.get("drug", self.drug)
 
     def off(self):
         self.running = False

@@ -19,6 +19,7 @@ def physical(hw):
         "left_mass": hw.motor.left_mass,
         "tip_mass": hw.motor.tip_mass,
         "catheter": hw.motor.catheter,
+        "drug": hw.motor.drug,
         "pocket_nl": hw.motor.pocket_nl,
         "tones": hw.buzzer.tones,
         "block_writes": hw.bdev.writes if hw.bdev else 0,

@@ -99,7 +99,22 @@ ALARMS: dict[int, str] = {
     9: "watchdog_reset",
     10: "volume_discrepancy",
     11: "suspended_too_long",
+    12: "storage_damaged",  # detail: STORAGE_DAMAGE bits; only a clinician acknowledges it
+    13: "flash_fault",  # flash writes fail: no stroke without its journal; retried
 }
+#: Alarms only the clinician key acknowledges (SAFETY.md SR-ALM-03, SR-STO-01).
+CLINICIAN_ACK_ALARMS: frozenset[str] = frozenset({"volume_discrepancy", "storage_damaged"})
+#: The same as a bit mask.
+CLINICIAN_ACK_MASK: int = sum(1 << b for b, n in ALARMS.items() if n in CLINICIAN_ACK_ALARMS)
+#: storage_damaged's detail: what the boot found damaged or missing (bits).
+STORAGE_DAMAGE: dict[int, str] = {
+    0: "state_copy",  # one copy of the state failed its CRC: the other was taken up
+    1: "state_lost",  # no good copy: taken up from the journal and the event log
+    2: "journal",  # a journal record failed its CRC or the journal is gone
+    3: "events",  # an event slot failed its CRC or the event log is gone
+}
+#: Alarms whose raise event's detail is a mask of a table: shown as the names under the key.
+ALARM_DETAIL_MASKS: dict[str, tuple[str, str]] = {"storage_damaged": ("damage", "STORAGE_DAMAGE")}
 #: Alarms an acknowledgement does not silence: they sound until their cause is gone
 #: (a suspension past its maximum: stopping intrathecal baclofen abruptly can kill).
 UNSILENCEABLE_ALARMS: frozenset[str] = frozenset({"suspended_too_long"})
@@ -111,7 +126,8 @@ DEFAULT_SUSPEND_MAX_S = 2 * 3600
 
 #: Critical alarms (repeating two-tone, delivery stops).
 CRITICAL_ALARMS: frozenset[str] = frozenset(
-    {"empty_reservoir", "motor_stall", "occlusion", "battery_eos", "internal_fault", "rx_invalid"}
+    {"empty_reservoir", "motor_stall", "occlusion", "battery_eos", "internal_fault", "rx_invalid",
+     "flash_fault"}
 )
 #: The same as a bit mask.
 CRITICAL_MASK: int = sum(1 << b for b, n in ALARMS.items() if n in CRITICAL_ALARMS)
@@ -207,7 +223,7 @@ FAULT_CODES: dict[int, str] = {1: "therapy", 2: "link", 3: "telemetry", 4: "tone
                                5: "storage"}
 
 #: stroke_failed a.
-STROKE_FAILURES: dict[int, str] = {1: "stall", 2: "occlusion"}
+STROKE_FAILURES: dict[int, str] = {1: "stall", 2: "occlusion", 3: "flash"}
 
 #: Rx blob flags bits.
 #: The host-checked (soft) limits a clinician may override; an override is recorded in
@@ -343,6 +359,7 @@ TABLES: dict[str, dict[int, str]] = {
     "SOFT_LIMITS": SOFT_LIMITS,
     "STROKE_FAILURES": STROKE_FAILURES,
     "FAULT_CODES": FAULT_CODES,
+    "STORAGE_DAMAGE": STORAGE_DAMAGE,
 }
 
 

@@ -40,14 +40,15 @@ JournalRecord = Struct(
     "acc" / u32 * "the engine's stroke accumulator after the stroke",
     "delivered_nl" / u16 * "0..999: the nL part",
     "flags" / u16 * "the pump's mode",
-    "spare" / i32 * "0",
+    "window_ng" / i32 * ("drug counted in the rolling 24 h window with the stroke, ng (the "
+                         "dose history's witness if the state is lost)"),
     "crc" / u32 * "CRC-32 of the 28 bytes before",
 )
 
-#: state.bin: this header, then the snapshot.
+#: state.bin and its second copy state.bak: this header, then the snapshot.
 StateHeader = Struct(
     "version" / u16 * "STATE_VERSION",
-    "spare" / u16 * "0",
+    "rev" / u16 * "save number, mod 2**16: of two good copies the newer is taken up",
     "crc" / u32 * "CRC-32 of the snapshot that follows",
 )
 
@@ -116,6 +117,12 @@ SnapPrime = Struct(
     "exempt_t" / u32 * "monotonic time of the last catheter change that was exempt (0: none)",
 )
 
+#: The event log's next number, after the priming exemption (a snapshot of older firmware
+#: ends before it): an event log found erased or behind it never numbers an event twice.
+SnapEvents = Struct(
+    "event_next" / u32 * "the number the next event gets",
+)
+
 #: The twin's scheduled link input (simulate): this head, then the frame.
 LinkInRecord = Struct(
     "t" / u32 * "true time the frame arrives",
@@ -135,6 +142,15 @@ TruthRecord = Struct(
     "t" / u32 * "true time of the stroke",
     "volume_nl" / u32 * "volume the stroke moved",
     "tip_ung" / i64 * "drug that left the catheter tip with it, 1e-6 ng",
+)
+
+#: The twin's per-drug truth stream (`simulate --truth`): per stroke, one record for each
+#: drug that left the catheter tip with it (a stroke may straddle two fills).
+TruthTipRecord = Struct(
+    "t" / u32 * "true time of the stroke",
+    "drug" / u16 * "drug id (0: none, the fluid a new catheter held)",
+    "spare" / u16 * "0",
+    "tip_ung" / i64 * "that drug's part of the stroke at the tip, 1e-6 ng",
 )
 
 #: Exit statuses of the twin's process (boards/unix), which the host tools read.

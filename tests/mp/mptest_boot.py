@@ -65,23 +65,6 @@ def test_replayed_command_refused_after_reboot():
 
 
 
-def test_damaged_state_raises_rx_invalid_and_stops_delivery():
-    # REQ: SR-STATE-01
-    root, _ = mounted()
-    hw = HW(T0)
-    p = P.Pump(hw, T0, LIB, 0, Store(root))
-    assert reply(p.command(Host().cmd(md.T_PROGRAM, rx_blob()), T0))[2] == 0
-    with open(root + "/theca/state.bin", "r+b") as f:
-        f.seek(40)
-        f.write(b"\x5a")
-    hw2 = HW(T0 + 60)
-    p2 = P.Pump(hw2, T0 + 60, LIB, 0, Store(root))
-    assert p2.alarms.active(md.ALARM_RX_INVALID)
-    assert p2.plan.rx is None and p2.mode != P.RUNNING
-    assert p2.tick(T0 + 3600) and hw2.motor.strokes == 0
-
-
-
 def test_clock_never_goes_back_behind_the_stored_state():
     # REQ: SR-PWR-03
     # A board without a battery-backed RTC boots at its epoch after a power loss.

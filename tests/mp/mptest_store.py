@@ -43,9 +43,9 @@ def test_journal_newest_record_wins_and_a_torn_one_is_ignored():
     # REQ: SR-PWR-01
     root, _ = mounted()
     st = Store(root)
-    st.journal(T0, 1000, 5, 250, 7, 1)
-    st.journal(T0 + 1, 750, 5, 500, 8, 1)
-    assert st.journal_last() == (2, T0 + 1, 750, 5, 8, 500, 1)
+    st.journal(T0, 1000, 5, 250, 7, 1, 40)
+    st.journal(T0 + 1, 750, 5, 500, 8, 1, 50)
+    assert st.journal_last() == (2, T0 + 1, 750, 5, 8, 500, 1, 50)
     # tear the newest record (a power cut in the middle of its write)
     with open(root + "/theca/journal.bin", "r+b") as f:
         f.seek(2 * 32 + 10)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from theca import progress as progress_mod
 from theca.board.build import compile_firmware
-from theca.errors import BAD_INPUT, DEVICE_REFUSED, OK
+from theca.errors import DEVICE_REFUSED, OK, BadInput
 from theca.inputs.scenario import load_scenario
 from theca.outputs import atomic_path, output_file
 from theca.twin.run import heap_ok
@@ -29,30 +29,55 @@ def add_parser(sub) -> None:
                    help="run the firmware from .py source instead of compiled .mpy")
     p.add_argument("--flash-image", type=Path,
                    help="keep the twin's flash (a littlefs2 image) in this file")
+    p.add_argument("--truth", metavar="FILE.json", type=Path,
+                   help="write the physical truth here: what the mechanism really pumped and "
+                        "holds, and per drug what reached the catheter tip (total, most in any "
+                        "24 h and 1 h of true time)")
     p.set_defaults(func=run)
 
 
 
-def run(args) -> int:
-    sc = load_scenario(args.scenario, override_soft=args.override_soft_limit)
+def _write_truth(path: Path, res: dict) -> None:
+    # the physical truth, whole or not at all (a failed run's too: it is what happened)
+    import json
+
+    from theca.inputs.druglib import load_druglib
+    from theca.twin.truthfile import truth_document
+
+    doc = truth_document(res["truth"], res["tips"], load_druglib())
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _outputs(args) -> tuple[Path, Path | None]:
+    # the telemetry log and the truth file, checked before anything runs (BadInput)
     if args.heapsize and not heap_ok(args.heapsize):
-        print(f"theca simulate: --heapsize: {args.heapsize!r} is not a size like 64k, 128k or 1m",
-              file=sys.stderr)
-        return BAD_INPUT
+        raise BadInput(f"--heapsize: {args.heapsize!r} is not a size like 64k, 128k or 1m")
     if args.flash_image is not None and args.flash_image.exists():
         # a scenario starts a new pump at its start; an image holds a pump that already
         # lived (its clock, reservoir and log further on): the run would mean nothing
-        print(f"theca simulate: --flash-image: {args.flash_image} exists (a pump from an "
-              "earlier run); a scenario starts a new pump: give a new file name or delete it",
-              file=sys.stderr)
-        return BAD_INPUT
+        raise BadInput(f"--flash-image: {args.flash_image} exists (a pump from an earlier "
+                       "run); a scenario starts a new pump: give a new file name or delete it")
     out = output_file(args.output, (args.scenario,))
+    truth_out = None
+    if args.truth is not None:
+        truth_out = output_file(args.truth, (args.scenario, out), what="--truth")
+        if truth_out.resolve() == out.resolve():
+            raise BadInput(f"--truth: {truth_out} is the telemetry log (-o): name another file")
+    return out, truth_out
+
+
+def run(args) -> int:
+    sc = load_scenario(args.scenario, override_soft=args.override_soft_limit)
+    out, truth_out = _outputs(args)
     mpy = None if args.source else compile_firmware("unix")
     days = sc.duration_s / 86400
     # the log appears whole when the run ends (one that failed too: it is its record)
     with progress_mod.Bar(days, "simulating", "days") as bar, atomic_path(out) as tmp:
         res = simulate(sc, tmp, args.heapsize, mpy_dir=mpy, flash_image=args.flash_image,
-                       progress=lambda s: bar.update(s / 86400))
+                       progress=lambda s: bar.update(s / 86400), tips=truth_out is not None)
+    if truth_out is not None and res["truth"] is not None:
+        _write_truth(truth_out, res)
     if res["returncode"] != 0:
         if "MemoryError" in res["stderr"] + res["stdout"]:
             # no traceback: the cause is the heap the user chose, and it has one fix

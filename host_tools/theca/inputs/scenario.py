@@ -70,7 +70,11 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 #: Fault kind -> the key it needs.
 FAULT_KINDS = {"motor_stall": "duration", "occlusion": "duration", "power_loss": "duration",
-               "battery": "remaining", "pocket_fill": "volume"}
+               "battery": "remaining", "pocket_fill": "volume", "storage": "duration",
+               "flash_error": "duration"}
+#: storage faults: the pump's flash files, and what happens to one while the pump is off
+STORAGE_FILES = ("state", "journal", "events")
+STORAGE_DAMAGE = ("bitflip", "erase")
 
 __all__ = ["ACTIONS", "ALARM_BITS", "ALL_ALARMS", "FAULT_KINDS", "Event", "Fault", "Scenario",
            "load_scenario"]
@@ -474,7 +478,12 @@ class _Loader:
                     self.at(fl["at"], f"{f}.at", start, end)
                 continue
             need = FAULT_KINDS[kind]
-            check_keys(fl, ("at", "kind", need), ("at", need), f, probs)
+            more = ("file", "damage") if kind == "storage" else ()
+            check_keys(fl, ("at", "kind", need, *more), ("at", need, *more), f, probs)
+            file = damage = None
+            if more:
+                file = self._one_of(fl.get("file"), STORAGE_FILES, f"{f}.file")
+                damage = self._one_of(fl.get("damage"), STORAGE_DAMAGE, f"{f}.damage")
             t = self.at(fl["at"], f"{f}.at", start, end) if "at" in fl else None
             dur = days = vol = None
             if need == "volume" and "volume" in fl:
@@ -494,9 +503,17 @@ class _Loader:
                                   f"{days} days is outside 0..{MAX_BATTERY_DAYS} days")
             if t is not None:
                 out.append(Fault(at=t, kind=kind, index=i, duration_s=dur, remaining_days=days,
-                                 volume_nl=vol))
+                                 volume_nl=vol, file=file, damage=damage))
         out.sort(key=lambda x: x.at)
         return tuple(out)
+
+    def _one_of(self, value, allowed: tuple[str, ...], f: str) -> str | None:
+        if value is None:
+            return None  # (missing: check_keys said so)
+        if value not in allowed:
+            self.probs.add(f, f"{value!r} is not one of {', '.join(allowed)}")
+            return None
+        return value
 
     def _bad_remaining(self, value, f: str) -> int | None:
         self.probs.add(f"{f}.remaining", f'expected a duration such as "80 days", got {value!r}')

@@ -57,7 +57,9 @@ class Fault:
 
     motor_stall, occlusion, power_loss: `duration_s`; battery: `remaining_days`;
     pocket_fill: `volume_nl` of the next refill goes into the pocket beside the pump
-    instead of the reservoir (the physical truth only: the pump cannot tell).
+    instead of the reservoir (the physical truth only: the pump cannot tell); storage: the
+    power fails for `duration_s` and the pump's `file` suffers `damage` meanwhile;
+    flash_error: every flash write fails for `duration_s`.
     """
 
     at: int
@@ -66,6 +68,8 @@ class Fault:
     duration_s: int | None = None
     remaining_days: int | None = None
     volume_nl: int | None = None
+    file: str | None = None  # storage: "state", "journal" or "events"
+    damage: str | None = None  # storage: "bitflip" or "erase"
 
     def to_config(self) -> dict:
         """The entry for THECA_SIM's "faults" list (docs/DESIGN.md)."""

@@ -170,6 +170,9 @@ class Renderer:
                 out[arg.name] = N.flag_names(N.SOFT_LIMITS, raw)
             else:
                 out[arg.name] = N.name_of(N.TABLES[k], raw, arg.name)
+        dm = N.ALARM_DETAIL_MASKS.get(out.get("alarm", ""))
+        if dm is not None and "detail" in out:
+            out[dm[0]] = N.flag_names(N.TABLES[dm[1]], out["detail"])
         return out
 
     def _reply_body(self, cmd_type: int, body: bytes):

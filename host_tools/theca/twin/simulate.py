@@ -136,16 +136,19 @@ def input_records(frames: list[tuple[int, bytes, int]]) -> bytes:
 
 
 def _physical_refills(sc: Scenario) -> list[list]:
-    # [t, volume, conc, into the pocket]: a pocket_fill fault takes from the next refill
+    # [t, volume, conc, into the pocket, drug]: a pocket_fill fault takes from the next
+    # refill; a refill that names no drug is of the reservoir's
     pockets = [f for f in sc.faults if f.kind == "pocket_fill"]
     out = []
+    drug = sc.prescription.drug_id
     for e in sc.events:
         if e.action != "refill":
             continue
         pocket = 0
         while pockets and pockets[0].at <= e.at:
             pocket += pockets.pop(0).volume_nl or 0
-        out.append([e.at, e.volume_nl, e.conc_ng_ml, min(pocket, e.volume_nl or 0)])
+        drug = e.drug_id if e.drug_id is not None else drug
+        out.append([e.at, e.volume_nl, e.conc_ng_ml, min(pocket, e.volume_nl or 0), drug])
     return out
 
 
@@ -175,6 +178,7 @@ def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
                       if e.action == "catheter" and e.replaced],
         # what the reservoir physically holds at the start: the first prescription's drug
         "reservoir_conc_ng_ml": sc.prescription.conc_ng_ml,
+        "reservoir_drug": sc.prescription.drug_id,
         # what the device reads of the library, beside the inputs
         "druglib": str(write_device_library(inputs.parent)),
     }
@@ -193,7 +197,7 @@ def segments(sc: Scenario) -> list[tuple[int, int, bool]]:
     """(start, end, power fails at end) for each stretch the twin is powered."""
     out = []
     t = sc.start
-    for f in sorted((f for f in sc.faults if f.kind == "power_loss"), key=lambda f: f.at):
+    for f in sorted((f for f in sc.faults if f.kind in _POWER_OFF), key=lambda f: f.at):
         if f.at > t:
             out.append((t, f.at, True))
         t = max(t, f.at + (f.duration_s or 0))
@@ -203,6 +207,16 @@ def segments(sc: Scenario) -> list[tuple[int, int, bool]]:
 
 
 _BOOT = {name: code for code, name in N.BOOT_CAUSES.items()}
+# fault kinds that turn the twin's power off (a storage fault damages a file meanwhile)
+_POWER_OFF = ("power_loss", "storage")
+# fault kinds that need the pump's flash (a scenario without a file system has none)
+_FLASH_FAULTS = ("storage", "flash_error")
+
+
+def _damage(sc: Scenario, after: int, until: int) -> list[dict]:
+    # the storage faults done while the power was off between `after` and `until`
+    return [{"file": f.file, "damage": f.damage} for f in sc.faults
+            if f.kind == "storage" and after <= f.at < until]
 
 
 def _run_segment(cfgp: Path, heapsize: str | None, mpy_dir: Path | None,
@@ -226,11 +240,15 @@ def _boots(sc: Scenario, keys: dict[int, bytes], d: Path, inputs: Path, out: Pat
     queue = list(segs)
     i = 0
     cause = _BOOT["power_on"]
+    off_from = sc.start  # the power went off then (the previous segment's end)
     while queue:
         a, b, cut = queue.pop(0)
         cfg = twin_config(sc, keys, inputs, out, truth, start=a, end=b,
                           cut_at_end=cut, tlog_append=i > 0, battery_t0=sc.start,
                           boot_cause=cause, **extra)
+        if i > 0 and cause == _BOOT["power_on"]:
+            cfg["storage_damage"] = _damage(sc, off_from, a)
+        off_from = b
         if image is not None:
             cfg["flash_image"] = str(image)
         if run["progress"] is not None:
@@ -264,9 +282,13 @@ def _boots(sc: Scenario, keys: dict[int, bytes], d: Path, inputs: Path, out: Pat
 
 def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path | None = None,
              mpy_dir: Path | None = None, flash_image: Path | None = None,
-             extra: dict | None = None, progress=None, timeout: float | None = 3600) -> dict:
+             extra: dict | None = None, progress=None, timeout: float | None = 3600,
+             tips: bool = False) -> dict:
     """Run the scenario on the twin; returns {"returncode", "stderr", "stdout", "seconds",
     "truth", "boots"}.
+
+    `tips`: also record per drug what reached the catheter tip (result "tips": the
+    TruthTipRecord stream's bytes, for truthfile.truth_document).
 
     `progress(seconds)`, if given, is called with the virtual seconds simulated so far
     as the twin reports them (its stderr is then streamed rather than captured).
@@ -282,22 +304,28 @@ def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path
         inputs.write_bytes(input_records(scenario_frames(sc, keys)))
         segs = segments(sc)
         image = flash_image
-        if image is None and len(segs) > 1:
+        if image is None and (len(segs) > 1 or any(f.kind in _FLASH_FAULTS for f in sc.faults)):
             image = d / "flash.img"
         truth = d / "truth.json"
+        extra = dict(extra or {})
+        tipf = d / "tips.bin"
+        if tips:
+            extra["truth_tips"] = str(tipf)
         t0 = time.perf_counter()
         rc, stdout, stderr = _boots(
             sc, keys, d, inputs, out, truth, image, segs,
             dict(heapsize=heapsize, mpy_dir=mpy_dir, timeout=timeout, progress=progress),
-            extra or {})
+            extra)
         secs = time.perf_counter() - t0
         tr = json.loads(truth.read_text()) if truth.exists() else None
+        tip_bytes = tipf.read_bytes() if tipf.exists() else b""
     return {
         "returncode": rc,
         "stderr": stderr,
         "stdout": stdout,
         "seconds": secs,
         "truth": tr,
+        "tips": tip_bytes,
         "boots": len(segs),
     }
 
