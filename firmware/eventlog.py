@@ -55,6 +55,8 @@ class EventLog:
                          c & 0xFFFFFFFF, d & 0xFFFFFFFF)
         self.next_seq = seq + 1
         if st is not None:
+            if seq > st.slots and (seq - 1) % st.slots == 0:
+                self.wrapped = True  # a new lap: this event overwrites the oldest on flash
             if self.holding:
                 if not self.held:
                     self.held = seq
@@ -83,9 +85,6 @@ class EventLog:
                 # the caller's to raise
                 self.unwritten_from = lo
                 return
-            n = self.store.slots
-            if lo > n and (lo - 1) % n == 0:
-                self.wrapped = True  # a new lap: from here on the oldest are overwritten
             self.first_seq = first
             lo += 1
         self.unwritten_from = 0
@@ -99,6 +98,11 @@ class EventLog:
             return False
         ot, _, ocode = struct.unpack_from(REC, old, 0)[:3]
         return ocode < len(EV_PROTECTED) and EV_PROTECTED[ocode] and t - ot < PROTECTED_S
+
+    def first_kept(self):
+        """The oldest event the flash keeps once the next event is written too."""
+        n = self.next_seq - self.store.slots + 1 if self.store is not None else 1
+        return n if n > 1 else 1
 
     def lapped(self):
         """True once after an append overwrote the oldest event on flash (a new lap)."""

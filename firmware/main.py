@@ -81,8 +81,16 @@ async def therapy_task(app, clock, sh):
         sh.waiting = False
 
 
+def report(hw, e):
+    """A traceback for a person, on the board's console; never onto the binary link (a
+    board whose link is its USB serial port has no console: its fatal() keeps it)."""
+    out = hw.console
+    if out is not None:
+        sys.print_exception(e, out)
+
+
 def _fault(app, clock, code, e):
-    sys.print_exception(e)
+    report(app.hw, e)
     app.fault(clock.now(), code)
     app.hw.fatal(e)  # the board decides: a board stays safe and alarms, the twin reports
 
@@ -266,7 +274,7 @@ def main():
         hw.motor.off()
         if app is not None:
             app.fault(hw.clock.now(), F_THERAPY)
-        sys.print_exception(e)
+        report(hw, e)
         hw.fatal(e)
     except BaseException as e:  # a reset (watchdog, power): nothing more is written
         cut = e

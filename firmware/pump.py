@@ -145,11 +145,12 @@ class Pump(Part):
         if not seq:
             return 0  # a flood's record that would evict a protected one (eventlog.py)
         self.dirty = True
-        if ev.lapped():
-            # the oldest event on flash was overwritten: say so, once per lap of the ring
-            self.log(now, md.EV_LOG_WRAPPED, 0, ev.first_seq, 0, 0)
         if not ev.holding:
             self.telemetry.event(ev, seq, now + self.wall_delta)
+        if ev.lapped():
+            # the event overwrote the oldest on flash: said after it, once per lap of the
+            # ring, with what is kept once this record is written too
+            self.log(now, md.EV_LOG_WRAPPED, 0, ev.first_kept(), 0, 0)
         return seq
 
     def emit_info(self, now):

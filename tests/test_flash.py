@@ -109,6 +109,29 @@ def test_flash_the_unix_repl_then_status(repl, tmp_path):
     assert s2["serial"] != serial and s2["drug"] is None  # another identity starts afresh
 
 
+def test_a_board_that_only_claims_a_known_serial_never_gets_its_keys(repl):
+    # REQ: SR-KEY-02
+    # The attack: a bare board whose provision.json names a real pump's serial (one
+    # this host has keys for) got that pump's keys, mode 0644. It must prove it holds them.
+    dev, board, home = repl["dev"], repl["board"], repl["home"]
+    with in_home(home):
+        from theca.link import keys as K
+
+        real = K.new_serial("TH")
+        real_keys = K.make_keys(real)
+    (board / "provision.json").write_text(json.dumps(
+        {"serial": real, "keys": {"clinician": "ab" * 32, "patient": "cd" * 32}}))
+    r = run_theca(home, "--device", dev, "flash", "--board", "unix", timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "does not prove" in r.stderr and "new keys" in r.stdout
+    prov = json.loads((board / "provision.json").read_text())
+    assert prov["serial"] != real
+    assert bytes.fromhex(prov["keys"]["clinician"]) != real_keys["clinician"]
+    assert bytes.fromhex(prov["keys"]["patient"]) != real_keys["patient"]
+    # the keys the board got are readable by their owner only
+    assert (board / "provision.json").stat().st_mode & 0o077 == 0
+
+
 def test_flash_bad_input_and_no_repl(tmp_path):
     home = tmp_path / "home"
     r = run_theca(home, "flash", "--board", "unix")

@@ -4,7 +4,9 @@ The real firmware runs in the twin behind the test-only control channel (tests/t
 hypothesis programs it (any plan, in or out of the limits), gives patient and clinician
 boluses of any size and duration, refills, revises and primes the catheter, suspends and
 resumes, sets the clock forward and back, cuts the power, stalls the motor and blocks the
-catheter, and lets true time run.
+catheter, and lets true time run. It also does what a mistaken or hostile clinician does:
+declares a catheter that was never replaced (and primes it), damages or erases the pump's
+files while it is off, and puts an old flash image back (a rollback).
 After every step it checks, from the twin's physical truth and in true time:
 - the drug that reached the catheter tip in any 24 h and any 1 h never passes the hard limits;
 - no clinician bolus above max_bolus was started; the patient's lockout and max_per_day hold;
@@ -66,6 +68,15 @@ class DoseGuardMachine(RuleBasedStateMachine):
         self.rx: Prescription | None = None
         self.pb_acks: list[int] = []
         self.fills = [which]  # every drug this reservoir has held, in order (DRUGS index)
+        self.damaged = False  # storage was damaged: the pump may believe less than the truth
+        self.saved_image: Path | None = None  # an old image kept to put back
+        self.rolled_back = False
+        # SR-CATH-02: one catheter change in 24 h is exempt, once; the pump cannot know a
+        # declared catheter is really new. The drug (1e-6 ng, per DRUGS index) that a
+        # declaration without a revision lets through uncounted by that rule: the
+        # allowance at the tip (a repeated one within 24 h is counted, so has none)
+        self.last_exempt_t: int | None = None
+        self.fake_allowance: dict[int, int] = {}
         STATS["runs"] += 1
 
     def teardown(self):
@@ -104,7 +115,7 @@ class DoseGuardMachine(RuleBasedStateMachine):
 
     @rule()
     def patient_bolus(self):
-        if self.tw.command("PATIENT_BOLUS", role=PATIENT).result == "ack":
+        if self.tw.command("PATIENT_BOLUS", role=PATIENT).result == "ack" and not self.rolled_back:
             assert self.rx is not None and self.rx.pb is not None
             t = self.tw.now
             lock, mpd = self.rx.pb.lockout_s, self.rx.pb.max_per_day
@@ -150,7 +161,25 @@ class DoseGuardMachine(RuleBasedStateMachine):
     def new_catheter(self, nl):
         # a catheter revision: the surgeon's empty catheter, then the clinician says so
         self.tw.new_catheter(nl)
-        self.tw.command("CATHETER", tp.compiled(tp.Catheter).pack(nl))
+        if self.tw.command("CATHETER", tp.compiled(tp.Catheter).pack(nl)).result == "ack":
+            self._exempt()
+
+    @rule(nl=st.integers(50_000, 300_000))
+    def fake_catheter(self, nl):
+        # a mistaken or hostile clinician: CATHETER with no revision, the old catheter
+        # still full: the prime that follows pushes real drug to the tip (SR-CATH-02)
+        if self.tw.command("CATHETER", tp.compiled(tp.Catheter).pack(nl)).result == "ack" \
+                and self._exempt():
+            for i in set(self.fills):  # (the catheter may hold the fill before the last)
+                self.fake_allowance[i] = self.fake_allowance.get(i, 0) + nl * DRUGS[i][1]
+
+    def _exempt(self) -> bool:
+        # the rule, as the pump must apply it: exempt if none was in the 24 h before
+        t = self.tw.now
+        if self.last_exempt_t is not None and t - self.last_exempt_t < DAY:
+            return False
+        self.last_exempt_t = t
+        return True
 
     @rule()
     def prime(self):
@@ -183,9 +212,41 @@ class DoseGuardMachine(RuleBasedStateMachine):
     def fault(self, kind, dur):
         self.tw.fault(kind, dur)
 
+    @rule(file=st.sampled_from(["state", "journal", "events"]),
+          damage=st.sampled_from(["bitflip", "erase"]), down=st.integers(60, 2 * H))
+    def corrupt_storage(self, file, damage, down):
+        # the power fails and a file is damaged while it is off (SR-STO-01, -02)
+        self.tw.power_cut(down, damage=[{"file": file, "damage": damage}])
+        self.damaged = True
+        if file == "state" and damage == "erase":
+            self.rx = None  # no prescription is taken up: a clinician programs again
+            self.last_exempt_t = self.tw.now  # and no catheter change is exempt for 24 h
+
+    @rule()
+    def keep_image(self):
+        # an attacker copies the flash as it is now, to put back later
+        self.saved_image = self.dir / "kept.img"
+        shutil.copyfile(self.tw.image, self.saved_image)
+        self.kept_delivered = self._delivered()
+
+    @precondition(lambda self: self.saved_image is not None)
+    @rule(down=st.integers(60, 2 * H))
+    def rollback(self, down):
+        # the old image put back: the pump cannot tell it from a restart (SAFETY.md
+        # SR-ROLL-01); the host must, from what it saw: delivered behind its maximum
+        seen = self._delivered()
+        self.tw.power_cut(down, image=self.saved_image)
+        now = self._delivered()
+        assert now < seen or seen == self.kept_delivered, "a rollback the host cannot see"
+        self.rolled_back = True  # from here on the pump's past is not the truth's
+
+    def _delivered(self) -> int:
+        st = self.tw.status()
+        return st["delivered_ul"] * 1000 + st["delivered_nl"]
+
     # -- what must always hold ----------------------------------------------------------
     @invariant()
-    @precondition(lambda self: hasattr(self, "tw"))
+    @precondition(lambda self: hasattr(self, "tw") and not self.rolled_back)
     def within_the_hard_limits(self):
         STATS["steps"] += 1
         s = self.tw.strokes()
@@ -193,21 +254,27 @@ class DoseGuardMachine(RuleBasedStateMachine):
         for i in sorted(set(self.fills)):
             d = LIB.lookup(DRUGS[i][0])
             mine = _drug_strokes(s, i)
-            assert max_window(mine, DAY) <= d.max_ng_day * 1_000_000, \
+            extra = self.fake_allowance.get(i, 0)
+            assert max_window(mine, DAY) <= d.max_ng_day * 1_000_000 + extra, \
                 f"{d.name}: 24 h limit passed at the tip"
-            assert max_window(mine, H) <= d.max_ng_hour * 1_000_000, \
+            assert max_window(mine, H) <= d.max_ng_hour * 1_000_000 + extra, \
                 f"{d.name}: 1 h limit passed at the tip"
 
     @invariant()
-    @precondition(lambda self: hasattr(self, "tw"))
+    @precondition(lambda self: hasattr(self, "tw") and not self.rolled_back)
     def volume_is_conserved(self):
         # the firmware believes what physically happened, to the nL (the truth that came
-        # with the status reply: GET_STATUS first brings therapy up to now, a stroke maybe)
+        # with the status reply: GET_STATUS first brings therapy up to now, a stroke maybe);
+        # after damaged storage, never more in the reservoir, never less delivered
         st = self.tw.status()
         tr = self.tw.truth
         assert tr["pumped_nl"] + tr["reservoir_nl"] == self.filled_nl
+        delivered = st["delivered_ul"] * 1000 + st["delivered_nl"]
+        if self.damaged:
+            assert st["reservoir_nl"] <= tr["reservoir_nl"], (st["reservoir_nl"], tr)
+            return
         assert st["reservoir_nl"] == tr["reservoir_nl"], (st["reservoir_nl"], tr)
-        assert st["delivered_ul"] * 1000 + st["delivered_nl"] == tr["pumped_nl"], (st, tr)
+        assert delivered == tr["pumped_nl"], (st, tr)
 
 
 def _split(volume: int, tip: int) -> dict[int, int]:

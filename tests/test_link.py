@@ -820,7 +820,12 @@ def test_catheter_and_prime_from_the_command_line(twin_a):
     assert 0 < s["heap_free"] < s["heap_total"]
     r = run_theca(home, "--device", dev, "catheter", "--volume", "2 mL")
     assert r.returncode == 2 and "--volume" in r.stderr and "at most 1 mL" in r.stderr
-    r = run_theca(home, "--device", dev, "catheter", "--volume", "120 uL")
+    # it asks first, showing what the prime will push; a piped answer is not taken
+    r = run_theca(home, "--device", dev, "catheter", "--volume", "120 uL", input="y\n")
+    assert r.returncode == 1 and "not confirmed" in r.stderr and "nothing was sent" in r.stderr
+    assert "120 uL = 1.2 mg of morphine" in r.stdout and "old catheter" in r.stdout, r.stdout
+    assert status_json(home, dev)["catheter_primed"] is True
+    r = run_theca(home, "--device", dev, "catheter", "--volume", "120 uL", "--yes")
     assert r.returncode == 0 and "prime it" in r.stdout, r.stderr
     s = status_json(home, dev)
     assert s["catheter_primed"] is False and s["catheter_ul"] == 120

@@ -162,3 +162,28 @@ def test_no_host_module_takes_another_s_private_names():
 def test_the_pump_keeps_the_modes_and_the_tick_under_400_lines():
     n = (ROOT / "firmware" / "pump.py").read_text().count("\n")
     assert n < 400, f"pump.py has {n} lines: a concern that grew there has a part of its own"
+
+
+def _unrouted_prints(source: str, name: str) -> list[str]:
+    # print() or print_exception() without a file: they go to stdout, which on a board (and
+    # the live twin) is the binary link
+    bad = []
+    for n in ast.walk(ast.parse(source)):
+        if isinstance(n, ast.Call):
+            f = n.func
+            fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            if fname == "print" and not any(k.arg == "file" for k in n.keywords):
+                bad.append(f"{name}:{n.lineno} print")
+            if fname == "print_exception" and len(n.args) < 2:
+                bad.append(f"{name}:{n.lineno} print_exception")
+    return bad
+
+
+def test_no_traceback_or_print_goes_onto_the_binary_link():
+    # REQ: SR-LINK-02
+    bad = []
+    for f in [*FIRMWARE, *(ROOT / "boards").rglob("*.py")]:
+        bad += _unrouted_prints(f.read_text(), str(f.relative_to(ROOT)))
+    assert not bad, "stdout is the link on a board: write to hw.console (main.report):\n" + "\n".join(bad)
+    # and the check bites: the old main.py's bare print_exception is found
+    assert _unrouted_prints("import sys\nsys.print_exception(e)\n", "x") == ["x:2 print_exception"]

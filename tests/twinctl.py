@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import select
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class ControlledTwin:
         self.truth: dict = {}
         self.proc: subprocess.Popen | None = None
         self.hung = False  # it stopped answering: its folder is evidence, keep it
+        self.damage: list[dict] = []  # storage damage done while it is off (next boot)
         self._boot()
 
     # -- process -----------------------------------------------------------------------
@@ -88,6 +90,7 @@ class ControlledTwin:
             "faults": self.faults,
             "druglib": str(druglib_path()),
             "boot_cause": 5 if self.boots else 0,
+            "storage_damage": self.damage,
         }
         cfg.update(self.extra)
         return cfg
@@ -174,8 +177,11 @@ class ControlledTwin:
         nl is in place."""
         self.ctl("catheter", nl=nl)
 
-    def power_cut(self, down_s: int) -> None:
-        """The supply fails now and comes back after down_s (the pump boots again)."""
+    def power_cut(self, down_s: int, damage: list[dict] | None = None,
+                  image: Path | None = None) -> None:
+        """The supply fails now and comes back after down_s (the pump boots again).
+        `damage`: storage faults done meanwhile ({"file", "damage"}, as a scenario's);
+        `image`: a flash image put in place of the pump's meanwhile (a rollback)."""
         assert self.proc is not None and self.proc.stdin
         self.proc.stdin.write(b'{"op": "cut"}\n')
         self.proc.stdin.flush()
@@ -185,7 +191,13 @@ class ControlledTwin:
             raise RuntimeError(f"power cut: the twin ended with {rc}, not 7: {err[-3000:]}")
         self.truth = json.loads(self.truth_path.read_text())
         self.now = self.truth["device_time"] + down_s
-        self._boot()
+        if image is not None:
+            shutil.copyfile(image, self.image)
+        self.damage = list(damage or ())
+        try:
+            self._boot()
+        finally:
+            self.damage = []
 
     # -- the link --------------------------------------------------------------------------
     def command(self, name: str, body: bytes = b"", role: int = CLINICIAN,

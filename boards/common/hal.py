@@ -499,6 +499,10 @@ class Hardware:
         self.buzzer = None  # type: Buzzer | None
         self.wdt = None  # type: Watchdog | None
         self.link = None  # type: StreamLink | None
+        # where a traceback may go for a person: never the binary link. A link on the USB
+        # serial port is stdout itself, so there is none (fatal() keeps it on flash); a
+        # board whose link is a UART sets sys.stdout here.
+        self.console = None  # type: object | None
         # the board's way to the REPL after MAINTENANCE with its watchdog running (None:
         # the watchdog is fed from a timer, which a soft reset stops: see rp2_pico)
         self.maintenance = None

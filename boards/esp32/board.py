@@ -11,6 +11,8 @@
 # while a stroke is only 128 pulses (64 ms): a loop on time.ticks_us() deadlines,
 # measured from each edge, can only make a pulse longer than asked, never shorter than
 # the driver's minimum, and the stepper does not mind the jitter.
+import sys
+
 import machine
 import time
 from machine import Pin
@@ -126,7 +128,10 @@ def build():
     )
     hw.led = Pin(p["led"], Pin.OUT, value=0)
     hw.safe_held = lambda: safe.value() == 0  # pyright: ignore[reportAttributeAccessIssue] (a function)
-    hw.link = _link(extra.get("link", pins.LINK["default"]))
+    kind = extra.get("link", pins.LINK["default"])
+    hw.link = _link(kind)
+    if kind == "uart":
+        hw.console = sys.stdout  # the link is on the UART: USB serial is the console
     # Last: a started watchdog cannot be stopped, so a build that failed above must
     # leave a REPL that is not reset under the user.
     w = pins.WATCHDOG

@@ -7,6 +7,8 @@
 # machine, the RP2040's reset causes, the clock kept across watchdog resets, the ADC.
 #
 # Nothing touches hardware at import (the PIO program is assembled in build()).
+import sys
+
 import machine
 import rp2
 import time
@@ -222,7 +224,10 @@ def build(maintenance=True):
     )
     hw.led = Pin(p["led"], Pin.OUT, value=0)
     hw.safe_held = rp2.bootsel_button  # pyright: ignore[reportAttributeAccessIssue] (a function)
-    hw.link = _link(extra.get("link", pins.LINK["default"]))
+    kind = extra.get("link", pins.LINK["default"])
+    hw.link = _link(kind)
+    if kind == "uart":
+        hw.console = sys.stdout  # the link is on the UART: USB serial is the console
     # Last: a started watchdog cannot be stopped, so a build that failed above must
     # leave a REPL that is not reset under the user.
     hw.wdt = Rp2Watchdog(hw.clock, pins.WATCHDOG, machine.Timer(pins.WATCHDOG["timer"]))

@@ -382,6 +382,8 @@ class Hardware:
         self.status_period_s = cfg.get("status_period_s", 0)
         self.telemetry = TlogSink(cfg["tlog"], cfg.get("tlog_append", False)) if cfg.get("tlog") else None
         self.link = _link(cfg, self.clock, self)
+        # tracebacks for a person: stderr (stdout may be the binary link, `theca twin`)
+        self.console = sys.stderr
         self.end = cfg.get("end")
         self.failed = None
         self.druglib_path = cfg.get("druglib") or _find_druglib()

@@ -94,7 +94,7 @@ async def _refill(hw, sh, req, out):
 
 async def _catheter(hw, sh, req, out):
     # the surgeon's new catheter (physical only): empty, of nl
-    hw.motor.catheter = [[req["nl"], 0]]
+    hw.motor.replace_catheter(req["nl"])
 
 
 async def _cut(hw, sh, req, out):

@@ -66,7 +66,12 @@ class Mechanism:
         # new one holds no drug (CSF) until the pump has pushed its volume
         now = self.faults.clock.true_now()
         while self.catheters and self.catheters[0][0] <= now:
-            self.catheter = [[self.catheters.pop(0)[1], 0, 0]]
+            self.replace_catheter(self.catheters.pop(0)[1])
+
+    def replace_catheter(self, nl):
+        """A revision now: the old catheter and what it held are gone; the new one, of nl,
+        holds no drug (CSF, drug 0) until the pump has pushed its volume."""
+        self.catheter = [[nl, 0, 0]]
 
     def fill(self, nl, conc):
         """The clinician injects nl of conc through the septum without emptying (refused

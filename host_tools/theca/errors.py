@@ -16,6 +16,9 @@ from typing import TypeVar
 
 #: Process exit status: success.
 OK = 0
+#: Process exit status: a run or check that did not pass (a simulation that stopped, a
+#: strict decode with problems, a change not confirmed, a pump whose state went back).
+CHECK_FAILED = 1
 #: Process exit status: a file, unit or limit problem; nothing was sent to a device.
 BAD_INPUT = 2
 #: Process exit status: the device refused the command (the reason is printed).

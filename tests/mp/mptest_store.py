@@ -30,6 +30,14 @@ def test_event_ring_wraps_and_records_it():
     wraps = hw.telemetry.events(md.EV_LOG_WRAPPED)
     assert len(wraps) >= 2, wraps  # one per lap of the ring
     ev = p.events
+    # each in order, after the event that made the lap, and exact: what it says is kept
+    # is the oldest readable once it is written
+    sent = [e[1] for e in hw.telemetry.events()]
+    assert sent == sorted(sent), sent
+    last = wraps[-1]
+    assert last[4] == last[1] - 16 + 1, last
+    causes = [e for e in hw.telemetry.events() if e[1] == last[1] - 1]
+    assert causes and (causes[0][1] - 1) % 16 == 0  # the event that began the lap
     assert ev.next_seq - ev.first_seq == 16
     # the oldest readable is really on flash, the overwritten one is gone
     assert ev.record(ev.first_seq) is not None

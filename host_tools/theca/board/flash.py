@@ -8,9 +8,12 @@ pseudo-terminal) with the real `mpremote`, and provisions it:
    running Theca ignores Ctrl-C (frames may hold 0x03), so if this host has its keys
    it is sent MAINTENANCE, which gives the REPL back;
 3. read the board's provision.json, if any: a board this host knows keeps its serial
-   and keys (a firmware update); any other board gets a new serial and new keys,
-   stored under $THECA_HOME *before* they are written to the board, and its old pump
-   state (the `theca/` folder) is erased, since it belonged to another identity;
+   and keys (a firmware update) only if it proves it holds them: the authenticated
+   answer to MAINTENANCE in step 2, or at the REPL an HMAC-SHA256 of a fresh nonce
+   under the clinician key its provision.json holds. A serial alone proves nothing (any
+   board can claim one): any other board gets a new serial and new keys, stored under
+   $THECA_HOME *before* they are written to the board, and its old pump state (the
+   `theca/` folder) is erased, since it belonged to another identity;
 4. copy the .mpy files, provision.json (serial, keys, pump geometry), the drug
    library and a small main.py that starts the firmware (`import theca_main`), with
    `mpremote connect DEV resume fs cp ...` (`resume`: no soft reset, which the unix
@@ -23,7 +26,9 @@ pseudo-terminal) with the real `mpremote`, and provisions it:
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -72,6 +77,26 @@ _REPL_AFTER_MAINTENANCE_S = 40
 _BOOT_S = 30
 
 
+# Run at the board's REPL: the HMAC-SHA256 of a nonce under the clinician key of its
+# provision.json (MicroPython has hashlib.sha256, not hmac), in hex; "none" without one.
+_PROOF = """\
+import json, hashlib, binascii
+try:
+    _k = bytes(binascii.unhexlify(json.load(open('provision.json'))['keys']['clinician']))
+except Exception:
+    _k = None
+if _k is None or len(_k) > 64:
+    print('none')
+else:
+    _k = _k + bytes(64 - len(_k))
+    _i = hashlib.sha256(bytes(b ^ 0x36 for b in _k) + binascii.unhexlify('{nonce}')).digest()
+    print(binascii.hexlify(hashlib.sha256(bytes(b ^ 0x5C for b in _k) + _i).digest()).decode())
+"""
+# The unix port's board folder is a host folder: its provision.json (the keys) is made
+# readable by its owner only before the keys are copied into it (a board has no modes).
+_PRIVATE = "import os\nos.system('umask 077 && rm -f provision.json && : > provision.json')\n"
+
+
 def mpremote() -> str:
     """The venv's mpremote (or one on PATH)."""
     cand = Path(sys.executable).parent / "mpremote"
@@ -91,6 +116,7 @@ class Flasher:
         self.board = board
         self.new_keys = new_keys
         self.serial: str | None = None
+        self.proved: str | None = None  # the serial whose key the board proved it holds
         self.fresh = False
         self.files: list[tuple[Path, str]] = []
         self.bytes = 0
@@ -165,6 +191,8 @@ class Flasher:
             try:
                 with Client(self.device, serial_no, timeout=1.0, retries=1, quiet=True) as c:
                     c.request("MAINTENANCE", b"", "clinician")
+                # its answer was signed with this host's key for the serial: the proof
+                self.proved = serial_no
                 # the firmware winds down and the REPL comes back: at once on the unix
                 # port, after a reset into its maintenance boot on a Pico (its USB port
                 # goes and comes back; an emulated one boots slower than a real one)
@@ -197,9 +225,12 @@ class Flasher:
                 old = None
         serial = old.get("serial") if isinstance(old, dict) else None
         if (not self.new_keys and isinstance(serial, str) and _serial_ok(serial)
-                and K.have_keys(serial)):
+                and K.have_keys(serial) and self.proves(serial)):
             keys = K.load_keys(serial)
         else:
+            if isinstance(serial, str) and not self.new_keys and K.have_keys(serial):
+                print(f"theca flash: the board claims serial {serial} but does not prove it "
+                      "holds its key: it gets a new serial and new keys", file=sys.stderr)
             serial = K.new_serial("TH")
             keys = K.make_keys(serial)  # on the host before they reach the board
             self.fresh = True
@@ -213,6 +244,17 @@ class Flasher:
                 if k in old:
                     prov[k] = old[k]
         return prov
+
+    def proves(self, serial: str) -> bool:
+        """The board holds this host's clinician key for `serial`: it answered MAINTENANCE
+        with it, or answers a fresh nonce with the key's HMAC now (at its REPL)."""
+        if self.proved == serial:
+            return True
+        nonce = secrets.token_bytes(16)
+        r = self.mp("exec", _PROOF.replace("{nonce}", nonce.hex()), check=False)
+        lines = r.stdout.decode(errors="replace").split()
+        want = hmac.new(K.load_key(serial, "clinician"), nonce, "sha256").hexdigest()
+        return bool(lines) and hmac.compare_digest(lines[-1], want)
 
     def stage(self, prov: dict, work: Path) -> None:
         """Everything that goes to the board, in `work`."""
@@ -228,8 +270,10 @@ class Flasher:
         extra = [("main.py", MAIN_PY), ("provision.json", json.dumps(prov, indent=1) + "\n"),
                  ("druglib.json", device_json(load_druglib()))]
         for name, text in extra:
-            (work / name).write_text(text)
-            self.files.append((work / name, name))
+            dst = work / name
+            dst.touch(mode=0o600)  # (the keys: readable by this user only, here too)
+            dst.write_text(text)
+            self.files.append((dst, name))
         self.bytes = sum(p.stat().st_size for p, _ in self.files)
 
     def copy(self, bar: Bar, base: int) -> None:
@@ -238,6 +282,8 @@ class Flasher:
         if self.fresh:
             # another identity's therapy state must not carry over to new keys
             args += ["exec", _WIPE_STATE, "+"]
+        if self.board == "unix":
+            args += ["exec", _PRIVATE, "+"]
         for i, (p, name) in enumerate(self.files):
             if i:
                 args.append("+")

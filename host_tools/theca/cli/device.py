@@ -122,6 +122,13 @@ def cmd_status(args) -> int:
         rep = c.request("GET_STATUS", role=role)
         s = status_record(c, rep)
     print(json.dumps(s) if args.json else fmt_status(s))
+    from theca.link import seen
+
+    went_back = seen.note(s["serial"], delivered_ul=s["delivered_ul"])
+    if went_back:
+        # the status itself is true; the pump's past is not what this host saw
+        print("theca status: " + seen.warning(s["serial"], went_back), file=sys.stderr)
+        return NOT_CONFIRMED
     return OK
 
 

@@ -33,9 +33,9 @@ from theca.cli.device import (
     role_of,
     status_record,
 )
-from theca.errors import OK, BadInput
+from theca.errors import CHECK_FAILED, OK, BadInput
 from theca.inputs import units as U
-from theca.link import logpull
+from theca.link import logpull, seen
 from theca.link import requests as R
 from theca.link.client import Client, Refused
 from theca.log.devtime import iso
@@ -166,16 +166,40 @@ def _side_by_side(old, new, lib) -> str:
 
 @guarded
 def cmd_catheter(args) -> int:
-    """CATHETER: the catheter's volume after an implant or a revision; it is then unprimed."""
+    """CATHETER: the catheter's volume after an implant or a revision; it is then unprimed.
+    Asks first, showing what the prime will push (SR-CATH-02: a declaration without a real
+    new catheter sends that drug to the patient)."""
     vol = U.parse_volume(args.volume, "--volume")
     if vol > N.MAX_CATHETER_NL:
         raise BadInput.at("--volume", f"{U.fmt_volume(vol)} is more than a catheter holds "
                                       f"(at most {U.fmt_volume(N.MAX_CATHETER_NL)})")
     with client_for(args) as c:
-        c.request("CATHETER", R.catheter(vol), role_of(args, "clinician"))
+        role = role_of(args, "clinician")
+        st = status_record(c, c.request("GET_STATUS", role=role))
+        print(_catheter_question(c.serial, vol, st))
+        if not args.yes and not confirm(f"Record a new, empty catheter of {U.fmt_volume(vol)}?"):
+            why = ("" if sys.stdin.isatty() else
+                   "standard input is not a terminal, so the question cannot be asked (a "
+                   "piped answer is not taken); ")
+            print(f"theca catheter: not confirmed; {why}nothing was sent (--yes confirms it "
+                  "without the question)", file=sys.stderr)
+            return NOT_CONFIRMED
+        c.request("CATHETER", R.catheter(vol), role)
     print(f"catheter of {U.fmt_volume(vol)} recorded ({c.serial}); it is empty: prime it "
           "(theca prime) or the patient gets no drug until the basal has filled it")
     return OK
+
+
+def _catheter_question(serial: str, vol: int, st: dict) -> str:
+    # what `prime` will push after this declaration, and what it means without a revision
+    conc = st.get("conc_ng_ml") or 0
+    drug = st.get("drug") or "the reservoir's drug"
+    amount = f" = {U.fmt_amount(vol * conc // 1_000_000)} of {drug}" if conc else f" of {drug}"
+    return (f"{serial}: a new, empty catheter of {U.fmt_volume(vol)}. `theca prime` will then "
+            f"push {U.fmt_volume(vol)}{amount} at the pump's fastest rate. Only for a catheter "
+            "really replaced (implant, revision): with the old catheter still in place and "
+            "full, all of it reaches the patient, and a second change within 24 h counts "
+            "against the daily limit.")
 
 
 @guarded
@@ -405,10 +429,18 @@ def cmd_log_pull(args) -> int:
     print(f"pulled {res.pulled} events ({rng}) from {info['serial']} in {res.pages} page(s), "
           f"{res.seconds:.1f} s, {res.line_bytes} bytes on the line"
           + (f", resumed after #{res.resumed_after}" if res.resumed_after is not None else "")
-          + f" -> {out}{more}")
+          + f" -> {res.out}{more}")
     for a, b in res.lost:
         print(f"theca log pull: events #{a}-#{b} were overwritten on the device before they "
               "were read (its log keeps the newest)", file=sys.stderr)
+    went_back = seen.note(info["serial"], event_next=res.event_next or None)
+    if res.rollback is not None:
+        print(f"theca log pull: ROLLBACK: {res.rollback}. {out} is kept as it was; the "
+              f"device's log is in {res.out}: both histories are kept", file=sys.stderr)
+        went_back.append(res.rollback)
+    if went_back:
+        print("theca log pull: " + seen.warning(info["serial"], went_back), file=sys.stderr)
+        return CHECK_FAILED
     return OK
 
 
@@ -448,6 +480,8 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("catheter", help="record a new catheter's volume (implant, revision)")
     p.add_argument("--volume", required=True, help='the catheter\'s volume, e.g. "150 uL"')
+    p.add_argument("--yes", action="store_true",
+                   help="record it without asking (the question shows what the prime pushes)")
     p.set_defaults(func=cmd_catheter)
     p = sub.add_parser("prime", help="fill the catheter: a priming bolus of its volume not "
                                      "yet pushed (exempt from the dose limits)")

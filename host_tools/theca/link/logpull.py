@@ -3,6 +3,11 @@
 Every page is on disk (fsync) before the next is asked for, so an interrupted pull keeps
 what it had; a resumed one checks that the file is this pump's and of this schema, drops
 a torn tail, and goes on from the last event the file holds.
+
+A pump whose log went back (an old flash image put back: its newest event is before the
+file's last one, or that event's number now holds another event) is a rollback: the file
+is left as it is, the device's whole log goes to a new file beside it named for the
+rollback, and the pull says so (SR-ROLL-01). Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Resume:
         self.last_seq = -1
         self.end = 0
         self.events = 0
+        self.last_record = b""  # the last event's record, to compare with the device's
         try:
             t = Tlog(path)
         except TlogError as e:
@@ -51,7 +57,9 @@ class Resume:
                 if typ == tp.T_DEVICE_INFO and len(payload) == _INFO.size:
                     self.serial = _INFO.unpack(payload)[0].rstrip(b"\0").decode("ascii", "replace")
                 elif typ == tp.T_EVENT and len(payload) == _EVENT.size:
-                    self.last_event = max(self.last_event, _EVENT.unpack(payload)[1])
+                    n = _EVENT.unpack(payload)[1]
+                    if n >= self.last_event:
+                        self.last_event, self.last_record = n, bytes(payload)
                     self.events += 1
                 self.last_seq = _HDR.unpack_from(fr)[2]
                 self.end = off + len(fr)
@@ -68,6 +76,9 @@ class Pulled:
     pages: int = 0
     left: int = 0  # events still on the device
     lost: list[tuple[int, int]] = field(default_factory=list)  # overwritten before read
+    rollback: str | None = None  # how the device's log went back behind the file
+    out: Path | None = None  # the file pulled into (after a rollback: the new one)
+    event_next: int = 0  # the number the device gives its next event
     seconds: float = 0.0
     line_bytes: int = 0
     resumed_after: int | None = None
@@ -105,10 +116,16 @@ def pull(c: Client, role: str, out: Path, from_seq: int | None = None,
     """Pull the log of the pump `c` (identified) into `out`; `progress(pulled, total)`
     after each page."""
     resumed, frm, seq = _start(c, out, from_seq)
+    rollback = _went_back(c, role, out, resumed)
+    if rollback is not None:
+        # both histories kept: the file as it was, the device's log in a file of its own
+        out = _rollback_file(out)
+        resumed, frm, seq = None, 1, 0
     ir = c.info_reply
     assert ir is not None  # identify() keeps it
     res = Pulled(first_wanted=frm, next_from=frm,
-                 resumed_after=resumed.last_event if resumed else None)
+                 resumed_after=resumed.last_event if resumed else None, rollback=rollback,
+                 out=out)
     with open(out, "r+b" if resumed else "wb") as f:
         head = b""
         if resumed:
@@ -131,6 +148,34 @@ def pull(c: Client, role: str, out: Path, from_seq: int | None = None,
     res.seconds = time.monotonic() - t0
     res.line_bytes = c.link.rx_bytes + c.link.tx_bytes
     return res
+
+
+def _went_back(c: Client, role: str, out: Path, resumed: Resume | None) -> str | None:
+    # how the device's log is behind the file's (None: it is not)
+    if resumed is None or not resumed.last_event:
+        return None
+    n = resumed.last_event
+    rep = c.request("LOG_READ", R.log_read(n, 1), role)
+    nxt, first, count = _LOG_HEAD.unpack_from(rep.body)
+    if nxt <= n:
+        return (f"the device's newest event is #{nxt - 1}, {out} already holds #{n}: "
+                "the pump's log went back")
+    if count and first == n:
+        rec = bytes(rep.body[_LOG_HEAD.size : _LOG_HEAD.size + _EVENT.size])
+        if rec != resumed.last_record:
+            return (f"event #{n} on the device is not the event #{n} in {out}: the pump "
+                    "numbers events again, with other content")
+    return None
+
+
+def _rollback_file(out: Path) -> Path:
+    # beside the file, named for the rollback and the time it was found (never an existing one)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for k in range(100):
+        p = out.with_name(f"{out.stem}.rollback-{stamp}{f'-{k}' if k else ''}{out.suffix}")
+        if not p.exists():
+            return p
+    raise BadInput(f"{out}: too many rollback files beside it; move them away")
 
 
 def _pages(c: Client, role: str, f, seq: int, res: Pulled, max_pages: int | None,
@@ -159,6 +204,7 @@ def _pages(c: Client, role: str, f, seq: int, res: Pulled, max_pages: int | None
         _sync(f)  # a page is on disk before the next is asked for
         res.pulled += count
         res.pages += 1
+        res.event_next = nxt
         frm = first + count
         res.next_from = frm
         res.left = max(nxt - frm, 0)
