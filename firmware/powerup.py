@@ -1,6 +1,8 @@
 # Power-up: the pump boots, takes up its stored state if it has one (restore.py), logs
 # what it found, says who it is and what it believes. (Not named boot.py: a MicroPython
 # board runs a boot.py at every reset, frozen or on its filesystem.)
+import sys
+
 import msgdefs as md
 import schedule
 import strokes
@@ -10,6 +12,21 @@ from eventlog import wall_u32
 from micropython import const
 
 _LOST = const(2)  # STORAGE_DAMAGE state_lost: no good copy of the state
+
+
+def _found(p, now, damage):
+    if damage:
+        # what the boot found damaged or missing, named (SR-STO-01): a clinician must see
+        # it (only the clinician's acknowledgement clears it)
+        p.alarms.retire(STORAGE_DAMAGED)
+        p.alarms.raise_(STORAGE_DAMAGED, now, p.delivery.reservoir_nl, damage)
+    if damage & _LOST or p.plan.rx_bad:
+        # no good copy of the stored state, or its prescription does not parse: no
+        # delivery until a clinician programs the pump again
+        schedule.unload(p, now)
+        p.alarms.raise_(RX_INVALID, now, p.delivery.reservoir_nl)
+        if p.mode == md.MODE_RUNNING:
+            p.set_mode(now, md.MODE_HALTED)
 
 
 def start(p, now, boot_cause):
@@ -23,23 +40,17 @@ def start(p, now, boot_cause):
         import restore  # a pump without a store never pays for it
 
         now, gap, damage, cut = restore.restore(p, store, now)
+        # (boot only: its code, and a lost state's witness.py, leave the heap)
+        sys.modules.pop("restore", None)
+        sys.modules.pop("witness", None)
+        sys.modules.pop("storeread", None)
     p.log(now, md.EV_BOOT, 0, boot_cause, 0, 0)
     if p.clock_moved is not None:
         d = p.wall_delta
         p.log(now, md.EV_TIME_CHANGED, 0, wall_u32(p.clock_moved[0] + d),
               wall_u32(p.clock_moved[1] + d), p.offset)
-    if damage:
-        # what the boot found damaged or missing, named (SR-STO-01): a clinician must see
-        # it (only the clinician's acknowledgement clears it)
-        p.alarms.retire(STORAGE_DAMAGED)
-        p.alarms.raise_(STORAGE_DAMAGED, now, p.delivery.reservoir_nl, damage)
-    if damage & _LOST or p.plan.rx_bad:
-        # no good copy of the stored state, or its prescription does not parse: no
-        # delivery until a clinician programs the pump again
-        schedule.unload(p, now)
-        p.alarms.raise_(RX_INVALID, now, p.delivery.reservoir_nl)
-        if p.mode == md.MODE_RUNNING:
-            p.set_mode(now, md.MODE_HALTED)
+    if damage or p.plan.rx_bad:
+        _found(p, now, damage)
     missed = 0
     for kind, done, rest in cut:
         # a bolus the cut ended: its end, with what it delivered; its rest is missed (one

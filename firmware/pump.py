@@ -147,9 +147,7 @@ class Pump(Part):
         self.dirty = True
         if not ev.holding:
             self.telemetry.event(ev, seq, now + self.wall_delta)
-        if ev.lapped():
-            # the event overwrote the oldest on flash: said after it, once per lap of the
-            # ring, with what is kept once this record is written too
+        if ev.lapped():  # said after the event that began a lap, with what is kept then
             self.log(now, md.EV_LOG_WRAPPED, 0, ev.first_kept(), 0, 0)
         return seq
 

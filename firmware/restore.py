@@ -52,14 +52,14 @@ def _take_up(p, blob, jrec, now, j_bad):
     for part in snapshot.parts(p):
         part.take_up(v)
     damage = 0
-    if v["event_next"] > p.events.next_seq:
-        # the event log lost its newest (erased, damaged): its numbers are never reused
-        p.events.skip_to(v["event_next"])
-        damage |= _EVENTS
     if v["held_n"]:
         # the command the snapshot completed: its events, if the cut came before they
         # reached the log (before the boot is logged, so their numbers stay theirs)
         p.events.replay(v["held"], v["held_first"], v["held_n"])
+    if v["event_next"] > p.events.next_seq:
+        # the event log lost its newest (erased, damaged): its numbers are never reused
+        p.events.skip_to(v["event_next"])
+        damage |= _EVENTS
     # (auth_backoff is no longer raised: a state saved by older firmware drops it)
     p.alarms.retire(md.ALARM_AUTH_BACKOFF)
     t_last = v["t"]

@@ -30,7 +30,6 @@ from msgdefs import (
     JOURNAL_SIZE as _J_SIZE,
     JOURNAL_SLOTS,
     STATE_HDR_FMT as _STATE_HDR,
-    STATE_HDR_SIZE as _STATE_HDR_SIZE,
     STATE_VERSION as _STATE_VERSION,
 )
 
@@ -45,34 +44,12 @@ def _exists(path):
         return False
 
 
-def _size(path):
-    try:
-        return os.stat(path)[6]
-    except OSError:
-        return 0
-
-
 def _written(buf):
     # a slot that holds something (a file grows with zeros where nothing was written yet)
     for b in buf:
         if b:
             return True
     return False
-
-
-def _read_copy(path):
-    # (rev, blob) of a good copy, False if damaged, None if there is none
-    if not _exists(path):
-        return None
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < _STATE_HDR_SIZE:
-        return False
-    ver, rev, crc = struct.unpack_from(_STATE_HDR, data, 0)
-    blob = data[_STATE_HDR_SIZE:]
-    if ver != _STATE_VERSION or crc32(blob) != crc:
-        return False
-    return rev, blob
 
 
 class Store:
@@ -179,24 +156,14 @@ class Store:
 
     def journal_last(self):
         """The newest good journal record as a tuple (seq, t, reservoir_nl, delivered_ul,
-        acc, delivered_nl, flags, window_ng), or None; j_bad counts the damaged ones."""
-        best = None
-        buf = bytearray(_J_SIZE)
-        f = self.j
-        f.seek(0)
-        for _ in range(JOURNAL_SLOTS):
-            if f.readinto(buf) != _J_SIZE:
-                break
-            if not crc_ok(buf, _J_SIZE):
-                if _written(buf):
-                    self.j_bad += 1
-                continue
-            r = struct.unpack_from(_J_FMT, buf, 0)
-            if r[0] and (best is None or r[0] > best[0]):
-                best = r
+        acc, delivered_nl, flags, window_ng), or None; j_bad counts the damaged ones.
+        (Boot only: storeread.py, which leaves the heap after the boot.)"""
+        import storeread
+
+        best, self.j_bad = storeread.journal_last(self.j)
         if best is not None:
             self.j_seq = best[0]
-        return best[:8] if best else None
+        return best
 
     # -- snapshot -----------------------------------------------------------------------
     def save_state(self, blob):
@@ -215,31 +182,19 @@ class Store:
 
     def load_state(self):
         """(blob, damaged): the newer good copy's snapshot (None if neither is good) and
-        how many copies exist but failed their CRC (or state.bin is gone beside a copy)."""
-        best = None
-        damaged = 0
-        for path in (self.state_path, self.state_bak):
-            r = _read_copy(path)
-            if r is None:
-                continue
-            if r is False:
-                damaged += 1
-                continue
-            # the newer of two by the save number, mod 2**16 (serial number arithmetic)
-            if best is None or (r[0] - best[0]) & 0xFFFF < 0x8000:
-                best = r
-        if best is not None and not _exists(self.state_path):
-            damaged += 1  # renamed over, never removed: it was lost
-        if best is None:
-            return None, damaged
-        self.rev = best[0]
-        return best[1], damaged
+        how many copies exist but failed their CRC (or state.bin is gone beside a copy).
+        (Boot only: storeread.py.)"""
+        import storeread
+
+        blob, damaged, self.rev = storeread.load_state(self.state_path, self.state_bak)
+        return blob, damaged
 
     def is_blank(self):
         """True if no copy of the state, no journal record and no event was ever written
         here (a new pump): otherwise a pump without its state is a damaged one."""
-        return (not _exists(self.state_path) and not _exists(self.state_bak)
-                and _size(self.j_path) == 0 and _size(self.ev_path) == 0)
+        import storeread
+
+        return storeread.is_blank((self.state_path, self.state_bak), (self.j_path, self.ev_path))
 
     def close(self):
         self.ev.close()

@@ -330,7 +330,7 @@ def test_events_sorted_stably():
     sc = load_scenario(d)
     assert [(e.index, e.action) for e in sc.events] == [
         (2, "patient_bolus"), (4, "ack_alarm"), (1, "resume"), (3, "suspend")]
-    assert sc.events[1].alarm_mask == ALL_ALARMS == 0xFFF
+    assert sc.events[1].alarm_mask == ALL_ALARMS == 0x3FFF
 
 
 def test_event_time_range():
@@ -466,7 +466,7 @@ def test_faults():
      "faults[1].remaining: 70000 days is outside 0..65535 days"),
     ({"at": "2026-01-02T00:00:00Z", "kind": "batery", "remaining": "1 day"},
      'faults[1].kind: unknown fault "batery" (did you mean "battery"?'),
-    ({"at": "2026-01-02T00:00:00Z"}, "faults[1].kind: missing (one of motor_stall, occlusion, power_loss, battery, pocket_fill)"),
+    ({"at": "2026-01-02T00:00:00Z"}, "faults[1].kind: missing (one of motor_stall, occlusion, power_loss, battery, pocket_fill, storage, flash_error)"),
     ({"at": "2027-01-02T00:00:00Z", "kind": "occlusion", "duration": "1 h"},
      "faults[1].at: 2027-01-02T00:00:00Z is outside the scenario"),
     ({"kind": "occlusion", "duration": "1 h"}, "faults[1].at: missing"),
@@ -595,3 +595,25 @@ def test_a_prescription_given_as_a_scenario_is_named_as_such(tmp_path):
     r = subprocess.run([sys.executable, "-m", "theca.cli", "simulate", str(sc), "-o",
                         str(tmp_path / "x.tlog")], capture_output=True, text=True)
     assert r.returncode == 2 and "start = 2026-" in r.stderr and '"08:00"' not in r.stderr
+
+
+@pytest.mark.parametrize("fault, msg", [
+    ({"at": "2026-01-02T00:00:00Z", "kind": "storage", "damage": "erase", "duration": "1 min"},
+     "faults[1].file: missing"),
+    ({"at": "2026-01-02T00:00:00Z", "kind": "storage", "file": "state.bin", "damage": "erase",
+      "duration": "1 min"}, "faults[1].file: 'state.bin' is not one of state, journal, events"),
+    ({"at": "2026-01-02T00:00:00Z", "kind": "storage", "file": "state", "damage": "melt",
+      "duration": "1 min"}, "faults[1].damage: 'melt' is not one of bitflip, erase"),
+    ({"at": "2026-01-02T00:00:00Z", "kind": "flash_error"}, "faults[1].duration: missing"),
+])
+def test_bad_storage_faults_are_named(fault, msg):
+    assert any(m.startswith(msg) for m in errors(base(faults=[fault]))), errors(base(faults=[fault]))
+
+
+def test_storage_faults_load():
+    sc = load_scenario(base(faults=[
+        {"at": "2026-01-02T00:00:00Z", "kind": "storage", "file": "journal", "damage": "bitflip",
+         "duration": "1 min"},
+        {"at": "2026-01-03T00:00:00Z", "kind": "flash_error", "duration": "10 min"}]))
+    assert [(f.kind, f.file, f.damage, f.duration_s) for f in sc.faults] == [
+        ("storage", "journal", "bitflip", 60), ("flash_error", None, None, 600)]

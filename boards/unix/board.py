@@ -323,6 +323,18 @@ def _info(cfg):
     }
 
 
+def _flash(cfg, faults):
+    # the twin's flash chip, mounted at /flash, with the storage faults done while the
+    # power was off; returns the block device
+    from simflash import damage, mount  # only a twin with a flash image pays for it
+
+    bdev = mount(cfg["flash_image"], cfg.get("cut_after_writes", 0),
+                 faults.flash_failing if faults.flash else None)
+    for dmg in cfg.get("storage_damage", ()):
+        damage("/flash", dmg["file"], dmg["damage"])
+    return bdev
+
+
 class Hardware:
     """What `build()` hands the firmware (docs/DESIGN.md, "Hardware interface")."""
 
@@ -367,17 +379,7 @@ class Hardware:
         keys = cfg.get("keys", {})
         self.keys = {rid: unhexlify(keys[name]) for rid, name in
                      ((md.ROLE_CLINICIAN, "clinician"), (md.ROLE_PATIENT, "patient")) if name in keys}
-        if image:
-            from simflash import mount  # only a twin with a flash image pays for it
-
-            self.bdev = mount(image, cfg.get("cut_after_writes", 0),
-                              faults.flash_failing if faults.flash else None)
-            for dmg in cfg.get("storage_damage", ()):
-                from simflash import damage  # a scenario's storage fault, while it was off
-
-                damage("/flash", dmg["file"], dmg["damage"])
-        else:
-            self.bdev = None
+        self.bdev = _flash(cfg, faults) if image else None
         self.fs_root = "/flash" if image else None
         self.status_period_s = cfg.get("status_period_s", 0)
         self.telemetry = TlogSink(cfg["tlog"], cfg.get("tlog_append", False)) if cfg.get("tlog") else None
