@@ -58,7 +58,7 @@ def _resume(p, now, role, v, buf, off):
 
 
 def _ack_alarm(p, now, role, v, buf, off):
-    return 0, p.alarms.acknowledge(now, v[0], role, p.delivery.reservoir_nl), 0
+    return 0, p.alarms.acknowledge(now, v[0], role, p.delivery.reservoir_nl, p.wall_delta), 0
 
 
 def _log_read(p, now, role, v, buf, off):

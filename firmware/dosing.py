@@ -109,8 +109,11 @@ def clinician_bolus(p, now, who, dose_ng, duration_s):
 
 def timed_bolus(p, t, dose_nl, dur):
     """The schedule's timed bolus is due at t (the engine's callback)."""
-    dose_ng = rxmod.nl_to_ng(dose_nl, p.plan.drug_conc())
-    reason = _allowed(p, t, dose_ng, dose_nl, dur)
+    # Counted once: the plan the guard projects already holds it (plan_units is the basal
+    # and the timed boluses), so it is checked as the plan as it stands, not as a new dose
+    # on top of it (which denied a prescribed daily bolus every day, issue 24). Its size
+    # and rate were checked when the prescription was accepted.
+    reason = _allowed(p, t, 0, dose_nl, dur)
     if reason != OK:
         p.log(t, md.EV_BOLUS_DENIED, 0, reason, KIND_TIMED, dose_nl)
         p.eta_stale()

@@ -36,6 +36,7 @@ DEFAULT_LOW_RESERVOIR_NL = const(2000000)
 MAX_LOCAL_OFFSET_S = const(50400)
 MAX_BOLUS_DURATION_S = const(86400)
 DEFAULT_SUSPEND_MAX_S = const(7200)
+ALARM_PAUSE_S = const(1800)
 FRESH_S = const(60)  # a CHALLENGE's life
 DENIAL_WINDOW_S = const(60)  # identical bolus denials: one record
 AUTH_FAILURE_WINDOW_S = const(3600)  # bad MACs: one record
@@ -335,7 +336,7 @@ EV_REFILLED = const(10)  # a=volume_nl, b=residual_nl, c=conc_ng_ml, d=drug
 EV_SUSPENDED = const(11)  # a=max_s
 EV_RESUMED = const(12)
 EV_TIME_CHANGED = const(13)  # a=old_time, b=new_time, c=local_offset_s
-EV_ALARM_ACKNOWLEDGED = const(14)  # a=alarms
+EV_ALARM_ACKNOWLEDGED = const(14)  # a=alarms, b=paused_until
 EV_AUTH_FAILURE = const(15)  # a=failures, b=role, c=window_s
 EV_LOG_WRAPPED = const(16)  # a=first_seq_kept
 EV_DELIVERY_GAP = const(17)  # a=gap_s, b=undelivered_nl

@@ -119,8 +119,7 @@ class Pump(Part):
         self.dirty = False
 
     def take_up_clock(self, now, t_last):
-        """After a restart the clock came back behind the stored state: moved on to it
-        (restore.py says why); logged at the boot."""
+        """After a restart, a clock behind the stored state moves on to it (logged)."""
         self.hw.clock.set(t_last)
         self.clock_moved = (now, t_last)
 
@@ -209,7 +208,8 @@ class Pump(Part):
             a = self.suspend_alarm_t
             if a and now < a < nxt:
                 nxt = a  # the suspension's maximum: its alarm comes on time
-        lim = now + SENSE_S
+        lim = self.alarms.pause_end  # an audio pause ends on time
+        lim = now + SENSE_S if lim > now + SENSE_S else lim
         return lim if nxt > lim else nxt
 
     def _flush_counts(self, now):
@@ -220,12 +220,15 @@ class Pump(Part):
             self.auth.flush_bad(self, now)
 
     def sense(self, now):
-        """The battery and the occlusion sensor, and the alarms they call for."""
+        """The battery and the occlusion sensor, the alarms they call for, the audio
+        pauses that ended."""
         # (no more locals: its frame stays within the C stack's 11 words, SR-HEAP-01)
         res = self.delivery.reservoir_nl
         al = self.alarms
+        al.expire(now)
         days = self.hw.battery.days_left(now)
-        self.battery_days = days if days < 0xFFFF else 0xFFFF
+        # (0 from end of service on, never a negative value wrapped in the u16)
+        self.battery_days = 0 if days < 0 else days if days < 0xFFFF else 0xFFFF
         if days <= 0:
             if al.raise_(BATTERY_EOS, now, res, days):
                 self.update_mode(now)
@@ -244,10 +247,9 @@ class Pump(Part):
 
     # -- modes ---------------------------------------------------------------------------
     def set_mode(self, now, mode):
-        """The one place the mode changes (STATUS.mode, MODES). Delivery (RUNNING) is
-        never entered while a critical alarm is raised: HALTED instead. Leaving delivery
-        cancels the boluses, drops what was owed and stops the motor; entering it owes
-        nothing for the time before."""
+        """The one place the mode changes (STATUS.mode, MODES); never RUNNING with a critical
+        alarm raised (HALTED). Leaving delivery cancels the boluses, drops what was owed and
+        stops the motor; entering it owes nothing for the time before."""
         if mode == SAFE:
             # an internal fault: trust nothing but the motor's off
             self.mode = SAFE
@@ -367,8 +369,7 @@ class Pump(Part):
             self.log(now, md.EV_FAULT, 0, code, 0, 0)
 
     def maintenance(self, now, who):
-        """Stop for maintenance: suspended if delivering, motor off, the firmware exits
-        to the REPL (main.py)."""
+        """Stop for maintenance: suspended if delivering, motor off, to the REPL (main.py)."""
         if self.mode in (RUNNING, HALTED):
             self.suspend(now, who)
         self.hw.motor.off()

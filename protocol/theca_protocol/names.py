@@ -129,6 +129,9 @@ CRITICAL_ALARMS: frozenset[str] = frozenset(
     {"empty_reservoir", "motor_stall", "occlusion", "battery_eos", "internal_fault", "rx_invalid",
      "flash_fault"}
 )
+#: How long an acknowledgement pauses a critical alarm's tones (IEC 60601-1-8 "audio
+#: paused" is time-limited): then it sounds again until its cause is gone.
+ALARM_PAUSE_S = 30 * 60
 #: The same as a bit mask.
 CRITICAL_MASK: int = sum(1 << b for b, n in ALARMS.items() if n in CRITICAL_ALARMS)
 
@@ -310,7 +313,7 @@ _EVENT_LIST = [
         Arg("new_time", "time"),
         Arg("local_offset_s", "i32"),
     ),
-    EventDef(14, "alarm_acknowledged", Arg("alarms", "mask")),
+    EventDef(14, "alarm_acknowledged", Arg("alarms", "mask"), Arg("paused_until", "time")),
     EventDef(15, "auth_failure", Arg("failures"), Arg("role", "ROLES"), Arg("window_s")),
     EventDef(16, "log_wrapped", Arg("first_seq_kept")),
     EventDef(17, "delivery_gap", Arg("gap_s"), Arg("undelivered_ul", "nl")),

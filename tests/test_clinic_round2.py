@@ -1,0 +1,66 @@
+"""The clinic, round 2 (issue 24), on the twin, judged from the events and the physical
+truth (`simulate --truth`)."""
+
+from __future__ import annotations
+
+from scenario_run import events, simulate, statuses
+
+MORPHINE_TIMED = """
+drug = "morphine"
+concentration = "10 mg/mL"
+[[steps]]
+start = "00:00"
+rate = "4 mg/day"
+[[timed_boluses]]
+start = "08:00"
+dose = "0.5 mg"
+duration = "30 min"
+"""
+
+
+def test_a_prescribed_timed_bolus_is_counted_once_and_given_every_day(tmp_path):
+    # REQ: SR-LIM-10
+    # the issue's case: 4 mg/day + 0.5 mg daily at 08:00 (worst hour 0.667 of 1.125 mg)
+    # was accepted, then denied max_per_hour on 4 days of 4 (16.0 mg at the tip, not 18.0)
+    objs, truth, _ = simulate(tmp_path, MORPHINE_TIMED, days=4)
+    assert len(events(objs, "bolus_started", bolus="timed")) == 4
+    assert not events(objs, "bolus_denied")
+    tip = truth["tip"]["morphine"]
+    assert abs(tip["total_ng"] - 18_000_000) <= 2 * 2_500  # within two strokes
+    assert tip["max_24h_ng"] <= 15_000_000 and tip["max_1h_ng"] <= 1_125_000
+
+
+MORPHINE = """
+drug = "morphine"
+concentration = "10 mg/mL"
+[[steps]]
+start = "00:00"
+rate = "3 mg/day"
+"""
+STALL = ('[[faults]]\nat = 2026-01-01T02:00:00Z\nkind = "motor_stall"\nduration = "20 h"\n')
+
+
+def test_a_critical_alarm_acknowledged_is_only_paused_for_30_minutes(tmp_path):
+    # REQ: SR-TONE-02
+    # the issue's case: a 20 h motor stall (an MRI) acknowledged from the remote after 1 h
+    # was silent for 19 h (122 tones, 2,400 without the acknowledgement)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, quiet, _ = simulate(tmp_path / "a", MORPHINE, STALL, days=1)
+    ack = ('[[events]]\nat = 2026-01-01T03:00:00Z\naction = "ack_alarm"\nalarms = ["motor_stall"]\n'
+           'role = "patient"\n')
+    objs, acked, _ = simulate(tmp_path / "b", MORPHINE, STALL + ack, days=1)
+    ev = events(objs, "alarm_acknowledged")
+    assert ev and ev[0]["alarms"] == ["motor_stall"] and ev[0]["paused_until"] == "2026-01-01T03:30:00Z"
+    # the tones stop for the pause only: what is missing is at most 30 minutes' worth
+    per_min = quiet["tones"] / (20 * 60)
+    assert quiet["tones"] - acked["tones"] <= 31 * per_min, (quiet["tones"], acked["tones"])
+    assert acked["tones"] > 0.9 * quiet["tones"]
+
+
+def test_battery_days_read_0_from_end_of_service_and_never_wrap(tmp_path):
+    # REQ: SR-BATT-02
+    body = '[[faults]]\nat = 2026-01-01T06:00:00Z\nkind = "battery"\nremaining = "0 days"\n'
+    objs, _, _ = simulate(tmp_path, MORPHINE, body, days=3)
+    days = [s["battery_days"] for s in statuses(objs) if s["t"] >= "2026-01-01T06:10:00Z"]
+    assert days and set(days) == {0}, sorted(set(days))[-3:]
