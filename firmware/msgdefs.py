@@ -276,6 +276,7 @@ STATUS_FLAG_BRIDGE = const(2)  # bit 1
 STATUS_FLAG_TRIAL = const(4)  # bit 2
 STATUS_FLAG_CATHETER_UNPRIMED = const(8)  # bit 3
 STATUS_FLAG_REFILL_DUE_STABILITY = const(16)  # bit 4
+STATUS_FLAG_REFILL_DUE_BATTERY = const(32)  # bit 5
 
 # the twin's link input flags, as masks
 LINK_IN_MEASURE_RESIDUAL = const(1)  # bit 0

@@ -81,7 +81,7 @@ class Pump(Part):
         self.low_eta = 0
         # refill by this monotonic time (0: none); True if the fill's stability says so
         self.refill_due = 0
-        self.refill_stab = False
+        self.refill_why = 0
         self.eta_dirty = True
         self.last_tick = now
         # the boot's salt for challenges: the board's entropy if it has some, else the
@@ -232,10 +232,10 @@ class Pump(Part):
         if days <= 0:
             if al.raise_(BATTERY_EOS, now, res, days):
                 self.update_mode(now)
-        elif days < ERI_DAYS:
-            al.raise_(BATTERY_ERI, now, res, days)
+        elif days < ERI_DAYS:  # (the refill date may now be the battery's)
+            self.eta_dirty |= al.raise_(BATTERY_ERI, now, res, days)
         else:
-            al.clear(BATTERY_ERI, now, res, days)
+            self.eta_dirty |= al.clear(BATTERY_ERI, now, res, days)
             if al.clear(BATTERY_EOS, now, res, days):
                 self.update_mode(now)  # a new battery: delivery goes on by the schedule
         if self.hw.occlusion.blocked():
@@ -307,7 +307,7 @@ class Pump(Part):
         self.eta_dirty = False
         import refilldue  # after the boot: its code is not in the boot's peak
 
-        self.refill_due, self.refill_stab = refilldue.due(self, now)
+        self.refill_due, self.refill_why = refilldue.due(self, now)
         self.low_eta = refilldue.low_eta(self, now) if self.mode == RUNNING else 0
 
     # -- the plan in force ---------------------------------------------------------------

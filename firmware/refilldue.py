@@ -11,20 +11,24 @@ _DAY = const(86400)
 
 
 def due(p, now):
-    """(monotonic time to refill by, 0 for none; True if the fill's stability sets it).
+    """(monotonic time to refill by, 0 for none; why: 0 the reservoir, 1 the fill's
+    stability, 2 the battery's end of service): the earliest of the three.
 
-    The reservoir's date uses the plan's average daily volume, boluses included, in
-    whole hours rounded down (earlier, never later). Small ints only: margin * 24 stays
-    below 2**30 because margin is under a day's volume times the days it lasts."""
+    The reservoir's date uses the daily volume of the plan that follows any bridge (right
+    after a refill with a new concentration the catheter's old fill runs at the old rate
+    for hours, but the reservoir empties at the new one), boluses included, in whole hours
+    rounded down (earlier, never later). Small ints only: margin * 24 stays below 2**30
+    because margin is under a day's volume times the days it lasts. Allocates (big ints
+    for a day's drug): called on a change, never per stroke."""
     t = NEVER
-    stab = False
+    why = 0
     pl = p.plan
-    rx = pl.plan_rx()
-    e = p.engine
-    if rx is not None and e.loaded:
-        day = e.day_units // _DAY
+    rx = pl.rx if pl.rx is not None else pl.plan_rx()
+    conc = pl.conc if pl.rx is not None else pl.drug_conc()
+    if rx is not None and p.engine.loaded and conc:
+        day = _day_nl(rx, conc)
         if rx.pb_max_per_day:
-            day += rx.pb_max_per_day * rxmod.ng_to_nl(rx.pb_dose_ng, pl.drug_conc())
+            day += rx.pb_max_per_day * rxmod.ng_to_nl(rx.pb_dose_ng, conc)
         margin = p.delivery.reservoir_nl - pl.low_nl
         if margin <= 0:
             t = now
@@ -38,8 +42,27 @@ def due(p, now):
             n = d["first_fill_stability_days"]
         if n and pl.fill_t + n * _DAY < t:
             t = pl.fill_t + n * _DAY
-            stab = True
-    return (t if t < NEVER else 0), stab
+            why = 1
+    b = now + p.battery_days * _DAY  # (0 days from end of service on: now)
+    if b < t:
+        t = b
+        why = 2
+    return (t if t < NEVER else 0), why
+
+
+def _day_nl(rx, conc):
+    # the prescription's volume a day (nL) at conc: its steps over their hours of the
+    # day and its timed boluses, rounded up (the reservoir's date errs early)
+    starts = rx.step_start_s
+    n = len(starts)
+    ng_s = 0
+    for i in range(n):
+        end = starts[i + 1] if i + 1 < n else _DAY
+        ng_s += rx.step_rate_ng_day[i] * (end - starts[i])
+    ng = (ng_s + _DAY - 1) // _DAY
+    for dose in rx.timed_dose_ng:
+        ng += dose
+    return rxmod.ng_to_nl(ng, conc) + 1
 
 
 def low_eta(p, now):

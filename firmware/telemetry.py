@@ -145,8 +145,10 @@ class Telemetry:
             due += wd
             if not 0 < due < NEVER:
                 due = 0
-            elif p.refill_stab:
+            elif p.refill_why == 1:
                 flags |= md.STATUS_FLAG_REFILL_DUE_STABILITY
+            elif p.refill_why == 2:
+                flags |= md.STATUS_FLAG_REFILL_DUE_BATTERY
         if now >= self.heap_t:
             self.sample_heap(now)
         a = p.alarms

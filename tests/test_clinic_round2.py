@@ -3,7 +3,10 @@ truth (`simulate --truth`)."""
 
 from __future__ import annotations
 
+import pytest
 from scenario_run import events, simulate, statuses
+from theca.errors import BadInput
+from theca.inputs.scenario import load_scenario
 
 MORPHINE_TIMED = """
 drug = "morphine"
@@ -64,3 +67,45 @@ def test_battery_days_read_0_from_end_of_service_and_never_wrap(tmp_path):
     objs, _, _ = simulate(tmp_path, MORPHINE, body, days=3)
     days = [s["battery_days"] for s in statuses(objs) if s["t"] >= "2026-01-01T06:10:00Z"]
     assert days and set(days) == {0}, sorted(set(days))[-3:]
+
+
+def test_the_refill_date_right_after_a_diluting_refill_is_the_new_volume_rate(tmp_path):
+    # REQ: SR-RES-06
+    # the issue's case: morphine 10 -> 2 mg/mL at 3 mg/day; during the 12 h bridge the
+    # date said 7 weeks later than the truth (the bridge's volume rate)
+    body = ('[[events]]\nat = 2026-01-02T09:00:00Z\naction = "refill"\nvolume = "18 mL"\n'
+            'concentration = "2 mg/mL"\n')
+    objs, truth, _ = simulate(tmp_path, MORPHINE, body, days=3)
+    after = [s for s in statuses(objs) if s["t"] >= "2026-01-02T09:10:00Z"]
+    # 18 mL at 1.5 mL/day: 16 mL above the 2 mL threshold lasts 10.7 days
+    assert after[0]["refill_due"] <= "2026-01-13T02:00:00Z", after[0]["refill_due"]
+    assert after[0]["refill_due"] >= "2026-01-12T00:00:00Z", after[0]["refill_due"]
+    dates = {s["refill_due"][:10] for s in after}
+    assert len(dates) <= 2, dates  # one date through the bridge and after it
+
+
+def test_the_refill_date_is_the_battery_s_end_of_service_when_that_comes_first(tmp_path):
+    # REQ: SR-RES-06
+    body = '[[faults]]\nat = 2026-01-01T06:00:00Z\nkind = "battery"\nremaining = "20 days"\n'
+    objs, _, _ = simulate(tmp_path, MORPHINE, body, days=1)
+    last = statuses(objs)[-1]
+    assert last["refill_due"] <= "2026-01-21T06:00:00Z", last["refill_due"]
+
+
+def test_titration_and_every_soft_limit_hold_on_a_scenario_s_program(tmp_path):
+    # REQ: SR-TITR-02
+    # the issue's case: morphine 2 -> 8 mg/day by a scenario's program passed unchecked
+    (tmp_path / "rx8.toml").write_text(MORPHINE.replace("3 mg/day", "8 mg/day"))
+    rx2 = MORPHINE.replace("3 mg/day", "2 mg/day")
+    prog = '[[events]]\nat = 2026-01-03T10:00:00Z\naction = "program"\nprescription = "rx8.toml"\n'
+    (tmp_path / "rx.toml").write_text(rx2)
+    sc = tmp_path / "s.toml"
+    sc.write_text('start = 2026-01-01T00:00:00Z\ndays = 4\nprescription = "rx.toml"\n' + prog)
+    with pytest.raises(BadInput) as e:
+        load_scenario(sc)
+    msg = "\n".join(e.value.messages)
+    assert "events[1].prescription" in msg and "titration" in msg, msg
+    # with the event's override it runs, and the override is recorded
+    objs, _, _ = simulate(tmp_path, rx2, prog + "override_soft_limit = true\n", days=4)
+    changed = events(objs, "prescription_changed")
+    assert changed[-1]["overrides"] == ["titration"], changed[-1]

@@ -35,7 +35,7 @@ def demo(tmp_path_factory):
 def test_demo_prints_the_therapy_summary(demo):
     _, text, _ = demo
     assert "Drug delivered per day" in text
-    assert "Projected refill date" in text
+    assert "Refill by " in text and "low-reservoir alarm projected" in text
     assert "motor_stall" in text and "battery_eri" in text
     # issue 13: outside a terminal the table was wrapped at 80 columns ("patient/clini…")
     assert "patient/clinician" in text and "…" not in text

@@ -75,14 +75,15 @@ MODES: dict[int, str] = {
 #: catheter still holds the previous concentration after a refill; trial, the prescription
 #: in force is a trial prescription (its Rx flags bit `trial`); catheter_unprimed, the
 #: catheter volume set by CATHETER has not all been pushed yet (drug has not reached the
-#: tip); refill_due_stability, STATUS.refill_due is the fill's stability limit (else the
-#: reservoir's).
+#: tip); refill_due_stability, STATUS.refill_due is the fill's stability limit;
+#: refill_due_battery, it is the battery's end of service (else it is the reservoir's).
 STATUS_FLAGS: dict[int, str] = {
     0: "bolus_running",
     1: "bridge",
     2: "trial",
     3: "catheter_unprimed",
     4: "refill_due_stability",
+    5: "refill_due_battery",
 }
 
 #: Alarm bit numbers (STATUS.alarms is a mask of 1 << bit).

@@ -16,6 +16,10 @@ from theca_protocol import names as N
 
 from theca.log.records import records
 
+_FLAG = {name: 1 << bit for bit, name in N.STATUS_FLAGS.items()}
+_WHY = {"reservoir": "the reservoir, every allowed patient bolus taken",
+        "stability": "the fill's stability", "battery": "the battery's end of service"}
+
 _FLAG_BRIDGE = N.mask_of(N.STATUS_FLAGS, "bridge")
 
 
@@ -45,6 +49,8 @@ class Summary:
     reservoir_ul: float | None = None
     delivered_ul: float | None = None
     low_eta: str | None = None
+    refill_due: str | None = None  # the pump's one refill date (STATUS.refill_due)
+    refill_why: str = "reservoir"
     mode: str | None = None
     active_alarms: list[str] = field(default_factory=list)
     denials: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -114,6 +120,10 @@ def summarize(path: str | Path) -> Summary:
             s.reservoir_ul = o["reservoir_ul"]
             s.delivered_ul = d
             s.low_eta = o.get("low_reservoir_eta")
+            s.refill_due = o.get("refill_due")
+            fl = o.get("flags") or 0
+            s.refill_why = ("stability" if fl & _FLAG["refill_due_stability"] else "battery"
+                            if fl & _FLAG["refill_due_battery"] else "reservoir")
             s.mode = o.get("mode")
             s.active_alarms = list(o.get("alarms", []))
             if o.get("drug"):
@@ -173,8 +183,11 @@ def _print_visits_and_end(con, s: Summary, truth: dict | None) -> None:
         con.print(f"Reservoir at the end: {s.reservoir_ul / 1000:.3f} mL; delivered since therapy "
                   f"start {(s.delivered_ul or 0) / 1000:.3f} mL; mode {s.mode}"
                   + (f"; alarms active: {', '.join(s.active_alarms)}" if s.active_alarms else ""))
-    if s.low_eta:
-        con.print(f"Projected refill date (reservoir below 2 mL): [bold]{_date(s.low_eta)}[/bold]")
+    if s.refill_due:
+        # one refill date, the pump's: the earliest of the reservoir, the fill's stability
+        # and the battery
+        low = f"; low-reservoir alarm projected {_date(s.low_eta)}" if s.low_eta else ""
+        con.print(f"Refill by [bold]{_date(s.refill_due)}[/bold] ({_WHY[s.refill_why]}){low}")
     elif s.reservoir_ul is not None and s.reservoir_ul < 2000:
         con.print("[bold]Refill now[/bold]: the reservoir is below 2 mL")
     if truth:

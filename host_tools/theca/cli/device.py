@@ -80,7 +80,8 @@ def status_record(c: Client, rep: Reply) -> dict:
         "trial": bool(flags & _STATUS_FLAG["trial"]),
         "capacity_ul": info.get("capacity_nl", 0) / 1000,
         "refill_due_reason": (None if due is None else "stability"
-                              if flags & _STATUS_FLAG["refill_due_stability"] else "reservoir"),
+                              if flags & _STATUS_FLAG["refill_due_stability"] else "battery"
+                              if flags & _STATUS_FLAG["refill_due_battery"] else "reservoir"),
         "catheter_primed": not flags & _STATUS_FLAG["catheter_unprimed"],
         "catheter_ul": info.get("catheter_nl", 0) / 1000,
     }
@@ -103,8 +104,7 @@ def fmt_status(s: dict) -> str:
         f"  last 24 h   {U.fmt_amount(s['rolling_24h_ng']) if s['rolling_24h_ng'] else '0'} "
         f"of drug, {s['boluses_24h']} patient bolus(es)",
         f"  refill by   {s['refill_due'] or 'no date'}"
-        + (f" ({'the fill' + chr(39) + 's stability' if s['refill_due_reason'] == 'stability' else 'the reservoir, every allowed patient bolus taken'})"
-           if s["refill_due"] else ""),
+        + (f" ({_DUE_WORDS[s['refill_due_reason']]})" if s["refill_due"] else ""),
         f"  catheter    {s['catheter_ul']:g} uL, "
         + ("primed" if s["catheter_primed"] else "NOT PRIMED (theca prime)"),
         f"  battery     {s['battery_days']} days",
@@ -112,6 +112,10 @@ def fmt_status(s: dict) -> str:
         f"  heap        {s['heap_free']} of {s['heap_total']} bytes free",
     ]
     return "\n".join(lines)
+
+
+_DUE_WORDS = {"stability": "the fill's stability", "battery": "the battery's end of service",
+              "reservoir": "the reservoir, every allowed patient bolus taken"}
 
 
 @guarded

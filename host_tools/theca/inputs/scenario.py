@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from theca_protocol import messages as M
 from theca_protocol import names as N
 
 from theca.errors import BadInput, Problems, checked
+from theca.inputs import titration
 from theca.inputs import units as u
 from theca.inputs.druglib import Drug, DrugLibrary, load_druglib
 from theca.inputs.prescription import MAX_RATE_NL_H, Prescription, too_fast
@@ -60,7 +61,7 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "patient_bolus": ((), ()),
     "clinician_bolus": (("dose", "duration"), ()),
     "refill": (("volume", "concentration"), ("drug", "residual")),
-    "program": (("prescription",), ()),
+    "program": (("prescription",), ("override_soft_limit",)),
     "suspend": ((), ("max",)),
     "resume": ((), ()),
     "ack_alarm": ((), ("alarms", "role")),
@@ -177,6 +178,8 @@ class _InPump:
     conc: int | None
     capacity: int | None
     offset: int
+    rx: Prescription | None = None  # the prescription in force, programmed at rx_t
+    rx_t: int | None = None
 
 
 class _Loader:
@@ -192,16 +195,18 @@ class _Loader:
     def call(self, fn, *args):
         return self.probs.call(fn, *args)
 
-    def rx(self, value, field: str) -> Prescription | None:
-        """A prescription: a path relative to the scenario file, or an inline table."""
+    def rx(self, value, field: str, override: bool = False) -> Prescription | None:
+        """A prescription: a path relative to the scenario file, or an inline table.
+        Its soft limits pass if the scenario (or `override`, the event's) says so."""
+        override = override or self.override_soft
         try:
             if isinstance(value, Mapping):
-                return load_prescription(value, druglib=self.lib, override_soft=self.override_soft)
+                return load_prescription(value, druglib=self.lib, override_soft=override)
             if isinstance(value, str) and value.strip():
                 p = Path(value)
                 if not p.is_absolute():
                     p = self.base_dir / p
-                return load_prescription(p, druglib=self.lib, override_soft=self.override_soft)
+                return load_prescription(p, druglib=self.lib, override_soft=override)
             self.probs.add(field, f'expected a file name such as "rx.toml" or an inline table, got {value!r}')
         except BadInput as e:
             self.probs.extend(e, field, nested=isinstance(value, Mapping))
@@ -344,7 +349,7 @@ class _Loader:
         # Refills and boluses are checked against the drug in the pump at that moment,
         # so the events are walked in time order, `pump` following what they change.
         pump = _InPump(self.lib.by_id(rx.drug_id) if rx else None,
-                       rx.conc_ng_ml if rx else None, capacity, offset)
+                       rx.conc_ng_ml if rx else None, capacity, offset, rx, start)
         out: list[Event] = []
         for t, i, ev in self._event_list(raw, start, end):
             action = ev["action"]
@@ -408,9 +413,27 @@ class _Loader:
                 "drug_id": drug.id if new_drug and drug is not None else None, "residual_nl": res}
 
     def _program(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
-        new = self.rx(ev["prescription"], f"{f}.prescription") if "prescription" in ev else None
+        # every soft limit as `theca program` has them, titration included: against the
+        # prescription in force and when it was programmed (an override is recorded)
+        override = ev.get("override_soft_limit", False)
+        if not isinstance(override, bool):
+            self.probs.add(f"{f}.override_soft_limit", f"expected true or false, got {override!r}")
+            override = False
+        new = (self.rx(ev["prescription"], f"{f}.prescription", override)
+               if "prescription" in ev else None)
         if new is not None:
-            pump.drug, pump.conc = self.lib.by_id(new.drug_id), new.conc_ng_ml
+            drug = self.lib.by_id(new.drug_id)
+            if drug is not None and pump.rx is not None and t is not None:
+                since = t - pump.rx_t if pump.rx_t is not None else None
+                try:
+                    extra = titration.check(pump.rx, new, drug, since, override or self.override_soft)
+                except BadInput as e:
+                    self.probs.extend(e, f"{f}.prescription")
+                    extra = 0
+                if extra:
+                    new = replace(new, flags=new.flags | extra)
+            pump.drug, pump.conc = drug, new.conc_ng_ml
+            pump.rx, pump.rx_t = new, t
         return {"prescription": new}
 
     def _ack_alarm(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
