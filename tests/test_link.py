@@ -770,8 +770,14 @@ def test_a_live_twin_survives_clock_changes_and_refuses_what_does_not_fit(tmp_pa
 
 
 def test_refill_over_the_maximum_concentration_names_the_limit_and_its_value(twin_a):
+    # a fill of another concentration is shown beside the reservoir's and asked for first
+    # (issue 24); a piped answer is not taken
     r = run_theca(twin_a["home"], "--device", twin_a["dev"], "refill", "--volume", "1 mL",
-                  "--concentration", "30 mg/mL", "--residual", "1 mL")
+                  "--concentration", "30 mg/mL", "--residual", "1 mL", input="y\n")
+    assert r.returncode == 1 and "nothing was sent" in r.stderr, r.stdout + r.stderr
+    assert "now   morphine 10 mg/mL" in r.stdout and "new   morphine 30 mg/mL" in r.stdout, r.stdout
+    r = run_theca(twin_a["home"], "--device", twin_a["dev"], "refill", "--volume", "1 mL",
+                  "--concentration", "30 mg/mL", "--residual", "1 mL", "--yes")
     assert r.returncode == 3, r.stderr
     assert "limit: max_concentration: 30 mg/mL is over the drug's maximum concentration " \
            "25 mg/mL" in r.stderr, r.stderr

@@ -234,6 +234,8 @@ def cmd_refill(args) -> int:
     with client_for(args) as c:
         role = role_of(args, "clinician")
         before = status_record(c, c.request("GET_STATUS", role=role))
+        if not _refill_confirmed(args, before, vol, conc, drug):
+            return NOT_CONFIRMED
         try:
             c.request("REFILL", R.refill(vol, conc, residual, drug.id if drug else 0), role)
         except Refused as e:
@@ -251,6 +253,42 @@ def cmd_refill(args) -> int:
     if after.get("catheter_bridge"):
         print("the catheter still holds the previous fill: it is delivered first (the bridge)")
     return OK
+
+
+def _refill_confirmed(args, before: dict, vol: int, conc: int, drug) -> bool:
+    """A fill that differs from the reservoir's (drug or concentration) is shown beside it
+    and asked for (issue 24: 1 mg/mL entered over 10 mg/mL took the volume rate from 300
+    to 3,000 uL/day without a word); so are the critical alarms the pump has raised."""
+    crit = [a for a in before["alarms"] if a in N.CRITICAL_ALARMS]
+    if crit:
+        print(f"note: {before['serial']} has critical alarms raised: {', '.join(crit)}")
+    old_conc = before.get("conc_ng_ml") or 0
+    old_drug = before.get("drug")
+    new_drug = drug.name if drug else old_drug
+    if not old_conc or (new_drug == old_drug and conc == old_conc):
+        return True
+    rate = before["rate_ul_per_day"]
+    print(f"The fill changes ({before['serial']}):")
+    print(f"  now   {old_drug or '?'} {U.fmt_conc(old_conc)}, {rate:.1f} uL/day = "
+          f"{U.fmt_amount(round(rate * old_conc / 1000))}/day of {old_drug or 'drug'}")
+    if new_drug == old_drug:
+        new_rate = rate * old_conc / conc
+        left = max(vol - 2_000_000, 0) / 1000
+        days = f", refill in about {left / new_rate:.0f} days" if new_rate else ""
+        print(f"  new   {new_drug} {U.fmt_conc(conc)}, {new_rate:.1f} uL/day for the same "
+              f"{U.fmt_amount(round(rate * old_conc / 1000))}/day{days} (after the catheter's "
+              "old fill)")
+    else:
+        print(f"  new   {new_drug} {U.fmt_conc(conc)}: another drug; the old prescription's "
+              f"volume rate pushes {old_drug} out of the catheter, then {new_drug} needs its own "
+              "prescription (theca program)")
+    if args.yes or confirm("Record this refill?"):
+        return True
+    why = ("" if sys.stdin.isatty() else "standard input is not a terminal, so the question "
+           "cannot be asked (a piped answer is not taken); ")
+    print(f"theca refill: not confirmed; {why}nothing was sent (--yes confirms it without the "
+          "question)", file=sys.stderr)
+    return False
 
 
 def _refill_refused(e: Refused, vol: int, conc: int, before: dict) -> Refused:
@@ -476,6 +514,9 @@ def add_parser(sub) -> None:
     p.add_argument("--residual", help='the volume aspirated before filling, measured, e.g. '
                                       '"1.8 mL" (required)')
     p.add_argument("--drug", help="the drug filled (default: the reservoir's drug)")
+    p.add_argument("--yes", action="store_true",
+                   help="record a fill of another drug or concentration without asking (the "
+                        "question shows the old and new fill side by side)")
     p.set_defaults(func=cmd_refill)
 
     p = sub.add_parser("catheter", help="record a new catheter's volume (implant, revision)")
