@@ -50,9 +50,11 @@ class Alarms(Part):
 
     def expire(self, now):
         """The audio pauses that ended by `now`: their alarms sound again (each until its
-        cause is gone or it is acknowledged again)."""
-        if now < self.pause_end:
-            return
+        cause is gone or it is acknowledged again). (Every tick: a small frame.)"""
+        if now >= self.pause_end:
+            self._expire(now)
+
+    def _expire(self, now):
         end = NEVER
         for b in range(16):
             u = self.until[b]

@@ -107,16 +107,25 @@ def clinician_bolus(p, now, who, dose_ng, duration_s):
     return 0, 0
 
 
-def timed_bolus(p, t, dose_nl, dur):
-    """The schedule's timed bolus is due at t (the engine's callback)."""
-    # Counted once: the plan the guard projects already holds it (plan_units is the basal
-    # and the timed boluses), so it is checked as the plan as it stands, not as a new dose
-    # on top of it (which denied a prescribed daily bolus every day, issue 24). Its size
-    # and rate were checked when the prescription was accepted.
-    reason = _allowed(p, t, 0, dose_nl, dur)
+def timed_bolus(p, t, dose_nl, dur, late_s=0):
+    """The schedule's timed bolus is due at t (the engine's callback); late_s: the clock
+    jumped over its time that long ago (it starts now if under TIMED_LATE_MAX_S and the
+    pump is delivering, else it is recorded as not given: never skipped unrecorded)."""
+    if late_s and p.mode != md.MODE_RUNNING:
+        reason = NOT_RUNNING
+    elif late_s >= md.TIMED_LATE_MAX_S:
+        reason = md.DENY_CLOCK_CHANGED
+    else:
+        # Counted once: the plan the guard projects already holds it (plan_units is the
+        # basal and the timed boluses), so it is checked as the plan as it stands, not as
+        # a new dose on top of it (which denied a prescribed daily bolus every day, issue
+        # 24). Its size and rate were checked when the prescription was accepted. Late,
+        # its time of day is behind the plan: then it is a dose on top of it.
+        dose_ng = rxmod.nl_to_ng(dose_nl, p.plan.drug_conc()) if late_s else 0
+        reason = _allowed(p, t, dose_ng, dose_nl, dur)
     if reason != OK:
         p.log(t, md.EV_BOLUS_DENIED, 0, reason, KIND_TIMED, dose_nl)
         p.eta_stale()
         return
     p.engine.start_bolus(t, dose_nl, dur, KIND_TIMED)
-    p.log(t, md.EV_BOLUS_STARTED, 0, dose_nl, KIND_TIMED, dur)
+    p.log(t, md.EV_BOLUS_STARTED, 0, dose_nl, KIND_TIMED, dur, late_s)

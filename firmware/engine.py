@@ -48,6 +48,9 @@ class Engine:
         self.next_step_t = NEVER
         self.next_timed_t = NEVER
         self.next_timed_i = 0
+        # the local day (local time // DAY) each timed bolus was last due on: given at
+        # most once a local day, whatever the clock does (-1: never)
+        self.timed_day = array("i", [-1] * 8)
         # bolus slots: rate (units/s), end time, remainder units added at the end
         self.b_on = bytearray(NB)
         self.b_kind = bytearray(NB)
@@ -80,6 +83,8 @@ class Engine:
         self.n_timed = len(timed)
         order = sorted(range(self.n_timed), key=lambda i: timed[i][0])
         for j, i in enumerate(order):
+            if self.timed_start[j] != timed[i][0]:
+                self.timed_day[j] = -1  # another time of day: not yet due on any day
             self.timed_start[j] = timed[i][0]
             self.timed_dur[j] = timed[i][1]
             self.timed_dose[j] = timed[i][2]
@@ -104,11 +109,28 @@ class Engine:
             self.acc = acc
 
     def set_offset(self, offset, now):
-        """A new local offset moves the schedule; nothing is integrated across it."""
+        """A new local offset moves the schedule; nothing is integrated across it. A
+        timed bolus the jump passed over is due now (the host starts it late or records
+        it as not given); one already due today is not due again."""
+        old = self.offset
         self.offset = offset
         self.t = now
         if self.loaded:
+            self._jumped(now, old)
             self._place(now)
+
+    def _jumped(self, now, old):
+        # the timed boluses of today the clock jumped forward over (old: the offset before)
+        nd, ntod = divmod(now + self.offset, DAY)
+        od, otod = divmod(now + old, DAY)
+        if nd < od or nd == od and ntod <= otod:
+            return  # back (or nowhere): the local day's record keeps a bolus from repeating
+        for j in range(self.n_timed):
+            s = self.timed_start[j]
+            if s > ntod or self.timed_day[j] == nd or od == nd and s <= otod:
+                continue
+            self.timed_day[j] = nd
+            self.host.on_timed(now, self.timed_dose[j], self.timed_dur[j], ntod - s)
 
     def _tod(self, t):
         return (t + self.offset) % DAY
@@ -225,13 +247,18 @@ class Engine:
             self.host.on_step(t, i, self.basal)
 
     def _timed_due(self, t, deliver):
-        # Every timed bolus that starts at this time of day (two may share a start).
+        # Every timed bolus that starts at this time of day (two may share a start), once
+        # a local day: a clock set back over its time does not make it due again.
         start = self.timed_start[self.next_timed_i]
+        day = (t + self.offset) // DAY
         for j in range(self.next_timed_i, self.n_timed):
             if self.timed_start[j] != start:
                 break
+            if self.timed_day[j] == day:
+                continue
+            self.timed_day[j] = day
             if deliver:
-                self.host.on_timed(t, self.timed_dose[j], self.timed_dur[j])
+                self.host.on_timed(t, self.timed_dose[j], self.timed_dur[j], 0)
             else:
                 self.host.on_timed_missed(t, self.timed_dose[j])
         self._place_timed(t)

@@ -37,6 +37,7 @@ MAX_LOCAL_OFFSET_S = const(50400)
 MAX_BOLUS_DURATION_S = const(86400)
 DEFAULT_SUSPEND_MAX_S = const(7200)
 ALARM_PAUSE_S = const(1800)
+TIMED_LATE_MAX_S = const(7200)
 FRESH_S = const(60)  # a CHALLENGE's life
 DENIAL_WINDOW_S = const(60)  # identical bolus denials: one record
 AUTH_FAILURE_WINDOW_S = const(3600)  # bad MACs: one record
@@ -237,6 +238,7 @@ DENY_MAX_CONCENTRATION = const(10)
 DENY_MAX_RATE = const(11)
 DENY_MIN_RATE = const(12)
 DENY_CAPACITY = const(13)
+DENY_CLOCK_CHANGED = const(14)
 
 # REPLY.result when not ACK
 NACK_BAD_FRAME = const(1)
@@ -328,7 +330,7 @@ EV_BOOT = const(1)  # a=cause
 EV_THERAPY_STARTED = const(2)  # a=rx_crc32
 EV_PRESCRIPTION_CHANGED = const(3)  # a=rx_crc32, b=drug, c=rx_bytes, d=overrides
 EV_STEP_CHANGED = const(4)  # a=step, b=rate_nl_per_day
-EV_BOLUS_STARTED = const(5)  # a=dose_nl, b=bolus, c=duration_s
+EV_BOLUS_STARTED = const(5)  # a=dose_nl, b=bolus, c=duration_s, d=late_s
 EV_BOLUS_COMPLETED = const(6)  # a=volume_nl, b=bolus
 EV_BOLUS_DENIED = const(7)  # a=reason, b=bolus, c=dose_nl, d=count
 EV_ALARM_RAISED = const(8)  # a=alarm, b=reservoir_nl, c=detail

@@ -11,14 +11,7 @@ import msgdefs as md
 import powerup
 import schedule
 import strokes
-from alarms import (
-    BATTERY_EOS,
-    BATTERY_ERI,
-    INTERNAL_FAULT,
-    OCCLUSION,
-    SUSPENDED_TOO_LONG,
-    Alarms,
-)
+from alarms import BATTERY_EOS, BATTERY_ERI, INTERNAL_FAULT, OCCLUSION, SUSPENDED_TOO_LONG, Alarms
 from auth import Auth
 from delivery import Delivery
 from engine import DAY, KIND_PRIME, KIND_TIMED, Engine
@@ -232,10 +225,12 @@ class Pump(Part):
         if days <= 0:
             if al.raise_(BATTERY_EOS, now, res, days):
                 self.update_mode(now)
-        elif days < ERI_DAYS:  # (the refill date may now be the battery's)
-            self.eta_dirty |= al.raise_(BATTERY_ERI, now, res, days)
+        elif days < ERI_DAYS:
+            if al.raise_(BATTERY_ERI, now, res, days):
+                self.eta_dirty = True  # (the refill date may now be the battery's)
         else:
-            self.eta_dirty |= al.clear(BATTERY_ERI, now, res, days)
+            if al.clear(BATTERY_ERI, now, res, days):
+                self.eta_dirty = True
             if al.clear(BATTERY_EOS, now, res, days):
                 self.update_mode(now)  # a new battery: delivery goes on by the schedule
         if self.hw.occlusion.blocked():
@@ -314,8 +309,8 @@ class Pump(Part):
     def on_step(self, t, step, rate):
         self.log(t, md.EV_STEP_CHANGED, 0, step, rate, 0)
 
-    def on_timed(self, t, dose_nl, dur):
-        dosing.timed_bolus(self, t, dose_nl, dur)
+    def on_timed(self, t, dose_nl, dur, late_s):
+        dosing.timed_bolus(self, t, dose_nl, dur, late_s)
 
     def on_timed_missed(self, t, dose_nl):
         self.log(t, md.EV_BOLUS_DENIED, 0, NOT_RUNNING, KIND_TIMED, dose_nl)

@@ -219,6 +219,7 @@ def _head() -> list[str]:
         _const("MAX_BOLUS_DURATION_S", N.MAX_BOLUS_DURATION_S),
         _const("DEFAULT_SUSPEND_MAX_S", N.DEFAULT_SUSPEND_MAX_S),
         _const("ALARM_PAUSE_S", N.ALARM_PAUSE_S),
+        _const("TIMED_LATE_MAX_S", N.TIMED_LATE_MAX_S),
         _const("FRESH_S", N.FRESH_S, "a CHALLENGE's life"),
         _const("DENIAL_WINDOW_S", N.DENIAL_WINDOW_S, "identical bolus denials: one record"),
         _const("AUTH_FAILURE_WINDOW_S", N.AUTH_FAILURE_WINDOW_S, "bad MACs: one record"),

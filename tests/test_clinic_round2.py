@@ -109,3 +109,34 @@ def test_titration_and_every_soft_limit_hold_on_a_scenario_s_program(tmp_path):
     objs, _, _ = simulate(tmp_path, rx2, prog + "override_soft_limit = true\n", days=4)
     changed = events(objs, "prescription_changed")
     assert changed[-1]["overrides"] == ["titration"], changed[-1]
+
+
+def _set_offset(at: str, offset: str) -> str:
+    return f'[[events]]\nat = {at}\naction = "set_time"\nlocal_offset = "{offset}"\n'
+
+
+def test_a_clock_set_back_over_a_timed_bolus_does_not_give_it_twice(tmp_path):
+    # REQ: SR-TIME-03
+    # the case: winter time set at an 08:15 visit gave the 08:00 bolus again
+    body = 'local_offset = "+02:00"\n' + _set_offset("2026-01-01T06:15:00Z", "+01:00")
+    objs, truth, _ = simulate(tmp_path, MORPHINE_TIMED, body, days=1)
+    started = events(objs, "bolus_started", bolus="timed")
+    assert [e["t"] for e in started] == ["2026-01-01T06:00:00Z"], started
+    assert truth["tip"]["morphine"]["max_24h_ng"] <= 4_500_000 + 2 * 2_500
+
+
+def test_a_clock_jump_over_a_timed_bolus_starts_it_late_or_records_it(tmp_path):
+    # REQ: SR-TIME-03
+    # forward 1 h at 07:30 local: the 08:00 bolus starts at the jump, 30 min late
+    (tmp_path / "a").mkdir()
+    objs, _, _ = simulate(tmp_path / "a", MORPHINE_TIMED, _set_offset("2026-01-01T07:30:00Z", "+01:00"),
+                          days=1)
+    started = events(objs, "bolus_started", bolus="timed")
+    assert len(started) == 1 and started[0]["late_s"] == 1800 and started[0]["t"] == "2026-01-01T07:30:00Z"
+    # forward 3 h: more than 2 h late, it is recorded as not given, never skipped silently
+    (tmp_path / "b").mkdir()
+    objs, _, _ = simulate(tmp_path / "b", MORPHINE_TIMED, _set_offset("2026-01-01T07:30:00Z", "+03:00"),
+                          days=1)
+    assert not events(objs, "bolus_started", bolus="timed")
+    denied = events(objs, "bolus_denied", bolus="timed")
+    assert [d["reason"] for d in denied] == ["clock_changed"], denied

@@ -172,7 +172,11 @@ DENY_REASONS: dict[int, str] = {
     11: "max_rate",
     12: "min_rate",
     13: "capacity",
+    14: "clock_changed",  # a timed bolus the clock jumped over by 2 h or more: not given
 }
+#: A timed bolus the clock jumped over starts at the jump if it is less late than this;
+#: later, it is recorded as not given (bolus_denied clock_changed).
+TIMED_LATE_MAX_S = 2 * 3600
 
 #: REPLY.result: 0 is ACK, anything else is the NACK reason.
 RESULTS: dict[int, str] = {
@@ -285,6 +289,7 @@ _EVENT_LIST = [
         Arg("dose_ul", "nl"),
         Arg("bolus", "BOLUS_KINDS"),
         Arg("duration_s"),
+        Arg("late_s"),  # a timed bolus started late: the clock jumped over its time
     ),
     EventDef(6, "bolus_completed", Arg("volume_ul", "nl"), Arg("bolus", "BOLUS_KINDS")),
     EventDef(

@@ -18,7 +18,7 @@ class Host:
     def on_step(self, t, i, rate):
         self.steps.append((t, i, rate))
 
-    def on_timed(self, t, dose_nl, dur):
+    def on_timed(self, t, dose_nl, dur, late_s=0):
         self.timed.append((t, dose_nl, dur))
         self.engine.start_bolus(t, dose_nl, dur, KIND_TIMED)
 

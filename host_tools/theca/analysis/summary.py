@@ -76,6 +76,23 @@ def _event(s: Summary, day: Day | None, o: dict, t: str) -> None:
         s.discrepancies.append((t, o.get("expected_ul", 0.0), o.get("residual_ul", 0.0)))
 
 
+def _pump_now(s: Summary, o: dict, conc: int) -> None:
+    # what the pump says of itself in its newest status
+    s.reservoir_ul = o["reservoir_ul"]
+    s.delivered_ul = o["delivered_ul"]
+    s.low_eta = o.get("low_reservoir_eta")
+    s.refill_due = o.get("refill_due")
+    fl = o.get("flags") or 0
+    s.refill_why = ("stability" if fl & _FLAG["refill_due_stability"] else "battery"
+                    if fl & _FLAG["refill_due_battery"] else "reservoir")
+    s.mode = o.get("mode")
+    s.active_alarms = list(o.get("alarms", []))
+    if o.get("drug"):
+        s.drug = o["drug"]
+    if conc:
+        s.conc_mg_ml = conc / 1e6
+
+
 def summarize(path: str | Path) -> Summary:
     s = Summary()
     days: dict[str, Day] = {}
@@ -117,19 +134,7 @@ def summarize(path: str | Path) -> Summary:
                     # each drug apart: one drug's mg say nothing of another's
                     pday.per_drug[str(prev[3] or drug)] += mg
             prev = (d, conc, t[:10], drug)
-            s.reservoir_ul = o["reservoir_ul"]
-            s.delivered_ul = d
-            s.low_eta = o.get("low_reservoir_eta")
-            s.refill_due = o.get("refill_due")
-            fl = o.get("flags") or 0
-            s.refill_why = ("stability" if fl & _FLAG["refill_due_stability"] else "battery"
-                            if fl & _FLAG["refill_due_battery"] else "reservoir")
-            s.mode = o.get("mode")
-            s.active_alarms = list(o.get("alarms", []))
-            if o.get("drug"):
-                s.drug = o["drug"]
-            if conc:
-                s.conc_mg_ml = conc / 1e6
+            _pump_now(s, o, conc)
         elif kind == "event":
             _event(s, day, o, t)
         elif kind == "unknown":
