@@ -140,3 +140,28 @@ def test_a_clock_jump_over_a_timed_bolus_starts_it_late_or_records_it(tmp_path):
     assert not events(objs, "bolus_started", bolus="timed")
     denied = events(objs, "bolus_denied", bolus="timed")
     assert [d["reason"] for d in denied] == ["clock_changed"], denied
+
+
+BACLOFEN_TRIAL = """
+drug = "baclofen"
+concentration = "500 mcg/mL"
+phase = "trial"
+[[steps]]
+start = "00:00"
+rate = "minimum"
+"""
+
+
+def test_the_minimum_rate_keeps_the_catheter_open_for_a_screening_trial(tmp_path):
+    # REQ: SR-LIM-09
+    # a baclofen screening trial through the pump (the Lioresal label's 50 mcg test dose):
+    # the mechanism's minimum rate, and the test bolus by the clinician
+    body = ('[[events]]\nat = 2026-01-01T09:00:00Z\naction = "clinician_bolus"\ndose = "50 mcg"\n'
+            'duration = "10 min"\n')
+    objs, truth, _ = simulate(tmp_path, BACLOFEN_TRIAL, body, days=1)
+    assert statuses(objs)[-1]["rate_ul_per_day"] == 48.0
+    assert events(objs, "bolus_started", bolus="clinician")
+    # at the tip: 48 uL/day of 500 mcg/mL (24 mcg; less what fills the first hours' catheter
+    # delay) and the 50 mcg test dose
+    tip = truth["tip"]["baclofen"]["total_ng"]
+    assert 50_000 < tip <= 50_000 + 24_000 + 500, tip

@@ -135,6 +135,12 @@ def parse_prescription(data: Mapping, druglib: DrugLibrary | None = None, *,
         probs.add("description", "expected a string")
 
     def rate_of(value, f: str) -> int | None:
+        if value == "minimum":
+            # the mechanism's minimum rate, keeping the catheter open (SynchroMed's): the
+            # drug a day whose volume the device rounds to it, never below it
+            if conc is None:
+                return None
+            return -(-MIN_RATE_NL_DAY * conc // 1_000_000)
         exact = probs.call(u.parse_rate_exact, value, f)
         if exact is None:
             return None
