@@ -134,6 +134,7 @@ def set_time(p, now, who, utc, offset):
         p.log(now, md.EV_TIME_REFUSED, who, reason, utc, 0)
         return md.NACK_LIMIT, reason
     p.log(now, md.EV_TIME_CHANGED, who, wall_u32(old_wall), utc, offset)
+    p.zone.plan(p, now)  # (a prescription's time zone has the last word on the offset)
     p.replanned()
     return 0, 0
 

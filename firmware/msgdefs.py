@@ -4,7 +4,7 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = 1336745014  # 0x4fad1c36
+SCHEMA = 4169139052  # 0xf880036c
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1536)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
@@ -12,9 +12,10 @@ MAC_SIZE = const(16)
 RX_SHA256_SIZE = const(32)  # READ_RX reply: sha256 of the blob, then the blob
 RUNTIME_MICROPYTHON = const(1)  # DEVICE_INFO.runtime
 LOG_PAGE_MAX = const(57)  # records per LOG_READ reply
-RX_VERSION = const(2)
+RX_VERSION = const(3)
 RX_MAX_STEPS = const(24)
 RX_MAX_TIMED = const(8)
+RX_MAX_ZONE = const(8)
 RX_MAX_PB_PER_DAY = const(24)
 RX_MAX_LOCKOUT_S = const(86400)
 RX_LOW_RESERVOIR_MIN_UL = const(1000)
@@ -102,6 +103,9 @@ RX_STEP_SIZE = const(6)
 # Rx blob timed bolus
 RX_TIMED_FMT = "<HHI"
 RX_TIMED_SIZE = const(8)
+# Rx blob local offset change (version 3 on)
+RX_ZONE_FMT = "<Ii"
+RX_ZONE_SIZE = const(8)
 # REFILL body
 REFILL_FMT = "<IIIB"
 REFILL_SIZE = const(13)
@@ -205,6 +209,7 @@ ALARM_FLASH_FAULT = const(13)
 WHO_DEVICE = const(0)
 WHO_CLINICIAN = const(1)
 WHO_PATIENT = const(2)
+WHO_SCHEDULE = const(3)
 
 # command roles
 ROLE_CLINICIAN = const(1)
@@ -312,6 +317,7 @@ FIELD_OFFSET = const(17)  # offset
 FIELD_UTC = const(18)  # utc
 FIELD_LOW_RESERVOIR = const(19)  # low_reservoir
 FIELD_PRIMED = const(20)  # primed
+FIELD_ZONE = const(21)  # zone
 
 # alarm bits an acknowledgement does not silence
 ALARMS_UNSILENCEABLE = const(2048)  # 0x0800

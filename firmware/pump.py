@@ -21,6 +21,7 @@ from micropython import const
 from part import Part
 from plan import Plan
 from telemetry import Telemetry
+from zone import Zone
 
 STOPPED = md.MODE_STOPPED
 RUNNING = md.MODE_RUNNING
@@ -58,6 +59,7 @@ class Pump(Part):
         self.alarms = Alarms(self.log)
         self.engine = Engine(info["stroke_nl"], self)
         self.gate = Gate()
+        self.zone = Zone()
         self.rolling = Rolling()
         self.guard = guardmod.Guard(self.rolling, self.engine, info["max_rate_nl_h"])
         self.denials = dosing.Denials()
@@ -162,13 +164,14 @@ class Pump(Part):
         if self.suspend_alarm_t and now >= self.suspend_alarm_t:
             self.alarms.raise_(SUSPENDED_TOO_LONG, now, self.delivery.reservoir_nl)
         if now - self.last_tick > 3600 and self.mode == RUNNING:
-            # The pump was not scheduled for over an hour (a hang the watchdog did not
-            # catch, a clock jump): never catch that up in one go.
+            # not scheduled for over an hour (a hang, a clock jump): never caught up at once
             self.engine.advance(now, False)
             self.log(now, md.EV_DELIVERY_GAP, 0, now - self.last_tick, 0, 0)
         self.last_tick = now
         if self.denials.n or self.auth.bad_macs:
             self._flush_counts(now)
+        if now >= self.zone.t:
+            self.zone.change(self, now)  # the prescription's time zone: an offset change
         self.sense(now)
         if self.mode == RUNNING:
             due = self.engine.advance(now)
@@ -192,15 +195,16 @@ class Pump(Part):
         else:
             # halted or suspended: only the schedule's breakpoints matter, not strokes
             nxt = self.engine.next_breakpoint()
-            # the stall retry only while a probe can happen: a suspended pump keeps its
-            # retry time, and waking for it would wake at once for ever (found by the
-            # stateful test: the therapy task spun at one instant)
+            # the stall retry only while a probe can happen: a suspended pump waking for its
+            # retry time would wake at once for ever (the stateful test found it spin)
             r = self.delivery.retry_t
             if r < nxt and strokes.probing(self):
                 nxt = r
             a = self.suspend_alarm_t
             if a and now < a < nxt:
                 nxt = a  # the suspension's maximum: its alarm comes on time
+        if self.zone.t < nxt:
+            nxt = self.zone.t
         lim = self.alarms.pause_end  # an audio pause ends on time
         lim = now + SENSE_S if lim > now + SENSE_S else lim
         return lim if nxt > lim else nxt

@@ -14,7 +14,10 @@ from msgdefs import (
     RX_TIMED_FMT as _TIMED,
     RX_TIMED_SIZE as _TIMED_SIZE,
     RX_VERSION as VERSION,
+    RX_ZONE_FMT as _ZONE,
+    RX_ZONE_SIZE as _ZONE_SIZE,
 )
+
 
 
 class RxError(ValueError):
@@ -46,6 +49,9 @@ class Rx:
         self.pb_duration_s = 0
         self.pb_dose_ng = 0
         self.pb_lockout_s = 0
+        # the local offset's changes (a `timezone` on the host): UTC device time, offset s
+        self.zone_utc = []
+        self.zone_offset = []
 
     def daily_basal_ng(self):
         """Drug one day of the basal schedule delivers (ng, rounded down)."""
@@ -74,13 +80,17 @@ def parse(blob):
     (ver, drug, ns, nt, flags, pbmax, pbdur, conc, pbdose, pblock, low_ul) = struct.unpack_from(
         _HDR, blob, 0
     )
-    if ver != VERSION:
+    if ver != VERSION and ver != 2:  # (2: without the zone, as older hosts send it)
         raise RxError(md.FIELD_VERSION, VERSION)
     if not 1 <= ns <= MAX_STEPS:
         raise RxError(md.FIELD_N_STEPS, MAX_STEPS)
     if nt > MAX_TIMED:
         raise RxError(md.FIELD_N_TIMED, MAX_TIMED)
-    if n != _HDR_SIZE + ns * _STEP_SIZE + nt * _TIMED_SIZE:
+    body = _HDR_SIZE + ns * _STEP_SIZE + nt * _TIMED_SIZE
+    nz = blob[body] if ver >= 3 and n > body else 0
+    if nz > md.RX_MAX_ZONE:
+        raise RxError(md.FIELD_ZONE, md.RX_MAX_ZONE)
+    if n != body + (1 + nz * _ZONE_SIZE if ver >= 3 else 0):
         raise RxError(md.FIELD_LENGTH)
     rx = Rx()
     rx.blob = bytes(blob)
@@ -113,11 +123,25 @@ def parse(blob):
         rx.timed_start_s.append(start * 60)
         rx.timed_duration_s.append(dur)
         rx.timed_dose_ng.append(dose)
+    _zone(rx, blob, off + 1, nz)
     if low_ul and not md.RX_LOW_RESERVOIR_MIN_UL <= low_ul <= md.RX_LOW_RESERVOIR_MAX_UL:
         raise RxError(md.FIELD_LOW_RESERVOIR)
     if pbmax:
         _check_pb(pbdose, pbdur, pblock, pbmax)
     return rx
+
+
+def _zone(rx, blob, off, nz):
+    # the offset changes: in time order, each a real offset
+    prev = -1
+    for _ in range(nz):
+        utc, offset = struct.unpack_from(_ZONE, blob, off)
+        off += _ZONE_SIZE
+        if utc <= prev or not -md.MAX_LOCAL_OFFSET_S <= offset <= md.MAX_LOCAL_OFFSET_S:
+            raise RxError(md.FIELD_ZONE)
+        prev = utc
+        rx.zone_utc.append(utc)
+        rx.zone_offset.append(offset)
 
 
 def _check_pb(pbdose, pbdur, pblock, pbmax):

@@ -35,6 +35,7 @@ def load(p, now):
     starts, rates, timed = p.plan.volume_plan()
     p.engine.load(starts, rates, timed, now, p.offset + p.wall_delta)
     p.delivery.set_conc(p.plan.drug_conc())
+    p.zone.plan(p, now)  # its time zone's offset now, and when it next changes
     p.replanned()
 
 

@@ -42,6 +42,7 @@ _FRAME_LAYOUTS = [
     ("RX_HEAD", M.RxHead, "Rx blob head; n_steps RX_STEP then n_timed RX_TIMED follow"),
     ("RX_STEP", M.RxStep, "Rx blob basal step"),
     ("RX_TIMED", M.RxTimed, "Rx blob timed bolus"),
+    ("RX_ZONE", M.RxZoneChange, "Rx blob local offset change (version 3 on)"),
 ]
 _OTHER_LAYOUTS = [
     ("LOG_READ_REPLY_HEAD", M.LogReadReplyHead, "LOG_READ reply head; count EVENT records follow"),
@@ -197,6 +198,7 @@ def _head() -> list[str]:
         _const("RX_VERSION", M.RX_VERSION),
         _const("RX_MAX_STEPS", M.RX_MAX_STEPS),
         _const("RX_MAX_TIMED", M.RX_MAX_TIMED),
+        _const("RX_MAX_ZONE", M.RX_MAX_ZONE),
         _const("RX_MAX_PB_PER_DAY", M.RX_MAX_PB_PER_DAY),
         _const("RX_MAX_LOCKOUT_S", M.RX_MAX_LOCKOUT_S),
         _const("RX_LOW_RESERVOIR_MIN_UL", M.RX_LOW_RESERVOIR_UL[0]),

@@ -113,6 +113,8 @@ RX = dict(
         dict(start_min=480, rate_ng_day=2_000_000),
     ],
     timed=[dict(start_min=720, duration_s=1800, dose_ng=200_000)],
+    # Europe/Berlin from 2026-01-01: CET, then summer time at 2026-03-29T01:00Z
+    zone=[dict(utc=189_388_800, offset_s=3600), dict(utc=196_909_200, offset_s=7200)],
 )
 
 

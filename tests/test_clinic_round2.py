@@ -3,6 +3,10 @@ truth (`simulate --truth`)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from scenario_run import events, simulate, statuses
 from theca.errors import BadInput
@@ -165,3 +169,50 @@ def test_the_minimum_rate_keeps_the_catheter_open_for_a_screening_trial(tmp_path
     # delay) and the 50 mcg test dose
     tip = truth["tip"]["baclofen"]["total_ng"]
     assert 50_000 < tip <= 50_000 + 24_000 + 500, tip
+
+
+BERLIN = """
+drug = "morphine"
+concentration = "10 mg/mL"
+timezone = "Europe/Berlin"
+[[steps]]
+start = "00:00"
+rate = "3 mg/day"
+[[timed_boluses]]
+start = "02:30"
+dose = "0.2 mg"
+duration = "10 min"
+"""
+
+
+def _dst(tmp_path, start: str):
+    (tmp_path / "rx.toml").write_text(BERLIN)
+    sc = tmp_path / "s.toml"
+    sc.write_text(f'start = {start}\ndays = 2\nstatus_period_s = 3600\nprescription = "rx.toml"\n')
+    out, truth = tmp_path / "r.tlog", tmp_path / "t.json"
+    r = subprocess.run([sys.executable, "-m", "theca.cli", "simulate", str(sc), "-o", str(out),
+                        "--truth", str(truth), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = subprocess.run([sys.executable, "-m", "theca.cli", "decode", str(out), "--format", "jsonl"],
+                       capture_output=True, text=True, check=True)
+    return [json.loads(x) for x in d.stdout.splitlines()]
+
+
+def test_daylight_saving_days_of_a_real_zone_move_the_schedule_and_never_repeat_or_skip(tmp_path):
+    # REQ: SR-TIME-04
+    # spring (2026-03-29, 02:00 -> 03:00 CEST at 01:00Z): the 02:30 bolus is jumped over:
+    # it starts at the change, 30 min late; every other day at 02:30 local
+    (tmp_path / "spring").mkdir()
+    objs = _dst(tmp_path / "spring", "2026-03-28T00:00:00Z")
+    changed = events(objs, "time_changed", who="schedule")
+    # (the zone's offset comes into force with the prescription, then changes on time)
+    assert [(e["t"], e["local_offset_s"]) for e in changed] == [
+        ("2026-03-28T00:00:00Z", 3600), ("2026-03-29T01:00:00Z", 7200)], changed
+    started = [(e["t"], e["late_s"]) for e in events(objs, "bolus_started", bolus="timed")]
+    assert started == [("2026-03-28T01:30:00Z", 0), ("2026-03-29T01:00:00Z", 1800)], started
+    # autumn (2026-10-25, 03:00 -> 02:00 CET at 01:00Z): 02:30 comes twice that night, the
+    # bolus once
+    (tmp_path / "autumn").mkdir()
+    objs = _dst(tmp_path / "autumn", "2026-10-24T00:00:00Z")
+    started = [e["t"] for e in events(objs, "bolus_started", bolus="timed")]
+    assert started == ["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z"], started

@@ -175,6 +175,15 @@ def _unhex_fields(v):
     return v
 
 
+def _counted(rx: dict) -> dict:
+    # an Rx blob's fields as parsed: with its counts (and, from version 3, its zone)
+    out = dict(rx, n_steps=len(rx["steps"]), n_timed=len(rx["timed"]))
+    if rx["version"] >= 3:
+        out["zone"] = rx.get("zone", [])
+        out["n_zone"] = len(out["zone"])
+    return out
+
+
 @pytest.mark.parametrize("vec", DOC["vectors"], ids=lambda v: v["name"])
 def test_vector_parses_to_its_fields(vec):
     frame = bytes.fromhex(vec["frame_hex"])
@@ -198,10 +207,9 @@ def test_vector_parses_to_its_fields(vec):
         fields = dict(fields, body="")
     for k, v in fields.items():
         if isinstance(v, dict) and "steps" in v:
-            v = dict(v, n_steps=len(v["steps"]), n_timed=len(v["timed"]))
+            v = _counted(v)
         if isinstance(v, dict) and "rx" in v:
-            rx = v["rx"]
-            v = dict(v, rx=dict(rx, n_steps=len(rx["steps"]), n_timed=len(rx["timed"])))
+            v = dict(v, rx=_counted(v["rx"]))
         if isinstance(v, dict) and "records" in v:
             v = dict(v, count=len(v["records"]))
         assert got[k] == v, (vec["name"], k)
@@ -228,10 +236,11 @@ def test_program_vector_rx_blob():
     payload = bytes.fromhex(v["payload_hex"])
     blob = payload[13:-16]  # after cmd_id, role, counter, challenge
     rx = P.RxBlob.parse(blob)
-    assert rx.version == 2 and rx.n_steps == 2 and rx.n_timed == 1
+    assert rx.version == 3 and rx.n_steps == 2 and rx.n_timed == 1 and rx.n_zone == 2
     assert rx.low_reservoir_ul == 3000
     assert [s.start_min for s in rx.steps] == [0, 480]
-    assert len(blob) == 22 + 2 * 6 + 8
+    assert [(z.utc, z.offset_s) for z in rx.zone] == [(189_388_800, 3600), (196_909_200, 7200)]
+    assert len(blob) == 22 + 2 * 6 + 8 + 1 + 2 * 8
     reply = next(x for x in DOC["vectors"] if x["name"] == "reply_read_rx")
     rpay = bytes.fromhex(reply["payload_hex"])
     assert rpay[10:42] == P.rx_hash(blob) == hashlib.sha256(blob).digest()
@@ -442,7 +451,7 @@ def test_rx_blob_roundtrip(steps, timed, drug, conc):
         timed=[dict(start_min=a, duration_s=b, dose_ng=c) for a, b, c in timed],
     )
     blob = P.RxBlob.build(rx)
-    assert len(blob) == 22 + 6 * len(steps) + 8 * len(timed)
+    assert len(blob) == 22 + 6 * len(steps) + 8 * len(timed) + 1  # (n_zone: none)
     head = P.compiled(P.RxHead).unpack_from(blob)
     assert head[2] == len(steps) and head[3] == len(timed) and head[10] == 2500
     back = P.plain(P.RxBlob.parse(blob))

@@ -449,7 +449,7 @@ def test_unknown_keys_everywhere():
     msgs = errors(d)
     assert msgs == [
         'concentraton: unknown key (did you mean "concentration"? expected drug, concentration, '
-        "steps, timed_boluses, patient_bolus, phase, description, low_reservoir)",
+        "steps, timed_boluses, patient_bolus, phase, description, low_reservoir, timezone)",
         'steps[1].rat: unknown key (did you mean "rate"? expected start, rate)',
         "timed_boluses[1].colour: unknown key (expected start, dose, duration)",
         'patient_bolus.lockut: unknown key (did you mean "lockout"? expected dose, duration, '
@@ -533,12 +533,13 @@ def test_blob_layout():
     rx = load_prescription(EXAMPLES / "rx_morphine.toml")
     blob = rx.to_blob()
     assert blob.hex() == (
-        "02" "01" "02" "01" "00" "04" "5802"       # version, drug, n_steps, n_timed, flags, pb max, pb dur 600
+        "03" "01" "02" "01" "00" "04" "5802"       # version, drug, n_steps, n_timed, flags, pb max, pb dur 600
         "80969800" "a0860100" "100e0000"           # conc 10e6, pb dose 100000, lockout 3600
         "0000"                                     # low_reservoir_ul 0: the device's threshold
         "0000" "60e31600" "e001" "80841e00"        # steps (0, 1.5e6), (480, 2e6)
-        "d002" "0807" "400d0300")                  # timed (720, 1800, 200000)
-    assert len(blob) == 22 + 2 * 6 + 1 * 8
+        "d002" "0807" "400d0300"                   # timed (720, 1800, 200000)
+        "00")                                      # n_zone: no time zone
+    assert len(blob) == 22 + 2 * 6 + 1 * 8 + 1
     bac = load_prescription(EXAMPLES / "rx_baclofen_trial.toml").to_blob()
     assert bac[4] == FLAG_TRIAL and bac[5] == 0 and bac[6:8] == b"\0\0"
 
@@ -755,16 +756,17 @@ def device_rx(draw) -> Prescription:
     pb = draw(st.none() | st.builds(PatientBolus, u32, st.integers(0, 65535), u32,
                                     st.integers(1, 255)))
     drug = draw(st.sampled_from(LIB.drugs))
+    zone = draw(st.lists(st.tuples(u32, st.integers(-18 * 3600, 18 * 3600)), max_size=8))
     return Prescription(drug_id=drug.id, drug=drug.name, conc_ng_ml=draw(u32), steps=steps,
                         timed=timed, pb=pb, flags=draw(st.integers(0, 255)),
-                        low_reservoir_nl=1000 * draw(st.integers(0, 65535)))
+                        low_reservoir_nl=1000 * draw(st.integers(0, 65535)), zone=tuple(zone))
 
 
 @given(device_rx())
 def test_blob_roundtrip(rx):
     blob = rx.to_blob()
-    assert len(blob) == 22 + 6 * len(rx.steps) + 8 * len(rx.timed)
-    assert tp.compiled(tp.RxHead).unpack_from(blob)[:4] == (2, rx.drug_id, len(rx.steps), len(rx.timed))
+    assert len(blob) == 22 + 6 * len(rx.steps) + 8 * len(rx.timed) + 1 + 8 * len(rx.zone)
+    assert tp.compiled(tp.RxHead).unpack_from(blob)[:4] == (3, rx.drug_id, len(rx.steps), len(rx.timed))
     assert Prescription.from_blob(blob, LIB) == rx
 
 
@@ -927,3 +929,19 @@ def test_the_readme_s_over_limit_example_holds_as_written(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == expected.strip(), (r.stderr, expected)
     assert re.match(r"theca program: rx\.toml:5: steps\[1\]\.rate: ", r.stderr)
+
+
+def test_a_timezone_is_a_real_zone_or_named_wrong():
+    # REQ: SR-TIME-04
+    base = {"drug": "morphine", "concentration": "10 mg/mL",
+            "steps": [{"start": "00:00", "rate": "3 mg/day"}]}
+    rx = load_prescription(dict(base, timezone="America/New_York"), zone_from=189_388_800)
+    # EST from 2026-01-01, EDT from 2026-03-08T07:00Z, EST from 2026-11-01T06:00Z, ...
+    assert rx.zone[:3] == ((189_388_800, -18000), (195_116_400, -14400), (215_676_000, -18000))
+    assert Prescription.from_blob(rx.to_blob()).zone == rx.zone
+    with pytest.raises(BadInput) as e:
+        load_prescription(dict(base, timezone="Europe/Berlinn"))
+    assert e.value.messages == ['timezone: \'Europe/Berlinn\' is not an IANA time zone (e.g. '
+                                '"Europe/Berlin", "America/New_York")']
+    with pytest.raises(BadInput):
+        load_prescription(dict(base, timezone="../../etc/passwd"))

@@ -16,6 +16,7 @@ from construct import (
     Const,
     Construct,
     Default,
+    If,
     Int8ul,
     Int16ul,
     Int32sl,
@@ -217,13 +218,25 @@ def _rx_head_fields(counted: bool):
     )
 
 
+#: A change of the local offset at a UTC instant (a prescription's `timezone`: the host
+#: computes the next 24 months' changes from the zone data; the pump needs none).
+RxZoneChange = Struct(
+    "utc" / u32 * "the instant, device time (UTC seconds since 2020-01-01)",
+    "offset_s" / i32 * "the local offset from then on, s",
+)
 RxHead = Struct(*_rx_head_fields(False))
 RxBlob = Struct(
     *_rx_head_fields(True),
     "steps" / Array(this.n_steps, RxStep),
     "timed" / Array(this.n_timed, RxTimed),
+    "n_zone" / If(this.version >= 3, Rebuild(u8, lambda c: len(c.get("zone") or [])))
+    * "0..RX_MAX_ZONE (version 3 on)",
+    "zone" / If(this.version >= 3, Default(Array(this.n_zone, RxZoneChange), []))
+    * "the local offset's changes, in time order (version 3 on)",
 )
-RX_VERSION = 2
+RX_VERSION = 3
+#: Offset changes a prescription carries at most (the first: the offset now).
+RX_MAX_ZONE = 8
 RX_MAX_STEPS = 24
 RX_MAX_TIMED = 8
 #: Patient boluses a prescription may allow per day at most.
@@ -365,6 +378,7 @@ AUX_STRUCTS = {
     "RxHead": RxHead,
     "RxStep": RxStep,
     "RxTimed": RxTimed,
+    "RxZoneChange": RxZoneChange,
     "RxBlob": RxBlob,
     "LogReadReplyHead": LogReadReplyHead,
     "ChallengeReply": ChallengeReply,

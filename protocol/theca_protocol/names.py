@@ -137,7 +137,7 @@ ALARM_PAUSE_S = 30 * 60
 CRITICAL_MASK: int = sum(1 << b for b, n in ALARMS.items() if n in CRITICAL_ALARMS)
 
 #: Who caused an event (EventRecord.who).
-WHO: dict[int, str] = {0: "device", 1: "clinician", 2: "patient"}
+WHO: dict[int, str] = {0: "device", 1: "clinician", 2: "patient", 3: "schedule"}
 
 #: Command roles (command envelope `role`).
 ROLES: dict[int, str] = {1: "clinician", 2: "patient"}
@@ -207,7 +207,7 @@ INVALID_FIELDS: tuple[str, ...] = (
     "length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
     "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",
     "patient_bolus.max_per_day", "drug", "concentration", "max_ng_day", "steps.rate",
-    "volume", "dose", "offset", "utc", "low_reservoir", "primed",
+    "volume", "dose", "offset", "utc", "low_reservoir", "primed", "zone",
 )
 
 #: What REPLY.detail means: its kind, by result. Each command may declare its own kinds for

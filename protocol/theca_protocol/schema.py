@@ -21,6 +21,7 @@ from construct import (
     FixedSized,
     FormatField,
     GreedyBytes,
+    IfThenElse,
     Rebuild,
     Renamed,
     StringEncoded,
@@ -82,6 +83,10 @@ def describe(sc) -> str:
         return f"bytes[*-{sc.n}]"
     if isinstance(sc, (Rebuild, Default)):
         return describe(sc.subcon)
+    if isinstance(sc, IfThenElse):
+        # a field from a version on (`If(this.version >= 3, ...)`): its condition kept
+        cond = re.sub(r"this\['(\w+)'\]", r"\1", str(sc.condfunc))
+        return f"if[{cond}]{describe(sc.thensubcon)}"
     if isinstance(sc, Array):
         # str(this.n) is "this['n']"; keep only the field name.
         count = re.sub(r"^this\['(\w+)'\]$", r"\1", str(sc.count))

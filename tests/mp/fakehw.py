@@ -193,9 +193,10 @@ def reply_mac_ok(frame, role, ctr, key=None):
 
 
 def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None, flags=0,
-            version=md.RX_VERSION, low_ul=0):
+            version=md.RX_VERSION, low_ul=0, zone=()):
     """An Rx blob: steps (start_min, ng/day), timed (start_min, dur_s, dose_ng),
-    pb (dose_ng, dur_s, lockout_s, max_per_day), low_ul (the low-reservoir threshold)."""
+    pb (dose_ng, dur_s, lockout_s, max_per_day), low_ul (the low-reservoir threshold),
+    zone (utc, offset_s) offset changes (version 3 on)."""
     pbd, pbdur, pblock, pbmax = pb if pb else (0, 0, 0, 0)
     b = struct.pack(md.RX_HEAD_FMT, version, drug, len(steps), len(timed), flags, pbmax, pbdur,
                     conc, pbd, pblock, low_ul)
@@ -203,6 +204,10 @@ def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None,
         b += struct.pack(md.RX_STEP_FMT, s[0], s[1])
     for s in timed:
         b += struct.pack(md.RX_TIMED_FMT, s[0], s[1], s[2])
+    if version >= 3:
+        b += bytes((len(zone),))
+        for z in zone:
+            b += struct.pack(md.RX_ZONE_FMT, z[0], z[1])
     return b
 
 

@@ -46,6 +46,12 @@ def pack_rx(rx, buf, off):
         off = pack_fixed("RX_STEP", s, buf, off)
     for t in rx["timed"]:
         off = pack_fixed("RX_TIMED", t, buf, off)
+    if rx["version"] >= 3:
+        zone = rx.get("zone") or []
+        buf[off] = len(zone)
+        off += 1
+        for z in zone:
+            off = pack_fixed("RX_ZONE", z, buf, off)
     return off
 
 

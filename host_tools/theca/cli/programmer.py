@@ -273,7 +273,7 @@ def _refill_confirmed(args, before: dict, vol: int, conc: int, drug) -> bool:
           f"{U.fmt_amount(round(rate * old_conc / 1000))}/day of {old_drug or 'drug'}")
     if new_drug == old_drug:
         new_rate = rate * old_conc / conc
-        left = max(vol - 2_000_000, 0) / 1000
+        left = max(vol - N.DEFAULT_LOW_RESERVOIR_NL, 0) / 1000
         days = f", refill in about {left / new_rate:.0f} days" if new_rate else ""
         print(f"  new   {new_drug} {U.fmt_conc(conc)}, {new_rate:.1f} uL/day for the same "
               f"{U.fmt_amount(round(rate * old_conc / 1000))}/day{days} (after the catheter's "

@@ -35,6 +35,7 @@ MINUTES_PER_DAY = 1440
 _HEADER = tp.compiled(M.RxHead)
 _STEP = tp.compiled(M.RxStep)
 _TIMED = tp.compiled(M.RxTimed)
+_ZONE = tp.compiled(M.RxZoneChange)
 
 OVERRIDE_HINT = "confirm with --override-soft-limit"
 
@@ -74,6 +75,11 @@ class PatientBolus(NamedTuple):
     max_per_day: int
 
 
+def _fmt_offset(s: int) -> str:
+    sign = "-" if s < 0 else "+"
+    return f"UTC{sign}{abs(s) // 3600:02d}:{abs(s) % 3600 // 60:02d}"
+
+
 @dataclass(frozen=True)
 class Prescription:
     """A prescription in device units (ng, ng/mL, ng/day, s, minutes of the local day).
@@ -92,6 +98,10 @@ class Prescription:
     #: The low-reservoir alarm threshold while this prescription is in force, nL
     #: (whole uL, 1..5 mL); 0: the device's own.
     low_reservoir_nl: int = 0
+    #: The local offset's changes ((device time, offset s), ...) of its `timezone`.
+    zone: tuple[tuple[int, int], ...] = ()
+    #: The IANA name they came from (not in the blob: the pump needs only the changes).
+    timezone: str | None = field(default=None, compare=False)
     #: Where it was loaded from (for messages); not part of the prescription.
     source: str | None = field(default=None, compare=False)
 
@@ -199,6 +209,7 @@ class Prescription:
                                 pb.dose_ng, pb.lockout_s, self.low_reservoir_nl // 1000)]
             out += [_STEP.pack(*s) for s in self.steps]
             out += [_TIMED.pack(*t) for t in self.timed]
+            out += [bytes((len(self.zone),))] + [_ZONE.pack(*z) for z in self.zone]
         except struct.error as e:
             raise ValueError(f"prescription does not fit the Rx blob: {e}") from None
         return b"".join(out)
@@ -215,12 +226,14 @@ class Prescription:
             raise ValueError(f"Rx blob too short: {len(blob)} bytes, header is {_HEADER.size}")
         (ver, drug_id, n_steps, n_timed, flags, pb_max, pb_dur, conc, pb_dose,
          pb_lock, low_ul) = _HEADER.unpack_from(blob, 0)
-        if ver != RX_VERSION:
+        if ver not in (2, RX_VERSION):
             raise ValueError(f"Rx blob version {ver}, expected {RX_VERSION}")
         if not 1 <= n_steps <= MAX_STEPS or n_timed > MAX_TIMED:
             raise ValueError(f"Rx blob has {n_steps} steps and {n_timed} timed boluses "
                              f"(1..{MAX_STEPS}, 0..{MAX_TIMED})")
-        want = _HEADER.size + n_steps * _STEP.size + n_timed * _TIMED.size
+        body = _HEADER.size + n_steps * _STEP.size + n_timed * _TIMED.size
+        n_zone = blob[body] if ver >= 3 and len(blob) > body else 0
+        want = body + (1 + n_zone * _ZONE.size if ver >= 3 else 0)
         if len(blob) != want:
             raise ValueError(f"Rx blob is {len(blob)} bytes, expected {want}")
         off = _HEADER.size
@@ -232,12 +245,13 @@ class Prescription:
         for _ in range(n_timed):
             timed.append(TimedBolus(*_TIMED.unpack_from(blob, off)))
             off += _TIMED.size
+        zone = tuple(_ZONE.unpack_from(blob, off + 1 + i * _ZONE.size) for i in range(n_zone))
         lib = druglib or load_druglib()
         d = lib.by_id(drug_id)
         pb = PatientBolus(pb_dose, pb_dur, pb_lock, pb_max) if pb_max else None
         return cls(drug_id=drug_id, drug=d.name if d else f"#{drug_id}", conc_ng_ml=conc,
                    steps=tuple(steps), timed=tuple(timed), pb=pb, flags=flags,
-                   low_reservoir_nl=low_ul * 1000)
+                   low_reservoir_nl=low_ul * 1000, zone=zone)
 
     # -- for people
 
@@ -268,6 +282,9 @@ class Prescription:
             lines.append("Patient bolus: none")
         if self.low_reservoir_nl:
             lines.append(f"Low reservoir alarm below {u.fmt_volume(self.low_reservoir_nl)}")
+        if self.zone:
+            lines.append(f"Local time: {self.timezone or 'offset changes'}, "
+                         + "; ".join(f"{_fmt_offset(o)} from {u.fmt_time(t)}" for t, o in self.zone))
         total = (f"Per day: basal {u.fmt_amount(self.basal_ng(), unit)} + timed "
                  f"{u.fmt_amount(self.timed_ng(), unit)} = {u.fmt_amount(self.daily_ng(), unit)}; "
                  f"worst case in 24 h {u.fmt_amount(self.worst_case_ng(), unit)}")

@@ -55,7 +55,7 @@ __all__ = ["FLAG_TRIAL", "MAX_RATE_NL_H", "MIN_RATE_NL_DAY", "RX_VERSION", "Pati
 # Parsing a decoded TOML table.
 
 _TOP_KEYS = ("drug", "concentration", "steps", "timed_boluses", "patient_bolus", "phase",
-             "description", "low_reservoir")
+             "description", "low_reservoir", "timezone")
 #: The range of `low_reservoir`, nL (the blob's, in whole uL).
 LOW_RESERVOIR_NL = (M.RX_LOW_RESERVOIR_UL[0] * 1000, M.RX_LOW_RESERVOIR_UL[1] * 1000)
 _STEP_KEYS = ("start", "rate")
@@ -108,10 +108,12 @@ def _parse_pb(data: Mapping, probs: Problems) -> PatientBolusValues | None:
 
 
 def parse_prescription(data: Mapping, druglib: DrugLibrary | None = None, *,
-                       override_soft: bool = False, probs: Problems) -> Prescription | None:
+                       override_soft: bool = False, probs: Problems,
+                       zone_from: int | None = None) -> Prescription | None:
     """Check a decoded prescription table; record every problem in `probs`.
 
-    Returns the Prescription when there were no problems, else None.
+    Returns the Prescription when there were no problems, else None. A `timezone` gives
+    the offset's changes for 24 months from `zone_from` (device time; None: now).
     """
     before = len(probs)
     if not isinstance(data, Mapping):
@@ -156,9 +158,24 @@ def parse_prescription(data: Mapping, druglib: DrugLibrary | None = None, *,
     low_nl = parse_low(data, probs)
 
     flags |= apply_rules(drug, conc, steps, timed, pb, override_soft, probs)
+    zone = _parse_zone(data, probs, zone_from)
     if len(probs) > before:
         return None
-    return build(drug, conc, steps, timed, pb, flags, low_nl)
+    rx = build(drug, conc, steps, timed, pb, flags, low_nl)
+    return replace(rx, zone=zone[1], timezone=zone[0]) if zone else rx
+
+
+def _parse_zone(data: Mapping, probs: Problems, start: int | None):
+    # (name, changes) of a `timezone`, or None
+    if "timezone" not in data:
+        return None
+    from theca.inputs import timezone as tz
+
+    try:
+        return data["timezone"], tz.changes(data["timezone"], tz.now_device() if start is None else start)
+    except ValueError as e:
+        probs.add("timezone", str(e))
+        return None
 
 
 def parse_low(data: Mapping, probs: Problems) -> int:
@@ -178,19 +195,23 @@ def parse_low(data: Mapping, probs: Problems) -> int:
 
 
 def load_prescription(source: str | os.PathLike | Mapping, *, druglib: DrugLibrary | None = None,
-                      override_soft: bool = False) -> Prescription:
+                      override_soft: bool = False, zone_from: int | None = None) -> Prescription:
     """Load and validate a prescription from a TOML file path or an already-decoded table.
+    A `timezone`'s offset changes are those of 24 months from `zone_from` (device time;
+    None: now).
 
     Raises BadInput listing every problem; for a file, each message starts
     with `file:line:` where the line can be found.
     """
     if not isinstance(source, (str, os.PathLike)):
         probs = Problems()
-        rx = parse_prescription(source, druglib, override_soft=override_soft, probs=probs)
+        rx = parse_prescription(source, druglib, override_soft=override_soft, probs=probs,
+                                zone_from=zone_from)
         probs.raise_if_any()
         return checked(rx)
     data, text = read_toml(source)
     probs = Problems()
-    rx = parse_prescription(data, druglib, override_soft=override_soft, probs=probs)
+    rx = parse_prescription(data, druglib, override_soft=override_soft, probs=probs,
+                            zone_from=zone_from)
     probs.raise_if_any(str(source), toml_locator(text))
     return replace(checked(rx), source=str(source))

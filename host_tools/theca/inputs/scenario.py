@@ -195,18 +195,19 @@ class _Loader:
     def call(self, fn, *args):
         return self.probs.call(fn, *args)
 
-    def rx(self, value, field: str, override: bool = False) -> Prescription | None:
+    def rx(self, value, field: str, override: bool = False, at: int | None = None) -> Prescription | None:
         """A prescription: a path relative to the scenario file, or an inline table.
-        Its soft limits pass if the scenario (or `override`, the event's) says so."""
+        Its soft limits pass if the scenario (or `override`, the event's) says so; a
+        `timezone`'s offset changes are those from `at` (when it is programmed)."""
         override = override or self.override_soft
         try:
             if isinstance(value, Mapping):
-                return load_prescription(value, druglib=self.lib, override_soft=override)
+                return load_prescription(value, druglib=self.lib, override_soft=override, zone_from=at)
             if isinstance(value, str) and value.strip():
                 p = Path(value)
                 if not p.is_absolute():
                     p = self.base_dir / p
-                return load_prescription(p, druglib=self.lib, override_soft=override)
+                return load_prescription(p, druglib=self.lib, override_soft=override, zone_from=at)
             self.probs.add(field, f'expected a file name such as "rx.toml" or an inline table, got {value!r}')
         except BadInput as e:
             self.probs.extend(e, field, nested=isinstance(value, Mapping))
@@ -260,7 +261,7 @@ class _Loader:
         if "description" in d and not isinstance(d["description"], str):
             probs.add("description", "expected a string")
 
-        rx = self.rx(d["prescription"], "prescription") if "prescription" in d else None
+        rx = self.rx(d["prescription"], "prescription", at=start) if "prescription" in d else None
 
         events = self._events(d.get("events", []), start, end, rx, capacity, offset)
         faults = self._faults(d.get("faults", []), start, end)
@@ -419,7 +420,7 @@ class _Loader:
         if not isinstance(override, bool):
             self.probs.add(f"{f}.override_soft_limit", f"expected true or false, got {override!r}")
             override = False
-        new = (self.rx(ev["prescription"], f"{f}.prescription", override)
+        new = (self.rx(ev["prescription"], f"{f}.prescription", override, at=t)
                if "prescription" in ev else None)
         if new is not None:
             drug = self.lib.by_id(new.drug_id)
