@@ -81,6 +81,18 @@ def _maintenance(p, now, role, v, buf, off):
     return 0, 0, 0
 
 
+def _mri_prepare(p, now, role, v, buf, off):
+    import mri  # (only a pump that meets an MRI scanner loads it)
+
+    return mri.prepare(p, now, role) + (0,)
+
+
+def _mri_check(p, now, role, v, buf, off):
+    import mri
+
+    return mri.check(p, now, role) + (0,)
+
+
 def _room(fn):
     # a change of the plan (clinic.py): (pump, now, who, *body) -> (result, detail)
     return lambda p, now, role, v, buf, off: fn(p, now, role, *v) + (0,)
@@ -104,6 +116,8 @@ HANDLERS = {
     md.T_CATHETER: _room(clinic.catheter),
     md.T_PRIME: _room(clinic.prime),
     md.T_CHALLENGE: _challenge,
+    md.T_MRI_PREPARE: _mri_prepare,
+    md.T_MRI_CHECK: _mri_check,
 }
 
 

@@ -4,7 +4,7 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = 4169139052  # 0xf880036c
+SCHEMA = 2552019968  # 0x981cbc00
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1536)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
@@ -70,6 +70,8 @@ T_MAINTENANCE = const(76)  # 0x4c host -> device
 T_CATHETER = const(77)  # 0x4d host -> device
 T_PRIME = const(78)  # 0x4e host -> device
 T_CHALLENGE = const(79)  # 0x4f host -> device
+T_MRI_PREPARE = const(80)  # 0x50 host -> device
+T_MRI_CHECK = const(81)  # 0x51 host -> device
 T_REPLY = const(128)  # 0x80 device -> host
 
 # Layouts: struct format, size, field names (wire order).
@@ -175,12 +177,12 @@ TRUTH_TIP_SIZE = const(16)
 # command), body layout (None: variable, handed over as bytes), allowed roles as a
 # mask of 1 << role.
 CMD_FIRST = const(64)
-CMD_LAST = const(79)
-CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 4, 0, 4, 8, 5, 0, 0, 4, 0, 0)
-CMD_BODY_FMT = ('', None, '', '<IIIB', '', '<II', '<I', '', '<I', '<Ii', '<IB', '', '', '<I', '', '')
-CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02\x02\x02\x06'
+CMD_LAST = const(81)
+CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 4, 0, 4, 8, 5, 0, 0, 4, 0, 0, 0, 0)
+CMD_BODY_FMT = ('', None, '', '<IIIB', '', '<II', '<I', '', '<I', '<Ii', '<IB', '', '', '<I', '', '', '', '')
+CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02\x02\x02\x06\x02\x02'
 # 1: the command only reads (executing it again changes nothing)
-CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x00\x00\x01'
+CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x00\x00\x01\x00\x00'
 
 # pump modes (STATUS.mode)
 MODE_STOPPED = const(0)
@@ -244,6 +246,7 @@ DENY_MAX_RATE = const(11)
 DENY_MIN_RATE = const(12)
 DENY_CAPACITY = const(13)
 DENY_CLOCK_CHANGED = const(14)
+DENY_MOTOR_STALL = const(15)
 
 # REPLY.result when not ACK
 NACK_BAD_FRAME = const(1)
@@ -329,7 +332,7 @@ ALARMS_CRITICAL = const(8430)  # 0x20ee
 ALARMS_CLINICIAN = const(5120)  # 0x1400
 
 # per event code (index): 1 if no patient or keyless frame may evict it (PROTECTED_EVENTS)
-EV_PROTECTED = b'\x00\x01\x01\x01\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01\x01\x01\x01'
+EV_PROTECTED = b'\x00\x01\x01\x01\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01'
 
 # event codes
 EV_BOOT = const(1)  # a=cause
@@ -359,3 +362,5 @@ EV_REFILL_DISCREPANCY = const(24)  # a=expected_nl, b=residual_nl
 EV_CATHETER_CHANGED = const(25)  # a=volume_nl
 EV_PRIME_STARTED = const(26)  # a=volume_nl, b=duration_s
 EV_PRIME_COMPLETED = const(27)  # a=volume_nl
+EV_MRI_PREPARED = const(28)  # a=max_s
+EV_MRI_CHECKED = const(29)  # a=result

@@ -102,6 +102,23 @@ def probing(p):
                                          or p.alarms.active(FLASH_FAULT))
 
 
+def test_stroke(p, now):
+    """One stroke with feedback outside delivery (after an MRI scan): 0 if the motor moved
+    (counted as an early stroke, as the probe's), else the failure, whose alarm is raised
+    (the pump stays where it is)."""
+    r = _move(p, now)
+    if r != 0:
+        p.log(now, md.EV_STROKE_FAILED, 0, r, 0, 0)
+        bit = MOTOR_STALL if r == 1 else FLASH_FAULT if r == _FLASH else OCCLUSION
+        p.alarms.raise_(bit, now, p.delivery.reservoir_nl)
+        return r
+    p.engine.stroke_done()
+    _account(p, now)
+    for bit in (MOTOR_STALL, FLASH_FAULT):
+        p.alarms.clear(bit, now, p.delivery.reservoir_nl)
+    return 0
+
+
 def rearm(p, now):
     """At boot: a pump halted by a stall before the reset tries its motor again
     STALL_RETRY_S on, as it would have had it not restarted (retry_t is not stored)."""

@@ -268,6 +268,10 @@ def _command_vectors() -> list[dict]:
             dict(cmd_id=2017, cmd_type=0x44, result=11, detail=70, body=b"")),
         reply_vector("reply_nack_bad_mac_unsigned", 18, T0 + 2240, None, 0,
             dict(cmd_id=2018, cmd_type=0x46, result=2, detail=0, body=b"")),
+        command_vector("cmd_mri_prepare", 0x50, 117, T0 + 2250, "clinician", 2019, 13, {},
+                       challenge=CHALLENGE),
+        command_vector("cmd_mri_check", 0x51, 118, T0 + 2260, "clinician", 2020, 14, {},
+                       challenge=CHALLENGE),
     ]
 
 

@@ -216,3 +216,31 @@ def test_daylight_saving_days_of_a_real_zone_move_the_schedule_and_never_repeat_
     objs = _dst(tmp_path / "autumn", "2026-10-24T00:00:00Z")
     started = [e["t"] for e in events(objs, "bolus_started", bolus="timed")]
     assert started == ["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z"], started
+
+
+def _mri(at_prep: str, at_check: str) -> str:
+    return (f'[[events]]\nat = {at_prep}\naction = "mri_prepare"\n'
+            f'[[events]]\nat = {at_check}\naction = "mri_check"\n')
+
+
+def test_an_mri_is_prepared_checked_and_therapy_resumes_only_if_the_motor_moves(tmp_path):
+    # REQ: SR-STALL-02
+    # the scanner holds the rotor 09:00-09:40; prepared at 08:55, checked at 09:45
+    scan = '[[faults]]\nat = 2026-01-01T09:00:00Z\nkind = "mri"\nduration = "40 min"\n'
+    (tmp_path / "a").mkdir()
+    objs, truth, _ = simulate(tmp_path / "a", MORPHINE,
+                              scan + _mri("2026-01-01T08:55:00Z", "2026-01-01T09:45:00Z"), days=0.5)
+    assert events(objs, "mri_prepared") and events(objs, "mri_checked", result="moved")
+    assert events(objs, "resumed") and statuses(objs)[-1]["mode"] == "running"
+    assert truth["failed_strokes"] == 0  # nothing was tried against the held rotor
+    # without recovery the rotor stays stuck: the check says so, therapy stays stopped and
+    # the stall alarm sounds
+    scan2 = scan + "recovery = false\n"
+    (tmp_path / "b").mkdir()
+    objs, truth, r = simulate(tmp_path / "b", MORPHINE,
+                              scan2 + _mri("2026-01-01T08:55:00Z", "2026-01-01T09:45:00Z"),
+                              days=0.5, ok=(3,))
+    assert events(objs, "mri_checked", result="stalled")
+    assert [e for e in events(objs, "alarm_raised") if e["alarm"] == "motor_stall"]
+    assert statuses(objs)[-1]["mode"] != "running"
+    assert "refused" in r.stderr

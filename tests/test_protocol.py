@@ -149,7 +149,7 @@ def test_names_follow_design():
         "empty_reservoir", "motor_stall", "occlusion", "battery_eos", "internal_fault", "rx_invalid",
         "flash_fault",
     }
-    assert sorted(N.EVENTS) == list(range(1, 28))
+    assert sorted(N.EVENTS) == list(range(1, 30))
     assert N.EVENTS[24].name == "refill_discrepancy"
     assert [N.EVENTS[k].name for k in (25, 26, 27)] == [
         "catheter_changed", "prime_started", "prime_completed"]

@@ -355,6 +355,8 @@ MESSAGE_LIST = [
     _cmd(0x4D, "CATHETER", _CLIN, Catheter, Empty, invalid="field", busy="deny"),
     _cmd(0x4E, "PRIME", _CLIN, Empty, Empty, **_FIELD_DENY, busy="deny"),
     _cmd(0x4F, "CHALLENGE", _EITHER, Empty, ChallengeReply, reads=True),
+    _cmd(0x50, "MRI_PREPARE", _CLIN, Empty, Empty, invalid="mode"),
+    _cmd(0x51, "MRI_CHECK", _CLIN, Empty, Empty, invalid="mode", limit="deny"),
 ]
 
 #: type id -> Message.

@@ -173,6 +173,7 @@ DENY_REASONS: dict[int, str] = {
     12: "min_rate",
     13: "capacity",
     14: "clock_changed",  # a timed bolus the clock jumped over by 2 h or more: not given
+    15: "motor_stall",  # MRI_CHECK: the test stroke did not move the motor
 }
 #: A timed bolus the clock jumped over starts at the jump if it is less late than this;
 #: later, it is recorded as not given (bolus_denied clock_changed).
@@ -232,6 +233,9 @@ FAULT_CODES: dict[int, str] = {1: "therapy", 2: "link", 3: "telemetry", 4: "tone
 
 #: stroke_failed a.
 STROKE_FAILURES: dict[int, str] = {1: "stall", 2: "occlusion", 3: "flash"}
+
+#: mri_checked a: what the test stroke after a scan did.
+MRI_RESULTS: dict[int, str] = {0: "moved", 1: "stalled", 2: "occluded", 3: "flash", 4: "empty"}
 
 #: Rx blob flags bits.
 #: The host-checked (soft) limits a clinician may override; an override is recorded in
@@ -338,6 +342,8 @@ _EVENT_LIST = [
     EventDef(25, "catheter_changed", Arg("volume_ul", "nl")),
     EventDef(26, "prime_started", Arg("volume_ul", "nl"), Arg("duration_s")),
     EventDef(27, "prime_completed", Arg("volume_ul", "nl")),
+    EventDef(28, "mri_prepared", Arg("max_s")),
+    EventDef(29, "mri_checked", Arg("result", "MRI_RESULTS")),
 ]
 
 #: Events no frame with the patient key or without a valid MAC may evict from the last
@@ -346,6 +352,7 @@ PROTECTED_EVENTS: frozenset[str] = frozenset({
     "boot", "therapy_started", "prescription_changed", "alarm_raised", "alarm_cleared",
     "alarm_acknowledged", "refilled", "refill_discrepancy", "suspended", "resumed",
     "time_changed", "catheter_changed", "prime_started", "prime_completed", "fault",
+    "mri_prepared", "mri_checked",
 })
 
 #: Event codes -> definitions.
@@ -369,6 +376,7 @@ TABLES: dict[str, dict[int, str]] = {
     "STROKE_FAILURES": STROKE_FAILURES,
     "FAULT_CODES": FAULT_CODES,
     "STORAGE_DAMAGE": STORAGE_DAMAGE,
+    "MRI_RESULTS": MRI_RESULTS,
 }
 
 

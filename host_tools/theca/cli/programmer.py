@@ -203,6 +203,29 @@ def _catheter_question(serial: str, vol: int, st: dict) -> str:
 
 
 @guarded
+def cmd_mri(args) -> int:
+    """MRI_PREPARE before a scan, MRI_CHECK after it."""
+    with client_for(args) as c:
+        role = role_of(args, "clinician")
+        if args.step == "prepare":
+            c.request("MRI_PREPARE", b"", role)
+            print(f"{c.serial}: ready for the scan: delivery suspended, the motor held. After "
+                  "the scan: theca mri check (the pump sounds suspended_too_long after "
+                  f"{N.DEFAULT_SUSPEND_MAX_S // 3600} h)")
+            return OK
+        try:
+            c.request("MRI_CHECK", b"", role)
+        except Refused as e:
+            if e.reason == "limit" and N.name_of(N.DENY_REASONS, e.detail) == "motor_stall":
+                raise Refused("the motor did not move after the scan: therapy stays stopped "
+                              "(motor_stall); check again later, or replace the pump",
+                              e.reason, e.detail) from None
+            raise
+    print(f"{c.serial}: the motor moved: therapy resumed")
+    return OK
+
+
+@guarded
 def cmd_prime(args) -> int:
     """PRIME: a priming bolus of the catheter volume not yet pushed."""
     with client_for(args) as c:
@@ -527,6 +550,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("prime", help="fill the catheter: a priming bolus of its volume not "
                                      "yet pushed (exempt from the dose limits)")
     p.set_defaults(func=cmd_prime)
+    p = sub.add_parser("mri", help="an MRI scan: `prepare` before it (delivery suspended, the "
+                                   "motor held), `check` after it (a test stroke; therapy "
+                                   "resumes only if the motor moves)")
+    p.add_argument("step", choices=("prepare", "check"), help="before or after the scan")
+    p.set_defaults(func=cmd_mri)
 
     p = sub.add_parser("bolus", help="the patient's bolus (patient key)")
     p.set_defaults(func=cmd_bolus)

@@ -68,11 +68,13 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "set_time": ((), ("utc", "local_offset")),
     "catheter": (("volume",), ("replaced",)),
     "prime": ((), ()),
+    "mri_prepare": ((), ()),
+    "mri_check": ((), ()),
 }
 #: Fault kind -> the key it needs.
 FAULT_KINDS = {"motor_stall": "duration", "occlusion": "duration", "power_loss": "duration",
                "battery": "remaining", "pocket_fill": "volume", "storage": "duration",
-               "flash_error": "duration"}
+               "flash_error": "duration", "mri": "duration"}
 #: storage faults: the pump's flash files, and what happens to one while the pump is off
 STORAGE_FILES = ("state", "journal", "events")
 STORAGE_DAMAGE = ("bitflip", "erase")
@@ -503,7 +505,12 @@ class _Loader:
                 continue
             need = FAULT_KINDS[kind]
             more = ("file", "damage") if kind == "storage" else ()
-            check_keys(fl, ("at", "kind", need, *more), ("at", need, *more), f, probs)
+            optional = ("recovery",) if kind == "mri" else ()
+            check_keys(fl, ("at", "kind", need, *more, *optional), ("at", need, *more), f, probs)
+            recovery = fl.get("recovery", True)
+            if not isinstance(recovery, bool):
+                probs.add(f"{f}.recovery", f"expected true (the rotor moves again after the "
+                                           f"scan) or false (it stays stuck), got {recovery!r}")
             file = damage = None
             if more:
                 file = self._one_of(fl.get("file"), STORAGE_FILES, f"{f}.file")
@@ -527,7 +534,8 @@ class _Loader:
                                   f"{days} days is outside 0..{MAX_BATTERY_DAYS} days")
             if t is not None:
                 out.append(Fault(at=t, kind=kind, index=i, duration_s=dur, remaining_days=days,
-                                 volume_nl=vol, file=file, damage=damage))
+                                 volume_nl=vol, file=file, damage=damage,
+                                 recovery=recovery is not False))
         out.sort(key=lambda x: x.at)
         return tuple(out)
 

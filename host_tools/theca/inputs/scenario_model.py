@@ -59,7 +59,8 @@ class Fault:
     pocket_fill: `volume_nl` of the next refill goes into the pocket beside the pump
     instead of the reservoir (the physical truth only: the pump cannot tell); storage: the
     power fails for `duration_s` and the pump's `file` suffers `damage` meanwhile;
-    flash_error: every flash write fails for `duration_s`.
+    flash_error: every flash write fails for `duration_s`; mri: the scanner holds the
+    rotor for `duration_s`, then it moves again (`recovery` False: it stays stuck).
     """
 
     at: int
@@ -70,10 +71,16 @@ class Fault:
     volume_nl: int | None = None
     file: str | None = None  # storage: "state", "journal" or "events"
     damage: str | None = None  # storage: "bitflip" or "erase"
+    recovery: bool = True  # mri: the rotor moves again after the scan (False: it stays stuck)
 
     def to_config(self) -> dict:
-        """The entry for THECA_SIM's "faults" list (docs/DESIGN.md)."""
+        """The entry for THECA_SIM's "faults" list (docs/DESIGN.md). An MRI scan holds the
+        rotor as a stall does: for its duration, or for good without recovery."""
         d: dict = {"at": self.at, "kind": self.kind}
+        if self.kind == "mri":
+            d["kind"] = "motor_stall"
+            d["duration_s"] = self.duration_s if self.recovery else 0x3FFFFFFF - self.at
+            return d
         if self.duration_s is not None:
             d["duration_s"] = self.duration_s
         if self.remaining_days is not None:

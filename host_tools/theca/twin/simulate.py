@@ -88,6 +88,8 @@ _ACTIONS = {
         ev.utc, sc.local_offset_s if ev.local_offset_s is None else ev.local_offset_s)),
     "catheter": ("CATHETER", "clinician", lambda sc, ev: R.catheter(ev.volume_nl)),
     "prime": ("PRIME", "clinician", lambda sc, ev: b""),
+    "mri_prepare": ("MRI_PREPARE", "clinician", lambda sc, ev: b""),
+    "mri_check": ("MRI_CHECK", "clinician", lambda sc, ev: b""),
 }
 
 
