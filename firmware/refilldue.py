@@ -52,7 +52,7 @@ def due(p, now):
 
 def _day_nl(rx, conc):
     # the prescription's volume a day (nL) at conc: its steps over their hours of the
-    # day and its timed boluses, rounded up (the reservoir's date errs early)
+    # day and its timed boluses (the day's drug rounded up: the date errs early)
     starts = rx.step_start_s
     n = len(starts)
     ng_s = 0
@@ -62,7 +62,7 @@ def _day_nl(rx, conc):
     ng = (ng_s + _DAY - 1) // _DAY
     for dose in rx.timed_dose_ng:
         ng += dose
-    return rxmod.ng_to_nl(ng, conc) + 1
+    return rxmod.ng_to_nl(ng, conc)
 
 
 def low_eta(p, now):

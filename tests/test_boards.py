@@ -216,11 +216,14 @@ def test_board_heap_from_mpy(tmp_path: Path):
     186 KiB (183 measured): on the unix port native code lives outside the GC heap, so
     the ~25 functions it turned from native into bytecode (their frames fit the C stack)
     now count here, while on the Pico, where native code is in the heap, the same change freed memory
-    (make bench: 134,912 bytes free after boot, was 134,080). Issue 23 moved it to 188 KiB
-    (186.4 measured, was 185.3): the flash-fault path, the event log's late writes and the
-    damage bookkeeping that stays resident (the boot-only reads, restore and the witnesses
-    leave the heap after the boot). The Pico's figure is the requirement; this one only
-    catches growth."""
+    (make bench: 134,912 bytes free after boot, was 134,080). Issues 23 and 24 moved it to
+    192 KiB (190.2 measured, was 185.3): the flash-fault path, the event log's late writes,
+    the damage bookkeeping, the audio pause, the local day of each timed bolus, the time
+    zone's part and the refill date's battery (the boot-only reads, restore and the
+    witnesses leave the heap after the boot; MRI and a time zone's changes load only when
+    used). On the emulated Pico: 130,288 bytes free after boot (was 134,032), 129,488 at the
+    least in a day of therapy, 53 % of its heap. The Pico's figure is the requirement; this
+    one only catches growth."""
     files = list(build.sources("rp2_pico"))
     files += [p for p in (ROOT / "tests" / "mp" / "fake_machine").glob("*.py") if p.name != "heapcheck.py"]
     files.append(ROOT / "tests" / "mp" / "fakehw.py")
@@ -240,7 +243,7 @@ def test_board_heap_from_mpy(tmp_path: Path):
     # SET_TIME, PROGRAM, 5 patient boluses (the 5th over max_per_day: NACK limit), status, MAINTENANCE
     assert [tuple(x) for x in r["replies"]] == [(0x49, 0), (0x41, 0), (0x44, 0), (0x44, 0), (0x44, 0),
                                                (0x44, 0), (0x44, 6), (0x40, 0), (0x4C, 0)]
-    assert r["peak"] - r["fakes"] < 188 * 1024, r
+    assert r["peak"] - r["fakes"] < 192 * 1024, r
 
 
 # -- make flash ---------------------------------------------------------------------------------

@@ -358,7 +358,7 @@ def _raw(twin, fn):
 def test_unknown_command_and_bad_frame_and_schema(twin_a):
     def go(c: Client):
         out = {}
-        f, _, _ = c.sign(0x50, b"", "clinician")  # a command type no firmware knows
+        f, _, _ = c.sign(0x5F, b"", "clinician")  # a command type no firmware knows
         out["unknown"] = c.transact(f)
         f, _, _ = c.sign(tp.TYPES["REFILL"], b"\x01" * 7, "clinician")  # body 7 bytes, not 8
         out["bad_frame"] = c.transact(f)
@@ -377,7 +377,7 @@ def test_unknown_command_and_bad_frame_and_schema(twin_a):
     assert r["short"].reason == "bad_frame" and r["short"].detail == 15
     from theca.link.client import explain
 
-    assert "does not know" in explain(0x50, 9, 0)
+    assert "does not know" in explain(0x5F, 9, 0)
     assert "wrong length" in explain(tp.TYPES["REFILL"], 1, 7)
     assert "frame version 1" in explain(0x40, 8, 1)
 

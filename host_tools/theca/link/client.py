@@ -91,6 +91,8 @@ _FIELD_WORDS = {
     "low_reservoir": (f"the low-reservoir threshold ({M.RX_LOW_RESERVOIR_UL[0] // 1000} to "
                       f"{M.RX_LOW_RESERVOIR_UL[1] // 1000} mL)"),
     "primed": "the catheter is primed already (prime follows `theca catheter --volume`)",
+    "zone": (f"the time zone's offset changes (at most {M.RX_MAX_ZONE}, in time order, each "
+             f"within {N.MAX_LOCAL_OFFSET_S // 3600} h of UTC)"),
 }
 
 #: Why a bolus was denied (NACK `limit` detail of PATIENT_BOLUS / CLINICIAN_BOLUS).
