@@ -35,8 +35,9 @@ $(STAMP): requirements.txt pyproject.toml host_tools/theca/emu/package-lock.json
 	$(BIN)/pip install -q --disable-pip-version-check --target build/stubs/esp32 $(STUBS_ESP32)
 	touch $(STAMP)
 
+# one worker per core, a test file's tests together (module fixtures: one twin per file)
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 demo: setup
 	@mkdir -p demo

@@ -466,7 +466,7 @@ def test_faults():
      "faults[1].remaining: 70000 days is outside 0..65535 days"),
     ({"at": "2026-01-02T00:00:00Z", "kind": "batery", "remaining": "1 day"},
      'faults[1].kind: unknown fault "batery" (did you mean "battery"?'),
-    ({"at": "2026-01-02T00:00:00Z"}, "faults[1].kind: missing (one of motor_stall, occlusion, power_loss, battery, pocket_fill, storage, flash_error)"),
+    ({"at": "2026-01-02T00:00:00Z"}, "faults[1].kind: missing (one of motor_stall, occlusion, power_loss, battery, pocket_fill, storage, flash_error, mri)"),
     ({"at": "2027-01-02T00:00:00Z", "kind": "occlusion", "duration": "1 h"},
      "faults[1].at: 2027-01-02T00:00:00Z is outside the scenario"),
     ({"kind": "occlusion", "duration": "1 h"}, "faults[1].at: missing"),
