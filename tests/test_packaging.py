@@ -106,8 +106,11 @@ def test_an_installed_theca_works_from_any_folder(tmp_path, repl):  # noqa: F811
     assert "main.py" in {p.name for p in repl["board"].iterdir()}
     # issue 14: the installed `theca emu` installs the pinned rp2040js into the user's
     # cache on first use, and its emulated Pico answers mpremote
-    from theca.emu import rp2_dir
+    from theca.emu import firmware_missing, rp2_dir
 
+    missing = firmware_missing()
+    if missing and os.environ.get("CI", "").lower() != "true":
+        pytest.skip(f"the installed theca works; its emulated Pico is not tried: {missing}")
     pico = tmp_path / "pico"
     env["THECA_RP2_FIRMWARE"] = str(rp2_dir())
     emu = subprocess.Popen([theca, "emu", "--pty", str(pico)], cwd=work, env=env,

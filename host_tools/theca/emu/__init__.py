@@ -38,17 +38,55 @@ class EmulatorError(Exception):
     """The emulator could not start or stopped: the message says why."""
 
 
+#: The SHA-256 of the official firmware and the boot ROM, as this repository lists them.
+SUMS = HERE / "SHA256SUMS"
+
+
+def _cache_rp2() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "theca" / "rp2"
+
+
+def _candidates() -> list[Path]:
+    # where the firmware and the boot ROM are looked for, in order (the contract's)
+    env = os.environ.get("THECA_RP2_FIRMWARE")
+    out = [Path(env)] if env else []
+    return out + [paths.ROOT.parent / "shared" / "rp2", _cache_rp2()]
+
+
 def rp2_dir() -> Path:
-    """Where the firmware, the boot ROM and SHA256SUMS are: $THECA_RP2_FIRMWARE, else
-    the workplace's ../shared/rp2 beside the checkout."""
+    """Where the firmware and the boot ROM are: $THECA_RP2_FIRMWARE (if set, only there: a
+    choice made is not passed over), else the workplace's ../shared/rp2 beside the
+    checkout, else the user's cache (~/.cache/theca/rp2): the first that holds both files
+    (the first of them if none does)."""
     env = os.environ.get("THECA_RP2_FIRMWARE")
     if env:
         return Path(env)
-    return paths.ROOT.parent / "shared" / "rp2"
+    cands = _candidates()
+    for c in cands:
+        if (c / FIRMWARE_NAME).is_file() and (c / BOOTROM_NAME).is_file():
+            return c
+    return cands[0]
+
+
+def firmware_missing() -> str | None:
+    """None if the firmware and the boot ROM are found; else what is missing, where it
+    was looked for and how to get it."""
+    d = rp2_dir()
+    missing = [n for n in (FIRMWARE_NAME, BOOTROM_NAME) if not (d / n).is_file()]
+    if not missing:
+        return None
+    where = ", ".join(str(c) for c in _candidates())
+    return (f"{' and '.join(missing)} not found (looked in {where}): put the official "
+            f"MicroPython firmware ({DOWNLOAD}) and the RP2040 boot ROM in {_cache_rp2()} or "
+            "set THECA_RP2_FIRMWARE to their folder; they are checked against "
+            f"{SUMS.relative_to(paths.ROOT) if SUMS.is_relative_to(paths.ROOT) else SUMS}")
 
 
 def _sums(folder: Path) -> dict[str, str]:
+    # the folder's own SHA256SUMS if it has one, else the repository's list
     f = folder / "SHA256SUMS"
+    if not f.is_file():
+        f = SUMS
     try:
         text = f.read_text()
     except OSError:
@@ -65,8 +103,8 @@ def _sums(folder: Path) -> dict[str, str]:
 
 def _checked(path: Path, want: str | None, what: str) -> Path:
     if not path.is_file():
-        raise BadInput(f"{what} {path} not found (set THECA_RP2_FIRMWARE, or download "
-                       f"{DOWNLOAD})")
+        raise BadInput(f"{what} {path} not found (set THECA_RP2_FIRMWARE, put it in "
+                       f"{_cache_rp2()}, or download {DOWNLOAD})")
     got = hashlib.sha256(path.read_bytes()).hexdigest()
     if want is None:
         raise BadInput(f"{path.name} has no line in SHA256SUMS: it cannot be checked")
