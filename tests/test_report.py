@@ -487,3 +487,25 @@ def test_a_change_of_drug_is_counted_per_drug_against_the_truth(tmp_path):
     assert r.returncode == 0, r.stderr
     page = (d / "index.html").read_text()
     assert "hydromorphone (mg)" in page and "morphine (mg)" in page
+
+
+def test_the_report_gives_the_pump_s_one_refill_date(tmp_path):
+    # issue 25: the report said the boluses-free projection (2026-04-08) where status said
+    # refill_due (2026-03-27): a clinic booking from the report came 12 days late
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run.tlog"
+    r = subprocess.run([sys.executable, "-m", "theca.cli", "simulate", str(root / "examples" / "demo.toml"),
+                        "-o", str(out), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "theca.cli", "report", str(out), "-o", str(tmp_path / "rep")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "rep" / "index.html").read_text()
+    d = subprocess.run([sys.executable, "-m", "theca.cli", "decode", str(out), "--format", "jsonl",
+                        "--type", "status"], capture_output=True, text=True, check=True)
+    last = json.loads(d.stdout.splitlines()[-1])
+    assert f"Refill by: <b>{last['refill_due']}</b>" in page
+    assert "(the reservoir, every allowed patient bolus taken)" in page

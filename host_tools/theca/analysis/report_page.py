@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 
 import numpy as np
+from theca_protocol import names as N
 
 from theca.analysis import trumpet
 from theca.analysis.report_numbers import DayRow, Report, drug_days, duration
@@ -93,6 +94,9 @@ def _head(rep: Report, took: float | None) -> list[str]:
     return parts
 
 
+_FLAG = {name: 1 << bit for bit, name in N.STATUS_FLAGS.items()}
+
+
 def _reservoir_section(rep: Report, pictures: dict[str, str]) -> list[str]:
     """1: the reservoir over time, its refills and its lowest days."""
     st = rep.log.status
@@ -111,9 +115,17 @@ def _reservoir_section(rep: Report, pictures: dict[str, str]) -> list[str]:
             ["at the end", iso(int(st["time"][last_i])), f"{res[-1]:.3f}"],
         ]
         parts.append(_table(["reservoir", "time", "uL"], rows, {2}))
-        parts.append(f"<p>Low-reservoir alarm threshold: {rep.low_ul:.0f} uL. Projected "
-                     "low-reservoir alarm (refill by): <b>"
-                     + (_e(iso(eta)) if eta else "none projected") + "</b>.</p>")
+        due = int(st["refill_due"][last_i])
+        fl = int(st["flags"][last_i])
+        why = ("the fill's stability" if fl & _FLAG["refill_due_stability"] else
+               "the battery's end of service" if fl & _FLAG["refill_due_battery"] else
+               "the reservoir, every allowed patient bolus taken")
+        # one refill date, the pump's (status, the summary and this report say the same)
+        parts.append("<p>Refill by: <b>" + (_e(iso(due)) + f"</b> ({_e(why)})" if due else
+                                            "no date</b>")
+                     + f". Low-reservoir alarm threshold: {rep.low_ul:.0f} uL; the alarm by "
+                     "the plan alone (no patient bolus) is projected for "
+                     + (_e(iso(eta)) if eta else "no date") + ".</p>")
     if rep.refills:
         parts.append(_table(
             ["refill", "emptied (uL)", "filled (uL)", "concentration (ng/mL)", "by"],
