@@ -36,7 +36,6 @@ class EventLog:
         self.held = 0  # first seq held (0: none)
         self.dropped = 0  # floodable events not recorded: they would evict protected ones
         self.unwritten_from = 0  # first event the flash failed to take (0: none)
-        self.lost = 0  # of those, events that left the RAM ring before the flash took them
         if store is not None:
             self.next_seq, self.first_seq = store.log_bounds()
         # the RAM ring holds only what was appended since this boot; older is on flash
@@ -69,11 +68,10 @@ class EventLog:
         return seq
 
     def _write(self, seq):
-        # Event seq to flash, after any the flash failed to take before it (still in the
-        # RAM ring: the older ones are gone with it, counted in `lost`).
+        # Event seq to flash, after any the flash failed to take before it (those still in
+        # the RAM ring: older ones are gone with it)
         lo = self.unwritten_from or seq
         if lo < self.next_seq - self.cap:
-            self.lost += self.next_seq - self.cap - lo
             lo = self.next_seq - self.cap
         while lo <= seq:
             off = (lo % self.cap) * REC_SIZE

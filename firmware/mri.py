@@ -22,13 +22,11 @@ def check(p, now, who):
     if p.mode != md.MODE_SUSPENDED:
         return md.NACK_INVALID, p.mode
     if p.delivery.reservoir_nl < p.delivery.stroke_nl:
-        p.log(now, md.EV_MRI_CHECKED, who, _EMPTY, 0, 0)
+        p.log(now, md.EV_MRI_CHECKED, who, md.MRI_EMPTY, 0, 0)
         return md.NACK_LIMIT, RESERVOIR
-    r = strokes.test_stroke(p, now)
+    r = strokes.test_stroke(p, now)  # (its failure codes are MRI_RESULTS')
     p.log(now, md.EV_MRI_CHECKED, who, r, 0, 0)
     if r != 0:
         return md.NACK_LIMIT, md.DENY_MOTOR_STALL
     return p.resume(now, who)
 
-
-_EMPTY = 4  # names.MRI_RESULTS

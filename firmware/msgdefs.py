@@ -274,6 +274,13 @@ FAULT_TELEMETRY = const(3)
 FAULT_TONES = const(4)
 FAULT_STORAGE = const(5)
 
+# mri_checked a: what the test stroke after a scan did
+MRI_MOVED = const(0)
+MRI_STALLED = const(1)
+MRI_OCCLUDED = const(2)
+MRI_FLASH = const(3)
+MRI_EMPTY = const(4)
+
 # the twin's exit statuses
 TWIN_EXIT_OK = const(0)
 TWIN_EXIT_FIRMWARE_FAILED = const(3)
@@ -298,6 +305,12 @@ RX_FLAG_OVERRIDE_DAILY_LIMIT = const(2)  # bit 1
 RX_FLAG_OVERRIDE_MAX_CONCENTRATION = const(4)  # bit 2
 RX_FLAG_OVERRIDE_MIN_PER_DAY = const(8)  # bit 3
 RX_FLAG_OVERRIDE_TITRATION = const(16)  # bit 4
+
+# storage_damaged's detail bits, as masks
+DAMAGE_STATE_COPY = const(1)  # bit 0
+DAMAGE_STATE_LOST = const(2)  # bit 1
+DAMAGE_JOURNAL = const(4)  # bit 2
+DAMAGE_EVENTS = const(8)  # bit 3
 
 # fields a NACK `invalid` names (REPLY.detail)
 FIELD_LENGTH = const(1)  # length

@@ -9,9 +9,6 @@ import strokes
 from alarms import RX_INVALID, STORAGE_DAMAGED
 from engine import DAY
 from eventlog import wall_u32
-from micropython import const
-
-_LOST = const(2)  # STORAGE_DAMAGE state_lost: no good copy of the state
 
 
 def _found(p, now, damage):
@@ -20,7 +17,7 @@ def _found(p, now, damage):
         # it (only the clinician's acknowledgement clears it)
         p.alarms.retire(STORAGE_DAMAGED)
         p.alarms.raise_(STORAGE_DAMAGED, now, p.delivery.reservoir_nl, damage)
-    if damage & _LOST or p.plan.rx_bad:
+    if damage & md.DAMAGE_STATE_LOST or p.plan.rx_bad:
         # no good copy of the stored state, or its prescription does not parse: no
         # delivery until a clinician programs the pump again
         schedule.unload(p, now)

@@ -171,7 +171,7 @@ class Pump(Part):
         if self.denials.n or self.auth.bad_macs:
             self._flush_counts(now)
         if now >= self.zone.t:
-            self.zone.change(self, now)  # the prescription's time zone: an offset change
+            self.zone.plan(self, now)  # the prescription's time zone: an offset change
         self.sense(now)
         if self.mode == RUNNING:
             due = self.engine.advance(now)

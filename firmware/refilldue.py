@@ -51,15 +51,8 @@ def due(p, now):
 
 
 def _day_nl(rx, conc):
-    # the prescription's volume a day (nL) at conc: its steps over their hours of the
-    # day and its timed boluses (the day's drug rounded up: the date errs early)
-    starts = rx.step_start_s
-    n = len(starts)
-    ng_s = 0
-    for i in range(n):
-        end = starts[i + 1] if i + 1 < n else _DAY
-        ng_s += rx.step_rate_ng_day[i] * (end - starts[i])
-    ng = (ng_s + _DAY - 1) // _DAY
+    # the prescription's volume a day (nL) at conc: its basal and its timed boluses
+    ng = rx.daily_basal_ng()
     for dose in rx.timed_dose_ng:
         ng += dose
     return rxmod.ng_to_nl(ng, conc)

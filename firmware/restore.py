@@ -7,15 +7,14 @@
 # takes up a pump whose state is lost). Only a pump with a store loads this module.
 import msgdefs as md
 import schedule
-from micropython import const
 import rx as rxmod
 import snapshot
+from pump import SAVE_S  # a running pump saves at least this often
 
-_COPY = const(1)  # STORAGE_DAMAGE bits (protocol names.py)
-_LOST = const(2)
-_JOURNAL = const(4)
-_EVENTS = const(8)
-_SAVE_S = const(3600)  # pump.py SAVE_S: a running pump saves at least this often
+_COPY = md.DAMAGE_STATE_COPY  # storage_damaged's detail bits
+_LOST = md.DAMAGE_STATE_LOST
+_JOURNAL = md.DAMAGE_JOURNAL
+_EVENTS = md.DAMAGE_EVENTS
 
 
 def restore(p, store, now):
@@ -91,7 +90,7 @@ def _take_up(p, blob, jrec, now, j_bad):
         damage |= _JOURNAL
         unknown = p.delivery.stroke_nl + sum(dose for _, dose, _, _ in v["boluses"])
         if p.engine.loaded:
-            unknown += (p.engine.plan_units(t_last, t_last + _SAVE_S) + 86399) // 86400
+            unknown += (p.engine.plan_units(t_last, t_last + SAVE_S) + 86399) // 86400
     elif j_bad:
         unknown = p.delivery.stroke_nl  # the damaged record may be the newest stroke's
     if unknown:

@@ -11,7 +11,6 @@ from engine import NEVER
 from micropython import const
 
 STALL_RETRY_S = const(60)  # how often a stalled motor or a failing flash is tried again
-_FLASH = const(3)  # STROKE_FAILURES "flash": the journal was not written, nothing moved
 
 
 def stroke(p, now):
@@ -41,7 +40,7 @@ def _move(p, now):
         return d.move(p.hw.motor, p.store, now, e.acc, e.Q, p.mode,
                       p.rolling.total + d.ng_q + 1)
     except OSError:
-        return _FLASH
+        return md.STROKE_FLASH  # the journal was not written: nothing moved
 
 
 def _account(p, now):
@@ -67,12 +66,18 @@ def _failed(p, now, r):
     # Nothing is counted for a stroke the mechanism did not confirm; what was owed is not
     # caught up, it is counted into the halt's delivery_gap.
     p.log(now, md.EV_STROKE_FAILED, 0, r, 0, 0)
-    bit = MOTOR_STALL if r == 1 else FLASH_FAULT if r == _FLASH else OCCLUSION
+    bit = _alarm_of(r)
     p.alarms.raise_(bit, now, p.delivery.reservoir_nl)
     p.missed(p.engine.drop_owed())
     if bit != OCCLUSION:
         p.delivery.retry_at(now + STALL_RETRY_S)
     p.update_mode(now)
+
+
+def _alarm_of(r):
+    # the alarm of a stroke the mechanism (or the flash) did not make
+    return (MOTOR_STALL if r == md.STROKE_STALL else FLASH_FAULT if r == md.STROKE_FLASH
+            else OCCLUSION)
 
 
 def save(p, now):
@@ -109,8 +114,7 @@ def test_stroke(p, now):
     r = _move(p, now)
     if r != 0:
         p.log(now, md.EV_STROKE_FAILED, 0, r, 0, 0)
-        bit = MOTOR_STALL if r == 1 else FLASH_FAULT if r == _FLASH else OCCLUSION
-        p.alarms.raise_(bit, now, p.delivery.reservoir_nl)
+        p.alarms.raise_(_alarm_of(r), now, p.delivery.reservoir_nl)
         return r
     p.engine.stroke_done()
     _account(p, now)

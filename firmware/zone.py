@@ -16,7 +16,8 @@ class Zone(Part):
     def plan(self, p, now):
         """Find the next change of the prescription in force after `now` (its UTC: now +
         p.wall_delta); one already due is applied now. Call when the prescription or the
-        wall clock changes. (A prescription without a time zone loads nothing more.)"""
+        wall clock changes, and at `t` (the tick). (A prescription without a time zone
+        loads nothing more.)"""
         rx = p.plan.rx
         if rx is None or not rx.zone_utc:
             self.t = NEVER
@@ -24,7 +25,3 @@ class Zone(Part):
         import zonechange
 
         self.t = zonechange.plan(p, now, rx)
-
-    def change(self, p, now):
-        """The change due at `t` (the tick calls it when now >= t)."""
-        self.plan(p, now)

@@ -4,8 +4,6 @@ import msgdefs as md
 from engine import NEVER
 from eventlog import wall_u32
 
-_WHO_SCHEDULE = 3  # names.WHO
-
 
 def plan(p, now, rx):
     """Apply the change of `rx` in force at `now` if the pump's offset is not its; returns
@@ -21,7 +19,7 @@ def plan(p, now, rx):
             break
     if cur >= 0 and rx.zone_offset[cur] != p.offset:
         offset = rx.zone_offset[cur]
-        p.log(now, md.EV_TIME_CHANGED, _WHO_SCHEDULE, wall_u32(utc), wall_u32(utc), offset)
+        p.log(now, md.EV_TIME_CHANGED, md.WHO_SCHEDULE, wall_u32(utc), wall_u32(utc), offset)
         p.set_clock(now, utc, offset)
         p.replanned()
     return nxt

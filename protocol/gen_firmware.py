@@ -89,6 +89,7 @@ CODE_TABLES = [
     ("NACK", N.NACK_REASONS, "REPLY.result when not ACK"),
     ("STROKE", N.STROKE_FAILURES, "stroke_failed a"),
     ("FAULT", N.FAULT_CODES, "fault a: the concern that failed"),
+    ("MRI", N.MRI_RESULTS, "mri_checked a: what the test stroke after a scan did"),
 ]
 
 # bit tables generated as masks (1 << bit)
@@ -96,6 +97,7 @@ MASK_TABLES = [
     ("STATUS_FLAG", N.STATUS_FLAGS, "STATUS.flags bits, as masks"),
     ("LINK_IN", S.LINK_IN_FLAGS, "the twin's link input flags, as masks"),
     ("RX_FLAG", N.RX_FLAGS, "Rx blob flags bits, as masks"),
+    ("DAMAGE", N.STORAGE_DAMAGE, "storage_damaged's detail bits, as masks"),
 ]
 
 _SMALL = 1 << 30

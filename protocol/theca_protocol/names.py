@@ -234,7 +234,7 @@ FAULT_CODES: dict[int, str] = {1: "therapy", 2: "link", 3: "telemetry", 4: "tone
 #: stroke_failed a.
 STROKE_FAILURES: dict[int, str] = {1: "stall", 2: "occlusion", 3: "flash"}
 
-#: mri_checked a: what the test stroke after a scan did.
+#: mri_checked a: what the test stroke after a scan did (1..3: its STROKE_FAILURES code).
 MRI_RESULTS: dict[int, str] = {0: "moved", 1: "stalled", 2: "occluded", 3: "flash", 4: "empty"}
 
 #: Rx blob flags bits.
