@@ -7,11 +7,11 @@ import html
 from pathlib import Path
 
 import numpy as np
-from theca_protocol import names as N
 
 from theca.analysis import trumpet
 from theca.analysis.report_numbers import DayRow, Report, drug_days, duration
 from theca.log.devtime import iso
+from theca.log.fields import REFILL_DUE_WORDS, refill_due_reason
 from theca.log.writers.base import table_value
 
 _CSS = """
@@ -94,9 +94,6 @@ def _head(rep: Report, took: float | None) -> list[str]:
     return parts
 
 
-_FLAG = {name: 1 << bit for bit, name in N.STATUS_FLAGS.items()}
-
-
 def _reservoir_section(rep: Report, pictures: dict[str, str]) -> list[str]:
     """1: the reservoir over time, its refills and its lowest days."""
     st = rep.log.status
@@ -116,10 +113,7 @@ def _reservoir_section(rep: Report, pictures: dict[str, str]) -> list[str]:
         ]
         parts.append(_table(["reservoir", "time", "uL"], rows, {2}))
         due = int(st["refill_due"][last_i])
-        fl = int(st["flags"][last_i])
-        why = ("the fill's stability" if fl & _FLAG["refill_due_stability"] else
-               "the battery's end of service" if fl & _FLAG["refill_due_battery"] else
-               "the reservoir, every allowed patient bolus taken")
+        why = REFILL_DUE_WORDS[refill_due_reason(int(st["flags"][last_i]))]
         # one refill date, the pump's (status, the summary and this report say the same)
         parts.append("<p>Refill by: <b>" + (_e(iso(due)) + f"</b> ({_e(why)})" if due else
                                             "no date</b>")

@@ -14,11 +14,8 @@ from pathlib import Path
 
 from theca_protocol import names as N
 
+from theca.log.fields import REFILL_DUE_WORDS, refill_due_reason
 from theca.log.records import records
-
-_FLAG = {name: 1 << bit for bit, name in N.STATUS_FLAGS.items()}
-_WHY = {"reservoir": "the reservoir, every allowed patient bolus taken",
-        "stability": "the fill's stability", "battery": "the battery's end of service"}
 
 _FLAG_BRIDGE = N.mask_of(N.STATUS_FLAGS, "bridge")
 
@@ -82,9 +79,7 @@ def _pump_now(s: Summary, o: dict, conc: int) -> None:
     s.delivered_ul = o["delivered_ul"]
     s.low_eta = o.get("low_reservoir_eta")
     s.refill_due = o.get("refill_due")
-    fl = o.get("flags") or 0
-    s.refill_why = ("stability" if fl & _FLAG["refill_due_stability"] else "battery"
-                    if fl & _FLAG["refill_due_battery"] else "reservoir")
+    s.refill_why = refill_due_reason(o.get("flags") or 0)
     s.mode = o.get("mode")
     s.active_alarms = list(o.get("alarms", []))
     if o.get("drug"):
@@ -192,7 +187,7 @@ def _print_visits_and_end(con, s: Summary, truth: dict | None) -> None:
         # one refill date, the pump's: the earliest of the reservoir, the fill's stability
         # and the battery
         low = f"; low-reservoir alarm projected {_date(s.low_eta)}" if s.low_eta else ""
-        con.print(f"Refill by [bold]{_date(s.refill_due)}[/bold] ({_WHY[s.refill_why]}){low}")
+        con.print(f"Refill by [bold]{_date(s.refill_due)}[/bold] ({REFILL_DUE_WORDS[s.refill_why]}){low}")
     elif s.reservoir_ul is not None and s.reservoir_ul < 2000:
         con.print("[bold]Refill now[/bold]: the reservoir is below 2 mL")
     if truth:

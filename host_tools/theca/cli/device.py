@@ -15,6 +15,7 @@ from theca.inputs import units as U
 from theca.link import keys as K
 from theca.link.client import Client, LinkFailure, Refused, Reply
 from theca.log.devtime import iso
+from theca.log.fields import REFILL_DUE_WORDS, refill_due_reason
 from theca.log.records import Renderer
 
 NOT_CONFIRMED = 1
@@ -79,9 +80,7 @@ def status_record(c: Client, rep: Reply) -> dict:
         "catheter_bridge": bool(flags & _STATUS_FLAG["bridge"]),
         "trial": bool(flags & _STATUS_FLAG["trial"]),
         "capacity_ul": info.get("capacity_nl", 0) / 1000,
-        "refill_due_reason": (None if due is None else "stability"
-                              if flags & _STATUS_FLAG["refill_due_stability"] else "battery"
-                              if flags & _STATUS_FLAG["refill_due_battery"] else "reservoir"),
+        "refill_due_reason": None if due is None else refill_due_reason(flags),
         "catheter_primed": not flags & _STATUS_FLAG["catheter_unprimed"],
         "catheter_ul": info.get("catheter_nl", 0) / 1000,
     }
@@ -104,7 +103,7 @@ def fmt_status(s: dict) -> str:
         f"  last 24 h   {U.fmt_amount(s['rolling_24h_ng']) if s['rolling_24h_ng'] else '0'} "
         f"of drug, {s['boluses_24h']} patient bolus(es)",
         f"  refill by   {s['refill_due'] or 'no date'}"
-        + (f" ({_DUE_WORDS[s['refill_due_reason']]})" if s["refill_due"] else ""),
+        + (f" ({REFILL_DUE_WORDS[s['refill_due_reason']]})" if s["refill_due"] else ""),
         f"  catheter    {s['catheter_ul']:g} uL, "
         + ("primed" if s["catheter_primed"] else "NOT PRIMED (theca prime)"),
         f"  battery     {s['battery_days']} days",
@@ -112,10 +111,6 @@ def fmt_status(s: dict) -> str:
         f"  heap        {s['heap_free']} of {s['heap_total']} bytes free",
     ]
     return "\n".join(lines)
-
-
-_DUE_WORDS = {"stability": "the fill's stability", "battery": "the battery's end of service",
-              "reservoir": "the reservoir, every allowed patient bolus taken"}
 
 
 @guarded
@@ -171,3 +166,17 @@ def confirm(question: str) -> bool:
         return input(question + " [y/N] ").strip().lower() in ("y", "yes")
     except EOFError:
         return False
+
+
+def confirmed(yes: bool, command: str, question: str, unsent: str = "nothing was sent",
+              why: str = "") -> bool:
+    """`--yes`, or a person's answer at a terminal (a piped answer is never taken); when
+    not, says so on stderr for `theca COMMAND`: what was not sent and why (`why`: more
+    on why a person must answer)."""
+    if yes or confirm(question):
+        return True
+    reason = ("" if sys.stdin.isatty() else "standard input is not a terminal, so the "
+              f"question cannot be asked (a piped answer is not taken{why}); ")
+    print(f"theca {command}: not confirmed; {reason}{unsent} (--yes confirms it without the "
+          "question)", file=sys.stderr)
+    return False

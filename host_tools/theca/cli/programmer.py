@@ -27,7 +27,7 @@ from theca.cli.device import (
     client_for,
     cmd_info,
     cmd_status,
-    confirm,
+    confirmed,
     either_role,
     guarded,
     role_of,
@@ -69,12 +69,9 @@ def cmd_program(args) -> int:
         blob = rx.to_blob()
         print(f"Prescription for {info['serial']} ({args.rx}):")
         print(_side_by_side(old, rx, lib) if old is not None else rx.describe(lib))
-        if not args.yes and not confirm(f"Program this into {info['serial']}?"):
-            why = ("" if sys.stdin.isatty() else
-                   "standard input is not a terminal, so the question cannot be asked (a "
-                   "piped answer is not taken: confirming a prescription is a person's act); ")
-            print(f"theca program: not confirmed; {why}the prescription was not sent (--yes "
-                  "confirms it without the question)", file=sys.stderr)
+        if not confirmed(args.yes, "program", f"Program this into {info['serial']}?",
+                         "the prescription was not sent",
+                         ": confirming a prescription is a person's act"):
             return NOT_CONFIRMED
         c.request("PROGRAM", blob, role)
         rep = c.request("READ_RX", b"", role)

@@ -9,7 +9,7 @@ import sys
 import theca_protocol as tp
 from theca_protocol import names as N
 
-from theca.cli.device import NOT_CONFIRMED, client_for, confirm, guarded, role_of, status_record
+from theca.cli.device import NOT_CONFIRMED, client_for, confirmed, guarded, role_of, status_record
 from theca.errors import OK, BadInput
 from theca.inputs import units as U
 from theca.link import requests as R
@@ -29,12 +29,7 @@ def cmd_catheter(args) -> int:
         role = role_of(args, "clinician")
         st = status_record(c, c.request("GET_STATUS", role=role))
         print(_catheter_question(c.serial, vol, st))
-        if not args.yes and not confirm(f"Record a new, empty catheter of {U.fmt_volume(vol)}?"):
-            why = ("" if sys.stdin.isatty() else
-                   "standard input is not a terminal, so the question cannot be asked (a "
-                   "piped answer is not taken); ")
-            print(f"theca catheter: not confirmed; {why}nothing was sent (--yes confirms it "
-                  "without the question)", file=sys.stderr)
+        if not confirmed(args.yes, "catheter", f"Record a new, empty catheter of {U.fmt_volume(vol)}?"):
             return NOT_CONFIRMED
         c.request("CATHETER", R.catheter(vol), role)
     print(f"catheter of {U.fmt_volume(vol)} recorded ({c.serial}); it is empty: prime it "
@@ -157,13 +152,7 @@ def _refill_confirmed(args, before: dict, vol: int, conc: int, drug) -> bool:
         print(f"  new   {new_drug} {U.fmt_conc(conc)}: another drug; the old prescription's "
               f"volume rate pushes {old_drug} out of the catheter, then {new_drug} needs its own "
               "prescription (theca program)")
-    if args.yes or confirm("Record this refill?"):
-        return True
-    why = ("" if sys.stdin.isatty() else "standard input is not a terminal, so the question "
-           "cannot be asked (a piped answer is not taken); ")
-    print(f"theca refill: not confirmed; {why}nothing was sent (--yes confirms it without the "
-          "question)", file=sys.stderr)
-    return False
+    return confirmed(args.yes, "refill", "Record this refill?")
 
 
 def _refill_refused(e: Refused, vol: int, conc: int, before: dict) -> Refused:

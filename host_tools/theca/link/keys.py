@@ -106,17 +106,17 @@ def make_twin_dir(serial: str, keys: dict[str, bytes] | None = None,
     with contextlib.suppress(OSError):
         d.parent.chmod(0o700)
         d.chmod(0o700)
-    _write_atomic(d / "pid", f"{os.getpid()}\n")
+    write_private(d / "pid", f"{os.getpid()}\n")
     _hold(d)
     if uses:
-        _write_atomic(d / "uses.json", json.dumps(uses))
+        write_private(d / "uses.json", json.dumps(uses))
     for role, key in (keys or {}).items():
         if role not in ROLES or len(key) != KEY_BYTES:
             raise ValueError(f"bad key for role {role!r}")
-        _write_atomic(d / f"{role}.key", key.hex() + "\n")
-        _write_atomic(d / f"{role}.counter", "0\n")
+        write_private(d / f"{role}.key", key.hex() + "\n")
+        write_private(d / f"{role}.counter", "0\n")
     if keys:
-        _write_atomic(d / _OWN_KEYS, "")
+        write_private(d / _OWN_KEYS, "")
     return d
 
 
@@ -208,7 +208,9 @@ def reap_twins() -> list[str]:
     return gone
 
 
-def _write_atomic(path: Path, data: str, mode: int = 0o600) -> None:
+def write_private(path: Path, data: str, mode: int = 0o600) -> None:
+    """Replace `path` with `data`, atomically (a temporary beside it, synced, renamed over),
+    readable by this user only (`mode`)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -231,8 +233,8 @@ def store_keys(serial: str, keys: dict[str, bytes]) -> dict[str, Path]:
         if role not in ROLES or len(key) != KEY_BYTES:
             raise ValueError(f"bad key for role {role!r}")
         p = key_path(serial, role)
-        _write_atomic(p, key.hex() + "\n")
-        _write_atomic(counter_path(serial, role), "0\n")
+        write_private(p, key.hex() + "\n")
+        write_private(counter_path(serial, role), "0\n")
         out[role] = p
     return out
 
@@ -380,7 +382,7 @@ def remember_device(device: str, serial: str) -> None:
         except (OSError, ValueError):
             m = {}
         m[device_key(device)] = serial
-        _write_atomic(p, json.dumps(m, indent=1, sort_keys=True) + "\n", 0o600)
+        write_private(p, json.dumps(m, indent=1, sort_keys=True) + "\n", 0o600)
 
 
 def device_serial(device: str) -> str | None:

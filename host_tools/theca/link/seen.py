@@ -7,7 +7,6 @@ $THECA_HOME/seen/SERIAL.json (readable by its owner only)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from theca.link import keys as K
@@ -46,11 +45,7 @@ def note(serial: str, delivered_ul: float | None = None, event_next: int | None 
     if new != old:
         p = _path(serial)
         p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(new, f)
-        os.replace(tmp, p)
+        K.write_private(p, json.dumps(new))
     return went_back
 
 

@@ -58,8 +58,8 @@ STATUS_FIELDS: tuple[Field, ...] = (
     Field("acked", "int", ("acked",), help="alarm bits 0..7 acknowledged"),
     Field("rx_crc", "int", ("rx_crc",), help="CRC-32 of the prescription in force", hex=True),
     Field("refill_due", "time", ("refill_due",), "UTC",
-          help="refill by then (the reservoir with every allowed bolus, or the fill's "
-               "stability; none: not known)"),
+          help="refill by then (the reservoir with every allowed bolus, the fill's "
+               "stability or the battery's end of service; none: not known)"),
     Field("heap_free", "int", ("heap_free",), "bytes", help="MicroPython heap free"),
     Field("heap_total", "int", ("heap_total",), "bytes", help="MicroPython heap in all"),
 )
@@ -68,6 +68,25 @@ STATUS_FIELDS: tuple[Field, ...] = (
 STATUS_RAW: tuple[str, ...] = tuple(sc.name for sc in tp.Status.subcons)
 #: Each raw field's width in bytes (the Arrow type of an `int` field).
 RAW_BYTES: dict[str, int] = {sc.name: sc.sizeof() for sc in tp.Status.subcons}
+
+
+#: What STATUS.refill_due is, by its reason (refill_due_reason), in words.
+REFILL_DUE_WORDS: dict[str, str] = {
+    "reservoir": "the reservoir, every allowed patient bolus taken",
+    "stability": "the fill's stability",
+    "battery": "the battery's end of service",
+}
+_DUE_FLAGS = (("stability", N.mask_of(N.STATUS_FLAGS, "refill_due_stability")),
+              ("battery", N.mask_of(N.STATUS_FLAGS, "refill_due_battery")))
+
+
+def refill_due_reason(flags: int) -> str:
+    """Why STATUS.refill_due is what it is, from STATUS.flags: reservoir, stability or
+    battery (one rule for status, the summary and the report)."""
+    for name, bit in _DUE_FLAGS:
+        if flags & bit:
+            return name
+    return "reservoir"
 
 
 def code_name(f: Field, code: int) -> str:
