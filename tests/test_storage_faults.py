@@ -4,12 +4,11 @@ mechanism's reservoir and strokes, never the pump's own belief."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from scenario_run import events
+from scenario_run import simulate as run_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 RX = (ROOT / "examples" / "rx_morphine.toml").read_text()
@@ -19,22 +18,9 @@ BASAL_MAX_MG_DAY = 2.0 + 0.2  # its highest step a whole day, and its timed bolu
 
 
 def simulate(tmp_path: Path, body: str, days: float = 2, reservoir_ml: float = 20.0):
-    """(decoded jsonl objects, truth document) of a scenario on the twin."""
-    (tmp_path / "rx.toml").write_text(RX)
-    sc = tmp_path / "s.toml"
-    sc.write_text(f'start = 2026-01-01T00:00:00Z\nstatus_period_s = 600\nreservoir_ml = {reservoir_ml}\n'
-                  f'prescription = "rx.toml"\ndays = {days}\n' + body)
-    out, truth = tmp_path / "r.tlog", tmp_path / "truth.json"
-    r = subprocess.run([sys.executable, "-m", "theca.cli", "simulate", str(sc), "-o", str(out),
-                        "--truth", str(truth), "--quiet"], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode in (0, 1), r.stdout + r.stderr  # (1: a refused command is the point)
-    d = subprocess.run([sys.executable, "-m", "theca.cli", "decode", str(out), "--format", "jsonl"],
-                       capture_output=True, text=True, cwd=ROOT, check=True)
-    return [json.loads(x) for x in d.stdout.splitlines()], json.loads(truth.read_text())
-
-
-def events(objs, name):
-    return [o for o in objs if o["kind"] == "event" and o["event"] == name]
+    """(decoded jsonl objects, truth document) of a scenario of the example prescription."""
+    objs, truth, _ = run_scenario(tmp_path, RX, body, days, reservoir_ml, ok=(0, 1))
+    return objs, truth  # (1: a refused command is the point)
 
 
 def presses(start: str, n: int, every_min: int = 61) -> str:

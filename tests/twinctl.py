@@ -21,6 +21,7 @@ from pathlib import Path
 import theca_protocol as tp
 from theca import paths
 from theca.inputs.druglib import default_path as druglib_path
+from theca.twin.truthfile import max_window as truth_max_window
 from theca_protocol.storage import TruthRecord
 
 CLINICIAN, PATIENT = 1, 2
@@ -251,13 +252,6 @@ class ControlledTwin:
 
 
 def max_window(strokes: list[tuple[int, int, int]], window_s: int) -> int:
-    """The most drug (1e-6 ng) that reached the tip in any window of window_s (exact)."""
-    best = tot = 0
-    j = 0
-    for t, _, m in strokes:
-        tot += m
-        while strokes[j][0] <= t - window_s:
-            tot -= strokes[j][2]
-            j += 1
-        best = max(best, tot)
-    return best
+    """The most drug (1e-6 ng) that reached the tip in any window of window_s (exact): the
+    `--truth` document's rule (twin/truthfile.py) over the strokes."""
+    return truth_max_window([(t, m) for t, _, m in strokes], window_s)
