@@ -26,7 +26,7 @@ def program(p, now, who, blob):
     """Accept a prescription (Rx blob). Returns (result, detail)."""
     try:
         rx = rxmod.parse(blob)
-        rxmod.check_fields(rx, p.druglib.get(rx.drug))
+        rxmod.check_fields(rx, p.druglib.get(rx.drug), p.druglib)
     except rxmod.RxError as e:
         if e.field == md.FIELD_VERSION:
             return md.NACK_SCHEMA, rxmod.VERSION
@@ -35,10 +35,12 @@ def program(p, now, who, blob):
     # The prescription must describe what is in the reservoir: refill first.
     if pl.drug and rx.drug != pl.drug:
         return md.NACK_INVALID, md.FIELD_DRUG
+    if pl.drug and rx.mix != pl.mix:
+        return md.NACK_INVALID, md.FIELD_DRUGS  # (the admixture's other drugs differ)
     if pl.conc and rx.conc_ng_ml != pl.conc:
         return md.NACK_INVALID, md.FIELD_CONCENTRATION
     dv = p.delivery
-    reason = guardmod.check_rx(rx, p.druglib[rx.drug], dv.max_rate_nl_h, dv.min_rate_nl_day)
+    reason = _check_rx(p, rx)
     first = pl.rx is None
     if reason == OK:
         # The new plan together with what was already delivered and what is running:
@@ -55,9 +57,14 @@ def program(p, now, who, blob):
     if reason != OK:
         p.log(now, md.EV_PRESCRIPTION_REFUSED, who, reason, rx.drug, rx.crc)
         return md.NACK_LIMIT, reason
-    pl.learn_drug(rx.drug, now)
+    learned = not pl.drug
+    pl.learn_drug(rx.drug, rx.mix, now)
     # d: the soft limits the clinician overrode (Rx flags bits 1..)
     p.log(now, md.EV_PRESCRIPTION_CHANGED, who, rx.crc, rx.drug, len(blob), rx.flags >> 1)
+    if learned and rx.mix[0]:
+        import mix
+
+        mix.log_fill(p, now, who, rx.mix)  # (a new pump learns its fill from it)
     if p.alarms.clear(RX_INVALID, now, dv.reservoir_nl):
         p.update_mode(now)  # a prescription is in force again
     if schedule.use_threshold(p, now):
@@ -68,13 +75,45 @@ def program(p, now, who, blob):
     return 0, 0
 
 
+def _check_rx(p, rx):
+    # the prescription on its own, every drug of its fill by its own limits
+    d = p.druglib[rx.drug]
+    if rx.mix[0]:
+        import mix  # (only a pump that meets an admixture loads it)
+
+        if mix.check_conc_all(rx.mix, p.druglib) != OK:
+            return guardmod.MAX_CONCENTRATION
+        d = mix.limits(d, rx.conc_ng_ml, rx.mix, p.druglib)
+    dv = p.delivery
+    return guardmod.check_rx(rx, d, dv.max_rate_nl_h, dv.min_rate_nl_day)
+
+
 # -- REFILL ------------------------------------------------------------------------------
 
-def refill(p, now, who, volume_nl, conc, residual_nl, drug):
+def _check_fill(lib, drug, conc, mix):
+    # None, or the NACK for a fill whose drugs the library lacks or whose concentration
+    # is over a drug's maximum
+    d = lib.get(drug) if drug else None
+    if drug and d is None:
+        return md.NACK_INVALID, md.FIELD_DRUG
+    if d is not None and guardmod.check_conc(conc, d) != OK:
+        return md.NACK_LIMIT, guardmod.MAX_CONCENTRATION
+    if mix != rxmod.NO_MIX:
+        import mix as mixmod
+
+        if not drug or mixmod.check(mix, drug, lib) is not None:
+            return md.NACK_INVALID, md.FIELD_DRUGS
+        if mixmod.check_conc_all(mix, lib) != OK:
+            return md.NACK_LIMIT, guardmod.MAX_CONCENTRATION
+    return None
+
+
+def refill(p, now, who, volume_nl, conc, residual_nl, drug, mix):
     """The clinician emptied the pump (residual_nl aspirated, measured) and filled
-    volume_nl of drug at conc: the reservoir is then volume_nl, nothing is mixed. drug 0:
-    the reservoir's drug. A residual far from what the pump expected is logged and
-    alarmed (a pocket fill, a leak or an underdose may have happened)."""
+    volume_nl of drug at conc, with the other drugs of `mix` for an admixture: the
+    reservoir is then volume_nl, nothing is mixed. drug 0: the reservoir's drug. A
+    residual far from what the pump expected is logged and alarmed (a pocket fill, a
+    leak or an underdose may have happened)."""
     dv = p.delivery
     pl = p.plan
     if volume_nl <= 0:
@@ -85,18 +124,22 @@ def refill(p, now, who, volume_nl, conc, residual_nl, drug):
     if conc <= 0:
         return md.NACK_INVALID, md.FIELD_CONCENTRATION
     if drug == 0:
-        drug = pl.drug
-    d = p.druglib.get(drug) if drug else None
-    if drug and d is None:
-        return md.NACK_INVALID, md.FIELD_DRUG
-    if d is not None and guardmod.check_conc(conc, d) != OK:
-        return md.NACK_LIMIT, guardmod.MAX_CONCENTRATION
+        drug = pl.drug  # (and, naming none, its other drugs: the same fill)
+        if not mix[0]:
+            mix = pl.mix
+    bad = _check_fill(p.druglib, drug, conc, mix)
+    if bad is not None:
+        return bad
     expected = dv.reservoir_nl
-    end_now = pl.refill(now, drug, conc, dv.held_nl())
+    end_now = pl.refill(now, drug, conc, mix, dv.held_nl())
     dv.fill(volume_nl)
     if end_now:
         schedule.end_bridge(p, now)
     p.log(now, md.EV_REFILLED, who, volume_nl, residual_nl, conc, drug)
+    if mix[0]:
+        import mix as mixmod
+
+        mixmod.log_fill(p, now, who, mix)
     off = residual_nl - expected if residual_nl > expected else expected - residual_nl
     tol = expected // 5
     if off > (tol if tol > _DISCREPANCY_NL else _DISCREPANCY_NL):

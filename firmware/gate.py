@@ -74,6 +74,15 @@ class Rolling(Part):
             self.b[i] = 0
         self.total = 0
 
+    def scale(self, num, den):
+        """Every bucket times num / den, rounded up (another fill of the same drug)."""
+        t = 0
+        for i in range(NBUCKETS):
+            v = (self.b[i] * num + den - 1) // den
+            self.b[i] = v
+            t += v
+        self.total = t
+
     def add(self, now, ng):
         self._roll(now)
         self.b[self.idx % NBUCKETS] += ng

@@ -4,7 +4,7 @@
 from micropython import const
 
 # Schema fingerprint: DEVICE_INFO.schema and the .tlog header carry it.
-SCHEMA = 2552019968  # 0x981cbc00
+SCHEMA = 3104192556  # 0xb906382c
 VERSION = const(1)  # frame header version
 MAX_FRAME = const(1536)  # header + payload + crc, before COBS
 CRC_SIZE = const(4)
@@ -12,10 +12,12 @@ MAC_SIZE = const(16)
 RX_SHA256_SIZE = const(32)  # READ_RX reply: sha256 of the blob, then the blob
 RUNTIME_MICROPYTHON = const(1)  # DEVICE_INFO.runtime
 LOG_PAGE_MAX = const(57)  # records per LOG_READ reply
-RX_VERSION = const(3)
+RX_VERSION = const(4)
 RX_MAX_STEPS = const(24)
 RX_MAX_TIMED = const(8)
 RX_MAX_ZONE = const(8)
+RX_MAX_MIX = const(3)
+MIX_BYTES = const(15)
 RX_MAX_PB_PER_DAY = const(24)
 RX_MAX_LOCKOUT_S = const(86400)
 RX_LOW_RESERVOIR_MIN_UL = const(1000)
@@ -43,7 +45,7 @@ FRESH_S = const(60)  # a CHALLENGE's life
 DENIAL_WINDOW_S = const(60)  # identical bolus denials: one record
 AUTH_FAILURE_WINDOW_S = const(3600)  # bad MACs: one record
 PROTECTED_S = const(2592000)  # protected events' days, in s
-STATE_VERSION = const(2)  # state.bin layout
+STATE_VERSION = const(3)  # state.bin layout
 EVENT_SLOTS = const(10240)
 JOURNAL_SLOTS = const(32)
 TLOG_MAGIC = b'THECALOG'
@@ -108,9 +110,12 @@ RX_TIMED_SIZE = const(8)
 # Rx blob local offset change (version 3 on)
 RX_ZONE_FMT = "<Ii"
 RX_ZONE_SIZE = const(8)
+# one more drug of an admixture (Rx blob, REFILL, snapshot)
+MIX_FMT = "<BI"
+MIX_SIZE = const(5)
 # REFILL body
-REFILL_FMT = "<IIIB"
-REFILL_SIZE = const(13)
+REFILL_FMT = "<IIIB15s"
+REFILL_SIZE = const(28)
 # CLINICIAN_BOLUS body
 CLINICIAN_BOLUS_FMT = "<II"
 CLINICIAN_BOLUS_SIZE = const(8)
@@ -151,9 +156,9 @@ JOURNAL_SIZE = const(32)
 STATE_HDR_FMT = "<HHI"
 STATE_HDR_SIZE = const(8)
 # snapshot head; gate times, rolling buckets, Rx blob follow
-SNAP_FMT = "<IBiiIBBiIIIIIHIIHIIIIBBIBBIIIBBIiHHIIIIB"
-SNAP_SIZE = const(122)
-SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'held_first', 'held_n', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len', 'suspend_alarm_t', 'catheter_nl', 'unprimed_nl', 'fill_t', 'fill_first')
+SNAP_FMT = "<IBiiIBBiIIIIIHIIHIIIIBBIBBIIIBBIiHHIIIIB15s15s"
+SNAP_SIZE = const(152)
+SNAP_FIELDS = ('t', 'mode', 'offset', 'wall_delta', 'conc', 'drug', 'bridge_drug', 'bridge_nl', 'bridge_conc', 'alarm_mask', 'alarm_acked', 'reservoir_nl', 'delivered_ul', 'delivered_nl', 'j_seq', 'ng_frac', 'seq', 'ctr_clinician', 'ctr_patient', 'id_clinician', 'id_patient', 'last_type_clinician', 'last_result_clinician', 'last_detail_clinician', 'last_type_patient', 'last_result_patient', 'last_detail_patient', 'held_first', 'held_n', 'gate_n', 'gate_head', 'rolling_idx', 'rolling_total', 'rx_len', 'bridge_rx_len', 'suspend_alarm_t', 'catheter_nl', 'unprimed_nl', 'fill_t', 'fill_first', 'mix', 'bridge_mix')
 # a bolus running at the snapshot (after the held events)
 SNAP_BOLUS_FMT = "<BIII"
 SNAP_BOLUS_SIZE = const(13)
@@ -178,8 +183,8 @@ TRUTH_TIP_SIZE = const(16)
 # mask of 1 << role.
 CMD_FIRST = const(64)
 CMD_LAST = const(81)
-CMD_BODY_SIZE = (0, -1, 0, 13, 0, 8, 4, 0, 4, 8, 5, 0, 0, 4, 0, 0, 0, 0)
-CMD_BODY_FMT = ('', None, '', '<IIIB', '', '<II', '<I', '', '<I', '<Ii', '<IB', '', '', '<I', '', '', '', '')
+CMD_BODY_SIZE = (0, -1, 0, 28, 0, 8, 4, 0, 4, 8, 5, 0, 0, 4, 0, 0, 0, 0)
+CMD_BODY_FMT = ('', None, '', '<IIIB15s', '', '<II', '<I', '', '<I', '<Ii', '<IB', '', '', '<I', '', '', '', '')
 CMD_ROLES = b'\x06\x02\x06\x02\x06\x02\x02\x02\x06\x02\x06\x06\x02\x02\x02\x06\x02\x02'
 # 1: the command only reads (executing it again changes nothing)
 CMD_READS = b'\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x00\x00\x01\x00\x00'
@@ -294,6 +299,7 @@ STATUS_FLAG_TRIAL = const(4)  # bit 2
 STATUS_FLAG_CATHETER_UNPRIMED = const(8)  # bit 3
 STATUS_FLAG_REFILL_DUE_STABILITY = const(16)  # bit 4
 STATUS_FLAG_REFILL_DUE_BATTERY = const(32)  # bit 5
+STATUS_FLAG_ADMIXTURE = const(64)  # bit 6
 
 # the twin's link input flags, as masks
 LINK_IN_MEASURE_RESIDUAL = const(1)  # bit 0
@@ -334,6 +340,7 @@ FIELD_UTC = const(18)  # utc
 FIELD_LOW_RESERVOIR = const(19)  # low_reservoir
 FIELD_PRIMED = const(20)  # primed
 FIELD_ZONE = const(21)  # zone
+FIELD_DRUGS = const(22)  # drugs
 
 # alarm bits an acknowledgement does not silence
 ALARMS_UNSILENCEABLE = const(2048)  # 0x0800
@@ -345,7 +352,7 @@ ALARMS_CRITICAL = const(8430)  # 0x20ee
 ALARMS_CLINICIAN = const(5120)  # 0x1400
 
 # per event code (index): 1 if no patient or keyless frame may evict it (PROTECTED_EVENTS)
-EV_PROTECTED = b'\x00\x01\x01\x01\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01'
+EV_PROTECTED = b'\x00\x01\x01\x01\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01'
 
 # event codes
 EV_BOOT = const(1)  # a=cause
@@ -377,3 +384,4 @@ EV_PRIME_STARTED = const(26)  # a=volume_nl, b=duration_s
 EV_PRIME_COMPLETED = const(27)  # a=volume_nl
 EV_MRI_PREPARED = const(28)  # a=max_s
 EV_MRI_CHECKED = const(29)  # a=result
+EV_FILL_DRUG = const(30)  # a=drug, b=conc_ng_ml

@@ -14,12 +14,13 @@ class Plan(Part):
     # snapshot fields this part owns (protocol/theca_protocol/storage.py SnapshotHead);
     # the prescriptions' blobs follow the head (blobs(), take_up_rx())
     SNAP = ("conc", "drug", "bridge_drug", "bridge_nl", "bridge_conc", "fill_t",
-            "fill_first")
+            "fill_first", "mix", "bridge_mix")
 
     def __init__(self, board_low_nl):
         self.rx = None
         self.conc = 0  # ng/mL of what is in the reservoir (0: unknown until programmed)
         self.drug = 0  # the drug in the reservoir (0: unknown until programmed or filled)
+        self.mix = rxmod.NO_MIX  # the fill's other drugs (an admixture: mix.py)
         self.board_low_nl = board_low_nl
         self.low_nl = board_low_nl  # the prescription's, while one says so
         # a refill with a new concentration: the catheter still holds the old one
@@ -28,7 +29,12 @@ class Plan(Part):
         # a refill with another drug: the catheter still holds the old one, delivered by
         # the old prescription's volume rate (bridge_rx) until it is pushed out
         self.bridge_drug = 0
+        self.bridge_mix = rxmod.NO_MIX
         self.bridge_rx = None
+        # (num, den): at the end of a bridge between fills of one primary drug, the
+        # history is kept scaled by num/den (>= 1) so that no drug of the new fill is
+        # under-counted; (0, 1): another primary drug, the history starts anew
+        self.carry = (0, 1)
         self.fill_t = 0  # when the fill in the reservoir went in (0: not known)
         self.fill_first = 0  # 1: the reservoir's first fill of its drug
         self.rx_bad = False  # a stored prescription did not parse
@@ -46,6 +52,27 @@ class Plan(Part):
         if self.bridge_drug and self.bridge_rx is not None:
             return self.bridge_rx
         return self.rx
+
+    def tip_limits(self, lib):
+        """The hard limits of what now leaves the catheter, in ng of its primary drug
+        (an admixture: each the smallest that keeps every drug within its own); None if
+        a drug of it is not in the library `lib`."""
+        mix = self.bridge_mix if self.bridge_drug else self.mix
+        d = lib.get(self.tip_drug())
+        if d is None or not mix[0]:
+            return d
+        import mix as mixmod
+
+        if mixmod.check(mix, self.tip_drug(), lib) is not None:
+            return None
+        return mixmod.limits(d, self.drug_conc(), mix, lib)
+
+    def other_fill(self, drug, conc, mix):
+        """True if a fill of drug at conc with `mix` is another than the reservoir's: another
+        primary drug, other drugs beside it, or an admixture in other proportions (any
+        change of an admixture is a change of drug: its prescription must be its own)."""
+        return bool(self.drug) and (drug != self.drug or mix != self.mix
+                                    or (mix[0] and conc != self.conc))
 
     def tip_drug(self):
         """The drug now leaving the catheter."""
@@ -96,7 +123,7 @@ class Plan(Part):
         with none for it)."""
         self.rx = None
 
-    def learn_drug(self, drug, now):
+    def learn_drug(self, drug, mix, now):
         """A prescription for `drug` was accepted. A new pump learns its reservoir's drug
         from its first prescription: that fill is its first of the drug (the label's
         first-fill stability)."""
@@ -104,41 +131,48 @@ class Plan(Part):
             self.fill_t = now if now else 1
             self.fill_first = 1
         self.drug = drug
+        self.mix = mix
 
-    def take_up_fill(self, drug, conc):
+    def take_up_fill(self, drug, conc, mix):
         """After a restart with the state lost: the fill the event log last recorded."""
         self.drug = drug
         self.conc = conc
+        self.mix = mix
 
-    def refill(self, now, drug, conc, held_nl):
+    def refill(self, now, drug, conc, mix, held_nl):
         """The reservoir was emptied and filled with drug at conc; the catheter holds
         held_nl of the fill before. Returns True if the bridge must end at once: nothing
         of the old fill is in the catheter (none, or a new one not yet filled), so the new
         fill reaches the tip with the next stroke."""
         self.fill_first = 1 if drug != self.drug else 0
         self.fill_t = now if now else 1
-        old_drug, old_conc = self.drug, self.conc
-        self._start_bridge(drug, conc, held_nl)
+        other = self.other_fill(drug, conc, mix)
+        old_drug, old_conc, old_mix = self.drug, self.conc, self.mix
+        self._start_bridge(other, conc, held_nl)
         self.conc = conc
         self.drug = drug
-        if self.bridge_nl <= 0 and (old_drug and drug != old_drug or old_conc and conc != old_conc):
+        self.mix = mix
+        if self.bridge_nl <= 0 and (other or old_conc and conc != old_conc):
             # the same drug: its volume plan is made at once (the dose per day kept); another
             # drug needs its own prescription: the old one at the new drug's concentration
             # would be the wrong drug at the wrong rate (found by the stateful test:
             # morphine's 10.8 mg/day run as 432 mL/day of ziconotide)
-            if old_drug and drug != old_drug:
+            if other:
                 self.bridge_drug = old_drug
+                self.bridge_mix = old_mix
+                self.bridge_conc = old_conc
             return True
         return False
 
-    def _start_bridge(self, drug, conc, held):
+    def _start_bridge(self, other, conc, held):
         if held <= 0:
             return
-        if self.drug and drug != self.drug:
+        if other:
             # another drug: the old prescription's volume rate pushes the old drug out (with
             # no old prescription, the new one's, limited by the old drug's limits)
             if not self.bridge_drug:
                 self.bridge_drug = self.drug
+                self.bridge_mix = self.mix
                 self.bridge_rx = self.rx
                 self.bridge_conc = self.conc if self.bridge_nl <= 0 else self.bridge_conc
             self.bridge_nl = held
@@ -162,16 +196,33 @@ class Plan(Part):
         """The old fill is out of the catheter (pushed, or gone with a new catheter).
         Returns 0: the same drug; 1: another drug reaches the tip with its prescription;
         2: another drug with none (the prescription is dropped)."""
+        self.carry = (0, 1)
+        if self.bridge_drug:
+            self.carry = self._carry()
         self.bridge_nl = 0
         self.bridge_conc = 0
         if not self.bridge_drug:
             return 0
         self.bridge_drug = 0
+        self.bridge_mix = rxmod.NO_MIX
         self.bridge_rx = None
-        if self.rx is None or self.rx.drug != self.drug:
+        if self.rx is None or self.rx.drug != self.drug or self.rx.mix != self.mix:
             self.rx = None
             return 2
         return 1
+
+    def _carry(self):
+        # The old fill's history in ng of its primary drug, against the new fill's limits
+        # (ng of the same primary drug): drug k's true history is h * old_ck / old_c0, the
+        # new fill counts it as h * new_ck / new_c0; scaled by the largest ratio of the
+        # two, no drug is under-counted. Another primary drug: (0, 1), a new history.
+        if self.bridge_drug != self.drug or not self.bridge_conc or not self.conc:
+            return (0, 1)
+        if not self.mix[0] or not self.bridge_mix[0]:
+            return (1, 1)  # (one drug's history is exact; a drug new to the fill has none)
+        import mix as mixmod
+
+        return mixmod.carry(self.bridge_conc, self.bridge_mix, self.conc, self.mix)
 
     def threshold(self):
         """The low-reservoir threshold of the prescription in force (the board's without

@@ -40,6 +40,10 @@ def due(p, now):
         n = d["stability_days"]
         if pl.fill_first and d["first_fill_stability_days"]:
             n = d["first_fill_stability_days"]
+        if pl.mix[0]:  # an admixture keeps as long as its least stable drug
+            import mix
+
+            n = mix.stability_days(n, pl.mix, p.druglib)
         if n and pl.fill_t + n * _DAY < t:
             t = pl.fill_t + n * _DAY
             why = 1

@@ -5,6 +5,7 @@ from binascii import crc32
 
 import msgdefs as md
 from msgdefs import (
+    MIX_BYTES,
     RX_HEAD_FMT as _HDR,
     RX_HEAD_SIZE as _HDR_SIZE,
     RX_MAX_STEPS as MAX_STEPS,
@@ -18,6 +19,9 @@ from msgdefs import (
     RX_ZONE_SIZE as _ZONE_SIZE,
 )
 
+
+
+NO_MIX = bytes(MIX_BYTES)
 
 
 class RxError(ValueError):
@@ -52,6 +56,8 @@ class Rx:
         # the local offset's changes (a `timezone` on the host): UTC device time, offset s
         self.zone_utc = []
         self.zone_offset = []
+        # an admixture's other drugs (MIX_BYTES: MixEntry slots; zeros: one drug)
+        self.mix = NO_MIX
 
     def daily_basal_ng(self):
         """Drug one day of the basal schedule delivers (ng, rounded down)."""
@@ -80,7 +86,7 @@ def parse(blob):
     (ver, drug, ns, nt, flags, pbmax, pbdur, conc, pbdose, pblock, low_ul) = struct.unpack_from(
         _HDR, blob, 0
     )
-    if ver != VERSION and ver != 2:  # (2: without the zone, as older hosts send it)
+    if not 2 <= ver <= VERSION:  # (2: without the zone, 3: without the mix, as older hosts send)
         raise RxError(md.FIELD_VERSION, VERSION)
     if not 1 <= ns <= MAX_STEPS:
         raise RxError(md.FIELD_N_STEPS, MAX_STEPS)
@@ -90,7 +96,8 @@ def parse(blob):
     nz = blob[body] if ver >= 3 and n > body else 0
     if nz > md.RX_MAX_ZONE:
         raise RxError(md.FIELD_ZONE, md.RX_MAX_ZONE)
-    if n != body + (1 + nz * _ZONE_SIZE if ver >= 3 else 0):
+    zend = body + (1 + nz * _ZONE_SIZE if ver >= 3 else 0)
+    if n != zend + (MIX_BYTES if ver >= 4 else 0):
         raise RxError(md.FIELD_LENGTH)
     rx = Rx()
     rx.blob = bytes(blob)
@@ -103,6 +110,20 @@ def parse(blob):
     rx.pb_duration_s = pbdur
     rx.pb_dose_ng = pbdose
     rx.pb_lockout_s = pblock
+    off = _schedule(rx, blob, ns, nt)
+    _zone(rx, blob, off + 1, nz)
+    if ver >= 4 and blob[zend:] != NO_MIX:
+        rx.mix = _mix(blob[zend:], drug)
+    if low_ul and not md.RX_LOW_RESERVOIR_MIN_UL <= low_ul <= md.RX_LOW_RESERVOIR_MAX_UL:
+        raise RxError(md.FIELD_LOW_RESERVOIR)
+    if pbmax:
+        _check_pb(pbdose, pbdur, pblock, pbmax)
+    return rx
+
+
+def _schedule(rx, blob, ns, nt):
+    # the basal steps (the first at 00:00, in time order) and the timed boluses; returns
+    # the offset after them
     off = _HDR_SIZE
     prev = -1
     for i in range(ns):
@@ -123,12 +144,17 @@ def parse(blob):
         rx.timed_start_s.append(start * 60)
         rx.timed_duration_s.append(dur)
         rx.timed_dose_ng.append(dose)
-    _zone(rx, blob, off + 1, nz)
-    if low_ul and not md.RX_LOW_RESERVOIR_MIN_UL <= low_ul <= md.RX_LOW_RESERVOIR_MAX_UL:
-        raise RxError(md.FIELD_LOW_RESERVOIR)
-    if pbmax:
-        _check_pb(pbdose, pbdur, pblock, pbmax)
-    return rx
+    return off
+
+
+def _mix(raw, primary):
+    # an admixture's other drugs, checked (only a pump that meets one loads mix.py)
+    import mix
+
+    bad = mix.check(raw, primary)
+    if bad is not None:
+        raise RxError(bad)
+    return bytes(raw)
 
 
 def _zone(rx, blob, off, nz):
@@ -154,13 +180,19 @@ def _check_pb(pbdose, pbdur, pblock, pbmax):
         raise RxError(md.FIELD_PATIENT_BOLUS_MAX_PER_DAY, md.RX_MAX_PB_PER_DAY)
 
 
-def check_fields(rx, drug):
+def check_fields(rx, drug, lib):
     """The fields a drug library entry `drug` (a dict, None if unknown) needs to judge the
-    prescription at all. Raises RxError(field); the limits are the dose guard's."""
+    prescription at all, and every drug of an admixture in the library `lib`. Raises
+    RxError(field); the limits are the dose guard's."""
     if drug is None:
         raise RxError(md.FIELD_DRUG)
     if rx.conc_ng_ml == 0:
         raise RxError(md.FIELD_CONCENTRATION)
+    if rx.mix[0]:
+        import mix
+
+        if mix.check(rx.mix, rx.drug, lib) is not None:
+            raise RxError(md.FIELD_DRUGS)
 
 
 def ng_to_nl(ng, conc_ng_ml):

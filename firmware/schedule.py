@@ -11,7 +11,7 @@ def guard_check(p, now, dose_ng=0, dose_nl=0, duration_s=0):
     """The dose guard's answer (gate.OK or the limit) for a dose starting now, or with
     dose_ng = 0 for the plan as it stands (guard.py)."""
     pl = p.plan
-    d = p.druglib.get(pl.tip_drug()) if pl.plan_rx() is not None else None
+    d = pl.tip_limits(p.druglib) if pl.plan_rx() is not None else None
     if d is None:
         return NOT_CONFIGURED
     return p.guard.check(now, d, pl.drug_conc(), dose_ng, dose_nl, duration_s, pl.guard_cap())
@@ -50,8 +50,13 @@ def end_bridge(p, now):
     r = p.plan.end_bridge()
     if r:
         # one drug's ng say nothing of another's limits: its history starts here (the
-        # patient's bolus count and lockout stay: they are the patient's)
-        p.rolling.clear()
+        # patient's bolus count and lockout stay: they are the patient's); another fill
+        # of the same primary drug keeps it, scaled so that no drug is under-counted
+        num, den = p.plan.carry
+        if num:
+            p.rolling.scale(num, den)
+        else:
+            p.rolling.clear()
     if r == 2:
         # the new drug reaches the tip with no prescription of its own
         p.engine.unload(now)

@@ -134,6 +134,8 @@ class Telemetry:
         pl = p.plan
         if pl.bridge_nl > 0:
             flags |= md.STATUS_FLAG_BRIDGE
+        if pl.mix[0]:
+            flags |= md.STATUS_FLAG_ADMIXTURE
         rx = pl.rx
         if rx is not None and rx.flags & md.RX_FLAG_TRIAL:
             flags |= md.STATUS_FLAG_TRIAL

@@ -6,7 +6,8 @@
 # - the dose history: the drug the rolling 24 h window held at the newest stroke (the
 #   journal's window_ng), all of it as recent as that stroke; every patient bolus slot
 #   as used now (the gate's history is not known: it counts as recent);
-# - the fill: the drug and concentration of the newest `refilled` event in the log;
+# - the fill: the drug and concentration of the newest `refilled` event in the log, and
+#   the `fill_drug` events after it (an admixture's other drugs);
 # - no prescription (rx_invalid, halted until a clinician programs the pump), no
 #   catheter exemption for 24 h.
 # Only a pump whose state is lost loads this module.
@@ -40,7 +41,7 @@ def take_up(p, store, jrec, now):
         p.gate.record(now)
     fill = _newest_refill(p.events)
     if fill is not None:
-        p.plan.take_up_fill(fill[0], fill[1])
+        p.plan.take_up_fill(fill[0], fill[1], fill[2])
         d.set_conc(fill[1])
     p.set_mode(now, md.MODE_HALTED)
     p.resumed_at(now)
@@ -48,8 +49,9 @@ def take_up(p, store, jrec, now):
 
 
 def _newest_refill(ev):
-    # (drug, conc) of the newest `refilled` event the log still holds, or None
+    # (drug, conc, mix) of the newest `refilled` event the log still holds, or None
     seq = ev.next_seq - 1
+    mix = bytearray(md.MIX_BYTES)
     stop = seq - _SCAN
     if stop < ev.first_seq - 1:
         stop = ev.first_seq - 1
@@ -58,6 +60,10 @@ def _newest_refill(ev):
         if r is not None:
             rec = struct.unpack_from(md.EVENT_FMT, r, 0)
             if rec[2] == md.EV_REFILLED:
-                return rec[7], rec[6]
+                return rec[7], rec[6], bytes(mix)
+            if rec[2] == md.EV_FILL_DRUG:
+                # (seen newest first: each moves the ones before it up a slot)
+                mix[md.MIX_SIZE:] = mix[:md.MIX_BYTES - md.MIX_SIZE]
+                struct.pack_into(md.MIX_FMT, mix, 0, rec[4], rec[5])
         seq -= 1
     return None

@@ -43,6 +43,7 @@ _FRAME_LAYOUTS = [
     ("RX_STEP", M.RxStep, "Rx blob basal step"),
     ("RX_TIMED", M.RxTimed, "Rx blob timed bolus"),
     ("RX_ZONE", M.RxZoneChange, "Rx blob local offset change (version 3 on)"),
+    ("MIX", M.MixEntry, "one more drug of an admixture (Rx blob, REFILL, snapshot)"),
 ]
 _OTHER_LAYOUTS = [
     ("LOG_READ_REPLY_HEAD", M.LogReadReplyHead, "LOG_READ reply head; count EVENT records follow"),
@@ -201,6 +202,8 @@ def _head() -> list[str]:
         _const("RX_MAX_STEPS", M.RX_MAX_STEPS),
         _const("RX_MAX_TIMED", M.RX_MAX_TIMED),
         _const("RX_MAX_ZONE", M.RX_MAX_ZONE),
+        _const("RX_MAX_MIX", M.RX_MAX_MIX),
+        _const("MIX_BYTES", M.MIX_BYTES),
         _const("RX_MAX_PB_PER_DAY", M.RX_MAX_PB_PER_DAY),
         _const("RX_MAX_LOCKOUT_S", M.RX_MAX_LOCKOUT_S),
         _const("RX_LOW_RESERVOIR_MIN_UL", M.RX_LOW_RESERVOIR_UL[0]),

@@ -115,6 +115,8 @@ RX = dict(
     timed=[dict(start_min=720, duration_s=1800, dose_ng=200_000)],
     # Europe/Berlin from 2026-01-01: CET, then summer time at 2026-03-29T01:00Z
     zone=[dict(utc=189_388_800, offset_s=3600), dict(utc=196_909_200, offset_s=7200)],
+    # an admixture: morphine 10 mg/mL + clonidine 0.5 mg/mL (drug 6), the other slots unused
+    mix=P.compiled(P.MixEntry).pack(6, 500_000) + bytes(P.MIX_BYTES - P.MixEntry.sizeof()),
 )
 
 

@@ -222,8 +222,10 @@ def test_board_heap_from_mpy(tmp_path: Path):
     zone's part and the refill date's battery (the boot-only reads, restore and the
     witnesses leave the heap after the boot; MRI and a time zone's changes load only when
     used). On the emulated Pico: 130,288 bytes free after boot (was 134,032), 129,488 at the
-    least in a day of therapy, 53 % of its heap. The Pico's figure is the requirement; this
-    one only catches growth."""
+    least in a day of therapy, 53 % of its heap. Issue 24's admixtures moved it to 196 KiB
+    (194.0 measured): the fill's other drugs in the plan, the refill and the snapshot (the
+    admixture's rules, mix.py, load only for a fill that has one). The Pico's figure is the
+    requirement; this one only catches growth."""
     files = list(build.sources("rp2_pico"))
     files += [p for p in (ROOT / "tests" / "mp" / "fake_machine").glob("*.py") if p.name != "heapcheck.py"]
     files.append(ROOT / "tests" / "mp" / "fakehw.py")
@@ -243,7 +245,7 @@ def test_board_heap_from_mpy(tmp_path: Path):
     # SET_TIME, PROGRAM, 5 patient boluses (the 5th over max_per_day: NACK limit), status, MAINTENANCE
     assert [tuple(x) for x in r["replies"]] == [(0x49, 0), (0x41, 0), (0x44, 0), (0x44, 0), (0x44, 0),
                                                (0x44, 0), (0x44, 6), (0x40, 0), (0x4C, 0)]
-    assert r["peak"] - r["fakes"] < 192 * 1024, r
+    assert r["peak"] - r["fakes"] < 196 * 1024, r
 
 
 # -- make flash ---------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ from theca.inputs.rxfile import Prescription
 from theca.link import requests as R
 from theca_protocol import Refill, fixed_format
 from theca_protocol import names as N
+from theca_protocol.messages import MIX_BYTES
 from twinctl import PATIENT, ControlledTwin, max_window
 
 T0 = 189_388_800  # 2026-01-01T00:00:00Z
 H, DAY = 3600, 86400
 E6 = 1_000_000  # the truth's drug unit is 1e-6 ng
 _REFILL = fixed_format(Refill)
+NO_MIX = bytes(MIX_BYTES)  # (a fill of one drug)
 MORPHINE, HYDROMORPHONE = 1, 2
 _EV = tp.compiled(tp.EventRecord)
 _LOGH = tp.compiled(tp.LogReadReplyHead)
@@ -30,7 +32,7 @@ def rx(drug_id: int, conc: int, rate_ng_day: int) -> Prescription:
 
 
 def refill(tw: ControlledTwin, volume: int, conc: int, residual: int, drug: int = 0):
-    return tw.command("REFILL", struct.pack(_REFILL, volume, conc, residual, drug))
+    return tw.command("REFILL", struct.pack(_REFILL, volume, conc, residual, drug, NO_MIX))
 
 
 def events(tw: ControlledTwin, name: str) -> list[tuple]:

@@ -219,7 +219,7 @@ def test_jsonl_events_named_fields(tmp_path, capsys):
     assert ev[4]["event"] == "alarm_cleared" and ev[4]["alarm"] == "motor_stall"
     assert ev[5]["event"] == "refilled" and ev[5]["volume_ul"] == 18000.0
     assert ev[5]["residual_ul"] == 1950.0 and ev[5]["conc_ng_ml"] == 10_000_000
-    assert ev[5]["drug"] == 1
+    assert ev[5]["drug"] == "morphine"  # (a drug library id is shown as its name)
     assert ev[6]["event"] == "time_changed" and ev[6]["local_offset_s"] == -3600
     assert ev[6]["old_time"] == "2026-01-01T00:00:00Z"
     assert ev[6]["new_time"] == "2026-01-01T01:00:00Z"
@@ -249,7 +249,8 @@ def test_jsonl_reply_command_unknown(tmp_path, capsys):
     assert recs[0]["reason"] == "lockout"
     assert recs[1]["result"] == "ack" and recs[1]["body"]["reservoir_ul"] == 5.0
     assert recs[2]["cmd"] == "refill" and recs[2]["role"] == "clinician"
-    assert recs[2]["body"] == {"volume_nl": 1000, "conc_ng_ml": 2, "residual_nl": 3, "drug": 0}
+    assert recs[2]["body"] == {"volume_nl": 1000, "conc_ng_ml": 2, "residual_nl": 3, "drug": 0,
+                               "mix": "00" * 15}
     assert recs[2]["counter"] == 3
     assert recs[3]["type"] == 0x33 and recs[3]["payload"] == "0102"
     assert f"expected {P.Status.sizeof()}" in recs[4]["reason"]

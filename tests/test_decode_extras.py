@@ -149,7 +149,8 @@ def test_parquet_round_trip(tmp_path, capsys):
     cmd = next(r for r in rows if r["kind"] == "command")
     assert cmd["role"] == "clinician" and json.loads(cmd["body"]) == {"volume_nl": 1000,
                                                                       "conc_ng_ml": 2,
-                                                                      "residual_nl": 3, "drug": 0}
+                                                                      "residual_nl": 3, "drug": 0,
+                                                                      "mix": "00" * 15}
     unk = next(r for r in rows if r["kind"] == "unknown")
     assert unk["type"] == 0x33 and unk["payload"] == "0102"
     assert t.schema.metadata[b"theca.source"] == str(p).encode()

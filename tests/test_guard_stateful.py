@@ -40,9 +40,11 @@ from hypothesis.stateful import (
 from theca.inputs.druglib import load_druglib
 from theca.inputs.rxfile import Prescription
 from theca_protocol import Refill, fixed_format
+from theca_protocol.messages import MIX_BYTES
 from twinctl import PATIENT, ControlledTwin, max_window
 
 _REFILL = fixed_format(Refill)
+NO_MIX = bytes(MIX_BYTES)  # (a fill of one drug)
 
 T0 = 189_388_800
 H, DAY = 3600, 86400
@@ -138,7 +140,7 @@ class DoseGuardMachine(RuleBasedStateMachine):
         residual = self.tw.refill(nl, self.conc)
         if residual is not None:
             self.filled_nl += nl - residual
-            self.tw.command("REFILL", struct.pack(_REFILL, nl, self.conc, residual, 0))
+            self.tw.command("REFILL", struct.pack(_REFILL, nl, self.conc, residual, 0, NO_MIX))
 
     @rule(which=st.sampled_from(range(len(DRUGS))), nl=st.integers(2_000_000, 20_000_000))
     def change_drug(self, which, nl):
@@ -150,7 +152,7 @@ class DoseGuardMachine(RuleBasedStateMachine):
             return
         self.filled_nl += nl - residual
         r = self.tw.command("REFILL", struct.pack(_REFILL, nl, conc, residual,
-                                                  LIB.lookup(name).id))
+                                                  LIB.lookup(name).id, NO_MIX))
         assert r.result == "ack", r
         if DRUGS[which][0] != self.drug.name:
             self.rx = None  # nothing programmed for the new drug yet

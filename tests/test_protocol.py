@@ -149,7 +149,8 @@ def test_names_follow_design():
         "empty_reservoir", "motor_stall", "occlusion", "battery_eos", "internal_fault", "rx_invalid",
         "flash_fault",
     }
-    assert sorted(N.EVENTS) == list(range(1, 30))
+    assert sorted(N.EVENTS) == list(range(1, 31))
+    assert N.EVENTS[30].name == "fill_drug"
     assert N.EVENTS[24].name == "refill_discrepancy"
     assert [N.EVENTS[k].name for k in (25, 26, 27)] == [
         "catheter_changed", "prime_started", "prime_completed"]
@@ -181,6 +182,8 @@ def _counted(rx: dict) -> dict:
     if rx["version"] >= 3:
         out["zone"] = rx.get("zone", [])
         out["n_zone"] = len(out["zone"])
+    if rx["version"] >= 4:
+        out["mix"] = rx.get("mix", bytes(P.MIX_BYTES).hex())
     return out
 
 
@@ -236,11 +239,12 @@ def test_program_vector_rx_blob():
     payload = bytes.fromhex(v["payload_hex"])
     blob = payload[13:-16]  # after cmd_id, role, counter, challenge
     rx = P.RxBlob.parse(blob)
-    assert rx.version == 3 and rx.n_steps == 2 and rx.n_timed == 1 and rx.n_zone == 2
+    assert rx.version == 4 and rx.n_steps == 2 and rx.n_timed == 1 and rx.n_zone == 2
+    assert P.compiled(P.MixEntry).unpack_from(rx.mix) == (6, 500_000)  # + clonidine
     assert rx.low_reservoir_ul == 3000
     assert [s.start_min for s in rx.steps] == [0, 480]
     assert [(z.utc, z.offset_s) for z in rx.zone] == [(189_388_800, 3600), (196_909_200, 7200)]
-    assert len(blob) == 22 + 2 * 6 + 8 + 1 + 2 * 8
+    assert len(blob) == 22 + 2 * 6 + 8 + 1 + 2 * 8 + P.MIX_BYTES
     reply = next(x for x in DOC["vectors"] if x["name"] == "reply_read_rx")
     rpay = bytes.fromhex(reply["payload_hex"])
     assert rpay[10:42] == P.rx_hash(blob) == hashlib.sha256(blob).digest()
@@ -311,7 +315,8 @@ def test_build_command_layout():
     assert hdr.type == 0x43 and hdr.seq == 1 and hdr.time == 1234
     d = P.decode_payload(0x43, payload)
     assert (d["cmd_id"], d["role"], d["counter"]) == (77, 1, 9)
-    assert d["body"] == {"volume_nl": 5, "conc_ng_ml": 6, "residual_nl": 7, "drug": 1}
+    assert d["body"] == {"volume_nl": 5, "conc_ng_ml": 6, "residual_nl": 7, "drug": 1,
+                         "mix": bytes(P.MIX_BYTES)}
     tampered = bytearray(f)
     tampered[P.HDR_SIZE] ^= 1
     assert P.verify_command(f, key) and not P.verify_command(bytes(tampered), key)
@@ -451,7 +456,7 @@ def test_rx_blob_roundtrip(steps, timed, drug, conc):
         timed=[dict(start_min=a, duration_s=b, dose_ng=c) for a, b, c in timed],
     )
     blob = P.RxBlob.build(rx)
-    assert len(blob) == 22 + 6 * len(steps) + 8 * len(timed) + 1  # (n_zone: none)
+    assert len(blob) == 22 + 6 * len(steps) + 8 * len(timed) + 1 + P.MIX_BYTES  # (no zone, no mix)
     head = P.compiled(P.RxHead).unpack_from(blob)
     assert head[2] == len(steps) and head[3] == len(timed) and head[10] == 2500
     back = P.plain(P.RxBlob.parse(blob))

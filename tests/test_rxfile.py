@@ -449,7 +449,7 @@ def test_unknown_keys_everywhere():
     msgs = errors(d)
     assert msgs == [
         'concentraton: unknown key (did you mean "concentration"? expected drug, concentration, '
-        "steps, timed_boluses, patient_bolus, phase, description, low_reservoir, timezone)",
+        "drugs, steps, timed_boluses, patient_bolus, phase, description, low_reservoir, timezone)",
         'steps[1].rat: unknown key (did you mean "rate"? expected start, rate)',
         "timed_boluses[1].colour: unknown key (expected start, dose, duration)",
         'patient_bolus.lockut: unknown key (did you mean "lockout"? expected dose, duration, '
@@ -533,13 +533,14 @@ def test_blob_layout():
     rx = load_prescription(EXAMPLES / "rx_morphine.toml")
     blob = rx.to_blob()
     assert blob.hex() == (
-        "03" "01" "02" "01" "00" "04" "5802"       # version, drug, n_steps, n_timed, flags, pb max, pb dur 600
+        "04" "01" "02" "01" "00" "04" "5802"       # version, drug, n_steps, n_timed, flags, pb max, pb dur 600
         "80969800" "a0860100" "100e0000"           # conc 10e6, pb dose 100000, lockout 3600
         "0000"                                     # low_reservoir_ul 0: the device's threshold
         "0000" "60e31600" "e001" "80841e00"        # steps (0, 1.5e6), (480, 2e6)
         "d002" "0807" "400d0300"                   # timed (720, 1800, 200000)
-        "00")                                      # n_zone: no time zone
-    assert len(blob) == 22 + 2 * 6 + 1 * 8 + 1
+        "00"                                       # n_zone: no time zone
+        + "00" * 15)                               # mix: one drug (3 empty MixEntry slots)
+    assert len(blob) == 22 + 2 * 6 + 1 * 8 + 1 + 15
     bac = load_prescription(EXAMPLES / "rx_baclofen_trial.toml").to_blob()
     assert bac[4] == FLAG_TRIAL and bac[5] == 0 and bac[6:8] == b"\0\0"
 
@@ -765,8 +766,8 @@ def device_rx(draw) -> Prescription:
 @given(device_rx())
 def test_blob_roundtrip(rx):
     blob = rx.to_blob()
-    assert len(blob) == 22 + 6 * len(rx.steps) + 8 * len(rx.timed) + 1 + 8 * len(rx.zone)
-    assert tp.compiled(tp.RxHead).unpack_from(blob)[:4] == (3, rx.drug_id, len(rx.steps), len(rx.timed))
+    assert len(blob) == 22 + 6 * len(rx.steps) + 8 * len(rx.timed) + 1 + 8 * len(rx.zone) + 15
+    assert tp.compiled(tp.RxHead).unpack_from(blob)[:4] == (4, rx.drug_id, len(rx.steps), len(rx.timed))
     assert Prescription.from_blob(blob, LIB) == rx
 
 

@@ -507,8 +507,9 @@ def test_file_errors_collected_with_lines(tmp_path):
     assert errors(p) == [
         f"{p}:3: reservoir_ml: 25 mL is more than the reservoir capacity 20 mL",
         f'{p}:14: events[2].concentraton: unknown key (did you mean "concentration"? expected at, '
-        "action, volume, concentration, drug, residual, expect)",
-        f'{p}:10: events[2].concentration: missing (e.g. concentration = "10 mg/mL")',
+        "action, volume, concentration, drug, drugs, residual, expect)",
+        f'{p}:10: events[2].concentration: missing (e.g. "10 mg/mL"), or the whole fill as drugs = '
+        "[{name = ..., concentration = ...}, ...]",
         f"{p}:17: faults[1].at: 2026-01-05T06:00:00Z is outside the scenario "
         "(2026-01-01T00:00:00Z to 2026-01-03T00:00:00Z)",
     ]

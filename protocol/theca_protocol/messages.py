@@ -224,6 +224,17 @@ RxZoneChange = Struct(
     "utc" / u32 * "the instant, device time (UTC seconds since 2020-01-01)",
     "offset_s" / i32 * "the local offset from then on, s",
 )
+#: One more drug of an admixture: the fill's primary drug is the Rx's `drug`; up to
+#: RX_MAX_MIX more ride in the same volume, each at its own concentration.
+MixEntry = Struct(
+    "drug" / u8 * "drug library id (0: this slot unused; used slots come first)",
+    "conc_ng_ml" / u32 * "its ng/mL in the fill",
+)
+#: Drugs of an admixture beside the primary one (four drugs in all).
+RX_MAX_MIX = 3
+#: The admixture's other drugs as they travel (Rx blob, REFILL, the snapshot): RX_MAX_MIX
+#: MixEntry slots, the unused ones zero; the same bytes name the same fill.
+MIX_BYTES = RX_MAX_MIX * MixEntry.sizeof()
 RxHead = Struct(*_rx_head_fields(False))
 RxBlob = Struct(
     *_rx_head_fields(True),
@@ -233,8 +244,10 @@ RxBlob = Struct(
     * "0..RX_MAX_ZONE (version 3 on)",
     "zone" / If(this.version >= 3, Default(Array(this.n_zone, RxZoneChange), []))
     * "the local offset's changes, in time order (version 3 on)",
+    "mix" / If(this.version >= 4, Default(Bytes(MIX_BYTES), bytes(MIX_BYTES)))
+    * "the admixture's other drugs, RX_MAX_MIX MixEntry slots (version 4 on); doses are of `drug`",
 )
-RX_VERSION = 3
+RX_VERSION = 4
 #: Offset changes a prescription carries at most (the first: the offset now).
 RX_MAX_ZONE = 8
 RX_MAX_STEPS = 24
@@ -249,6 +262,8 @@ Refill = Struct(
     "conc_ng_ml" / u32 * "ng/mL of the fill",
     "residual_nl" / u32 * "what was aspirated (measured) before filling, nL",
     "drug" / u8 * "drug library id of the fill (0: the reservoir's drug)",
+    "mix" / Default(Bytes(MIX_BYTES), bytes(MIX_BYTES))
+    * "the fill's other drugs (an admixture), RX_MAX_MIX MixEntry slots; zeros: one drug",
 )
 Catheter = Struct("volume_nl" / u32 * f"the catheter's volume, nL (1..{N.MAX_CATHETER_NL})")
 ClinicianBolus = Struct("dose_ng" / u32 * "ng", "duration_s" / u32 * "s")
@@ -379,6 +394,7 @@ AUX_STRUCTS = {
     "CommandHead": CommandHead,
     "RxHead": RxHead,
     "RxStep": RxStep,
+    "MixEntry": MixEntry,
     "RxTimed": RxTimed,
     "RxZoneChange": RxZoneChange,
     "RxBlob": RxBlob,

@@ -76,7 +76,8 @@ MODES: dict[int, str] = {
 #: in force is a trial prescription (its Rx flags bit `trial`); catheter_unprimed, the
 #: catheter volume set by CATHETER has not all been pushed yet (drug has not reached the
 #: tip); refill_due_stability, STATUS.refill_due is the fill's stability limit;
-#: refill_due_battery, it is the battery's end of service (else it is the reservoir's).
+#: refill_due_battery, it is the battery's end of service (else it is the reservoir's);
+#: admixture, the reservoir holds more drugs than STATUS.drug (READ_RX names them).
 STATUS_FLAGS: dict[int, str] = {
     0: "bolus_running",
     1: "bridge",
@@ -84,6 +85,7 @@ STATUS_FLAGS: dict[int, str] = {
     3: "catheter_unprimed",
     4: "refill_due_stability",
     5: "refill_due_battery",
+    6: "admixture",
 }
 
 #: Alarm bit numbers (STATUS.alarms is a mask of 1 << bit).
@@ -208,7 +210,7 @@ INVALID_FIELDS: tuple[str, ...] = (
     "length", "version", "n_steps", "n_timed", "steps.start", "timed.start",
     "timed.dose", "patient_bolus.dose", "patient_bolus.lockout",
     "patient_bolus.max_per_day", "drug", "concentration", "max_ng_day", "steps.rate",
-    "volume", "dose", "offset", "utc", "low_reservoir", "primed", "zone",
+    "volume", "dose", "offset", "utc", "low_reservoir", "primed", "zone", "drugs",
 )
 
 #: What REPLY.detail means: its kind, by result. Each command may declare its own kinds for
@@ -251,7 +253,8 @@ class Arg(NamedTuple):
 
     kind: "int" (as is), "i32" (two's complement), "nl" (nanolitres, shown as
     uL under `name`), "time" (device time, shown as ISO-8601 UTC), "mask"
-    (alarm mask, shown as a list of alarm names), "SOFT_LIMITS_MASK" (a mask of
+    (alarm mask, shown as a list of alarm names), "drug_id" (a drug library id, shown as
+    the drug's name), "SOFT_LIMITS_MASK" (a mask of
     SOFT_LIMITS, shown as their names), or the name of a table in this module
     (shown as the name for the code).
     """
@@ -284,7 +287,7 @@ class EventDef(NamedTuple):
 _EVENT_LIST = [
     EventDef(1, "boot", Arg("cause", "BOOT_CAUSES")),
     EventDef(2, "therapy_started", Arg("rx_crc32")),
-    EventDef(3, "prescription_changed", Arg("rx_crc32"), Arg("drug"), Arg("rx_bytes"),
+    EventDef(3, "prescription_changed", Arg("rx_crc32"), Arg("drug", "drug_id"), Arg("rx_bytes"),
              Arg("overrides", "SOFT_LIMITS_MASK")),
     EventDef(4, "step_changed", Arg("step"), Arg("rate_ul_per_day", "nl")),
     EventDef(
@@ -312,7 +315,7 @@ _EVENT_LIST = [
         Arg("volume_ul", "nl"),
         Arg("residual_ul", "nl"),
         Arg("conc_ng_ml"),
-        Arg("drug"),
+        Arg("drug", "drug_id"),
     ),
     EventDef(11, "suspended", Arg("max_s")),
     EventDef(12, "resumed"),
@@ -335,7 +338,7 @@ _EVENT_LIST = [
     EventDef(20, "stroke_failed", Arg("failure", "STROKE_FAILURES")),
     EventDef(21, "motor_recovered"),
     EventDef(
-        22, "prescription_refused", Arg("reason", "DENY_REASONS"), Arg("drug"), Arg("rx_crc32"),
+        22, "prescription_refused", Arg("reason", "DENY_REASONS"), Arg("drug", "drug_id"), Arg("rx_crc32"),
     ),
     EventDef(23, "time_refused", Arg("reason", "DENY_REASONS"), Arg("requested_time", "time")),
     EventDef(24, "refill_discrepancy", Arg("expected_ul", "nl"), Arg("residual_ul", "nl")),
@@ -344,6 +347,9 @@ _EVENT_LIST = [
     EventDef(27, "prime_completed", Arg("volume_ul", "nl")),
     EventDef(28, "mri_prepared", Arg("max_s")),
     EventDef(29, "mri_checked", Arg("result", "MRI_RESULTS")),
+    # an admixture: each drug of the fill beside the primary one, after its `refilled`
+    # (or its first prescription); the amounts of a fill are its volume x each conc
+    EventDef(30, "fill_drug", Arg("drug", "drug_id"), Arg("conc_ng_ml")),
 ]
 
 #: Events no frame with the patient key or without a valid MAC may evict from the last
@@ -352,7 +358,7 @@ PROTECTED_EVENTS: frozenset[str] = frozenset({
     "boot", "therapy_started", "prescription_changed", "alarm_raised", "alarm_cleared",
     "alarm_acknowledged", "refilled", "refill_discrepancy", "suspended", "resumed",
     "time_changed", "catheter_changed", "prime_started", "prime_completed", "fault",
-    "mri_prepared", "mri_checked",
+    "mri_prepared", "mri_checked", "fill_drug",
 })
 
 #: Event codes -> definitions.

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from construct import Bytes, Int8ul, Int16ul, Int32sl, Int32ul, Int64sl, Struct
 
-from .messages import EventRecord
+from .messages import MIX_BYTES, EventRecord
 
 u8, u16, u32, i32, i64 = Int8ul, Int16ul, Int32ul, Int32sl, Int64sl
 
 #: Version of the snapshot layout in state.bin (StateHeader.version).
-STATE_VERSION = 2
+STATE_VERSION = 3
 #: Slots of the event ring on flash (events.bin): event n is in slot n % EVENT_SLOTS.
 EVENT_SLOTS = 10240
 #: Slots of the stroke journal (journal.bin).
@@ -97,6 +97,8 @@ SnapshotHead = Struct(
     "unprimed_nl" / u32 * "catheter volume not yet pushed since the last CATHETER",
     "fill_t" / u32 * "monotonic time of the fill in the reservoir (0: none known)",
     "fill_first" / u8 * "1: that fill is the reservoir's first of its drug",
+    "mix" / Bytes(MIX_BYTES) * "the fill's other drugs (an admixture), MixEntry slots",
+    "bridge_mix" / Bytes(MIX_BYTES) * "during a bridge: the other drugs of the old fill",
 )
 
 #: A bolus running when the snapshot was taken (after the held events: a count u8, then

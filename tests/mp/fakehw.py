@@ -193,10 +193,11 @@ def reply_mac_ok(frame, role, ctr, key=None):
 
 
 def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None, flags=0,
-            version=md.RX_VERSION, low_ul=0, zone=()):
+            version=md.RX_VERSION, low_ul=0, zone=(), mix=()):
     """An Rx blob: steps (start_min, ng/day), timed (start_min, dur_s, dose_ng),
     pb (dose_ng, dur_s, lockout_s, max_per_day), low_ul (the low-reservoir threshold),
-    zone (utc, offset_s) offset changes (version 3 on)."""
+    zone (utc, offset_s) offset changes (version 3 on), mix the admixture's other drugs
+    ((drug, conc), ...; version 4 on)."""
     pbd, pbdur, pblock, pbmax = pb if pb else (0, 0, 0, 0)
     b = struct.pack(md.RX_HEAD_FMT, version, drug, len(steps), len(timed), flags, pbmax, pbdur,
                     conc, pbd, pblock, low_ul)
@@ -208,7 +209,15 @@ def rx_blob(steps=((0, 1_500_000),), conc=10_000_000, drug=1, timed=(), pb=None,
         b += bytes((len(zone),))
         for z in zone:
             b += struct.pack(md.RX_ZONE_FMT, z[0], z[1])
+    if version >= 4:
+        b += mix_bytes(mix)
     return b
+
+
+def mix_bytes(mix):
+    """An admixture's other drugs ((drug, conc ng/mL), ...) as MIX_BYTES."""
+    out = b"".join(struct.pack(md.MIX_FMT, d, c) for d, c in mix)
+    return out + bytes(md.MIX_BYTES - len(out))
 
 
 # installed at import: `p.command(Host().cmd(...))` looks up p.command before Host() runs

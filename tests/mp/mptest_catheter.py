@@ -9,6 +9,8 @@ from fakehw import reply, rx_blob
 
 from mptest_pump import DAY, T0, run_until, started
 
+NO_MIX = bytes(md.MIX_BYTES)  # (a fill of one drug)
+
 STROKE = 250
 
 
@@ -112,7 +114,7 @@ def test_refill_due_follows_the_fills_stability():
     assert st["flags"] & md.STATUS_FLAG_REFILL_DUE_STABILITY
     t = T0 + 12 * DAY
     run_until(p, hw, t)
-    body = struct.pack(md.REFILL_FMT, 18_000_000, 25_000, p.delivery.reservoir_nl, 0)
+    body = struct.pack(md.REFILL_FMT, 18_000_000, 25_000, p.delivery.reservoir_nl, 0, NO_MIX)
     assert reply(p.command(h.cmd(md.T_REFILL, body), t))[2] == 0
     p.tick(t)
     assert _st(p, t)["refill_due"] == t + 40 * DAY

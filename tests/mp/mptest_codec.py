@@ -25,7 +25,9 @@ def args_of(fields, names):
     out = []
     for n in names:
         v = fields[n]
-        if isinstance(v, str):
+        if n == "mix":
+            v = unhex(v)  # (bytes travel as hex in the vectors)
+        elif isinstance(v, str):
             v = v.encode()
         out.append(v)
     return out
@@ -52,6 +54,10 @@ def pack_rx(rx, buf, off):
         off += 1
         for z in zone:
             off = pack_fixed("RX_ZONE", z, buf, off)
+    if rx["version"] >= 4:
+        mix = unhex(rx["mix"]) if rx.get("mix") else bytes(M.MIX_BYTES)
+        buf[off:off + M.MIX_BYTES] = mix
+        off += M.MIX_BYTES
     return off
 
 

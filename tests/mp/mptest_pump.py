@@ -8,6 +8,8 @@ from fakehw import HW, Host, heap_blocks_taken, reply, rx_blob
 
 import pump as P
 
+NO_MIX = bytes(md.MIX_BYTES)  # (a fill of one drug)
+
 LIB = P.load_druglib("firmware/druglib.json")
 T0 = 189_388_800  # 2026-01-01T00:00:00Z in device time (2192 days after 2020-01-01)
 DAY = 86400
@@ -91,10 +93,10 @@ def test_empty_stops_refill_resumes_overfill_refused():
     assert hw.motor.strokes == 40
     assert p.mode == P.HALTED and p.alarms.active(md.ALARM_EMPTY_RESERVOIR)
     assert p.delivery.reservoir_nl == 0
-    r = reply(p.command(h.cmd(md.T_REFILL, struct.pack(md.REFILL_FMT, 20_000_001, 10_000_000, 0, 0)), T0 + DAY))
+    r = reply(p.command(h.cmd(md.T_REFILL, struct.pack(md.REFILL_FMT, 20_000_001, 10_000_000, 0, 0, NO_MIX)), T0 + DAY))
     assert r[2] == md.NACK_LIMIT  # over the 20 mL capacity
     assert hw.telemetry.events(md.EV_REFILL_REFUSED)
-    r = reply(p.command(h.cmd(md.T_REFILL, struct.pack(md.REFILL_FMT, 18_000_000, 10_000_000, 0, 0)), T0 + DAY))
+    r = reply(p.command(h.cmd(md.T_REFILL, struct.pack(md.REFILL_FMT, 18_000_000, 10_000_000, 0, 0, NO_MIX)), T0 + DAY))
     assert r[2] == 0
     assert p.mode == P.RUNNING and not p.alarms.active(md.ALARM_EMPTY_RESERVOIR)
     run_until(p, hw, T0 + 2 * DAY)
@@ -188,7 +190,7 @@ def test_new_concentration_keeps_drug_per_day_after_the_catheter_bridge():
     hw, p, h = started(reservoir_nl=1_000_000)
     run_until(p, hw, T0 + 3600)
     # empty the rest by refilling to nearly full with 5 mg/mL: the mix is mostly 5 mg/mL
-    body = struct.pack(md.REFILL_FMT, 18_000_000, 5_000_000, p.delivery.reservoir_nl, 0)
+    body = struct.pack(md.REFILL_FMT, 18_000_000, 5_000_000, p.delivery.reservoir_nl, 0, NO_MIX)
     r = reply(p.command(h.cmd(md.T_REFILL, body), T0 + 3600))
     assert r[2] == 0
     assert p.plan.bridge_nl == 150_000 and p.plan.bridge_conc == 10_000_000
@@ -306,7 +308,7 @@ def test_status_bridge_flag_is_what_the_spec_says():
     want = _vector("status_bridge")
     hw, p, h = started(reservoir_nl=10_000_000)
     run_until(p, hw, T0 + 3600)
-    body = struct.pack(md.REFILL_FMT, 5_000_000, 5_000_000, p.delivery.reservoir_nl, 0)
+    body = struct.pack(md.REFILL_FMT, 5_000_000, 5_000_000, p.delivery.reservoir_nl, 0, NO_MIX)
     assert reply(p.command(h.cmd(md.T_REFILL, body), T0 + 3600))[2] == 0
     head, _ = _status(p, T0 + 3600)
     assert head["flags"] == want["flags"] == md.STATUS_FLAG_BRIDGE

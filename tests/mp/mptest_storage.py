@@ -183,3 +183,31 @@ def test_a_failing_flash_halts_delivery_and_it_resumes_when_writes_work():
     assert raised and p.events.unwritten_from == 0
     p2 = P.Pump(HW(t + 60), t + 60, LIB, md.BOOT_POWER_ON, Store(root))
     assert p2.events.next_seq > p.events.next_seq - 1
+
+
+def test_a_lost_state_takes_up_the_admixture_the_log_last_recorded():
+    # REQ: SR-MIX-02
+    # REQ: SR-STO-02
+    from fakehw import mix_bytes
+
+    root, _ = mounted()
+    hw = HW(T0)
+    p = P.Pump(hw, T0, LIB, 0, Store(root))
+    h = Host()
+    assert reply(p.command(h.cmd(md.T_PROGRAM, rx_blob(pb=PB)), T0))[2] == 0
+    b20 = ((5, 20_000_000),)  # + bupivacaine 20 mg/mL
+    body = struct.pack(md.REFILL_FMT, 18_000_000, 4_000_000, p.delivery.reservoir_nl, 1,
+                       mix_bytes(b20))
+    assert reply(p.command(h.cmd(md.T_REFILL, body), T0 + 60))[2] == 0
+    os.remove(root + "/theca/state.bin")
+    os.remove(root + "/theca/state.bak")
+    p2 = P.Pump(HW(T0 + 120), T0 + 120, LIB, md.BOOT_POWER_ON, Store(root))
+    # the fill is the log's: morphine 4 mg/mL with bupivacaine, so that a prescription
+    # that forgets the bupivacaine is refused and bupivacaine's limits hold again
+    assert (p2.plan.drug, p2.plan.conc, p2.plan.mix) == (1, 4_000_000, mix_bytes(b20))
+    h2 = Host()
+    r = reply(p2.command(h2.cmd(md.T_PROGRAM, rx_blob(conc=4_000_000), t=T0 + 180), T0 + 180))
+    assert (r[2], r[3]) == (md.NACK_INVALID, md.FIELD_DRUGS), r
+    r = reply(p2.command(h2.cmd(md.T_PROGRAM, rx_blob(conc=4_000_000, mix=b20), t=T0 + 180),
+                         T0 + 180))
+    assert r[2] == 0, r

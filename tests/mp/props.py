@@ -7,6 +7,8 @@ from fakehw import HW, Host, reply, rx_blob
 
 import pump as P
 
+NO_MIX = bytes(md.MIX_BYTES)  # (a fill of one drug)
+
 _LIB = None
 T0 = 189_388_800
 
@@ -35,7 +37,7 @@ def _refill(p, h, tq, q, out):
     # pump is brought up to tq first, so the residual is what it holds at the refill
     p.tick(tq)
     residual = p.delivery.reservoir_nl
-    body = struct.pack(md.REFILL_FMT, q[2], q[3], residual, 0)
+    body = struct.pack(md.REFILL_FMT, q[2], q[3], residual, 0, NO_MIX)
     rr = reply(p.command(h.cmd(md.T_REFILL, body, t=tq), tq))
     if rr[2] == 0:
         out["fills_nl"] += q[2] - residual

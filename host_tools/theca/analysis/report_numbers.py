@@ -17,6 +17,7 @@ from theca.analysis import trumpet
 from theca.errors import BadInput
 from theca.log.data import LogData
 from theca.log.devtime import iso
+from theca.log.fills import fill_changes
 from theca.log.records import Renderer
 
 _RUNNING = next(k for k, v in N.MODES.items() if v == "running")
@@ -202,6 +203,8 @@ class _Series(NamedTuple):
     basal: np.ndarray
     dates: np.ndarray
     drug: np.ndarray  # drug id delivered (the catheter's old one during a bridge)
+    mix: np.ndarray  # index into `mixes`: an admixture's other drugs delivered
+    mixes: list  # [((drug id, conc ng/mL), ...), ...]
 
     @property
     def n(self) -> int:
@@ -215,6 +218,9 @@ class _Series(NamedTuple):
 def _series(log: LogData) -> _Series:
     st = log.status
     times = st["time"].astype(np.int64)
+    ftimes, mixes = fill_changes(log.events)
+    # (a frame of the refill's second is the one before it: the bridge takes its fill)
+    mix_i = _through_bridge(st, np.searchsorted(np.array(ftimes), times, side="left") - 1)
     order = np.argsort(times, kind="stable")
     conc = effective_conc(st)
     basal = _basal_ng_day(log, conc)
@@ -223,6 +229,7 @@ def _series(log: LogData) -> _Series:
     c_o = conc[order]
     b_o = basal[order]
     g_o = effective_drug(st)[order]
+    m_o = mix_i[order]
     # The delivered counter starts at 0 at therapy start: when the log holds that moment
     # before its first status frame, it is a sample too.
     ts = [e["time"] for e in log.events if e["event"] == "therapy_started"
@@ -233,8 +240,9 @@ def _series(log: LogData) -> _Series:
         c_o = np.concatenate(([c_o[0]], c_o))
         b_o = np.concatenate(([b_o[0]], b_o))
         g_o = np.concatenate(([g_o[0]], g_o))
+        m_o = np.concatenate(([m_o[0]], m_o))
     dates = np.array([_date(t) for t in t_o.tolist()])
-    return _Series(order, t_o, dl, c_o, b_o, dates, g_o)
+    return _Series(order, t_o, dl, c_o, b_o, dates, g_o, m_o, mixes)
 
 
 def _delivered(s: _Series, days: _Days) -> None:
@@ -247,8 +255,9 @@ def _delivered(s: _Series, days: _Days) -> None:
     before, after = s.conc[:-1], s.conc[1:]
     conc = np.where(before > 0, before, after)
     drug = np.where(s.drug[:-1] > 0, s.drug[:-1], s.drug[1:])
-    for d, v, c, g in zip(s.dates[:-1].tolist(), dv.tolist(), conc.tolist(), drug.tolist(),
-                          strict=True):
+    mix = np.where(s.drug[:-1] > 0, s.mix[:-1], s.mix[1:])
+    for d, v, c, g, m in zip(s.dates[:-1].tolist(), dv.tolist(), conc.tolist(), drug.tolist(),
+                             mix.tolist(), strict=True):
         r = days[d]
         r.delivered_ul += v
         mg = _mg(v, c)
@@ -256,6 +265,9 @@ def _delivered(s: _Series, days: _Days) -> None:
         if mg:
             # each drug apart: one drug's mg say nothing of another's
             r.per_drug_mg[g] = r.per_drug_mg.get(g, 0.0) + mg
+            for k, ck in s.mixes[m]:
+                # the same volume carries each drug of an admixture at its own conc
+                r.per_drug_mg[k] = r.per_drug_mg.get(k, 0.0) + _mg(v, ck)
 
 
 def _prescribed_basal(log: LogData, s: _Series, days: _Days) -> None:

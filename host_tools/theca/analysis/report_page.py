@@ -149,8 +149,9 @@ def _per_drug_table(rep: Report) -> list[str]:
     named = [(g, lib.by_id(g)) for g in drugs]
     heads = [f"{d.name if d else f'drug {g}'} ({dose_unit(d)})" for g, d in named]
     scale = [1000 if dose_unit(d) == "mcg" else 1 for _, d in named]
-    return ["<p>After a change of drug each drug is counted apart (the catheter's "
-            "old drug while the bridge pushes it out is the old drug's).</p>",
+    return ["<p>Each drug is counted apart, in its own unit: an admixture's drugs are the "
+            "same volume at their own concentrations; after a change of drug the catheter's "
+            "old drug while the bridge pushes it out is the old drug's.</p>",
             _table(["day (UTC)", *heads],
                    [[d.date, *[f"{d.per_drug_mg.get(g, 0.0) * k:.4f}"
                                for g, k in zip(drugs, scale, strict=True)]]

@@ -39,6 +39,8 @@ class Summary:
     info: dict | None = None
     drug: str | None = None
     conc_mg_ml: float | None = None
+    #: an admixture's other drugs in the reservoir at the end: [(name, conc ng/mL)]
+    mix: list[tuple[str, int]] = field(default_factory=list)
     days: list[Day] = field(default_factory=list)
     alarms: list[tuple[str, str, str]] = field(default_factory=list)  # (t, alarm, raised|cleared)
     refills: list[tuple[str, float, float]] = field(default_factory=list)  # t, emptied, filled
@@ -88,10 +90,46 @@ def _pump_now(s: Summary, o: dict, conc: int) -> None:
         s.conc_mg_ml = conc / 1e6
 
 
+def _status(s: Summary, days: dict[str, Day], prev, o: dict, t: str, fill_mix: list):
+    # a status frame: what was delivered since the previous one, on that one's day; returns
+    # the new `prev` (delivered_ul, conc_ng_ml, date, drug, mix)
+    d = o["delivered_ul"]
+    conc = o.get("conc_ng_ml") or 0
+    drug = o.get("drug")
+    mix = tuple(fill_mix)
+    if o.get("flags", 0) & _FLAG_BRIDGE and prev is not None:
+        # the catheter still delivers what the reservoir held before the refill,
+        # drug and concentration (the report's effective_conc: one accounting)
+        conc = prev[1] or conc
+        drug = prev[3] or drug
+        mix = prev[4]
+    if prev is not None:
+        # what was delivered since the previous status belongs to that one's day, at the
+        # concentration then in force: the previous frame's, or, when that frame came
+        # before the pump knew its drug (the boot's, before the first prescription), this
+        # one's (issue 13: the first interval was counted as no drug at all)
+        pday = days.setdefault(prev[2], Day(prev[2]))
+        dv = d - prev[0]
+        pday.delivered_ul += dv
+        mg = dv * (prev[1] or conc) / 1e9  # uL x ng/mL = 1e-3 ng
+        pday.drug_mg += mg
+        if mg:
+            # each drug apart: one drug's mg say nothing of another's
+            pday.per_drug[str(prev[3] or drug)] += mg
+        for name, ck in (prev[4] if prev[3] else mix):
+            # the same volume carries each drug of an admixture at its own conc
+            pday.per_drug[name] += dv * ck / 1e9
+    _pump_now(s, o, conc)
+    return (d, conc, t[:10], drug, mix)
+
+
 def summarize(path: str | Path) -> Summary:
     s = Summary()
     days: dict[str, Day] = {}
-    prev = None  # (delivered_ul, conc_ng_ml, date, drug) of the previous status
+    prev = None  # (delivered_ul, conc_ng_ml, date, drug, mix) of the previous status
+    # an admixture's other drugs [(name, conc ng/mL)] in the reservoir: the `fill_drug`
+    # events after its `refilled` (or after the first prescription of a new pump)
+    fill_mix: list[tuple[str, int]] = []
     for o in records(path):
         s.frames += 1
         kind = o.get("kind")
@@ -106,35 +144,17 @@ def summarize(path: str | Path) -> Summary:
         if kind == "device_info":
             s.info = o
         elif kind == "status":
-            d = o["delivered_ul"]
-            conc = o.get("conc_ng_ml") or 0
-            drug = o.get("drug")
-            if o.get("flags", 0) & _FLAG_BRIDGE and prev is not None:
-                # the catheter still delivers what the reservoir held before the refill,
-                # drug and concentration (the report's effective_conc: one accounting)
-                conc = prev[1] or conc
-                drug = prev[3] or drug
-            if prev is not None:
-                # what was delivered since the previous status belongs to that one's day,
-                # at the concentration then in force: the previous frame's, or, when that
-                # frame came before the pump knew its drug (the boot's, before the first
-                # prescription), this one's (issue 13: the first interval was counted as
-                # no drug at all)
-                pday = days.setdefault(prev[2], Day(prev[2]))
-                dv = d - prev[0]
-                pday.delivered_ul += dv
-                mg = dv * (prev[1] or conc) / 1e9  # uL x ng/mL = 1e-3 ng
-                pday.drug_mg += mg
-                if mg:
-                    # each drug apart: one drug's mg say nothing of another's
-                    pday.per_drug[str(prev[3] or drug)] += mg
-            prev = (d, conc, t[:10], drug)
-            _pump_now(s, o, conc)
+            prev = _status(s, days, prev, o, t, fill_mix)
         elif kind == "event":
+            if o.get("event") == "refilled":
+                fill_mix = []
+            elif o.get("event") == "fill_drug":
+                fill_mix.append((str(o.get("drug")), int(o.get("conc_ng_ml") or 0)))
             _event(s, day, o, t)
         elif kind == "unknown":
             s.anomalies += 1
     s.days = [days[k] for k in sorted(days)]
+    s.mix = fill_mix
     return s
 
 
@@ -214,6 +234,10 @@ def print_summary(s: Summary, path, seconds: float | None = None, truth: dict | 
     what = f"{s.drug or 'drug ?'}"
     if s.conc_mg_ml:
         what += f" {s.conc_mg_ml * per_mg:g} {unit}/mL"
+    from theca.inputs.units import fmt_conc
+
+    for name, ck in s.mix:
+        what += f" + {name} {fmt_conc(ck)}"
     took = f" in {seconds:.2f} s" if seconds is not None else ""
     con.print(f"[bold]Theca twin[/bold]: {_date(s.first)} to {_date(s.last)}, {what}{took}")
     con.print(_daily_table(s, lib, unit, per_mg))

@@ -79,6 +79,7 @@ def status_record(c: Client, rep: Reply) -> dict:
         "bolus_running": bool(flags & _STATUS_FLAG["bolus_running"]),
         "catheter_bridge": bool(flags & _STATUS_FLAG["bridge"]),
         "trial": bool(flags & _STATUS_FLAG["trial"]),
+        "admixture": bool(flags & _STATUS_FLAG["admixture"]),
         "capacity_ul": info.get("capacity_nl", 0) / 1000,
         "refill_due_reason": None if due is None else refill_due_reason(flags),
         "catheter_primed": not flags & _STATUS_FLAG["catheter_unprimed"],
@@ -86,22 +87,51 @@ def status_record(c: Client, rep: Reply) -> dict:
     }
 
 
+def add_fill(c: Client, role: str, s: dict) -> dict:
+    """The status `s` with `drugs`: every drug of the prescription's fill with its
+    concentration and its amount in the last 24 h (an admixture: each in its own unit)."""
+    from theca.inputs.prescription import Prescription
+    from theca.link.client import Refused as _Refused
+
+    drugs = []
+    if s.get("drug") and s.get("conc_ng_ml"):
+        drugs.append({"drug": s["drug"], "conc_ng_ml": s["conc_ng_ml"],
+                      "rolling_24h_ng": s["rolling_24h_ng"]})
+        rx = None
+        if s.get("admixture"):  # (the fill's other drugs are the prescription's)
+            try:
+                rx = Prescription.from_blob(c.request("READ_RX", b"", role).body[32:])
+            except (_Refused, ValueError):
+                rx = None
+        if rx is not None and rx.drug_id and rx.conc_ng_ml == s["conc_ng_ml"]:
+            for m in rx.mix:
+                drugs.append({"drug": m.drug, "conc_ng_ml": m.conc_ng_ml,
+                              "rolling_24h_ng": round(rx.of(s["rolling_24h_ng"], m.conc_ng_ml))})
+    return {**s, "drugs": drugs}
+
+
 def fmt_status(s: dict) -> str:
+    from theca.inputs.druglib import dose_unit, load_druglib
+
+    lib = load_druglib()
     ml = s["reservoir_ul"] / 1000
+    drugs = s.get("drugs") or []
+    fill = " + ".join(f"{d['drug']} {U.fmt_conc(d['conc_ng_ml'])}" for d in drugs)
+    day = ", ".join(f"{U.fmt_reading(d['rolling_24h_ng'], dose_unit(lib.find(d['drug'])))} "
+                    f"of {d['drug']}" for d in drugs) or "no drug"
     lines = [
         f"{s['serial']}  firmware {s['firmware']}  device time {s['device_time']}"
         + ("" if s["schema_ok"] else "  (SCHEMA MISMATCH)"),
         f"  mode        {s['mode']}",
-        f"  drug        {s['drug'] or 'none programmed'}"
-        + (f" {s['concentration']}" if s["concentration"] else ""),
+        f"  drug        {fill or s['drug'] or 'none programmed'}"
+        + (f" {s['concentration']}" if s["concentration"] and not fill else ""),
         f"  reservoir   {ml:.3f} mL of {s['capacity_ul'] / 1000:g} mL"
         + (f" (low-reservoir alarm expected {s['low_reservoir_eta']})"
            if s["low_reservoir_eta"] else ""),
         f"  delivered   {s['delivered_ul']:.3f} uL since therapy start",
         f"  rate now    {s['rate_ul_per_day']:.3f} uL/day (step {s['step'] + 1})"
         + ("; a bolus is running" if s["bolus_running"] else ""),
-        f"  last 24 h   {U.fmt_amount(s['rolling_24h_ng']) if s['rolling_24h_ng'] else '0'} "
-        f"of drug, {s['boluses_24h']} patient bolus(es)",
+        f"  last 24 h   {day}, {s['boluses_24h']} patient bolus(es)",
         f"  refill by   {s['refill_due'] or 'no date'}"
         + (f" ({REFILL_DUE_WORDS[s['refill_due_reason']]})" if s["refill_due"] else ""),
         f"  catheter    {s['catheter_ul']:g} uL, "
@@ -119,7 +149,7 @@ def cmd_status(args) -> int:
     with client_for(args) as c:
         role = either_role(args, c.serial)
         rep = c.request("GET_STATUS", role=role)
-        s = status_record(c, rep)
+        s = add_fill(c, role, status_record(c, rep))
     print(json.dumps(s) if args.json else fmt_status(s))
     from theca.link import seen
 

@@ -362,7 +362,12 @@ def add_parser(sub) -> None:
     p.add_argument("--concentration", required=True, help='e.g. "10 mg/mL"')
     p.add_argument("--residual", help='the volume aspirated before filling, measured, e.g. '
                                       '"1.8 mL" (required)')
-    p.add_argument("--drug", help="the drug filled (default: the reservoir's drug)")
+    p.add_argument("--drug", help="the drug filled (default: the reservoir's drug, with its "
+                                  "other drugs if it is an admixture); the primary drug of an "
+                                  "admixture")
+    p.add_argument("--with", dest="with_", action="append", metavar='"DRUG CONC"',
+                   help='an admixture\'s other drug and its concentration, e.g. --with '
+                        '"bupivacaine 20 mg/mL" (repeat for each, up to three; needs --drug)')
     p.add_argument("--yes", action="store_true",
                    help="record a fill of another drug or concentration without asking (the "
                         "question shows the old and new fill side by side)")

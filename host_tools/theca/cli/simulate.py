@@ -44,7 +44,7 @@ def _write_truth(path: Path, res: dict) -> None:
     from theca.inputs.druglib import load_druglib
     from theca.twin.truthfile import truth_document
 
-    doc = truth_document(res["truth"], res["tips"], load_druglib())
+    doc = truth_document(res["truth"], res["tips"], load_druglib(), res.get("fills"))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -9,9 +9,18 @@ import sys
 import theca_protocol as tp
 from theca_protocol import names as N
 
-from theca.cli.device import NOT_CONFIRMED, client_for, confirmed, guarded, role_of, status_record
+from theca.cli.device import (
+    NOT_CONFIRMED,
+    add_fill,
+    client_for,
+    confirmed,
+    guarded,
+    role_of,
+    status_record,
+)
 from theca.errors import OK, BadInput
 from theca.inputs import units as U
+from theca.inputs.prescription import MAX_MIX
 from theca.link import requests as R
 from theca.link.client import Refused
 
@@ -97,24 +106,31 @@ def cmd_refill(args) -> int:
                        "the pump expected")
     residual = U.parse_volume(args.residual, "--residual", allow_zero=True)
     drug = None
-    if args.drug is not None:
-        from theca.inputs.druglib import load_druglib
+    from theca.inputs.druglib import load_druglib
 
-        drug = load_druglib().lookup(args.drug, "--drug")
+    lib = load_druglib()
+    if args.drug is not None:
+        drug = lib.lookup(args.drug, "--drug")
+    mix = _mix_of(args.with_ or [], drug, lib)
+    if mix and drug is None:
+        raise BadInput("--with: an admixture names its whole fill: give the primary drug with "
+                       "--drug (doses are written in it) and each other drug with --with")
     with client_for(args) as c:
         role = role_of(args, "clinician")
-        before = status_record(c, c.request("GET_STATUS", role=role))
-        if not _refill_confirmed(args, before, vol, conc, drug):
+        before = add_fill(c, role, status_record(c, c.request("GET_STATUS", role=role)))
+        if not _refill_confirmed(args, before, vol, conc, drug, mix):
             return NOT_CONFIRMED
         try:
-            c.request("REFILL", R.refill(vol, conc, residual, drug.id if drug else 0), role)
+            c.request("REFILL", R.refill(vol, conc, residual, drug.id if drug else 0,
+                                         tuple((d.id, ck) for d, ck in mix)), role)
         except Refused as e:
             raise _refill_refused(e, vol, conc, before) from None
         after = status_record(c, c.request("GET_STATUS", role=role))
     expected = before["reservoir_ul"] * 1000
     print(f"refilled {after['serial']}: emptied {U.fmt_volume(residual)} (the pump expected "
           f"{U.fmt_volume(round(expected))}), filled {U.fmt_volume(vol)} of "
-          f"{after.get('drug') or (drug.name if drug else '?')} {U.fmt_conc(conc)}")
+          f"{after.get('drug') or (drug.name if drug else '?')} {U.fmt_conc(conc)}"
+          + "".join(f" + {d.name} {U.fmt_conc(ck)}" for d, ck in mix))
     if "volume_discrepancy" in after["alarms"]:
         print("theca refill: volume_discrepancy: the residual differs from what the pump "
               "expected by more than 1 mL or 20 %: a pocket fill, a leak or an underdose "
@@ -125,7 +141,26 @@ def cmd_refill(args) -> int:
     return OK
 
 
-def _refill_confirmed(args, before: dict, vol: int, conc: int, drug) -> bool:
+def _mix_of(given: list[str], drug, lib) -> list:
+    # --with "bupivacaine 20 mg/mL" (each other drug of an admixture): [(Drug, conc)]
+    out: list = []
+    if len(given) > MAX_MIX:
+        raise BadInput.at("--with", f"{len(given)} drugs given; an admixture holds the primary "
+                                    f"drug and at most {MAX_MIX} more")
+    for g in given:
+        name, _, c = g.strip().partition(" ")
+        d = lib.lookup(name, "--with")
+        ck = U.parse_concentration(c.strip(), "--with")
+        if ck > d.max_conc_ng_ml:
+            raise BadInput.at("--with", f"{U.fmt_conc(ck)} exceeds {d.name} hard limit "
+                                        f"{U.fmt_conc(d.max_conc_ng_ml)}")
+        if (drug is not None and d.id == drug.id) or any(d.id == x.id for x, _ in out):
+            raise BadInput.at("--with", f"{d.name} is named twice (each drug of the fill once)")
+        out.append((d, ck))
+    return out
+
+
+def _refill_confirmed(args, before: dict, vol: int, conc: int, drug, mix=()) -> bool:
     """A fill that differs from the reservoir's (drug or concentration) is shown beside it
     and asked for (issue 24: 1 mg/mL entered over 10 mg/mL took the volume rate from 300
     to 3,000 uL/day without a word); so are the critical alarms the pump has raised."""
@@ -135,8 +170,23 @@ def _refill_confirmed(args, before: dict, vol: int, conc: int, drug) -> bool:
     old_conc = before.get("conc_ng_ml") or 0
     old_drug = before.get("drug")
     new_drug = drug.name if drug else old_drug
-    if not old_conc or (new_drug == old_drug and conc == old_conc):
+    old_mix = [(d["drug"], d["conc_ng_ml"]) for d in (before.get("drugs") or [])[1:]]
+    new_mix = [(d.name, ck) for d, ck in mix] if drug is not None else old_mix
+    if not old_conc or (new_drug == old_drug and conc == old_conc and new_mix == old_mix):
         return True
+    if new_mix or old_mix:
+        print(f"The fill changes ({before['serial']}): an admixture's fill is another fill:")
+        old = " + ".join([f"{old_drug} {U.fmt_conc(old_conc)}"]
+                         + [f"{n} {U.fmt_conc(c)}" for n, c in old_mix])
+        new = " + ".join([f"{new_drug} {U.fmt_conc(conc)}"]
+                         + [f"{n} {U.fmt_conc(c)}" for n, c in new_mix])
+        rate = before["rate_ul_per_day"]
+        print(f"  now   {old}, {rate:.1f} uL/day = " + ", ".join(
+            f"{U.fmt_reading(rate * c / 1000)}/day of {n}"
+            for n, c in [(old_drug, old_conc), *old_mix]))
+        print(f"  new   {new}: the old prescription's volume rate pushes the old fill out of "
+              "the catheter, then the new fill needs its own prescription (theca program)")
+        return confirmed(args.yes, "refill", "Record this refill?")
     rate = before["rate_ul_per_day"]
     print(f"The fill changes ({before['serial']}):")
     print(f"  now   {old_drug or '?'} {U.fmt_conc(old_conc)}, {rate:.1f} uL/day = "

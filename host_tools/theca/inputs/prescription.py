@@ -36,6 +36,9 @@ _HEADER = tp.compiled(M.RxHead)
 _STEP = tp.compiled(M.RxStep)
 _TIMED = tp.compiled(M.RxTimed)
 _ZONE = tp.compiled(M.RxZoneChange)
+_MIX = tp.compiled(M.MixEntry)
+#: An admixture: the primary drug and up to this many more in one fill.
+MAX_MIX = M.RX_MAX_MIX
 
 OVERRIDE_HINT = "confirm with --override-soft-limit"
 
@@ -64,6 +67,33 @@ class TimedBolus(NamedTuple):
     start_min: int
     duration_s: int
     dose_ng: int
+
+
+class MixDrug(NamedTuple):
+    """One more drug of an admixture: it rides in the primary drug's volume."""
+
+    drug_id: int
+    drug: str
+    conc_ng_ml: int
+
+
+def mix_bytes(mix) -> bytes:
+    """The admixture's other drugs as they travel (Rx blob, REFILL): MIX_BYTES of
+    MixEntry slots, the unused ones zero."""
+    out = b"".join(_MIX.pack(m[0], m[-1]) for m in mix)
+    return out + bytes(M.MIX_BYTES - len(out))
+
+
+def mix_from_bytes(raw: bytes, druglib: DrugLibrary | None = None) -> tuple[MixDrug, ...]:
+    """The used slots of an admixture's MIX_BYTES, named from the library."""
+    lib = druglib or load_druglib()
+    out = []
+    for k in range(0, len(raw) - _MIX.size + 1, _MIX.size):
+        drug_id, conc = _MIX.unpack_from(raw, k)
+        if drug_id:
+            d = lib.by_id(drug_id)
+            out.append(MixDrug(drug_id, d.name if d else f"#{drug_id}", conc))
+    return tuple(out)
 
 
 class PatientBolus(NamedTuple):
@@ -100,6 +130,8 @@ class Prescription:
     low_reservoir_nl: int = 0
     #: The local offset's changes ((device time, offset s), ...) of its `timezone`.
     zone: tuple[tuple[int, int], ...] = ()
+    #: An admixture's other drugs (the primary drug is `drug`; every dose is of it).
+    mix: tuple[MixDrug, ...] = ()
     #: The IANA name they came from (not in the blob: the pump needs only the changes).
     timezone: str | None = field(default=None, compare=False)
     #: Where it was loaded from (for messages); not part of the prescription.
@@ -111,6 +143,17 @@ class Prescription:
         object.__setattr__(self, "timed", tuple(TimedBolus(*t) for t in self.timed))
         if self.pb is not None:
             object.__setattr__(self, "pb", PatientBolus(*self.pb))
+        object.__setattr__(self, "mix", tuple(MixDrug(*m) for m in self.mix))
+
+    def drugs(self) -> list[tuple[str, int, int]]:
+        """(name, drug id, conc ng/mL) of every drug of the fill, the primary first."""
+        return [(self.drug, self.drug_id, self.conc_ng_ml)] + [(m.drug, m.drug_id, m.conc_ng_ml)
+                                                              for m in self.mix]
+
+    def of(self, ng: int | Fraction, conc_ng_ml: int) -> Fraction:
+        """An amount `ng` of the primary drug as the amount of a drug at conc_ng_ml in the
+        same volume, exact."""
+        return Fraction(ng) * conc_ng_ml / self.conc_ng_ml
 
     @property
     def phase(self) -> str:
@@ -210,6 +253,7 @@ class Prescription:
             out += [_STEP.pack(*s) for s in self.steps]
             out += [_TIMED.pack(*t) for t in self.timed]
             out += [bytes((len(self.zone),))] + [_ZONE.pack(*z) for z in self.zone]
+            out += [mix_bytes(self.mix)]
         except struct.error as e:
             raise ValueError(f"prescription does not fit the Rx blob: {e}") from None
         return b"".join(out)
@@ -226,14 +270,15 @@ class Prescription:
             raise ValueError(f"Rx blob too short: {len(blob)} bytes, header is {_HEADER.size}")
         (ver, drug_id, n_steps, n_timed, flags, pb_max, pb_dur, conc, pb_dose,
          pb_lock, low_ul) = _HEADER.unpack_from(blob, 0)
-        if ver not in (2, RX_VERSION):
+        if not 2 <= ver <= RX_VERSION:
             raise ValueError(f"Rx blob version {ver}, expected {RX_VERSION}")
         if not 1 <= n_steps <= MAX_STEPS or n_timed > MAX_TIMED:
             raise ValueError(f"Rx blob has {n_steps} steps and {n_timed} timed boluses "
                              f"(1..{MAX_STEPS}, 0..{MAX_TIMED})")
         body = _HEADER.size + n_steps * _STEP.size + n_timed * _TIMED.size
         n_zone = blob[body] if ver >= 3 and len(blob) > body else 0
-        want = body + (1 + n_zone * _ZONE.size if ver >= 3 else 0)
+        zend = body + (1 + n_zone * _ZONE.size if ver >= 3 else 0)
+        want = zend + (M.MIX_BYTES if ver >= 4 else 0)
         if len(blob) != want:
             raise ValueError(f"Rx blob is {len(blob)} bytes, expected {want}")
         off = _HEADER.size
@@ -251,7 +296,8 @@ class Prescription:
         pb = PatientBolus(pb_dose, pb_dur, pb_lock, pb_max) if pb_max else None
         return cls(drug_id=drug_id, drug=d.name if d else f"#{drug_id}", conc_ng_ml=conc,
                    steps=tuple(steps), timed=tuple(timed), pb=pb, flags=flags,
-                   low_reservoir_nl=low_ul * 1000, zone=zone)
+                   low_reservoir_nl=low_ul * 1000, zone=zone,
+                   mix=mix_from_bytes(blob[zend:], lib))
 
     # -- for people
 
@@ -260,7 +306,9 @@ class Prescription:
         drug = druglib.by_id(self.drug_id) if druglib else None
         # One unit throughout, chosen by the size of the daily limit (or dose).
         unit = u.amount_unit(drug.max_ng_day if drug else max(self.worst_case_ng(), 1))
-        lines = [f"{self.drug} {u.fmt_conc(self.conc_ng_ml)}, {self.phase} phase"]
+        fill = " + ".join(f"{n} {u.fmt_conc(c)}" for n, _, c in self.drugs())
+        lines = [f"{fill}, {self.phase} phase"
+                 + (" (doses are of the first drug)" if self.mix else "")]
         lines.append("Basal (local time):")
         for i, s in enumerate(self.steps):
             end = self.steps[i + 1].start_min if i + 1 < len(self.steps) else MINUTES_PER_DAY
@@ -292,4 +340,24 @@ class Prescription:
             total += (f" (limit {u.fmt_rate(drug.max_ng_day, unit)}, soft "
                       f"{u.fmt_rate(drug.soft_ng_day, unit)})")
         lines.append(total)
+        for m in self.mix:
+            lines.append(self._mix_line(m, druglib))
         return "\n".join(lines)
+
+    def _mix_line(self, m: MixDrug, druglib: DrugLibrary | None) -> str:
+        # an admixture's other drug: what the same volumes carry of it
+        d = druglib.by_id(m.drug_id) if druglib else None
+        unit = u.amount_unit(d.max_ng_day if d else max(math.ceil(self.of(self.worst_case_ng(),
+                                                                          m.conc_ng_ml)), 1))
+
+        def of(ng: int) -> int:
+            return math.ceil(self.of(ng, m.conc_ng_ml))
+
+        line = (f"{m.drug} ({u.fmt_conc(m.conc_ng_ml)}): per day "
+                f"{u.fmt_amount(of(self.daily_ng()), unit)}; worst case in 24 h "
+                f"{u.fmt_amount(of(self.worst_case_ng()), unit)}")
+        if self.pb:
+            line += f"; patient bolus {u.fmt_amount(of(self.pb.dose_ng), unit)}"
+        if d:
+            line += f" (limit {u.fmt_rate(d.max_ng_day, unit)}, soft {u.fmt_rate(d.soft_ng_day, unit)})"
+        return line

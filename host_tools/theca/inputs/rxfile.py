@@ -33,6 +33,7 @@ from theca.inputs import units as u
 from theca.inputs.druglib import DrugLibrary, load_druglib
 from theca.inputs.prescription import (
     FLAG_TRIAL,
+    MAX_MIX,
     MAX_PB_PER_DAY,
     MAX_RATE_NL_H,
     MIN_RATE_NL_DAY,
@@ -54,13 +55,55 @@ __all__ = ["FLAG_TRIAL", "MAX_RATE_NL_H", "MIN_RATE_NL_DAY", "RX_VERSION", "Pati
 # ---------------------------------------------------------------------------
 # Parsing a decoded TOML table.
 
-_TOP_KEYS = ("drug", "concentration", "steps", "timed_boluses", "patient_bolus", "phase",
+_TOP_KEYS = ("drug", "concentration", "drugs", "steps", "timed_boluses", "patient_bolus", "phase",
              "description", "low_reservoir", "timezone")
 #: The range of `low_reservoir`, nL (the blob's, in whole uL).
 LOW_RESERVOIR_NL = (M.RX_LOW_RESERVOIR_UL[0] * 1000, M.RX_LOW_RESERVOIR_UL[1] * 1000)
 _STEP_KEYS = ("start", "rate")
 _TIMED_KEYS = ("start", "dose", "duration")
 _PB_KEYS = ("dose", "duration", "lockout", "max_per_day")
+_DRUG_KEYS = ("name", "concentration")
+
+
+def parse_fill(data: Mapping, lib: DrugLibrary, probs: Problems, *, need: bool = True,
+               prefix: str = ""):
+    """(primary drug, its concentration, [(other drug, concentration), ...]) of a table that
+    names one drug (`drug`, `concentration`) or an admixture (`[[drugs]]`, up to
+    MAX_MIX + 1, the first the primary). Entries that did not parse are None (each has its
+    message, its field name after `prefix`); `need`: a missing fill is a problem."""
+    if "drugs" in data:
+        if "drug" in data or "concentration" in data:
+            probs.add(f"{prefix}drugs", "give the fill once: `drug` and `concentration` for one "
+                                        "drug, or [[drugs]] (name, concentration; the first is "
+                                        "the primary drug) for an admixture, not both")
+        entries = table_list(data["drugs"], f"{prefix}drugs", probs)
+        if not entries:
+            probs.add(f"{prefix}drugs", "at least one [[drugs]] table (name, concentration) is "
+                                        "needed")
+        elif len(entries) > MAX_MIX + 1:
+            probs.add(f"{prefix}drugs", f"{len(entries)} drugs given, an admixture holds at most "
+                                        f"{MAX_MIX + 1}")
+        fill: list = []
+        for i, e in enumerate(entries[:MAX_MIX + 1], 1):
+            f = f"{prefix}drugs[{i}]"
+            check_keys(e, _DRUG_KEYS, _DRUG_KEYS, f, probs,
+                       {"name": '"bupivacaine"', "concentration": '"20 mg/mL"'})
+            d = probs.call(lib.lookup, e["name"], f"{f}.name") if "name" in e else None
+            c = (probs.call(u.parse_concentration, e["concentration"], f"{f}.concentration")
+                 if "concentration" in e else None)
+            if d is not None and any(x[0] is not None and x[0].id == d.id for x in fill):
+                probs.add(f"{f}.name", f"{d.name} is named twice (each drug of the fill once)")
+            fill.append((d, c))
+        if not fill:
+            return None, None, []
+        return fill[0][0], fill[0][1], fill[1:]
+    if need:
+        check_keys({}, (), tuple(k for k in ("drug", "concentration") if k not in data),
+                   prefix.rstrip("."), probs)
+    drug = probs.call(lib.lookup, data["drug"], f"{prefix}drug") if "drug" in data else None
+    conc = (probs.call(u.parse_concentration, data["concentration"], f"{prefix}concentration")
+            if "concentration" in data else None)
+    return drug, conc, []
 
 
 def _parse_steps(data: Mapping, probs: Problems, rate_of) -> list[tuple]:
@@ -120,11 +163,10 @@ def parse_prescription(data: Mapping, druglib: DrugLibrary | None = None, *,
         probs.add(None, "a prescription must be a table (drug, concentration, [[steps]], ...)")
         return None
     lib = druglib or load_druglib()
-    check_keys(data, _TOP_KEYS, ("drug", "concentration", "steps"), "", probs)
-
-    drug = probs.call(lib.lookup, data["drug"], "drug") if "drug" in data else None
-    conc = probs.call(u.parse_concentration, data["concentration"], "concentration") \
-        if "concentration" in data else None
+    check_keys(data, _TOP_KEYS, (), "", probs)
+    drug, conc, fill_mix = parse_fill(data, lib, probs)
+    if "steps" not in data:
+        check_keys({}, (), ("steps",), "", probs)
 
     flags = 0
     if "phase" in data:
@@ -157,11 +199,14 @@ def parse_prescription(data: Mapping, druglib: DrugLibrary | None = None, *,
     pb = _parse_pb(data, probs)
     low_nl = parse_low(data, probs)
 
-    flags |= apply_rules(drug, conc, steps, timed, pb, override_soft, probs)
+    mix = [(d, c) for d, c in fill_mix if d is not None and c is not None]
+    if len(mix) < len(fill_mix):
+        mix = []  # (a drug that did not parse has its message; no half admixture judged)
+    flags |= apply_rules(drug, conc, steps, timed, pb, override_soft, probs, mix)
     zone = _parse_zone(data, probs, zone_from)
     if len(probs) > before:
         return None
-    rx = build(drug, conc, steps, timed, pb, flags, low_nl)
+    rx = build(drug, conc, steps, timed, pb, flags, low_nl, mix)
     return replace(rx, zone=zone[1], timezone=zone[0]) if zone else rx
 
 

@@ -6,6 +6,7 @@ entry already has its own message)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -24,6 +25,7 @@ from theca.inputs.prescription import (
     MIN_RATE_NL_DAY,
     MINUTES_PER_DAY,
     OVERRIDE_HINT,
+    MixDrug,
     PatientBolus,
     Prescription,
     Step,
@@ -51,20 +53,19 @@ class _Rules:
         self.complete = drug is not None and conc is not None
         self.max_ul_h = f"{MAX_RATE_NL_H / 1000:g} uL/h"
 
-    def concentration(self) -> None:
+    def concentration(self, f: str = "concentration") -> None:
         drug, conc = self.drug, self.conc
         if drug is None or conc is None:
             return
         if conc > drug.max_conc_ng_ml:
-            self.probs.add("concentration", f"{u.fmt_conc(conc)} exceeds {drug.name} hard limit "
-                                            f"{u.fmt_conc(drug.max_conc_ng_ml)}")
+            self.probs.add(f, f"{u.fmt_conc(conc)} exceeds {drug.name} hard limit "
+                              f"{u.fmt_conc(drug.max_conc_ng_ml)}")
         elif conc > drug.soft_conc_ng_ml:
             if self.override_soft:
                 self.overridden |= override_flag("max_concentration")
             else:
-                self.probs.add("concentration", f"{u.fmt_conc(conc)} exceeds {drug.name} soft "
-                                                f"limit {u.fmt_conc(drug.soft_conc_ng_ml)}; "
-                                                f"{OVERRIDE_HINT}")
+                self.probs.add(f, f"{u.fmt_conc(conc)} exceeds {drug.name} soft "
+                                  f"limit {u.fmt_conc(drug.soft_conc_ng_ml)}; {OVERRIDE_HINT}")
 
     def steps(self, steps: list[tuple]) -> None:
         probs = self.probs
@@ -276,6 +277,50 @@ class _Rules:
                         f"{kind} limit {u.fmt_rate(limit, unit)} ({parts}){hint}")
 
 
+class _Prefixed:
+    """Problems whose every message starts with `prefix` (an admixture's drug)."""
+
+    def __init__(self, probs: Problems, prefix: str):
+        self.probs, self.prefix = probs, prefix
+
+    def add(self, fieldname: str | None, message: str) -> None:
+        self.probs.add(fieldname, self.prefix + message)
+
+
+def _as_drug(rx: Prescription, m: MixDrug, d: Drug) -> Prescription:
+    # the prescription as the amounts of the admixture's drug `m` it gives: each amount
+    # of the primary drug times m's concentration over the primary's, rounded up
+    def of(ng: int) -> int:
+        return math.ceil(rx.of(ng, m.conc_ng_ml))
+
+    pb = rx.pb._replace(dose_ng=of(rx.pb.dose_ng)) if rx.pb else None
+    return Prescription(drug_id=d.id, drug=d.name, conc_ng_ml=m.conc_ng_ml,
+                        steps=tuple(Step(s.start_min, of(s.rate_ng_day)) for s in rx.steps),
+                        timed=tuple(t._replace(dose_ng=of(t.dose_ng)) for t in rx.timed), pb=pb)
+
+
+def mix_rules(rx: Prescription, mix: Sequence[tuple[Drug, int]], override_soft: bool,
+              probs: Problems) -> int:
+    """Each other drug of an admixture held to its own hard and soft limits (the doses are
+    of the primary drug; each drug's amount is the same volume at its concentration).
+    Returns the Rx flags of the soft limits overridden."""
+    flags = 0
+    for i, (d, conc) in enumerate(mix, 2):
+        m = MixDrug(d.id, d.name, conc)
+        pre = _Prefixed(probs, f"{d.name} (drugs[{i}], {u.fmt_conc(conc)}): ")
+        r = _Rules(d, conc, override_soft, pre)  # type: ignore[arg-type]
+        r.concentration(f"drugs[{i}].concentration")
+        as_d = _as_drug(rx, m, d)
+        for j, t in enumerate(as_d.timed, 1):
+            r.bolus(f"timed_boluses[{j}]", t.dose_ng, None)
+        if as_d.pb:
+            r.bolus("patient_bolus", as_d.pb.dose_ng, None)
+        r.worst_case(as_d)
+        r.min_per_day(as_d)
+        flags |= r.overridden
+    return flags
+
+
 def rx_drug(drug: Drug | None) -> Drug:
     """The drug of a prescription whose rules found it complete."""
     assert drug is not None, "complete implies a drug"
@@ -283,7 +328,8 @@ def rx_drug(drug: Drug | None) -> Drug:
 
 
 def build(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[tuple],
-           pb: PatientBolusValues | None, flags: int = 0, low_nl: int = 0) -> Prescription:
+           pb: PatientBolusValues | None, flags: int = 0, low_nl: int = 0,
+           mix: Sequence[tuple[Drug, int]] = ()) -> Prescription:
     # A Prescription from values the rules found complete (none of them None).
     d = rx_drug(drug)
     assert conc is not None, "complete implies a concentration"
@@ -293,7 +339,8 @@ def build(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[t
     return Prescription(drug_id=d.id, drug=d.name, conc_ng_ml=conc,
                         steps=tuple(Step(*s) for s in steps),
                         timed=tuple(TimedBolus(*x) for x in timed), pb=pbv, flags=flags,
-                        low_reservoir_nl=low_nl)
+                        low_reservoir_nl=low_nl,
+                        mix=tuple(MixDrug(m.id, m.name, c) for m, c in mix))
 
 
 def override_flag(limit: str) -> int:
@@ -302,15 +349,19 @@ def override_flag(limit: str) -> int:
 
 
 def apply_rules(drug: Drug | None, conc: int | None, steps: list[tuple], timed: list[tuple],
-           pb: PatientBolusValues | None, override_soft: bool, probs: Problems) -> int:
+           pb: PatientBolusValues | None, override_soft: bool, probs: Problems,
+           mix: Sequence[tuple[Drug, int]] = ()) -> int:
     # every problem into probs; returns the Rx flags of the soft limits overridden
     r = _Rules(drug, conc, override_soft, probs)
     r.concentration()
     r.steps(steps)
     r.timed(timed)
     r.patient_bolus(pb)
+    flags = 0
     if r.complete:
         built = build(drug, conc, steps, timed, pb)
         r.worst_case(built)
         r.min_per_day(built)
-    return r.overridden
+        if mix:
+            flags = mix_rules(built, mix, override_soft, probs)
+    return r.overridden | flags

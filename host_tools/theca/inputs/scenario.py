@@ -41,9 +41,12 @@ from theca.inputs.scenario_model import (
     Fault,
     Scenario,
 )
+from theca.inputs.scenario_values import ml_to_nl as _ml_to_nl
+from theca.inputs.scenario_values import serial as _serial
+from theca.inputs.scenario_values import sim_days as _days
+from theca.inputs.scenario_values import uint as _uint
 from theca.inputs.tomlfile import check_keys, read_toml, table_list, toml_locator
 
-MAX_DAYS = 3660
 CAPACITIES_NL = N.CAPACITIES_NL
 #: STATUS.battery_days is a u16.
 MAX_BATTERY_DAYS = 2 ** (8 * M.Status.battery_days.sizeof()) - 1
@@ -60,7 +63,7 @@ ALL_ALARMS = (1 << len(ALARM_BITS)) - 1
 ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "patient_bolus": ((), ()),
     "clinician_bolus": (("dose", "duration"), ()),
-    "refill": (("volume", "concentration"), ("drug", "residual")),
+    "refill": (("volume",), ("concentration", "drug", "drugs", "residual")),
     "program": (("prescription",), ("override_soft_limit",)),
     "suspend": ((), ("max",)),
     "resume": ((), ()),
@@ -87,63 +90,6 @@ _EXAMPLES = {"start": "start = 2026-01-01T08:00:00Z", "days": "days = 30",
 _TOP_KEYS = ("start", "days", "status_period_s", "reservoir_ml", "prescription", "events",
              "faults", "capacity_ml", "stroke_nl", "catheter_ul", "battery_days", "local_offset",
              "override_soft_limit", "description", "serial")
-
-
-def _ml_to_nl(value, field: str, what: str) -> int:
-    """A bare number of mL, or a volume with a unit, -> nL."""
-    if isinstance(value, str):
-        return u.parse_volume(value, field)
-    q = u.parse_number(value, field, what)
-    if q <= 0:
-        raise BadInput.at(field, f"{value!r} must be greater than zero ({what})")
-    n = u.round_half_up(q * u.NL_PER_ML)
-    if n == 0:
-        raise BadInput.at(field, f"{value!r} is below the resolution of 1 nL")
-    return n
-
-
-def _uint(value, field: str, lo: int, hi: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadInput.at(field, f"expected a whole number {lo}..{hi} ({what}), got {value!r}")
-    if not lo <= value <= hi:
-        raise BadInput.at(field, f"{value} is outside {lo}..{hi} ({what})")
-    return value
-
-
-_SERIAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def _serial(d: Mapping, probs: Problems) -> str:
-    # The twin's serial: the scenario's `serial`, else one derived from the scenario's
-    # content, so a run is reproducible and the logs of different scenarios (pumps) can
-    # be told apart.
-    if "serial" in d:
-        v = d["serial"]
-        if not (isinstance(v, str) and 1 <= len(v) <= 12 and set(v) <= _SERIAL_CHARS):
-            probs.add("serial", f"{v!r} is not 1 to 12 letters, digits, '-' or '_'")
-            return ""
-        return v
-    import hashlib
-    import json
-
-    text = json.dumps(d, sort_keys=True, default=str).encode()
-    return "SIM" + hashlib.sha256(text).hexdigest()[:9].upper()
-
-
-def _days(value, field: str) -> int:
-    """`days` (a number, or a duration string) -> seconds, > 0 and <= MAX_DAYS days."""
-    if isinstance(value, str):
-        s = u.parse_duration(value, field)
-    else:
-        q = u.parse_number(value, field, "days of simulated time")
-        if q <= 0:
-            raise BadInput.at(field, f"{value!r} must be greater than zero")
-        s = u.round_half_up(q * u.S_PER_DAY)
-        if s == 0:
-            raise BadInput.at(field, f"{value!r} is shorter than 1 s")
-    if s > MAX_DAYS * u.S_PER_DAY:
-        raise BadInput.at(field, f"{u.fmt_duration(s)} is longer than the maximum {MAX_DAYS} days")
-    return s
 
 
 def _quoted(v) -> str:
@@ -385,7 +331,23 @@ class _Loader:
     def _refill(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
         probs = self.probs
         new_drug = False
-        if "drug" in ev:
+        mix: tuple = ()
+        if "drugs" in ev:
+            # an admixture: the whole fill, the first drug the primary
+            from theca.inputs.rxfile import parse_fill
+
+            d0, c0, others = parse_fill(ev, self.lib, probs, prefix=f"{f}.")
+            for i, (d, c) in enumerate(others, 2):
+                self._fill_conc(f"{f}.drugs[{i}].concentration", d, c)
+            mix = tuple((d.id, c) for d, c in others if d is not None and c is not None)
+            if d0 is not None:
+                new_drug = True
+                pump.drug = d0
+            ev = {**ev, "concentration": c0} if c0 is not None else ev
+        elif "concentration" not in ev:
+            probs.add(f"{f}.concentration", "missing (e.g. \"10 mg/mL\"), or the whole fill as "
+                                            "drugs = [{name = ..., concentration = ...}, ...]")
+        if "drug" in ev and "drugs" not in ev:
             d = self.call(self.lib.lookup, ev["drug"], f"{f}.drug")
             if d is not None:
                 new_drug = True
@@ -394,26 +356,34 @@ class _Loader:
                 pump.drug = d
         drug = pump.drug
         vol = self.call(u.parse_volume, ev["volume"], f"{f}.volume") if "volume" in ev else None
-        c = self.call(u.parse_concentration, ev["concentration"], f"{f}.concentration") \
-            if "concentration" in ev else None
+        c = ev["concentration"] if "drugs" in ev else (
+            self.call(u.parse_concentration, ev["concentration"], f"{f}.concentration")
+            if "concentration" in ev else None)
         if vol is not None and pump.capacity is not None and vol > pump.capacity:
             probs.add(f"{f}.volume", f"{u.fmt_volume(vol)} is more than the reservoir "
                                      f"capacity {u.fmt_volume(pump.capacity)}")
-        if c is not None and drug is not None:
-            if c > drug.max_conc_ng_ml:
-                probs.add(f"{f}.concentration", f"{u.fmt_conc(c)} exceeds {drug.name} hard "
-                                                f"limit {u.fmt_conc(drug.max_conc_ng_ml)}")
-            elif c > drug.soft_conc_ng_ml and not self.override_soft:
-                probs.add(f"{f}.concentration", f"{u.fmt_conc(c)} exceeds {drug.name} soft "
-                                                f"limit {u.fmt_conc(drug.soft_conc_ng_ml)}; "
-                                                f"set override_soft_limit = true to confirm")
+        self._fill_conc(f"{f}.drugs[1].concentration" if "drugs" in ev else f"{f}.concentration",
+                        drug, c)
         if c is not None:
             pump.conc = c
         res = None
         if "residual" in ev:
             res = self.probs.call(u.parse_volume, ev["residual"], f"{f}.residual", allow_zero=True)
         return {"volume_nl": vol, "conc_ng_ml": c,
-                "drug_id": drug.id if new_drug and drug is not None else None, "residual_nl": res}
+                "drug_id": drug.id if new_drug and drug is not None else None, "residual_nl": res,
+                "mix": mix}
+
+    def _fill_conc(self, f: str, drug: Drug | None, c: int | None) -> None:
+        # a drug of a fill within its concentration limits
+        if c is None or drug is None:
+            return
+        if c > drug.max_conc_ng_ml:
+            self.probs.add(f, f"{u.fmt_conc(c)} exceeds {drug.name} hard "
+                              f"limit {u.fmt_conc(drug.max_conc_ng_ml)}")
+        elif c > drug.soft_conc_ng_ml and not self.override_soft:
+            self.probs.add(f, f"{u.fmt_conc(c)} exceeds {drug.name} soft "
+                              f"limit {u.fmt_conc(drug.soft_conc_ng_ml)}; "
+                              f"set override_soft_limit = true to confirm")
 
     def _program(self, f: str, ev: Mapping, t, pump: _InPump) -> dict:
         # every soft limit as `theca program` has them, titration included: against the

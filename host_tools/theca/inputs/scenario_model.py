@@ -49,6 +49,9 @@ class Event:
     local_offset_s: int | None = None
     role: str | None = None  # ack_alarm: who acknowledges (None: the clinician)
     replaced: bool = True  # catheter: the physical catheter is replaced as well
+    #: refill: an admixture's other drugs ((drug id, conc ng/mL), ...); () with drug_id
+    #: None: the reservoir's fill (its other drugs too), with a drug_id: that drug alone
+    mix: tuple = ()
 
 
 @dataclass(frozen=True)

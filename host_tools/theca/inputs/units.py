@@ -300,6 +300,14 @@ def fmt_amount(ng: int, unit: str | None = None) -> str:
     return f"{fmt_decimal(ng, _MASS_NG[unit])} {unit}"
 
 
+def fmt_reading(ng: int | float, unit: str | None = None) -> str:
+    """An amount for a person to read: 4 significant digits in `unit` ("1.833 mg", not
+    "1.833334 mg"); exact values stay in the json and parquet fields."""
+    unit = unit or amount_unit(int(ng))
+    v = ng / _MASS_NG[unit]
+    return f"{v:.4g} {unit}" if abs(v) < 10000 else f"{v:,.0f} {unit}"
+
+
 def fmt_rate(ng_day: int, unit: str | None = None) -> str:
     """ng/day -> "1.5 mg/day"."""
     return fmt_amount(ng_day, unit) + "/day"

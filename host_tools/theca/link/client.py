@@ -93,6 +93,9 @@ _FIELD_WORDS = {
     "primed": "the catheter is primed already (prime follows `theca catheter --volume`)",
     "zone": (f"the time zone's offset changes (at most {M.RX_MAX_ZONE}, in time order, each "
              f"within {N.MAX_LOCAL_OFFSET_S // 3600} h of UTC)"),
+    "drugs": (f"the admixture's other drugs (up to {M.RX_MAX_MIX}, each in the drug library, "
+              "named once, with a concentration; a prescription must name the reservoir's "
+              "whole fill: refill first)"),
 }
 
 #: Why a bolus was denied (NACK `limit` detail of PATIENT_BOLUS / CLINICIAN_BOLUS).

@@ -9,18 +9,22 @@ import theca_protocol as tp
 T: dict[str, int] = {m.name: m.type for m in tp.COMMANDS.values()}
 
 
-def body(name: str, **fields: int) -> bytes:
+def body(name: str, **fields: int | bytes) -> bytes:
     """The body of command `name` with these field values, named as in PROTOCOL.md (for
     example `body("REFILL", added_nl=..., conc_ng_ml=...)`). A missing field or a value
     that does not fit its field raises construct's error: the caller checks ranges first."""
     return tp.COMMANDS[T[name]].body.build(fields)
 
 
-def refill(volume_nl: int, conc_ng_ml: int, residual_nl: int, drug: int = 0) -> bytes:
+def refill(volume_nl: int, conc_ng_ml: int, residual_nl: int, drug: int = 0,
+           mix: tuple = ()) -> bytes:
     """REFILL body: the fill after emptying, its concentration, what was aspirated, the
-    drug (0: the reservoir's)."""
+    drug (0: the reservoir's, with its other drugs) and an admixture's other drugs
+    ((drug id, conc ng/mL), ...)."""
+    from theca.inputs.prescription import mix_bytes
+
     return body("REFILL", volume_nl=volume_nl, conc_ng_ml=conc_ng_ml, residual_nl=residual_nl,
-                drug=drug)
+                drug=drug, mix=mix_bytes(mix))
 
 
 def catheter(volume_nl: int) -> bytes:

@@ -168,6 +168,8 @@ class Renderer:
                 out[arg.name] = N.alarm_names(raw)
             elif k == "SOFT_LIMITS_MASK":
                 out[arg.name] = N.flag_names(N.SOFT_LIMITS, raw)
+            elif k == "drug_id":
+                out[arg.name] = self.drug_name(raw)
             else:
                 out[arg.name] = N.name_of(N.TABLES[k], raw, arg.name)
         dm = N.ALARM_DETAIL_MASKS.get(out.get("alarm", ""))

@@ -77,7 +77,7 @@ _ACTIONS = {
     "clinician_bolus": ("CLINICIAN_BOLUS", "clinician",
                         lambda sc, ev: R.clinician_bolus(ev.dose_ng, ev.duration_s)),
     "refill": ("REFILL", "clinician", lambda sc, ev: R.refill(
-        ev.volume_nl, ev.conc_ng_ml, ev.residual_nl or 0, ev.drug_id or 0)),
+        ev.volume_nl, ev.conc_ng_ml, ev.residual_nl or 0, ev.drug_id or 0, ev.mix)),
     "program": ("PROGRAM", "clinician", lambda sc, ev: ev.prescription.to_blob()),
     "suspend": ("SUSPEND", "clinician", lambda sc, ev: R.suspend(
         N.DEFAULT_SUSPEND_MAX_S if ev.max_s is None else ev.max_s)),
@@ -137,20 +137,51 @@ def input_records(frames: list[tuple[int, bytes, int]]) -> bytes:
     return bytes(out)
 
 
+#: The mechanism tags each fill's fluid with its drug; an admixture's fluid with
+#: MIX_TAG + its fill's number (0: the reservoir at the start), whose drugs fill_tags() gives.
+MIX_TAG = 256
+
+
+def fill_tags(sc: Scenario) -> dict[int, list[tuple[int, int, int]]]:
+    """{tag: [(drug id, num, den), ...]} of each admixture fill of the scenario: its fluid's
+    primary-drug mass times num / den is that drug's (the primary's: 1 / 1)."""
+    out = {}
+    for i, (drug, conc, mix) in enumerate(_fills(sc)):
+        if mix:
+            out[MIX_TAG + i] = [(drug, 1, 1)] + [(k, ck, conc) for k, ck in mix]
+    return out
+
+
+def _fills(sc: Scenario) -> list[tuple[int, int, tuple]]:
+    # (primary drug, its conc, other drugs) of the fill at the start and after each refill
+    rx = sc.prescription
+    drug, conc, mix = rx.drug_id, rx.conc_ng_ml, tuple((m.drug_id, m.conc_ng_ml) for m in rx.mix)
+    out = [(drug, conc, mix)]
+    for e in sc.events:
+        if e.action == "refill":
+            if e.drug_id is not None:
+                drug, mix = e.drug_id, e.mix
+            conc = e.conc_ng_ml or conc
+            out.append((drug, conc, mix))
+    return out
+
+
+def _tag(i: int, fill: tuple) -> int:
+    return MIX_TAG + i if fill[2] else fill[0]
+
+
 def _physical_refills(sc: Scenario) -> list[list]:
-    # [t, volume, conc, into the pocket, drug]: a pocket_fill fault takes from the next
+    # [t, volume, conc, into the pocket, drug tag]: a pocket_fill fault takes from the next
     # refill; a refill that names no drug is of the reservoir's
     pockets = [f for f in sc.faults if f.kind == "pocket_fill"]
     out = []
-    drug = sc.prescription.drug_id
-    for e in sc.events:
-        if e.action != "refill":
-            continue
+    fills = _fills(sc)
+    for i, e in enumerate(e for e in sc.events if e.action == "refill"):
         pocket = 0
         while pockets and pockets[0].at <= e.at:
             pocket += pockets.pop(0).volume_nl or 0
-        drug = e.drug_id if e.drug_id is not None else drug
-        out.append([e.at, e.volume_nl, e.conc_ng_ml, min(pocket, e.volume_nl or 0), drug])
+        out.append([e.at, e.volume_nl, e.conc_ng_ml, min(pocket, e.volume_nl or 0),
+                    _tag(i + 1, fills[i + 1])])
     return out
 
 
@@ -180,7 +211,7 @@ def twin_config(sc: Scenario, keys: dict[int, bytes], inputs: Path, tlog: Path,
                       if e.action == "catheter" and e.replaced],
         # what the reservoir physically holds at the start: the first prescription's drug
         "reservoir_conc_ng_ml": sc.prescription.conc_ng_ml,
-        "reservoir_drug": sc.prescription.drug_id,
+        "reservoir_drug": _tag(0, _fills(sc)[0]),
         # what the device reads of the library, beside the inputs
         "druglib": str(write_device_library(inputs.parent)),
     }
@@ -328,6 +359,7 @@ def simulate(sc: Scenario, out: Path, heapsize: str | None = None, workdir: Path
         "seconds": secs,
         "truth": tr,
         "tips": tip_bytes,
+        "fills": fill_tags(sc),
         "boots": len(segs),
     }
 

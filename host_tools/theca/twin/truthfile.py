@@ -39,13 +39,18 @@ def max_window(points: list[tuple[int, int]], window_s: int) -> int:
     return best
 
 
-def tip_by_drug(records: Iterable[tuple[int, int, int]], lib: DrugLibrary) -> dict[str, dict]:
+def tip_by_drug(records: Iterable[tuple[int, int, int]], lib: DrugLibrary,
+                fills: dict[int, list[tuple[int, int, int]]] | None = None) -> dict[str, dict]:
     """Per drug (by name; an id the library lacks as "#id") its total at the tip and its
-    most in any 24 h and any 1 h, ng. The fluid a new catheter held (drug 0) is no drug."""
+    most in any 24 h and any 1 h, ng. The fluid a new catheter held (drug 0) is no drug.
+    `fills`: an admixture's tag -> its drugs (drug id, num, den): each drug's mass is the
+    fluid's primary mass times num / den (the same volume at its own concentration)."""
     per: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    fills = fills or {}
     for t, drug, ung in records:
-        if drug:
-            per[drug].append((t, ung))
+        for k, num, den in fills.get(drug, ((drug, 1, 1),)):
+            if k:
+                per[k].append((t, ung * num // den))
     out: dict[str, dict] = {}
     for drug, pts in sorted(per.items()):
         pts.sort(key=lambda p: p[0])  # (stable: a stroke's parts keep their order)
@@ -62,7 +67,8 @@ def _ng(ung: int) -> float:
     return round(ung / _UNG, 6)
 
 
-def truth_document(phys: dict, tips: bytes, lib: DrugLibrary) -> dict:
+def truth_document(phys: dict, tips: bytes, lib: DrugLibrary,
+                   fills: dict[int, list[tuple[int, int, int]]] | None = None) -> dict:
     """The --truth document from the twin's final physical state and its per-drug stream."""
     return {
         "pumped_ul": phys["pumped_nl"] / 1000,
@@ -71,5 +77,5 @@ def truth_document(phys: dict, tips: bytes, lib: DrugLibrary) -> dict:
         "strokes": phys["strokes"],
         "tones": phys["tones"],
         "pocket_ul": phys.get("pocket_nl", 0) / 1000,
-        "tip": tip_by_drug(tip_records(tips), lib),
+        "tip": tip_by_drug(tip_records(tips), lib, fills),
     }
