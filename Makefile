@@ -24,7 +24,6 @@ $(STAMP): requirements.txt pyproject.toml host_tools/theca/emu/package-lock.json
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq socat >/dev/null; fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	@command -v npm >/dev/null 2>&1 || { \
 	  echo "setup: installing Node.js and npm (the emulated Pico, rp2040js)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; \

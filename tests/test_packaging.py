@@ -44,14 +44,21 @@ def test_the_cli_says_its_version_and_every_command_its_options():
     top = run("--help").stdout
     assert "1 a run or check that did not pass" in top
     from theca.cli import build_parser
+    from theca.cli.helptext import HELP
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(HELP)
     for name in sub.choices:
         out = run(name, "--help")
         assert out.returncode == 0, name
         text = out.stdout
-        assert "--device" in text and "--role" in text, name
-        assert "Exit status" in text, name
+        # issue 25: the link options only where they apply, each command its own exit
+        # statuses (bolus --help mentioned decode --strict) and one to three examples
+        assert ("--device" in text and "--role" in text) == HELP[name].link, name
+        assert "Exit status" in text and "decode --strict" not in text.replace(
+            "theca decode", ""), name
+        examples = text.split("Examples:\n", 1)[1].strip().splitlines()
+        assert 1 <= len(examples) <= 3 and all(e.strip().startswith("theca ") for e in examples), name
         lines = text.split("\n\n")
         assert len(lines) > 1 and lines[1].strip() and not lines[1].lstrip().startswith("positional"), (
             name, "no description")
@@ -77,6 +84,13 @@ def test_an_installed_theca_works_from_any_folder(tmp_path, repl):  # noqa: F811
     r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
                         str(wheel)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    # issue 25: only what theca runs with, no development tools
+    r = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=freeze",
+                        "--disable-pip-version-check"], capture_output=True, text=True)
+    have = {ln.split("==")[0].lower() for ln in r.stdout.split()}
+    assert "mpremote" in have and "construct" in have, have
+    assert not have & {"pytest", "mypy", "pyright", "pymavlink", "lxml", "hypothesis", "ruff",
+                       "dask", "distributed"}, have
     work = tmp_path / "elsewhere"
     work.mkdir()
     for f in ("demo.toml", "rx_morphine.toml"):

@@ -38,6 +38,9 @@ class Mechanism:
         self.strokes = 0
         self.failed = 0
         self.pocket_nl = 0  # drug injected beside the pump (pocket fills)
+        # what refill visits put in and took out (the volume's balance: `theca campaign`)
+        self.filled_nl = 0
+        self.aspirated_nl = 0
         self.faults = faults
         self.running = False
         # the catheter, primed with the first fill: [[nL, mass, drug], ...], oldest first
@@ -79,6 +82,7 @@ class Mechanism:
         if self.reservoir_nl + nl <= self.capacity_nl:
             self.reservoir_nl += nl
             self.mass += nl * conc
+            self.filled_nl += nl
             return True
         return False
 
@@ -166,6 +170,8 @@ class Mechanism:
         self.refills = [r for r in self.refills if r[0] > start]
         self.catheters = [c for c in self.catheters if c[0] > start]
         self.pocket_nl = phys.get("pocket_nl", 0)
+        self.filled_nl = phys.get("filled_nl", 0)
+        self.aspirated_nl = phys.get("aspirated_nl", 0)
         if "mass" in phys:
             self.mass = phys["mass"]
             self.left_mass = phys["left_mass"]

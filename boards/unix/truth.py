@@ -21,6 +21,8 @@ def physical(hw):
         "catheter": hw.motor.catheter,
         "drug": hw.motor.drug,
         "pocket_nl": hw.motor.pocket_nl,
+        "filled_nl": hw.motor.filled_nl,
+        "aspirated_nl": hw.motor.aspirated_nl,
         "tones": hw.buzzer.tones,
         "block_writes": hw.bdev.writes if hw.bdev else 0,
         "block_erases": hw.bdev.erases if hw.bdev else 0,

@@ -26,6 +26,8 @@ def refill(m, nl, conc, pocket_nl=0):
     m.reservoir_nl = nl - pocket_nl
     m.mass = (nl - pocket_nl) * conc
     m.pocket_nl += pocket_nl
+    m.aspirated_nl += residual
+    m.filled_nl += nl - pocket_nl
     return residual
 
 

@@ -7,6 +7,7 @@ twin under `-X heapsize=`); viper and native functions need the board's architec
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from theca import paths
 from theca.board import inline
+from theca.errors import BadInput
 
 # mpy-cross -march per board; the unix twin runs on x86-64
 ARCH = {"unix": "x64", "rp2_pico": "armv6m", "esp32": "xtensawin"}
@@ -41,10 +43,14 @@ def sources(board: str) -> list[Path]:
     return out
 
 
-def prepared(board: str) -> dict[Path, str]:
+def prepared(board: str, overlay: Path | None = None) -> dict[Path, str]:
     """The text each source is compiled from: the protocol's integers inlined
-    (inline.py), msgdefs cut down to what is still looked up."""
+    (inline.py), msgdefs cut down to what is still looked up. `overlay`: a folder whose
+    .py modules take the place of the sources of the same name (a modified build)."""
     srcs = sources(board)
+    if overlay is not None:
+        mine = {p.name: p for p in sorted(Path(overlay).glob("*.py"))}
+        srcs = [mine.pop(s.name, s) for s in srcs] + list(mine.values())
     msgdefs = paths.FIRMWARE / "msgdefs.py"
     consts = inline.constants(msgdefs.read_text())
     still: set[str] = set()
@@ -54,14 +60,15 @@ def prepared(board: str) -> dict[Path, str]:
     return out
 
 
-def compile_firmware(board: str = "unix", out: Path | None = None) -> Path:
+def compile_firmware(board: str = "unix", out: Path | None = None,
+                     overlay: Path | None = None) -> Path:
     """Compile into `out` (default build/mpy/BOARD); only changed files are rebuilt.
-    Returns the directory holding the .mpy files."""
+    Returns the directory holding the .mpy files. `overlay`: see prepared()."""
     out = out or paths.build_dir() / "mpy" / board
     out.mkdir(parents=True, exist_ok=True)
     arch = ARCH[board]
     with tempfile.TemporaryDirectory() as tmp:
-        for src, text in prepared(board).items():
+        for src, text in prepared(board, overlay).items():
             if src.name in KEEP_SOURCE:
                 continue
             dst = out / (src.stem + ".mpy")
@@ -78,4 +85,30 @@ def compile_firmware(board: str = "unix", out: Path | None = None) -> Path:
             if r.returncode != 0:
                 raise RuntimeError(f"mpy-cross {src.name}: {r.stderr.strip()}")
             stamp.write_text(digest)
+    return out
+
+
+def with_overlay(overlay: Path, board: str = "unix") -> Path:
+    """The firmware compiled with the modules of `overlay` (.py files) in place of its own:
+    a modified build to try (`theca campaign --firmware`, `theca simulate --firmware`).
+    Compiled once per overlay content, under the build folder."""
+    srcs = sorted(Path(overlay).glob("*.py"))
+    if not srcs:
+        raise BadInput(f"--firmware: {overlay} holds no .py module")
+    h = hashlib.sha256(board.encode())
+    for s in srcs:
+        h.update(s.name.encode() + b"\0" + s.read_bytes())
+    out = paths.build_dir() / "overlay" / h.hexdigest()[:16]
+    if (out / ".done").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out, ignore_errors=True)  # (one left unfinished)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent))
+    compile_firmware(board, tmp, overlay)
+    (tmp / ".done").write_text("")
+    try:
+        tmp.rename(out)
+    except OSError:  # (another process made it meanwhile)
+        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -41,6 +41,7 @@ from theca.board import build
 from theca.errors import BadInput
 from theca.inputs.druglib import device_json, load_druglib
 from theca.link import keys as K
+from theca.link import requests as R
 from theca.link.client import Client, LinkFailure, Refused
 from theca.progress import Bar
 
@@ -118,6 +119,7 @@ class Flasher:
         self.serial: str | None = None
         self.proved: str | None = None  # the serial whose key the board proved it holds
         self.fresh = False
+        self.clock_was: int | None = None  # the board's clock before flash set it
         self.files: list[tuple[Path, str]] = []
         self.bytes = 0
 
@@ -322,6 +324,22 @@ class Flasher:
         except (serial.SerialException, OSError) as e:
             raise LinkFailure(f"cannot restart the board on {self.device}: {e}") from None
 
+    def _set_clock(self, c: Client, device_now: int) -> int | None:
+        # The board's clock from this host's, as `mpremote rtc --set` sets it (a Pico's RTC
+        # restarts at 2021-01-01 after a hardware reset): through SET_TIME, so the pump
+        # logs it. Returns the device time it had, or None if it was right (within a
+        # minute) or the pump refused (a prescription's schedule the change would break).
+        from theca.inputs.timezone import now_device
+
+        now = now_device()
+        if abs(device_now - now) <= _CLOCK_SLACK_S:
+            return None
+        try:
+            c.request("SET_TIME", R.set_time(now, 0), "clinician")
+        except Refused:
+            return None
+        return device_now
+
     def verify(self) -> dict:
         """The new firmware answers with the serial just provisioned."""
         assert self.serial is not None  # provision() chose it
@@ -332,7 +350,8 @@ class Flasher:
                 with Client(self.device, self.serial, timeout=1.0, retries=_BOOT_S - 1,
                             quiet=True) as c:
                     info = c.identify("clinician")
-                    c.request("GET_STATUS", b"", "clinician")
+                    rep = c.request("GET_STATUS", b"", "clinician")
+                    self.clock_was = self._set_clock(c, rep.time)
                 return info
             except LinkFailure as e:
                 # a board's USB port is away for a moment while it resets
@@ -340,6 +359,9 @@ class Flasher:
                     raise
                 time.sleep(0.5)
 
+
+#: A board clock within this of the host's is left alone, s.
+_CLOCK_SLACK_S = 60
 
 _WIPE_STATE = (
     "import os\n"

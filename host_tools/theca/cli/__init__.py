@@ -12,10 +12,12 @@ import importlib
 import os
 import sys
 
+from theca.cli.helptext import HELP, epilog
 from theca.errors import BAD_INPUT, BadInput
 
 # Subcommand modules; each has add_parser(subparsers) and run(args) -> int.
-_COMMANDS = ["simulate", "decode", "report", "trumpet", "programmer", "twin", "emu", "flash"]
+_COMMANDS = ["simulate", "decode", "report", "trumpet", "programmer", "twin", "emu", "flash",
+             "devices", "campaign"]
 # Options that belong to the programmer and may stand before or after the command name.
 _GLOBAL = {"--device": True, "--role": True}
 
@@ -63,14 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, sp in sub.choices.items():
         if not sp.description:
             sp.description = helps.get(name)
-        if sp.epilog is None:
-            sp.epilog = p.epilog
-        # shown in every command's --help too (they may stand before or after the
-        # command's name; main() moves them to the front, so these never hold a value)
-        sp.add_argument("--device", default=argparse.SUPPRESS,
-                        help="serial device or pseudo-terminal of the pump (default $THECA_DEVICE)")
-        sp.add_argument("--role", choices=["clinician", "patient"], default=argparse.SUPPRESS,
-                        help="which of the device's keys to use (default: the command's own)")
+        # its own exit statuses and examples (helptext.py), laid out as written
+        sp.formatter_class = argparse.RawDescriptionHelpFormatter
+        sp.epilog = epilog(name)
+        if HELP[name].link:
+            # a command that talks to a pump shows them too (they may stand before or
+            # after the command's name; main() moves them to the front)
+            sp.add_argument("--device", default=argparse.SUPPRESS,
+                            help="serial device or pseudo-terminal of the pump (default "
+                                 "$THECA_DEVICE)")
+            sp.add_argument("--role", choices=["clinician", "patient"],
+                            default=argparse.SUPPRESS,
+                            help="which of the device's keys to use (default: the command's own)")
     return p
 
 

@@ -8,20 +8,27 @@ import sys
 import threading
 from pathlib import Path
 
-from theca.errors import BadInput
+from theca.errors import CHECK_FAILED, BadInput
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("emu", help="an emulated Raspberry Pi Pico (official MicroPython, rp2040js) "
                                    "on a pseudo-terminal")
+    p.add_argument("action", nargs="?", choices=["fetch-firmware"],
+                   help="fetch-firmware: download the official MicroPython for the Pico and "
+                        "the RP2040 boot ROM into the user cache, checked against the "
+                        "SHA-256 values the repository lists (then nothing else is done)")
     p.add_argument("--board", default="rp2_pico", choices=["rp2_pico"])
-    p.add_argument("--pty", required=True, metavar="PATH",
-                   help="where to make the board's USB serial port (a symlink to the pty)")
+    p.add_argument("--pty", metavar="PATH",
+                   help="where to make the board's USB serial port (a symlink to the pty; "
+                        "required to run the board)")
     p.add_argument("--flash-image", metavar="FILE", type=Path,
                    help="the board's 2 MiB flash, kept across runs (new: a bare board at its REPL)")
     p.add_argument("--firmware", metavar="FILE.uf2", type=Path,
-                   help="MicroPython for the Pico (default: $THECA_RP2_FIRMWARE or ../shared/rp2); "
-                        "checked against the SHA256SUMS beside it")
+                   help="MicroPython for the Pico (default: $THECA_RP2_FIRMWARE, ../shared/rp2, "
+                        "then the user cache that `theca emu fetch-firmware` fills); a file "
+                        "given here whose hash is not listed is used as you ask, with a "
+                        "warning")
     p.add_argument("--no-encoder", action="store_true",
                    help="the mechanism's feedback gives no edges: every stroke stalls")
     p.add_argument("--occlusion", action="store_true", help="the occlusion switch is closed")
@@ -32,8 +39,28 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def fetch(args) -> int:
+    """`theca emu fetch-firmware`: the firmware and the boot ROM into the user cache."""
+    from theca.emu import cache_rp2, listed_sums
+    from theca.emu.fetch import FetchError, fetch_all
+
+    try:
+        got = fetch_all(cache_rp2(), listed_sums())
+    except FetchError as e:
+        print(f"theca emu fetch-firmware: {e}", file=sys.stderr)
+        return CHECK_FAILED
+    print(f"the emulated Pico's firmware is in {got[0].parent}: `theca emu` and the "
+          "emulator tests take it from there")
+    return 0
+
+
 def run(args) -> int:
     from theca.emu import Emulator, EmulatorError
+
+    if args.action == "fetch-firmware":
+        return fetch(args)
+    if not args.pty:
+        raise BadInput("--pty: required to run the emulated board (e.g. --pty /tmp/pico)")
 
     out = None
     if args.truth is not None:
@@ -47,8 +74,14 @@ def run(args) -> int:
             out.write(json.dumps(ev) + "\n")
             out.flush()
         if ev["ev"] == "reset":
-            print(f"chip reset ({ev['kind']}) at {ev['t'] / 1e9:.1f} s", file=sys.stderr)
+            print(f"chip reset: {ev.get('why', ev['kind'])}, {span(ev['t'] / 1e9)} into the run",
+                  file=sys.stderr)
+        elif ev["ev"] == "usb" and not ready.is_set():
+            ready.set()
+            print(f"ready: the board's USB serial is up on {args.pty} (e.g. theca --device "
+                  f"{args.pty} flash --board rp2_pico)", flush=True)
 
+    ready = threading.Event()
     emu = Emulator(Path(args.pty), flash_image=args.flash_image, firmware=args.firmware,
                    encoder=not args.no_encoder, occlusion=args.occlusion, vbat_mv=args.vbat_mv,
                    on_event=on_event)
@@ -73,6 +106,19 @@ def run(args) -> int:
     if stats:
         sim = stats["t"] / 1e9
         wall = stats["wall_ns"] / 1e9
-        print(f"emulated {sim:.1f} s in {wall:.1f} s ({sim / wall:.1f}x real time), "
+        print(f"emulated {span(sim)} in {span(wall)} ({sim / max(wall, 1e-9):.1f}x real time), "
               f"{stats['strokes']} strokes, {stats['boots']} boot(s)")
     return 0
+
+
+def span(s: float) -> str:
+    """A duration for people: "40.2 s", "12 min 5 s", "2 h 25 min", "3 d 4 h"."""
+    if s < 60:
+        return f"{s:.1f} s"
+    m = int(s // 60)
+    if m < 60:
+        return f"{m} min {int(s % 60)} s"
+    h = m // 60
+    if h < 48:
+        return f"{h} h {m % 60} min"
+    return f"{h // 24} d {h % 24} h"

@@ -50,6 +50,12 @@ def run_flash(args) -> int:
     print(f"flashed {f.serial} ({args.board}, {len(f.files)} files, {f.bytes / 1024:.1f} KiB, "
           f"{keys}; {stopped}) in {secs:.1f} s: firmware {info['fw_major']}.{info['fw_minor']}."
           f"{info['fw_patch']} answers on {args.device}")
+    if f.clock_was is not None:
+        from theca.inputs.timezone import now_device
+        from theca.log.devtime import iso
+
+        print(f"its clock set from this host's to {iso(now_device())} UTC "
+              f"(it read {iso(f.clock_was)})")
     return OK
 
 

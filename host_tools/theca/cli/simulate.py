@@ -7,7 +7,7 @@ from pathlib import Path
 
 from theca import progress as progress_mod
 from theca.board.build import compile_firmware
-from theca.errors import DEVICE_REFUSED, OK, BadInput
+from theca.errors import CHECK_FAILED, DEVICE_REFUSED, OK, BadInput
 from theca.inputs.scenario import load_scenario
 from theca.outputs import atomic_path, output_file
 from theca.twin.run import heap_ok
@@ -27,6 +27,12 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the one-line result")
     p.add_argument("--source", action="store_true",
                    help="run the firmware from .py source instead of compiled .mpy")
+    p.add_argument("--firmware", metavar="DIR", type=Path,
+                   help="firmware modules in DIR (.py) take the place of the project's own: a "
+                        "modified build to try (as `theca campaign --firmware`)")
+    p.add_argument("--invariants", action="store_true",
+                   help="judge the run by the invariants of `theca campaign` (from the physical "
+                        "truth) and exit 1 if one fails")
     p.add_argument("--flash-image", type=Path,
                    help="keep the twin's flash (a littlefs2 image) in this file")
     p.add_argument("--truth", metavar="FILE.json", type=Path,
@@ -67,10 +73,42 @@ def _outputs(args) -> tuple[Path, Path | None]:
     return out, truth_out
 
 
+def _judged(args, sc, out: Path, truth_out: Path | None, mpy) -> int:
+    # the run judged as a campaign judges it (a failing run's file reproduced)
+    import tempfile
+
+    from theca.campaign.judge import INVARIANTS, judge
+    from theca.inputs.druglib import load_druglib
+    from theca.twin.truthfile import truth_document
+
+    with tempfile.TemporaryDirectory(prefix="theca-sim-") as tmp, atomic_path(out) as tlog:
+        stream = Path(tmp) / "truth.bin"
+        res = simulate(sc, tlog, args.heapsize, mpy_dir=mpy, flash_image=args.flash_image,
+                       tips=True, extra={"truth_stream": str(stream)})
+        lib = load_druglib()
+        doc = truth_document(res["truth"], res["tips"], lib, res.get("fills")) if res["truth"] else {}
+        v = judge(sc, res, tlog, stream.read_bytes() if stream.exists() else b"", lib, doc)
+    if truth_out is not None and res["truth"] is not None:
+        _write_truth(truth_out, res)
+    for k in INVARIANTS:
+        print(f"{k:16} {v[k]}")
+    if v["why"]:
+        print(f"theca simulate: {v['why']}", file=sys.stderr)
+    return OK if all(v[k] == "pass" for k in INVARIANTS) else CHECK_FAILED
+
+
 def run(args) -> int:
     sc = load_scenario(args.scenario, override_soft=args.override_soft_limit)
     out, truth_out = _outputs(args)
     mpy = None if args.source else compile_firmware("unix")
+    if args.firmware is not None:
+        from theca.board.build import with_overlay
+
+        if not args.firmware.is_dir():
+            raise BadInput(f"--firmware: {args.firmware} is not a folder")
+        mpy = with_overlay(args.firmware)
+    if args.invariants:
+        return _judged(args, sc, out, truth_out, mpy)
     days = sc.duration_s / 86400
     # the log appears whole when the run ends (one that failed too: it is its record)
     with progress_mod.Bar(days, "simulating", "days") as bar, atomic_path(out) as tmp:

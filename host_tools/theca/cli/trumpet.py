@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from theca.analysis.trumpet import (
     compute,
@@ -17,6 +16,7 @@ from theca.log.data import read_log
 from theca.log.devtime import iso
 from theca.log.frames import parse_time
 from theca.log.tlog import TlogError
+from theca.outputs import output_file
 
 
 def add_parser(sub) -> None:
@@ -44,8 +44,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     """Run `theca trumpet`; returns the exit status."""
     start = parse_time(args.start, "--start") if args.start else None
-    if args.png and not Path(args.png).resolve().parent.is_dir():
-        raise BadInput(f"--png: folder {Path(args.png).resolve().parent} does not exist")
+    if args.png:
+        output_file(args.png, (args.tlog,), "--png")  # (its folder made, as every output's)
     try:
         log = read_log(args.tlog)
     except TlogError as e:

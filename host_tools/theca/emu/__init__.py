@@ -42,8 +42,17 @@ class EmulatorError(Exception):
 SUMS = HERE / "SHA256SUMS"
 
 
-def _cache_rp2() -> Path:
+def cache_rp2() -> Path:
+    """The user cache the firmware is fetched into (~/.cache/theca/rp2)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "theca" / "rp2"
+
+
+_cache_rp2 = cache_rp2
+
+
+def listed_sums() -> dict[str, str]:
+    """The SHA-256 of each file as this repository lists them (SHA256SUMS)."""
+    return _parse_sums(SUMS.read_text())
 
 
 def _candidates() -> list[Path]:
@@ -76,9 +85,10 @@ def firmware_missing() -> str | None:
     if not missing:
         return None
     where = ", ".join(str(c) for c in _candidates())
-    return (f"{' and '.join(missing)} not found (looked in {where}): put the official "
-            f"MicroPython firmware ({DOWNLOAD}) and the RP2040 boot ROM in {_cache_rp2()} or "
-            "set THECA_RP2_FIRMWARE to their folder; they are checked against "
+    return (f"{' and '.join(missing)} not found (looked in {where}): `theca emu "
+            f"fetch-firmware` downloads the official MicroPython firmware ({DOWNLOAD}) and the "
+            f"RP2040 boot ROM into {_cache_rp2()}, or set THECA_RP2_FIRMWARE to their folder; "
+            "they are checked against "
             f"{SUMS.relative_to(paths.ROOT) if SUMS.is_relative_to(paths.ROOT) else SUMS}")
 
 
@@ -93,6 +103,10 @@ def _sums(folder: Path) -> dict[str, str]:
         raise BadInput(f"{f} not found: the firmware's checksums must sit beside it "
                        f"(set THECA_RP2_FIRMWARE to the folder holding {FIRMWARE_NAME}, "
                        f"{BOOTROM_NAME} and SHA256SUMS)") from None
+    return _parse_sums(text)
+
+
+def _parse_sums(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
         parts = line.split()
@@ -103,8 +117,8 @@ def _sums(folder: Path) -> dict[str, str]:
 
 def _checked(path: Path, want: str | None, what: str) -> Path:
     if not path.is_file():
-        raise BadInput(f"{what} {path} not found (set THECA_RP2_FIRMWARE, put it in "
-                       f"{_cache_rp2()}, or download {DOWNLOAD})")
+        raise BadInput(f"{what} {path} not found (`theca emu fetch-firmware` puts it in "
+                       f"{_cache_rp2()}; or set THECA_RP2_FIRMWARE to its folder)")
     got = hashlib.sha256(path.read_bytes()).hexdigest()
     if want is None:
         raise BadInput(f"{path.name} has no line in SHA256SUMS: it cannot be checked")
@@ -123,9 +137,22 @@ def firmware_files(firmware: Path | None = None) -> tuple[Path, Path]:
     if firmware is None:
         uf2 = _checked(folder / FIRMWARE_NAME, sums.get(FIRMWARE_NAME), "the MicroPython firmware")
     else:
-        fsums = _sums(firmware.parent) if firmware.parent != folder else sums
-        uf2 = _checked(firmware, fsums.get(firmware.name), "the MicroPython firmware")
+        uf2 = _trusted(firmware, sums.get(FIRMWARE_NAME))
     return uf2, rom
+
+
+def _trusted(path: Path, want: str | None) -> Path:
+    # --firmware: the user's choice. The listed file is taken as it is; another one too,
+    # since the user passed it knowingly, with a warning naming both hashes.
+    if not path.is_file():
+        raise BadInput(f"--firmware {path} not found")
+    got = hashlib.sha256(path.read_bytes()).hexdigest()
+    if got != want:
+        import sys
+
+        print(f"theca emu: warning: {path} is not the listed firmware (sha256 {got}, "
+              f"SHA256SUMS lists {want}); used because you passed it", file=sys.stderr)
+    return path
 
 
 def node() -> str:

@@ -94,6 +94,7 @@ let mcu = null;
 let clock = null;
 let cdc = null;
 let simBase = 0; // sim ns at which the current chip came out of reset
+let resetWhy = ''; // what asked for the pending reset, for people
 let resetPending = null; // 'watchdog' | 'force': a bite or machine.reset(), served between batches
 let stopped = false;
 const scratch = new Uint32Array(8);
@@ -185,7 +186,12 @@ function makeChip() {
     this.clockAlarm.schedule(wd.timer.toNanos(Math.max(1, wd.timer.counter)));
   };
   wd.onWatchdogTrigger = () => {
-    if (resetPending === null) resetPending = wd.reason === 1 ? 'watchdog' : 'force';
+    if (resetPending === null) {
+      resetPending = wd.reason === 1 ? 'watchdog' : 'force';
+      // what asked for it, for people: the timer ran out (a bite), or the firmware forced
+      // it (machine.reset(), the pico-sdk's watchdog_reboot)
+      resetWhy = wd.reason === 1 ? 'watchdog bite' : 'machine.reset()';
+    }
   };
   // QSPI_SS's pad resets to pull-up (0x5a): BOOTSEL is not pressed
   mcu.qspi[1].padValue = 0x5a;
@@ -219,7 +225,7 @@ function chipReset(kind) {
   scratch.set(wd.scratchData);
   reason = kind === 'watchdog' ? 1 : 2; // WATCHDOG REASON: TIMER or FORCE
   simBase += clock.nanos;
-  out({ ev: 'reset', t: simBase, kind });
+  out({ ev: 'reset', t: simBase, kind, why: resetWhy || kind });
   makeChip();
 }
 

@@ -77,5 +77,7 @@ def truth_document(phys: dict, tips: bytes, lib: DrugLibrary,
         "strokes": phys["strokes"],
         "tones": phys["tones"],
         "pocket_ul": phys.get("pocket_nl", 0) / 1000,
+        "filled_ul": phys.get("filled_nl", 0) / 1000,
+        "aspirated_ul": phys.get("aspirated_nl", 0) / 1000,
         "tip": tip_by_drug(tip_records(tips), lib, fills),
     }
