@@ -22,6 +22,10 @@ $(STAMP): requirements.txt pyproject.toml host_tools/theca/emu/package-lock.json
 	  echo "setup: installing socat (pty tests, mpremote flash test)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq socat >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq socat >/dev/null; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "setup: installing chromium (the report's layout, checked in a real browser)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	@command -v npm >/dev/null 2>&1 || { \

@@ -374,6 +374,9 @@ def benchmarks_md(r: dict) -> str:
         out.append(f"| `theca report` | not measured: {rp.get('error')} | - | - |")
     out += _link_rows(lk)
     out += _heavy_rows(r.get("heavy", {}), tw) + _pico_rows(r.get("pico", {}))
+    import bench_campaign
+
+    out += bench_campaign.rows(r.get("campaign", {}))
     size = (f"{mv.get('theca_frame_bytes', 54)}-byte STATUS frames vs "
             f"{mv.get('mavlink_frame_bytes', '?')}-byte MAVLink 2 {mv.get('mavlink_message', '?')}")
     out += [
@@ -385,6 +388,7 @@ def benchmarks_md(r: dict) -> str:
         "See bench/bench_mavlink.py.",
         "",
     ]
+    out += bench_campaign.paper(r.get("campaign", {}))
     return "\n".join(out) + profile_md(r.get("heavy", {}).get("profile", {}))
 
 
@@ -413,6 +417,12 @@ def main() -> int:
             results["heavy"] = bench_heavy.run(d)
         except RuntimeError as e:
             results["heavy"] = {"error": str(e)[-300:]}
+        try:
+            import bench_campaign
+
+            results["campaign"] = bench_campaign.run(d)
+        except Exception as e:  # noqa: BLE001 (say why, keep the other figures)
+            results["campaign"] = {"error": f"{type(e).__name__}: {e}"}
         try:
             import bench_pico
 

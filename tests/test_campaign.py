@@ -182,7 +182,8 @@ def test_a_dask_cluster_on_localhost_gives_the_local_verdicts(tmp_path):
         time.sleep(2)
         for _ in range(2):
             procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nthreads", "1",
-                                           "--no-dashboard"], env=env, cwd=tmp_path,
+                                           "--no-dashboard", "--local-directory",
+                                           str(tmp_path / "dask")], env=env, cwd=tmp_path,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         r = theca("campaign", c, "-o", tmp_path / "dask", "--scheduler", addr)
         assert r.returncode in (0, 1), r.stdout + r.stderr

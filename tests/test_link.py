@@ -284,8 +284,10 @@ def test_clinician_bolus_and_busy(twin_a):
     home, dev = twin_a["home"], twin_a["dev"]
     r = run_theca(home, "--device", dev, "clinician-bolus", "--dose", "0.05 mg", "--duration", "1 h")
     assert r.returncode == 0, r.stderr
+    assert "0.05 mg of morphine over 1 h" in r.stdout, r.stdout  # (its drug's unit, not 50 mcg)
     r = run_theca(home, "--device", dev, "clinician-bolus", "--dose", "0.05 mg", "--duration", "1 h")
-    assert r.returncode == 3 and "busy" in r.stderr, r.stderr
+    # busy says with what (issue 25)
+    assert r.returncode == 3 and "busy: a clinician bolus is still running" in r.stderr, r.stderr
     r = run_theca(home, "--device", dev, "clinician-bolus", "--dose", "lots", "--duration", "1 h")
     assert r.returncode == 2 and "--dose" in r.stderr
 
@@ -854,3 +856,13 @@ def test_catheter_and_prime_from_the_command_line(twin_a):
     assert done[4] == began[4] and 110_000 < began[4] <= 120_000, (began, done)
     r = run_theca(home, "--device", dev, "status")
     assert "catheter    120 uL, primed" in r.stdout and "refill by" in r.stdout, r.stdout
+
+
+def test_a_device_path_that_is_no_port_is_named_for_what_it_is(tmp_path):
+    # issue 25: --device /dev/null got advice about the keys of several devices
+    home = tmp_path / "home"
+    (tmp_path / "file").write_text("")
+    for dev, words in (("/dev/null", "memory device"), (tmp_path / "file", "is a file"),
+                       (tmp_path, "is a folder")):
+        r = run_theca(home, "--device", dev, "status")
+        assert r.returncode == 4 and words in r.stderr and "keys" not in r.stderr, r.stderr

@@ -104,7 +104,7 @@ def test_describe():
     assert "00:00-08:00  1.5 mg/day (150 uL/day)" in text
     assert "12:00  0.2 mg over 30 min (20 uL)" in text
     assert "0.1 mg over 10 min, lockout 1 h, at most 4" in text
-    assert "worst case in 24 h 2.433334 mg (limit 15 mg/day" in text
+    assert "worst case in 24 h 2.433 mg (limit 15 mg/day" in text
     assert "Patient bolus: none" in load_prescription(EXAMPLES / "rx_ziconotide.toml").describe()
 
 
@@ -433,7 +433,7 @@ def test_druglib_env_override(tmp_path, monkeypatch):
     monkeypatch.setenv("THECA_DRUGLIB", str(lib_file(tmp_path, max_ng_day=2_000_000,
                                                      soft_ng_day=2_000_000)))
     m = one_error(base())
-    assert m.startswith("steps[2].rate: worst-case 24 h dose 2.433334 mg exceeds morphine hard "
+    assert m.startswith("steps[2].rate: worst-case 24 h dose 2.433 mg exceeds morphine hard "
                         "limit 2 mg/day")
 
 
@@ -598,7 +598,7 @@ def test_problems_on_hand_made_prescriptions():
     assert rx.problems(LIB) == [
         "patient_bolus.lockout: 5 min is shorter than the bolus duration 10 min "
         "(the lockout must be at least the duration)",
-        "steps[1].rate: worst-case 1 h dose 1.233334 mg exceeds morphine hard limit max_per_hour "
+        "steps[1].rate: worst-case 1 h dose 1.233 mg exceeds morphine hard limit max_per_hour "
         "1.125 mg "
         "(the fastest basal step for an hour, the timed boluses one hour can meet and the "
         "patient boluses its lockout allows)",

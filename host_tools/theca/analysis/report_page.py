@@ -19,7 +19,7 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em au
 color:#222;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:0.2em}h2{border-bottom:1px solid #ccc;padding-bottom:0.2em;
 margin-top:2em}
-table{border-collapse:collapse;margin:0.8em 0;font-size:0.88em}
+table{border-collapse:collapse;margin:0.8em 0;font-size:0.88em}.tbl{max-width:100%;overflow-x:auto}
 th,td{border:1px solid #ccc;padding:3px 8px;white-space:nowrap}th{background:#f2f2f2;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.warn td{background:#fff1f0}
@@ -37,7 +37,8 @@ def _e(x) -> str:
 def _table(head: list[str], rows: list[list], num: set[int] | None = None,
            warn: list[bool] | None = None) -> str:
     num = num or set()
-    out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
+    # (in a box that scrolls sideways if it must: the page itself fits a 1280 px window)
+    out = ["<div class='tbl'><table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
     for i, r in enumerate(rows):
         cls = ' class="warn"' if warn and warn[i] else ""
         cells = "".join(
@@ -45,7 +46,7 @@ def _table(head: list[str], rows: list[list], num: set[int] | None = None,
             for j, v in enumerate(r)
         )
         out.append(f"<tr{cls}>{cells}</tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     return "\n".join(out)
 
 

@@ -3,6 +3,7 @@ the drug delivered per day, the alarms and events on a timeline."""
 
 from __future__ import annotations
 
+import datetime as _dt
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,9 @@ def _alarm_lanes(ax, rep: Report, y: dict, t_hi: int, span: int) -> None:
         a = unix_time(sp.raised)
         b = unix_time(sp.cleared if sp.cleared is not None else t_hi)
         color = "tab:red" if sp.critical else "tab:orange"
-        ax.barh(y[sp.alarm], (b - a), left=a, height=0.5, color=color, alpha=0.85)
+        # at least a visible width: a 39-minute stall in 30 days is otherwise a hairline
+        ax.barh(y[sp.alarm], max(b - a, _dt.timedelta(seconds=0.004 * span)), left=a,
+                height=0.5, color=color, alpha=0.85)
         ax.plot([a], [y[sp.alarm]], "|", color="black", ms=12)
         end = sp.cleared if sp.cleared is not None else t_hi
         if (end - sp.raised) < 0.05 * span:  # too short to see: say how long
@@ -123,7 +126,8 @@ def _alarm_lanes(ax, rep: Report, y: dict, t_hi: int, span: int) -> None:
 def _mode_lane(ax, rep: Report, lane: int, span: int) -> None:
     for a, b, mode in rep.modes:
         color = _MODE_COLORS.get(mode, "tab:gray")
-        ax.barh(lane, unix_time(b) - unix_time(a), left=unix_time(a), height=0.5, color=color, alpha=0.8)
+        ax.barh(lane, max(unix_time(b) - unix_time(a), _dt.timedelta(seconds=0.004 * span)),
+                left=unix_time(a), height=0.5, color=color, alpha=0.8)
         ax.plot([unix_time(a)], [lane], "|", color=color, ms=12)
         if (b - a) < 0.05 * span:
             ax.annotate(f" {mode} {duration(b - a)}", (unix_time(a), lane), xytext=(4, -3),
@@ -143,6 +147,7 @@ _MARKS = {
 def _event_marks(ax, rep: Report, y: dict) -> set[str]:
     # one mark per event in its lane; returns the legends used
     seen: set[str] = set()
+    others: list[tuple[int, str]] = []
     for e in rep.log.events:
         ev = e["event"]
         key = (ev, e.get("bolus")) if ev == "bolus_started" else (ev, None)
@@ -154,8 +159,29 @@ def _event_marks(ax, rep: Report, y: dict) -> set[str]:
         lane, m, c, label = spec
         ax.plot([unix_time(e["time"])], [y[lane]], m, color=c, ms=6 if m != "|" else 9,
                 label=label if label not in seen else None, mfc="none" if m == "o" else c)
+        if lane == "other events":
+            others.append((e["time"], ev.replace("_", " ")))
         seen.add(label)
+    _name_others(ax, others, y["other events"])
     return seen
+
+
+def _name_others(ax, others: list[tuple[int, str]], lane: int) -> None:
+    # each cluster of other events named once, its names stacked (a circle says nothing)
+    if not others:
+        return
+    span = max(others[-1][0] - others[0][0], 1)
+    groups: list[list[tuple[int, str]]] = []
+    for t, name in others:
+        if groups and t - groups[-1][-1][0] <= 0.02 * span + 3600:
+            groups[-1].append((t, name))
+        else:
+            groups.append([(t, name)])
+    for g in groups:
+        names = list(dict.fromkeys(n for _, n in g))
+        text = "\n".join(names[:4] + ([f"+{len(names) - 4} more"] if len(names) > 4 else []))
+        ax.annotate(text, (unix_time(g[0][0]), lane), xytext=(4, 5), textcoords="offset points",
+                    fontsize=6, color="dimgray", va="bottom")
 
 
 def plot_timeline(rep: Report, path: Path) -> None:

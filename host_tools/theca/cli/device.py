@@ -5,6 +5,7 @@ commands (the pump's state as the interface's fields)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import theca_protocol as tp
@@ -37,7 +38,31 @@ def either_role(args, serial: str) -> str:
 
 
 def client_for(args) -> Client:
+    _a_port(args.device)
     return Client(args.device)  # timeouts and retries: $THECA_TIMEOUT, $THECA_RETRIES
+
+
+_MEM_MAJOR = 1  # Linux: /dev/null, /dev/zero, /dev/random...
+
+
+def _a_port(device: str | None) -> None:
+    # a path that exists but is no serial port or terminal (a file, /dev/null, a folder)
+    # is named for what it is, before any key is looked for (issue 25: /dev/null got
+    # advice about the keys of several devices)
+    if not device or not os.path.exists(device):
+        return
+    import stat
+
+    st = os.stat(device)
+    if stat.S_ISDIR(st.st_mode):
+        raise LinkFailure(f"{device} is a folder, not a serial port or pseudo-terminal")
+    if not stat.S_ISCHR(st.st_mode):
+        raise LinkFailure(f"{device} is a file, not a serial port or pseudo-terminal (is the "
+                          "path right? a twin's is the --pty PATH it was started with)")
+    # (not opened here: opening a real serial port toggles DTR, which resets some boards)
+    if os.major(st.st_rdev) == _MEM_MAJOR:
+        raise LinkFailure(f"{device} is a memory device (null, zero, random), not a serial "
+                          "port or pseudo-terminal: no pump can answer on it")
 
 
 def guarded(fn):

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
                    help="fetch-firmware: download the official MicroPython for the Pico and "
                         "the RP2040 boot ROM into the user cache, checked against the "
                         "SHA-256 values the repository lists (then nothing else is done)")
-    p.add_argument("--board", default="rp2_pico", choices=["rp2_pico"])
+    p.add_argument("--board", default="rp2_pico", choices=["rp2_pico"],
+                   help="the board emulated: a Raspberry Pi Pico (RP2040), the only one so far")
     p.add_argument("--pty", metavar="PATH",
                    help="where to make the board's USB serial port (a symlink to the pty; "
                         "required to run the board)")

@@ -14,6 +14,7 @@ in words); 4 link failure; 1 the user did not confirm (nothing sent).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import sys
 import time
@@ -33,6 +34,7 @@ from theca.cli.device import (
     role_of,
     status_record,
 )
+from theca.cli.helptext import epilog
 from theca.cli.visit import cmd_catheter, cmd_mri, cmd_prime, cmd_refill
 from theca.errors import CHECK_FAILED, OK, BadInput
 from theca.inputs import units as U
@@ -181,7 +183,12 @@ def cmd_clinician_bolus(args) -> int:
         st = status_record(c, c.request("GET_STATUS", role=role))
         _bolus_fits(c, st, dose, dur)
         c.request("CLINICIAN_BOLUS", R.clinician_bolus(dose, dur), role)
-    print(f"clinician bolus started on {c.serial}: {U.fmt_amount(dose)} over {U.fmt_duration(dur)}")
+    from theca.inputs.druglib import dose_unit, load_druglib
+
+    # in the unit its drug is dosed in: 0.1 mg of morphine, not "100 mcg"
+    d = load_druglib().find(st["drug"]) if st.get("drug") else None
+    print(f"clinician bolus started on {c.serial}: {U.fmt_amount(dose, dose_unit(d))}"
+          f"{' of ' + d.name if d else ''} over {U.fmt_duration(dur)}")
     return OK
 
 
@@ -427,7 +434,15 @@ def _add_log(sub) -> None:
     p = sub.add_parser("log", help="the event log")
     lsub = p.add_subparsers(dest="log_command", metavar="pull")
     lsub.required = True
-    q = lsub.add_parser("pull", help="download the event log into a .tlog (resumable)")
+    q = lsub.add_parser(
+        "pull", help="download the event log into a .tlog (resumable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Download the pump's event log (LOG_READ, page by page) into a .tlog that "
+                    "`theca decode` and `theca report` read. An existing file is continued from "
+                    "its last event; a pump whose log went back (an old image put back) is "
+                    "named, the file kept and the device's log written beside it "
+                    "(NAME.rollback-TIME.tlog, exit 1).",
+        epilog=epilog("log"))
     q.add_argument("-o", "--output", required=True, help="the .tlog to write or continue")
     q.add_argument("--from", dest="from_seq", type=int, default=0, metavar="N",
                    help="start at event N (a new file only)")

@@ -50,7 +50,11 @@ def _catheter_question(serial: str, vol: int, st: dict) -> str:
     # what `prime` will push after this declaration, and what it means without a revision
     conc = st.get("conc_ng_ml") or 0
     drug = st.get("drug") or "the reservoir's drug"
-    amount = f" = {U.fmt_amount(vol * conc // 1_000_000)} of {drug}" if conc else f" of {drug}"
+    from theca.inputs.druglib import dose_unit, load_druglib
+
+    unit = dose_unit(load_druglib().find(drug)) if st.get("drug") else None
+    amount = (f" = {U.fmt_reading(vol * conc // 1_000_000, unit)} of {drug}" if conc
+              else f" of {drug}")
     return (f"{serial}: a new, empty catheter of {U.fmt_volume(vol)}. `theca prime` will then "
             f"push {U.fmt_volume(vol)}{amount} at the pump's fastest rate. Only for a catheter "
             "really replaced (implant, revision): with the old catheter still in place and "
@@ -190,13 +194,13 @@ def _refill_confirmed(args, before: dict, vol: int, conc: int, drug, mix=()) -> 
     rate = before["rate_ul_per_day"]
     print(f"The fill changes ({before['serial']}):")
     print(f"  now   {old_drug or '?'} {U.fmt_conc(old_conc)}, {rate:.1f} uL/day = "
-          f"{U.fmt_amount(round(rate * old_conc / 1000))}/day of {old_drug or 'drug'}")
+          f"{U.fmt_reading(round(rate * old_conc / 1000))}/day of {old_drug or 'drug'}")
     if new_drug == old_drug:
         new_rate = rate * old_conc / conc
         left = max(vol - N.DEFAULT_LOW_RESERVOIR_NL, 0) / 1000
         days = f", refill in about {left / new_rate:.0f} days" if new_rate else ""
         print(f"  new   {new_drug} {U.fmt_conc(conc)}, {new_rate:.1f} uL/day for the same "
-              f"{U.fmt_amount(round(rate * old_conc / 1000))}/day{days} (after the catheter's "
+              f"{U.fmt_reading(round(rate * old_conc / 1000))}/day{days} (after the catheter's "
               "old fill)")
     else:
         print(f"  new   {new_drug} {U.fmt_conc(conc)}: another drug; the old prescription's "

@@ -333,9 +333,9 @@ class Prescription:
         if self.zone:
             lines.append(f"Local time: {self.timezone or 'offset changes'}, "
                          + "; ".join(f"{_fmt_offset(o)} from {u.fmt_time(t)}" for t, o in self.zone))
-        total = (f"Per day: basal {u.fmt_amount(self.basal_ng(), unit)} + timed "
-                 f"{u.fmt_amount(self.timed_ng(), unit)} = {u.fmt_amount(self.daily_ng(), unit)}; "
-                 f"worst case in 24 h {u.fmt_amount(self.worst_case_ng(), unit)}")
+        total = (f"Per day: basal {u.fmt_reading(self.basal_ng(), unit)} + timed "
+                 f"{u.fmt_reading(self.timed_ng(), unit)} = {u.fmt_reading(self.daily_ng(), unit)}; "
+                 f"worst case in 24 h {u.fmt_reading(self.worst_case_ng(), unit)}")
         if drug:
             total += (f" (limit {u.fmt_rate(drug.max_ng_day, unit)}, soft "
                       f"{u.fmt_rate(drug.soft_ng_day, unit)})")
@@ -354,10 +354,10 @@ class Prescription:
             return math.ceil(self.of(ng, m.conc_ng_ml))
 
         line = (f"{m.drug} ({u.fmt_conc(m.conc_ng_ml)}): per day "
-                f"{u.fmt_amount(of(self.daily_ng()), unit)}; worst case in 24 h "
-                f"{u.fmt_amount(of(self.worst_case_ng()), unit)}")
+                f"{u.fmt_reading(of(self.daily_ng()), unit)}; worst case in 24 h "
+                f"{u.fmt_reading(of(self.worst_case_ng()), unit)}")
         if self.pb:
-            line += f"; patient bolus {u.fmt_amount(of(self.pb.dose_ng), unit)}"
+            line += f"; patient bolus {u.fmt_reading(of(self.pb.dose_ng), unit)}"
         if d:
             line += f" (limit {u.fmt_rate(d.max_ng_day, unit)}, soft {u.fmt_rate(d.soft_ng_day, unit)})"
         return line

@@ -222,7 +222,7 @@ class _Rules:
         if self.override_soft:
             self.overridden |= override_flag("min_per_day")
             return
-        self.probs.add("steps", f"daily dose {u.fmt_amount(daily, self.unit)} is below "
+        self.probs.add("steps", f"daily dose {u.fmt_reading(daily, self.unit)} is below "
                                 f"{drug.name} soft limit min_per_day "
                                 f"{u.fmt_rate(drug.min_ng_day, self.unit)} (a mg/mcg slip?); "
                                 f"{OVERRIDE_HINT}")
@@ -254,7 +254,7 @@ class _Rules:
         drug, unit, probs = rx_drug(self.drug), self.unit, self.probs
         hour = rx.worst_hour_ng()
         if hour > drug.max_ng_hour:
-            probs.add(self._culprit(rx, hour=True), f"worst-case 1 h dose {u.fmt_amount(hour, unit)} exceeds {drug.name} "
+            probs.add(self._culprit(rx, hour=True), f"worst-case 1 h dose {u.fmt_reading(hour, unit)} exceeds {drug.name} "
                             f"hard limit max_per_hour {u.fmt_amount(drug.max_ng_hour, unit)} (the "
                             "fastest basal step for an hour, the timed boluses one hour can meet "
                             "and the patient boluses its lockout allows)")
@@ -267,13 +267,13 @@ class _Rules:
             if worst > drug.soft_ng_day:
                 self.overridden |= override_flag("daily_limit")
             return
-        parts = (f"basal {u.fmt_amount(rx.basal_ng(), unit)} + timed "
-                 f"{u.fmt_amount(rx.timed_ng(), unit)}")
+        parts = (f"basal {u.fmt_reading(rx.basal_ng(), unit)} + timed "
+                 f"{u.fmt_reading(rx.timed_ng(), unit)}")
         if rx.pb:
             parts += f" + patient {rx.pb.max_per_day} x {u.fmt_amount(rx.pb.dose_ng, unit)}"
         else:
             parts += " + no patient bolus"
-        probs.add(self._culprit(rx), f"worst-case 24 h dose {u.fmt_amount(worst, unit)} exceeds {drug.name} "
+        probs.add(self._culprit(rx), f"worst-case 24 h dose {u.fmt_reading(worst, unit)} exceeds {drug.name} "
                         f"{kind} limit {u.fmt_rate(limit, unit)} ({parts}){hint}")
 
 

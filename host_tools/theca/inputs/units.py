@@ -301,9 +301,13 @@ def fmt_amount(ng: int, unit: str | None = None) -> str:
 
 
 def fmt_reading(ng: int | float, unit: str | None = None) -> str:
-    """An amount for a person to read: 4 significant digits in `unit` ("1.833 mg", not
-    "1.833334 mg"); exact values stay in the json and parquet fields."""
+    """An amount for a person to read in `unit`: exact up to 6 significant digits, else 4
+    ("1.833 mg", not "1.833334 mg"); exact values stay in the json and parquet fields."""
     unit = unit or amount_unit(int(ng))
+    if isinstance(ng, int):
+        exact = fmt_decimal(ng, _MASS_NG[unit])
+        if len(exact.replace(".", "").replace("-", "").lstrip("0")) <= 6:
+            return f"{exact} {unit}"  # (exact when short: "19.201 mcg" stays above 19.2)
     v = ng / _MASS_NG[unit]
     return f"{v:.4g} {unit}" if abs(v) < 10000 else f"{v:,.0f} {unit}"
 

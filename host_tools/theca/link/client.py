@@ -98,6 +98,15 @@ _FIELD_WORDS = {
               "whole fill: refill first)"),
 }
 
+#: What a command found running when the pump said busy (in_progress), by command.
+_BUSY_WITH = {
+    "PRIME": "the catheter is being primed already (the log says prime_completed when it is "
+             "full)",
+    "CATHETER": "the catheter is being primed: record a new catheter once prime_completed is "
+                "logged (or it is a mistake: the prime goes on)",
+    "CLINICIAN_BOLUS": "a clinician bolus is still running: wait for its bolus_completed",
+}
+
 #: Why a bolus was denied (NACK `limit` detail of PATIENT_BOLUS / CLINICIAN_BOLUS).
 DENY_WORDS = {
     "lockout": "the lockout since the last patient bolus has not passed yet",
@@ -520,6 +529,8 @@ def explain(cmd_type: int, result: int, detail: int, role: str = "", key_file=No
         return "limit: " + _limit_words(name, kind, detail)
     if reason == "busy":
         r = N.name_of(N.DENY_REASONS, detail, "reason") if kind == "deny" else ""
+        if r == "in_progress" and name in _BUSY_WITH:
+            return f"busy: {_BUSY_WITH[name]}"
         return f"busy: {DENY_WORDS[r]}" if r in DENY_WORDS else f"busy: {device} cannot {verb} now"
     if reason == "schema":
         what = "prescription format" if kind == "rx_version" else "frame"

@@ -46,7 +46,8 @@ STATUS_FIELDS: tuple[Field, ...] = (
     Field("low_reservoir_eta", "time", ("low_eta",), "UTC",
           help="when the reservoir reaches its low threshold by the plan alone (none: not "
                "known); patient boluses not counted"),
-    Field("step", "int", ("step",), help="the basal step in force (0-based)"),
+    Field("step", "int", ("step",), help="the basal step in force (0-based here; the table "
+                                        "and `theca status` number steps from 1)"),
     Field("drug", "drug_id", ("drug",), help="the prescription's drug"),
     Field("conc_ng_ml", "int", ("conc_ng_ml",), "ng/mL",
           help="the concentration in the reservoir"),
@@ -100,7 +101,7 @@ def code_name(f: Field, code: int) -> str:
 TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("mode", "mode", -9), ("step", "step", 4), ("reservoir_ul", "reservoir_uL", 12),
     ("delivered_ul", "delivered_uL", 12), ("rate_ul_per_day", "rate_uL/day", 11),
-    ("rolling_24h_ng", "24h_ng", 10), ("alarms", "alarms", 0),
+    ("rolling_24h_ng", "24h_dose", 10), ("alarms", "alarms", 0),
 )
 TABLE_CHANGES: tuple[str, ...] = ("drug", "conc_ng_ml", "battery_days", "low_reservoir_eta",
                                   "refill_due", "boluses_24h", "flags", "acked", "rx_crc")

@@ -37,11 +37,22 @@ def _table_time(t: str) -> str:
 def _tv(k: str, v) -> str:
     if k in _HEX_FIELDS and type(v) is int:
         return f"0x{v:08x}"
+    if k == "step" and type(v) is int:
+        return str(v + 1)  # (1-based, as the status numbers it)
+    if k == "conc_ng_ml" and type(v) is int and v:
+        from theca.inputs import units as U
+
+        return U.fmt_conc(v)
     return table_value(v)
 
 
+#: Field names the table shows another way (their value in a person's units).
+_LABEL = {"conc_ng_ml": "conc"}
+
+
 def _kv(d: dict, skip=()) -> str:
-    return "  ".join(f"{k}={_tv(k, v)}" for k, v in d.items() if k not in skip)
+    return "  ".join(f"{_LABEL.get(k, k) if type(v) is int else k}={_tv(k, v)}"
+                     for k, v in d.items() if k not in skip)
 
 
 def _table_text(rec: dict) -> str:
@@ -64,8 +75,35 @@ def _table_text(rec: dict) -> str:
     return _kv(rec, ("kind", "t", "seq"))
 
 
+def _for_people(f: F.Field, col: dict) -> list[str] | None:
+    # the fields a person reads in their own units (the raw integers stay in jsonl, csv
+    # and parquet): the step 1-based as `theca status` numbers it, the drug of the last
+    # 24 h in its drug's unit, the concentration as mg/mL or mcg/mL
+    from theca.inputs import units as U
+
+    x = col[f.raw[0]].tolist()
+    if f.name == "step":
+        return [str(v + 1) for v in x]
+    if f.name == "conc_ng_ml":
+        return [U.fmt_conc(v) if v else "-" for v in x]
+    if f.name == "rolling_24h_ng":
+        units = _dose_units()
+        return [U.fmt_reading(v, units.get(d, "mg")) if v else "0"
+                for v, d in zip(x, col["drug"].tolist(), strict=True)]
+    return None
+
+
+def _dose_units() -> dict[int, str]:
+    from theca.inputs.druglib import dose_unit, load_druglib
+
+    return {d.id: dose_unit(d) for d in load_druglib().drugs}
+
+
 def _display(r: Renderer, f: F.Field, col: dict) -> list[str]:
     """Field `f` of every line as a person reads it in the table ("-": none)."""
+    mine = _for_people(f, col)
+    if mine is not None:
+        return mine
     x = col[f.raw[0]]
     if f.kind in ("milli", "milli2"):
         v = x.astype(np.int64)
@@ -118,8 +156,8 @@ class _TableStatus:
 
     def _changes(self, sl: tuple) -> str:
         prev = self.prev
-        return " ".join(f"{name}={v}" for i, (name, v) in enumerate(zip(F.TABLE_CHANGES, sl,
-                                                                       strict=True))
+        return " ".join(f"{_LABEL.get(name, name)}={v}"
+                        for i, (name, v) in enumerate(zip(F.TABLE_CHANGES, sl, strict=True))
                         if prev is None or prev[i] != v)
 
 
