@@ -128,6 +128,16 @@ def test_one_process_and_two_give_the_same_verdicts_and_resume_runs_nothing_twic
     assert n == 24 and held == sum(1 for r in two.values() if r["ok"])
     text = (tmp_path / "two" / "summary.md").read_text()
     assert "| tip_limits |" in text and "24 runs" in text
+    # docs/cli.md's example reads it as written (in the folder holding `camp`)
+    import re
+
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    ex = re.search(r"```sh\n(python -c \"import duckdb.*?camp/runs.parquet.*?)```", doc, re.S)
+    assert ex, "docs/cli.md has no DuckDB example for runs.parquet"
+    (tmp_path / "camp").symlink_to(tmp_path / "two")
+    r = subprocess.run(["bash", "-c", ex.group(1).replace("python ", f"{sys.executable} ", 1)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "failed" in r.stdout, r.stdout + r.stderr
     # --resume: what runs.jsonl holds is not run again
     t0 = time.monotonic()
     r3 = theca("campaign", c, "-o", tmp_path / "two", "--resume")

@@ -275,7 +275,7 @@ def test_csv_and_table(tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0].split()[:8] == ["time", "(UTC)", "seq", "kind", "mode", "step",
                                     "reservoir_uL", "delivered_uL"]
-    assert len(lines) == 6 and lines[3].split()[3:7] == ["status", "running", "0", "20000.000"]
+    assert len(lines) == 6 and lines[3].split()[3:7] == ["status", "running", "1", "20000.000"]  # (step 1: the first)
 
 
 def test_summary_text(tmp_path, capsys):

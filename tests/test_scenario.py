@@ -63,7 +63,7 @@ def test_demo_scenario():
     assert isinstance(sc, Scenario)
     assert sc.start == T0 and fmt_time(sc.start) == "2026-01-01T00:00:00Z"
     assert sc.end == T0 + 30 * DAY and sc.duration_s == 30 * DAY
-    assert sc.status_period_s == 60
+    assert sc.status_period_s == 30  # (the trumpet curve samples every 30 s)
     assert sc.reservoir_nl == 20_000_000 and sc.capacity_nl == 20_000_000
     assert sc.prescription == load_prescription(EXAMPLES / "rx_morphine.toml")
     assert (sc.stroke_nl, sc.catheter_nl, sc.battery_days, sc.local_offset_s) == (250, 150_000, 2555, 0)

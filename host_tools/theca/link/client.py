@@ -93,19 +93,14 @@ _FIELD_WORDS = {
     "primed": "the catheter is primed already (prime follows `theca catheter --volume`)",
     "zone": (f"the time zone's offset changes (at most {M.RX_MAX_ZONE}, in time order, each "
              f"within {N.MAX_LOCAL_OFFSET_S // 3600} h of UTC)"),
-    "drugs": (f"the admixture's other drugs (up to {M.RX_MAX_MIX}, each in the drug library, "
-              "named once, with a concentration; a prescription must name the reservoir's "
-              "whole fill: refill first)"),
+    "drugs": f"the admixture's other drugs (up to {M.RX_MAX_MIX}, known, each once; the "
+             "prescription must name the reservoir's whole fill: refill first)",
 }
 
 #: What a command found running when the pump said busy (in_progress), by command.
-_BUSY_WITH = {
-    "PRIME": "the catheter is being primed already (the log says prime_completed when it is "
-             "full)",
-    "CATHETER": "the catheter is being primed: record a new catheter once prime_completed is "
-                "logged (or it is a mistake: the prime goes on)",
-    "CLINICIAN_BOLUS": "a clinician bolus is still running: wait for its bolus_completed",
-}
+_BUSY_WITH = {"PRIME": "the catheter is being primed already (prime_completed says when)",
+              "CATHETER": "the catheter is being primed: a new one once prime_completed",
+              "CLINICIAN_BOLUS": "a clinician bolus is still running: wait for its bolus_completed"}
 
 #: Why a bolus was denied (NACK `limit` detail of PATIENT_BOLUS / CLINICIAN_BOLUS).
 DENY_WORDS = {

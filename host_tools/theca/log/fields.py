@@ -32,6 +32,9 @@ class Field(NamedTuple):
     prefix: str = ""
     help: str = ""
     hex: bool = False  # shown in hexadecimal to a person (a CRC)
+    #: how the table shows it to a person, beside its raw value in jsonl/csv/parquet:
+    #: "index1" (counted from 1), "conc" (mg/mL or mcg/mL), "dose" (in its drug's unit)
+    person: str = ""
 
 
 STATUS_FIELDS: tuple[Field, ...] = (
@@ -47,13 +50,14 @@ STATUS_FIELDS: tuple[Field, ...] = (
           help="when the reservoir reaches its low threshold by the plan alone (none: not "
                "known); patient boluses not counted"),
     Field("step", "int", ("step",), help="the basal step in force (0-based here; the table "
-                                        "and `theca status` number steps from 1)"),
+                                        "and `theca status` number steps from 1)",
+          person="index1"),
     Field("drug", "drug_id", ("drug",), help="the prescription's drug"),
     Field("conc_ng_ml", "int", ("conc_ng_ml",), "ng/mL",
-          help="the concentration in the reservoir"),
+          help="the concentration in the reservoir", person="conc"),
     Field("battery_days", "int", ("battery_days",), "days", help="battery days left"),
     Field("rolling_24h_ng", "int", ("rolling_ng",), "ng",
-          help="drug that reached the patient in the last 24 h"),
+          help="drug that reached the patient in the last 24 h", person="dose"),
     Field("boluses_24h", "int", ("boluses_24h",), help="patient boluses in the last 24 h"),
     Field("flags", "int", ("flags",), help="STATUS_FLAGS bits"),
     Field("acked", "int", ("acked",), help="alarm bits 0..7 acknowledged"),
@@ -103,6 +107,8 @@ TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("delivered_ul", "delivered_uL", 12), ("rate_ul_per_day", "rate_uL/day", 11),
     ("rolling_24h_ng", "24h_dose", 10), ("alarms", "alarms", 0),
 )
+#: Names the table gives fields it shows in a person's units (`person`).
+TABLE_LABELS: dict[str, str] = {"conc_ng_ml": "conc"}
 TABLE_CHANGES: tuple[str, ...] = ("drug", "conc_ng_ml", "battery_days", "low_reservoir_eta",
                                   "refill_due", "boluses_24h", "flags", "acked", "rx_crc")
 BY_NAME: dict[str, Field] = {f.name: f for f in STATUS_FIELDS}

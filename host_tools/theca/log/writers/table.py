@@ -34,20 +34,26 @@ def _table_time(t: str) -> str:
     return t[:10] + " " + t[11:19] if len(t) == 20 else t
 
 
+#: The field whose drug a dose is of (the status's drug).
+_DRUG = next(f.name for f in F.STATUS_FIELDS if f.kind == "drug_id")
+#: Event arguments named as a STATUS field with a person's form take that form too.
+_PERSON = {f.name: f.person for f in F.STATUS_FIELDS if f.person}
+
+
 def _tv(k: str, v) -> str:
     if k in _HEX_FIELDS and type(v) is int:
         return f"0x{v:08x}"
-    if k == "step" and type(v) is int:
+    how = _PERSON.get(k)
+    if how == "index1" and type(v) is int:
         return str(v + 1)  # (1-based, as the status numbers it)
-    if k == "conc_ng_ml" and type(v) is int and v:
+    if how == "conc" and type(v) is int and v:
         from theca.inputs import units as U
 
         return U.fmt_conc(v)
     return table_value(v)
 
 
-#: Field names the table shows another way (their value in a person's units).
-_LABEL = {"conc_ng_ml": "conc"}
+_LABEL = F.TABLE_LABELS
 
 
 def _kv(d: dict, skip=()) -> str:
@@ -82,14 +88,15 @@ def _for_people(f: F.Field, col: dict) -> list[str] | None:
     from theca.inputs import units as U
 
     x = col[f.raw[0]].tolist()
-    if f.name == "step":
+    if f.person == "index1":
         return [str(v + 1) for v in x]
-    if f.name == "conc_ng_ml":
+    if f.person == "conc":
         return [U.fmt_conc(v) if v else "-" for v in x]
-    if f.name == "rolling_24h_ng":
+    if f.person == "dose":
         units = _dose_units()
+        drug = col[F.BY_NAME[_DRUG].raw[0]].tolist()
         return [U.fmt_reading(v, units.get(d, "mg")) if v else "0"
-                for v, d in zip(x, col["drug"].tolist(), strict=True)]
+                for v, d in zip(x, drug, strict=True)]
     return None
 
 
