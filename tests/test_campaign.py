@@ -184,7 +184,9 @@ def test_a_dask_cluster_on_localhost_gives_the_local_verdicts(tmp_path):
     c = _write(tmp_path, CAMPAIGN)
     port = _free_port()
     addr = f"tcp://127.0.0.1:{port}"
-    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    # (their scratch in the test's folder, not /tmp/dask-scratch-space)
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False",
+               DASK_TEMPORARY_DIRECTORY=str(tmp_path / "dask"))
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
                                str(port), "--no-dashboard"], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
