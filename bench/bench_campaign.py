@@ -117,9 +117,10 @@ def paper(cp: dict) -> list[str]:
              f"{per_core:.2f} runs/s a core) and assuming runs scale with cores (they share "
              "nothing: each is its own twin process and folder; the Dask scheduler's "
              "overhead per task is milliseconds against a run's ~second):", "",
-             "| machines | cores each | hours |", "|---:|---:|---:|"]
+             "| machines | cores each | time |", "|---:|---:|---:|"]
     for n, cores in ((1, 2), (10, 2), (1, 32), (10, 32), (100, 32)):
         hours = 1_000_000 / (per_core * n * cores) / 3600
-        lines.append(f"| {n} | {cores} | {hours:,.1f} |")
+        when = f"{hours:,.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+        lines.append(f"| {n} | {cores} | {when} |")
     lines.append("")
     return lines
