@@ -31,10 +31,6 @@ class Plan(Part):
         self.bridge_drug = 0
         self.bridge_mix = rxmod.NO_MIX
         self.bridge_rx = None
-        # (num, den): at the end of a bridge between fills of one primary drug, the
-        # history is kept scaled by num/den (>= 1) so that no drug of the new fill is
-        # under-counted; (0, 1): another primary drug, the history starts anew
-        self.carry = (0, 1)
         self.fill_t = 0  # when the fill in the reservoir went in (0: not known)
         self.fill_first = 0  # 1: the reservoir's first fill of its drug
         self.rx_bad = False  # a stored prescription did not parse
@@ -196,9 +192,6 @@ class Plan(Part):
         """The old fill is out of the catheter (pushed, or gone with a new catheter).
         Returns 0: the same drug; 1: another drug reaches the tip with its prescription;
         2: another drug with none (the prescription is dropped)."""
-        self.carry = (0, 1)
-        if self.bridge_drug:
-            self.carry = self._carry()
         self.bridge_nl = 0
         self.bridge_conc = 0
         if not self.bridge_drug:
@@ -211,12 +204,14 @@ class Plan(Part):
             return 2
         return 1
 
-    def _carry(self):
-        # The old fill's history in ng of its primary drug, against the new fill's limits
-        # (ng of the same primary drug): drug k's true history is h * old_ck / old_c0, the
-        # new fill counts it as h * new_ck / new_c0; scaled by the largest ratio of the
-        # two, no drug is under-counted. Another primary drug: (0, 1), a new history.
-        if self.bridge_drug != self.drug or not self.bridge_conc or not self.conc:
+    def carry(self):
+        """(num, den) for the dose history when the bridge ends (ask before end_bridge):
+        between fills of one primary drug it is kept scaled by num/den >= 1 (drug k's true
+        history is h * old_ck / old_c0, the new fill counts h * new_ck / new_c0: by the
+        largest ratio of the two, no drug is under-counted); (0, 1): no bridge of another
+        fill, or another primary drug, whose history starts anew."""
+        if (not self.bridge_drug or self.bridge_drug != self.drug or not self.bridge_conc
+                or not self.conc):
             return (0, 1)
         if not self.mix[0] or not self.bridge_mix[0]:
             return (1, 1)  # (one drug's history is exact; a drug new to the fill has none)

@@ -47,12 +47,12 @@ def unload(p, now):
 
 def end_bridge(p, now):
     """The old fill is out of the catheter (pushed, or gone with a new catheter)."""
+    num, den = p.plan.carry()  # (of the bridge that ends here)
     r = p.plan.end_bridge()
     if r:
         # one drug's ng say nothing of another's limits: its history starts here (the
         # patient's bolus count and lockout stay: they are the patient's); another fill
         # of the same primary drug keeps it, scaled so that no drug is under-counted
-        num, den = p.plan.carry
         if num:
             p.rolling.scale(num, den)
         else:

@@ -19,7 +19,6 @@ runs.parquet ("pass" or "fail") with figures beside it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import theca_protocol as tp
@@ -27,6 +26,7 @@ from theca_protocol import names as N
 from theca_protocol.storage import TruthRecord
 
 from theca.inputs.scenario import Scenario
+from theca.log.frames import parse_time
 
 INVARIANTS = ("tip_limits", "patient_boluses", "volume", "events", "stops_alarmed", "no_crash")
 STOP_GRACE_S = 300
@@ -36,8 +36,7 @@ _OFF_KINDS = ("power_loss", "storage")
 
 def _t(iso: str) -> int:
     # an ISO time of the log -> device seconds
-    return int(datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-               - tp.EPOCH_UNIX)
+    return parse_time(iso, "log time")
 
 
 def judge(sc: Scenario, res: dict, tlog: Path, stream: bytes, lib, truth_doc: dict) -> dict:

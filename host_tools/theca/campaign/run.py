@@ -124,8 +124,9 @@ def campaign(c: Campaign, out: Path, rows_of: Callable[[list[dict]], Iterable[di
             done[r["run"]] = r
     elif log.exists():
         log.unlink()
-    todo = [j for j in jobs(c, firmware) if j["id"] not in done]
-    by_id = {j["id"]: j for j in jobs(c, firmware)}
+    every = jobs(c, firmware)
+    todo = [j for j in every if j["id"] not in done]
+    by_id = {j["id"]: j for j in every}
     n_all = len(by_id)
     if progress:
         progress(len(done), n_all)

@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from theca.campaign import run as R
-    from theca.campaign.spec import load_campaign
+    from theca.campaign.spec import load_campaign, runs
     from theca.outputs import output_folder
 
     c = load_campaign(args.campaign)
@@ -41,7 +41,7 @@ def run(args) -> int:
     if args.firmware is not None and not args.firmware.is_dir():
         raise BadInput(f"--firmware: {args.firmware} is not a folder")
     fw = str(args.firmware.resolve()) if args.firmware else None
-    first = R.jobs(c, fw)[:1]
+    first = runs(c)[:1]
     if first:  # the first run's scenario, checked here: a bad base fails at once (exit 2)
         from theca.inputs.scenario import load_scenario
 

@@ -47,8 +47,6 @@ def cache_rp2() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "theca" / "rp2"
 
 
-_cache_rp2 = cache_rp2
-
 
 def listed_sums() -> dict[str, str]:
     """The SHA-256 of each file as this repository lists them (SHA256SUMS)."""
@@ -59,7 +57,7 @@ def _candidates() -> list[Path]:
     # where the firmware and the boot ROM are looked for, in order (the contract's)
     env = os.environ.get("THECA_RP2_FIRMWARE")
     out = [Path(env)] if env else []
-    return out + [paths.ROOT.parent / "shared" / "rp2", _cache_rp2()]
+    return out + [paths.ROOT.parent / "shared" / "rp2", cache_rp2()]
 
 
 def rp2_dir() -> Path:
@@ -87,7 +85,7 @@ def firmware_missing() -> str | None:
     where = ", ".join(str(c) for c in _candidates())
     return (f"{' and '.join(missing)} not found (looked in {where}): `theca emu "
             f"fetch-firmware` downloads the official MicroPython firmware ({DOWNLOAD}) and the "
-            f"RP2040 boot ROM into {_cache_rp2()}, or set THECA_RP2_FIRMWARE to their folder; "
+            f"RP2040 boot ROM into {cache_rp2()}, or set THECA_RP2_FIRMWARE to their folder; "
             "they are checked against "
             f"{SUMS.relative_to(paths.ROOT) if SUMS.is_relative_to(paths.ROOT) else SUMS}")
 
@@ -118,7 +116,7 @@ def _parse_sums(text: str) -> dict[str, str]:
 def _checked(path: Path, want: str | None, what: str) -> Path:
     if not path.is_file():
         raise BadInput(f"{what} {path} not found (`theca emu fetch-firmware` puts it in "
-                       f"{_cache_rp2()}; or set THECA_RP2_FIRMWARE to its folder)")
+                       f"{cache_rp2()}; or set THECA_RP2_FIRMWARE to its folder)")
     got = hashlib.sha256(path.read_bytes()).hexdigest()
     if want is None:
         raise BadInput(f"{path.name} has no line in SHA256SUMS: it cannot be checked")
